@@ -1,0 +1,165 @@
+"""Resumable checkpoints: safetensors weights, optimiser states, training state and the preset,
+written atomically as one folder (DESIGN.md "Contracts").
+
+Folder layout (``run_dir/checkpoints/<name>/``)::
+
+    <net>.safetensors   one per network (e.g. net, ema, generator, fake_score, generator_ema);
+                        metadata "network_config" = JSON of the EDMPrecond arguments
+    optimizers.pt       {name: optimizer.state_dict()} — tensors and numbers only,
+                        loaded with torch.load(weights_only=True)
+    state.json          images seen, stage and any extra numbers
+    preset.toml         the effective preset
+
+A checkpoint loads in a fresh interpreter with only this package installed: no pickled classes.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors.torch import load_file, save_file, safe_open
+from torch import nn
+
+from .networks import EDMPrecond, build_network
+
+__all__ = ["save_checkpoint", "load_checkpoint", "checkpoint_exists", "load_network", "Checkpoint"]
+
+
+def _fsync_dir(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def save_checkpoint(
+    folder: Path,
+    networks: dict[str, nn.Module],
+    network_config: dict,
+    state: dict[str, Any],
+    preset_toml: str,
+    optimizers: dict[str, torch.optim.Optimizer] | None = None,
+) -> Path:
+    """Write a checkpoint folder atomically: build it beside the target, fsync, swap by rename.
+
+    A previous checkpoint of the same name is replaced only once the new one is complete; a crash
+    leaves either the old or the new folder (``<name>.old`` is picked up by :func:`load_checkpoint`).
+
+    Args:
+        folder: target folder, e.g. ``run_dir/checkpoints/teacher-latest``.
+        networks: name → module (weights saved as float32 safetensors).
+        network_config: :func:`rsd_engine.networks.network_config` output, stored in each file.
+        state: JSON-serialisable training state (``images_seen`` …).
+        preset_toml: the effective preset.
+        optimizers: name → optimizer, saved with their full state.
+
+    Returns:
+        the folder written.
+    """
+    folder = Path(folder)
+    folder.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(dir=folder.parent, prefix=f".{folder.name}.tmp-"))
+    try:
+        meta = {"network_config": json.dumps(network_config)}
+        for name, module in networks.items():
+            tensors = {k: v.detach().to("cpu", torch.float32).contiguous() for k, v in module.state_dict().items()}
+            save_file(tensors, str(tmp / f"{name}.safetensors"), metadata=meta)
+        if optimizers:
+            torch.save({k: o.state_dict() for k, o in optimizers.items()}, tmp / "optimizers.pt")
+        (tmp / "state.json").write_text(json.dumps(state, indent=2, sort_keys=True))
+        (tmp / "preset.toml").write_text(preset_toml)
+        for f in tmp.iterdir():
+            with open(f, "rb") as fh:
+                os.fsync(fh.fileno())
+        _fsync_dir(tmp)
+        old = folder.with_name(folder.name + ".old")
+        if old.exists():
+            shutil.rmtree(old)
+        if folder.exists():
+            os.replace(folder, old)
+        os.replace(tmp, folder)
+        _fsync_dir(folder.parent)
+        shutil.rmtree(old, ignore_errors=True)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return folder
+
+
+def _resolve(folder: Path) -> Path | None:
+    folder = Path(folder)
+    if (folder / "state.json").is_file():
+        return folder
+    old = folder.with_name(folder.name + ".old")
+    if (old / "state.json").is_file():
+        return old
+    return None
+
+
+def checkpoint_exists(folder: Path) -> bool:
+    """Whether a complete checkpoint (or its ``.old`` predecessor) is at ``folder``."""
+    return _resolve(folder) is not None
+
+
+class Checkpoint:
+    """A loaded checkpoint folder: ``state`` (dict), ``preset_toml`` (str), ``path``; weights and
+    optimiser states are read on demand."""
+
+    def __init__(self, path: Path):
+        self.path = path
+        self.state = json.loads((path / "state.json").read_text())
+        self.preset_toml = (path / "preset.toml").read_text()
+
+    def network_config(self, name: str) -> dict:
+        """The EDMPrecond arguments stored with network ``name``."""
+        with safe_open(str(self.path / f"{name}.safetensors"), framework="pt") as f:
+            return json.loads(f.metadata()["network_config"])
+
+    def load_weights(self, name: str, module: nn.Module) -> None:
+        """Copy the weights of network ``name`` into ``module`` (strict).
+
+        Raises:
+            RuntimeError: shapes or keys differ (e.g. the preset's network changed).
+        """
+        module.load_state_dict(load_file(str(self.path / f"{name}.safetensors")), strict=True)
+
+    def build(self, name: str) -> EDMPrecond:
+        """A new :class:`EDMPrecond` built from the stored config, with the stored weights."""
+        net = build_network(self.network_config(name))
+        self.load_weights(name, net)
+        return net
+
+    def load_optimizers(self, optimizers: dict[str, torch.optim.Optimizer]) -> None:
+        """Restore optimiser states saved under the same names."""
+        states = torch.load(self.path / "optimizers.pt", map_location="cpu", weights_only=True)
+        for k, opt in optimizers.items():
+            opt.load_state_dict(states[k])
+
+
+def load_checkpoint(folder: Path) -> Checkpoint:
+    """Open a checkpoint folder (falls back to ``<folder>.old`` after an interrupted swap).
+
+    Raises:
+        FileNotFoundError: no complete checkpoint at ``folder``.
+    """
+    path = _resolve(folder)
+    if path is None:
+        raise FileNotFoundError(f"no checkpoint at {folder} (expected state.json and *.safetensors)")
+    return Checkpoint(path)
+
+
+def load_network(folder: Path, name: str) -> EDMPrecond:
+    """Shortcut: build network ``name`` from the checkpoint at ``folder`` (eval mode, no grad).
+
+    Raises:
+        FileNotFoundError: no checkpoint there.
+    """
+    net = load_checkpoint(folder).build(name)
+    return net.eval().requires_grad_(False)

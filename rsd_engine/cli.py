@@ -1,0 +1,207 @@
+"""Command line: ``rsd-engine run|validate|sample|evaluate|preview`` (also ``python -m rsd_engine``).
+
+Exit codes: 0 success; 2 invalid preset or arguments; 1 a run failed (status ``failed``, error in
+status.json and log.txt); 130 stopped by SIGTERM/SIGINT (status ``stopped``, checkpoint kept).
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import sys
+import time
+import traceback
+from pathlib import Path
+
+from . import config as cfg
+from .signals import install_signal_handlers
+
+__all__ = ["main", "build_parser"]
+
+log = logging.getLogger("rsd_engine")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argparse parser of all subcommands."""
+    p = argparse.ArgumentParser(prog="rsd-engine", description="Restoration Score Distillation: teacher on corrupted data → one-step generator → evaluation.")
+    sub = p.add_subparsers(dest="command", required=True)
+
+    r = sub.add_parser("run", help="train teacher, distil, evaluate (or resume a run)")
+    r.add_argument("preset", nargs="?", help="preset TOML file (omit with --resume)")
+    r.add_argument("--out", help="run folder (default runs/<run.name>-<time>)")
+    r.add_argument("--set", dest="overrides", action="append", default=[], metavar="SECTION.KEY=VALUE", help="override a preset field (repeatable)")
+    r.add_argument("--resume", metavar="RUN_DIR", help="continue the run in this folder from its latest checkpoints")
+
+    v = sub.add_parser("validate", help="check a preset and print the effective TOML")
+    v.add_argument("preset")
+    v.add_argument("--set", dest="overrides", action="append", default=[], metavar="SECTION.KEY=VALUE")
+
+    s = sub.add_parser("sample", help="write a PNG grid of samples of a finished run")
+    s.add_argument("run_dir")
+    s.add_argument("--n", type=int, default=64, help="number of samples (seeds seed-start … seed-start+n−1)")
+    s.add_argument("--model", default="generator", choices=["generator", "teacher-full", "teacher-truncated"])
+    s.add_argument("--seed-start", type=int, default=0)
+    s.add_argument("--out", help="PNG path (default RUN_DIR/samples/<model>-n<N>.png)")
+
+    e = sub.add_parser("evaluate", help="(re)compute metrics.json of a run from its final checkpoints")
+    e.add_argument("run_dir")
+    e.add_argument("--set", dest="overrides", action="append", default=[], metavar="eval.KEY=VALUE", help="override eval.* fields only")
+
+    pv = sub.add_parser("preview", help="PNG grid of clean | measurement | adjoint for a preset, before training")
+    pv.add_argument("preset")
+    pv.add_argument("--n", type=int, default=16)
+    pv.add_argument("--out", default="preview.png")
+    pv.add_argument("--set", dest="overrides", action="append", default=[], metavar="SECTION.KEY=VALUE")
+    return p
+
+
+def _setup_logging(log_file: Path | None, main_process: bool) -> None:
+    log.setLevel(logging.INFO)
+    log.handlers.clear()
+    log.propagate = False
+    fmt = logging.Formatter("%(asctime)s %(levelname)s %(message)s", "%H:%M:%S")
+    if main_process:
+        h = logging.StreamHandler(sys.stderr)
+        h.setFormatter(fmt)
+        log.addHandler(h)
+        if log_file is not None:
+            fh = logging.FileHandler(log_file, encoding="utf-8")
+            fh.setFormatter(fmt)
+            log.addHandler(fh)
+    else:  # other processes report only problems, prefixed with their rank
+        h = logging.StreamHandler(sys.stderr)
+        h.setLevel(logging.WARNING)
+        h.setFormatter(logging.Formatter(f"%(asctime)s %(levelname)s [rank {os.environ.get('RANK', '?')}] %(message)s", "%H:%M:%S"))
+        log.addHandler(h)
+
+
+def _cmd_validate(args) -> int:
+    preset = cfg.load(args.preset, args.overrides)
+    sys.stdout.write(cfg.dumps(preset))
+    return 0
+
+
+def _cmd_run(args) -> int:
+    from accelerate.utils import broadcast_object_list
+
+    from .runs import RunDir
+    from .training import Pipeline, StopRequested, make_accelerator
+
+    if args.resume:
+        if args.preset or args.overrides:
+            raise cfg.PresetError([("--resume", "a resumed run uses its frozen preset; give no PRESET and no --set")])
+        run = RunDir(args.resume)
+        if not run.exists():
+            raise cfg.PresetError([("--resume", f"{args.resume} holds no run (no preset.toml)")])
+        preset = cfg.load(run.preset_path)
+    else:
+        if not args.preset:
+            raise cfg.PresetError([("preset", "give a preset file or --resume RUN_DIR")])
+        preset = cfg.load(args.preset, args.overrides)
+    acc = make_accelerator(preset)
+    if not args.resume:
+        target = [args.out or f"runs/{preset.run.name}-{time.strftime('%Y%m%d-%H%M%S')}"]
+        if acc.num_processes > 1:
+            broadcast_object_list(target)
+        run = RunDir(target[0])
+        if acc.is_main_process:
+            RunDir.create(run.path, cfg.dumps(preset))
+        acc.wait_for_everyone()
+    _setup_logging(run.log_path, acc.is_main_process)
+    log.info("run folder %s (%d process%s on %s)", run.path, acc.num_processes, "es" if acc.num_processes > 1 else "", acc.device)
+    if acc.is_main_process:
+        run.write_status(state="running", pid=os.getpid(), error=None, num_processes=acc.num_processes, device=str(acc.device))
+    try:
+        Pipeline(preset, run, acc).run_all()
+    except StopRequested:
+        log.warning("stopped; resume with: rsd-engine run --resume %s", run.path)
+        if acc.is_main_process:
+            run.write_status(state="stopped")
+            run.append_event(run.read_status().get("stage", "teacher"), "stopped")
+        return 130
+    except Exception as e:  # the run folder records every failure
+        log.error("run failed: %s", e)
+        log.debug(traceback.format_exc())
+        if acc.is_main_process:
+            run.write_status(state="failed", error=f"{type(e).__name__}: {e}")
+            with open(run.log_path, "a", encoding="utf-8") as f:
+                f.write(traceback.format_exc())
+        return 1
+    log.info("done: %s", run.metrics_path)
+    return 0
+
+
+def _cmd_sample(args) -> int:
+    import torch
+
+    from .checkpoints import load_checkpoint
+    from .evaluation import generate
+    from .grids import save_grid
+    from .runs import RunDir
+
+    run = RunDir(args.run_dir)
+    preset = cfg.load(run.preset_path)
+    name, folder = ("generator_ema", "generator-final") if args.model == "generator" else ("ema", "teacher-final")
+    ck_dir = run.checkpoints / folder
+    if args.model != "generator" and preset.teacher.checkpoint:
+        ck_dir = Path(preset.teacher.checkpoint)
+        ck_dir = ck_dir / "checkpoints" / "teacher-final" if (ck_dir / "checkpoints").is_dir() else ck_dir
+    net = load_checkpoint(ck_dir).build(name).eval()
+    shape = (preset.data.channels, preset.data.resolution, preset.data.resolution)
+    stop = preset.eval.stop_sigma if preset.eval.stop_sigma is not None else preset.corruption.noise_sigma
+    samples = generate(args.model, net, range(args.seed_start, args.seed_start + args.n), shape, batch_size=preset.eval.batch_size,
+                       steps=preset.eval.teacher_steps, rho=preset.network.rho, stop_sigma=stop, sigma_init=preset.distill.sigma_init,
+                       device="cuda" if torch.cuda.is_available() and preset.accelerate.device != "cpu" else "cpu")
+    out = Path(args.out) if args.out else run.samples / f"{args.model}-n{args.n}.png"
+    save_grid(samples.images, out)
+    print(f"{out}  ({args.n} samples, seeds {args.seed_start}…{args.seed_start + args.n - 1}, NFE {samples.nfe}, {samples.images_per_s:.1f} img/s)")
+    return 0
+
+
+def _cmd_evaluate(args) -> int:
+    from .runs import RunDir
+    from .training import Pipeline, make_accelerator
+
+    bad = [o for o in args.overrides if not o.startswith("eval.")]
+    if bad:
+        raise cfg.PresetError([(o, "evaluate accepts eval.* overrides only") for o in bad])
+    run = RunDir(args.run_dir)
+    if not run.exists():
+        raise cfg.PresetError([("run_dir", f"{args.run_dir} holds no run (no preset.toml)")])
+    preset = cfg.loads(run.preset_path.read_text(), args.overrides, str(run.preset_path))
+    acc = make_accelerator(preset)
+    _setup_logging(run.log_path, acc.is_main_process)
+    metrics = Pipeline(preset, run, acc).evaluate()
+    for model, rec in metrics.items():
+        print(model, {k: rec.get(k) for k in ("fid", "kid", "proximal_fid", "psnr", "ssim", "n", "nfe", "images_per_s") if k in rec})
+    return 0
+
+
+def _cmd_preview(args) -> int:
+    from .preview import write_preview
+
+    preset = cfg.load(args.preset, args.overrides)
+    out = write_preview(preset, args.n, Path(args.out))
+    print(out)
+    return 0
+
+
+_COMMANDS = {"run": _cmd_run, "validate": _cmd_validate, "sample": _cmd_sample, "evaluate": _cmd_evaluate, "preview": _cmd_preview}
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point. Returns the exit code (see the module docstring)."""
+    args = build_parser().parse_args(argv)
+    if args.command == "run":
+        install_signal_handlers()
+    from .data.sources import DataError  # imports torch: after the handlers are in place
+
+    try:
+        return _COMMANDS[args.command](args)
+    except cfg.PresetError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    except (DataError, FileNotFoundError, FileExistsError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2

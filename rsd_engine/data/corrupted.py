@@ -1,0 +1,114 @@
+"""The corrupted view of a dataset: one frozen measurement y_i = A(x_i) + σε_i per image index.
+
+The operator's random parts and the noise of image i are drawn from a generator seeded by
+(corruption seed, i) (METHOD.md §1, pitfall 1), so every epoch, every process and every resumed run
+sees the same measurement of image i, and two images get independent draws.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from ..operators import Operator, index_generator, measure
+
+__all__ = ["CorruptedDataset", "to_float", "IndexStream"]
+
+
+def to_float(images_u8: torch.Tensor) -> torch.Tensor:
+    """uint8 images (any shape) → float32 in [-1, 1] via u/127.5 − 1."""
+    return images_u8.to(torch.float32) / 127.5 - 1.0
+
+
+class CorruptedDataset:
+    """Measurements of a clean collection, computed on demand and identical on every call.
+
+    Args:
+        clean_u8: clean images (N, C, H, W) uint8. Kept private: training code only sees
+            :meth:`measurements`.
+        op: the forward operator A.
+        noise_sigma: σ_c ≥ 0 on the [-1, 1] scale.
+        seed: corruption seed (``corruption.seed``).
+    """
+
+    def __init__(self, clean_u8: torch.Tensor, op: Operator, noise_sigma: float, seed: int):
+        self._clean = clean_u8
+        self.op = op
+        self.noise_sigma = float(noise_sigma)
+        self.seed = int(seed)
+
+    def __len__(self) -> int:
+        return self._clean.shape[0]
+
+    @property
+    def measurement_shape(self) -> tuple[int, int, int]:
+        """Shape (C', H', W') of one measurement, as the operator states it."""
+        return self.op.output_shape()
+
+    @torch.no_grad()
+    def measurements(self, indices) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        """The frozen measurements of the given image indices.
+
+        Args:
+            indices: 1-D sequence or tensor of ints in [0, N).
+
+        Returns:
+            (y of shape (B, C', H', W') float32, never clipped; operator parameters such as masks,
+            each (B, …)).
+
+        Raises:
+            IndexError: an index outside [0, N).
+        """
+        idx = torch.as_tensor(indices, dtype=torch.long).reshape(-1)
+        if idx.numel() and (int(idx.min()) < 0 or int(idx.max()) >= len(self)):
+            raise IndexError(f"image index out of range [0, {len(self)})")
+        ys, params = [], []
+        for i in idx.tolist():
+            y, p = measure(self.op, to_float(self._clean[i : i + 1]), self.noise_sigma, index_generator(self.seed, i))
+            ys.append(y)
+            params.append(p)
+        merged = {k: torch.cat([p[k] for p in params]) for k in (params[0] if params else {})}
+        return torch.cat(ys) if ys else torch.empty(0, *self.measurement_shape), merged
+
+
+class IndexStream:
+    """Deterministic data order addressed by images seen: a fresh permutation of [0, N) per epoch,
+    seeded by (seed, epoch), consumed as one stream of global batches.
+
+    Because the order is a function of the position, resuming at ``images_seen`` continues the
+    exact same sequence with no saved sampler state. With P processes the global batch is split
+    into P contiguous shards.
+
+    Args:
+        n: dataset size N ≥ 1.
+        seed: run seed.
+    """
+
+    def __init__(self, n: int, seed: int):
+        self.n = int(n)
+        self.seed = int(seed)
+        self._epoch = -1
+        self._perm = None
+
+    def _permutation(self, epoch: int) -> torch.Tensor:
+        if epoch != self._epoch:
+            g = torch.Generator().manual_seed(self.seed * 100_003 + epoch)
+            self._perm = torch.randperm(self.n, generator=g)
+            self._epoch = epoch
+        return self._perm
+
+    def batch(self, images_seen: int, global_batch: int, rank: int = 0, world: int = 1) -> torch.Tensor:
+        """Indices of this process's share of the global batch starting at stream position ``images_seen``.
+
+        Returns:
+            LongTensor of shape (global_batch // world,).
+        """
+        per = global_batch // world
+        start = images_seen + rank * per
+        out = []
+        pos = start
+        while len(out) < per:
+            epoch, offset = divmod(pos, self.n)
+            take = min(per - len(out), self.n - offset)
+            out.extend(self._permutation(epoch)[offset : offset + take].tolist())
+            pos += take
+        return torch.tensor(out, dtype=torch.long)

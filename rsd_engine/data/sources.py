@@ -1,0 +1,184 @@
+"""Readers of clean image collections, returned as uint8 tensors (N, C, H, W) at the preset's resolution.
+
+Formats: Fashion-MNIST IDX (Debian package ``dataset-fashion-mnist``), a folder of PNG/JPEG files,
+an ``.npz`` array file, and the CIFAR-10 "python version" batches. Nothing is downloaded.
+"""
+
+from __future__ import annotations
+
+import gzip
+import pickle
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from PIL import Image
+
+__all__ = ["DataError", "FASHION_MNIST_DIR", "read_images", "source_identity"]
+
+FASHION_MNIST_DIR = Path("/usr/share/datasets/fashion-mnist")
+_FMNIST_FILES = {"train": "train-images-idx3-ubyte.gz", "test": "t10k-images-idx3-ubyte.gz"}
+_IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".webp"}
+_NPZ_KEYS = ("images", "x", "arr_0")
+
+
+class DataError(ValueError):
+    """A dataset file or folder is missing or malformed; the message names the path and what is expected."""
+
+
+def _read_idx_images(path: Path) -> np.ndarray:
+    """Read an IDX3 (optionally gzipped) image file → uint8 array (N, 28, 28)."""
+    opener = gzip.open if path.suffix == ".gz" else open
+    with opener(path, "rb") as f:
+        raw = f.read()
+    if len(raw) < 16 or int.from_bytes(raw[:4], "big") != 2051:
+        raise DataError(f"{path}: not an IDX3 image file (magic 2051 expected)")
+    n, h, w = (int.from_bytes(raw[i : i + 4], "big") for i in (4, 8, 12))
+    if len(raw) != 16 + n * h * w:
+        raise DataError(f"{path}: truncated IDX file ({len(raw)} bytes for {n}×{h}×{w} images)")
+    return np.frombuffer(raw, dtype=np.uint8, offset=16).reshape(n, h, w)
+
+
+def _fashion_mnist(split: str, root: Path) -> np.ndarray:
+    path = root / _FMNIST_FILES[split]
+    if not path.exists():
+        raise DataError(
+            f"Fashion-MNIST {split} split not found at {path}. Install the Debian package with "
+            "`apt-get install dataset-fashion-mnist`, or set data.source/data.path to your own images."
+        )
+    return _read_idx_images(path)[:, None]
+
+
+def _image_folder(path: Path, channels: int, resolution: int) -> np.ndarray:
+    if not path.is_dir():
+        raise DataError(f"image folder {path} does not exist")
+    files = sorted(p for p in path.rglob("*") if p.suffix.lower() in _IMAGE_SUFFIXES)
+    if not files:
+        raise DataError(f"image folder {path} holds no images ({', '.join(sorted(_IMAGE_SUFFIXES))})")
+    out = np.empty((len(files), channels, resolution, resolution), dtype=np.uint8)
+    for i, f in enumerate(files):
+        try:
+            with Image.open(f) as im:
+                im = im.convert("L" if channels == 1 else "RGB")
+                side = min(im.size)
+                left, top = (im.width - side) // 2, (im.height - side) // 2
+                im = im.crop((left, top, left + side, top + side))
+                if side != resolution:
+                    im = im.resize((resolution, resolution), Image.Resampling.BICUBIC)
+                arr = np.asarray(im)
+        except OSError as e:
+            raise DataError(f"{f}: cannot read image ({e})") from None
+        out[i] = arr[None] if channels == 1 else arr.transpose(2, 0, 1)
+    return out
+
+
+def _npz(path: Path) -> np.ndarray:
+    if not path.is_file():
+        raise DataError(f"npz file {path} does not exist")
+    with np.load(path) as z:
+        key = next((k for k in _NPZ_KEYS if k in z.files), None)
+        if key is None:
+            raise DataError(f"{path}: no array named {' / '.join(_NPZ_KEYS)} (found {', '.join(z.files) or 'none'})")
+        arr = z[key]
+    if arr.ndim == 3:
+        arr = arr[:, None]
+    if arr.ndim != 4:
+        raise DataError(f"{path}:{key}: expected (N, H, W), (N, H, W, C) or (N, C, H, W), got shape {arr.shape}")
+    if arr.shape[-1] in (1, 3) and arr.shape[1] not in (1, 3):
+        arr = arr.transpose(0, 3, 1, 2)
+    if arr.dtype != np.uint8:
+        lo, hi = float(arr.min()), float(arr.max())
+        if lo >= -1.0 and hi <= 1.0 and lo < 0:
+            arr = (arr.astype(np.float64) * 127.5 + 128).round()
+        elif hi <= 1.0:
+            arr = (arr.astype(np.float64) * 255).round()
+        arr = np.clip(arr, 0, 255).astype(np.uint8)
+    return arr
+
+
+def _cifar10(path: Path, split: str) -> np.ndarray:
+    names = [f"data_batch_{i}" for i in range(1, 6)] if split == "train" else ["test_batch"]
+    if path.is_dir() and (path / "cifar-10-batches-py").is_dir():
+        path = path / "cifar-10-batches-py"
+    arrays = []
+    for name in names:
+        f = path / name
+        if not f.is_file():
+            raise DataError(f"CIFAR-10 batch {f} not found (expected the 'python version' folder with data_batch_1..5 and test_batch)")
+        with open(f, "rb") as fh:
+            batch = pickle.load(fh, encoding="bytes")
+        data = batch.get(b"data") if isinstance(batch, dict) else None
+        if data is None:
+            raise DataError(f"{f}: no b'data' entry; is this a CIFAR-10 python batch?")
+        arrays.append(np.asarray(data, dtype=np.uint8).reshape(-1, 3, 32, 32))
+    return np.concatenate(arrays)
+
+
+def _to_shape(arr: np.ndarray, channels: int, resolution: int, what: str) -> torch.Tensor:
+    x = torch.from_numpy(np.array(arr, copy=True))
+    if x.shape[1] != channels:
+        if x.shape[1] == 1 and channels == 3:
+            x = x.expand(-1, 3, -1, -1)
+        elif x.shape[1] == 3 and channels == 1:
+            luma = torch.tensor([0.299, 0.587, 0.114]).reshape(1, 3, 1, 1)
+            x = (x.float() * luma).sum(1, keepdim=True).round().clamp(0, 255).to(torch.uint8)
+        else:
+            raise DataError(f"{what}: images have {x.shape[1]} channels, data.channels = {channels}")
+    h, w = x.shape[2], x.shape[3]
+    if (h, w) == (28, 28) and resolution == 32:
+        return F.pad(x, (2, 2, 2, 2), value=0).contiguous()
+    if (h, w) != (resolution, resolution):
+        xf = F.interpolate(x.float(), size=(resolution, resolution), mode="bilinear", antialias=True, align_corners=False)
+        x = xf.round().clamp(0, 255).to(torch.uint8)
+    return x.contiguous()
+
+
+def read_images(source: str, path: str | None, split: str, channels: int, resolution: int, limit: int | None = None) -> torch.Tensor:
+    """Read a clean image collection.
+
+    Args:
+        source: ``fashion-mnist`` | ``image-folder`` | ``npz`` | ``cifar10``.
+        path: file or folder (for fashion-mnist, an optional folder holding the IDX files).
+        split: ``train`` or ``test`` (only fashion-mnist and cifar10 have both; the others read ``path``).
+        channels: 1 or 3 (grey↔RGB converted when needed).
+        resolution: output side; Fashion-MNIST 28×28 is zero-padded to 32×32, other sizes are resized.
+        limit: keep only the first ``limit`` images.
+
+    Returns:
+        uint8 tensor (N, channels, resolution, resolution).
+
+    Raises:
+        DataError: missing or malformed files, naming the path and the expected format.
+    """
+    if split not in ("train", "test"):
+        raise DataError(f"split {split!r}: allowed train, test")
+    if source == "fashion-mnist":
+        arr = _fashion_mnist(split, Path(path) if path else FASHION_MNIST_DIR)
+    elif source == "image-folder":
+        arr = _image_folder(Path(path), channels, resolution)
+    elif source == "npz":
+        arr = _npz(Path(path))
+    elif source == "cifar10":
+        arr = _cifar10(Path(path), split)
+    else:
+        raise DataError(f"data.source {source!r}: allowed fashion-mnist, image-folder, npz, cifar10")
+    if limit is not None:
+        arr = arr[:limit]
+    if len(arr) == 0:
+        raise DataError(f"{source} {path or ''} {split}: no images")
+    return _to_shape(arr, channels, resolution, f"{source} {path or ''}")
+
+
+def source_identity(source: str, path: str | None, split: str) -> str:
+    """A string naming a collection for cache keys: source, resolved path, split, file size and mtime."""
+    if source == "fashion-mnist":
+        p = (Path(path) if path else FASHION_MNIST_DIR) / _FMNIST_FILES.get(split, "")
+    else:
+        p = Path(path) if path else Path(".")
+    try:
+        st = p.stat()
+        stamp = f"{st.st_size}-{int(st.st_mtime)}"
+    except OSError:
+        stamp = "missing"
+    return f"{source}:{p.resolve()}:{split}:{stamp}"

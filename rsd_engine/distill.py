@@ -1,0 +1,129 @@
+"""RSD / SiD distillation losses (Phase II, METHOD.md §3).
+
+SiD: Zhou et al. 2024, "Score identity Distillation", eq. for L_θ with α; RSD puts the forward
+operator inside: both the teacher f_φ and the fake score f_ψ are denoisers of A(x), scored at
+u_t = A(x_g) + σ_t·n with u = A(x_g) computed *without* measurement noise.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+from .networks import EDMPrecond
+from .objectives import teacher_loss
+from .operators import Operator, measure
+from .sampling import one_step_generate
+
+__all__ = ["sid_sigma", "sid_generator_loss", "GeneratorStep", "generator_step_loss", "fake_score_step_loss"]
+
+
+def sid_sigma(t: torch.Tensor, sigma_min: float, sigma_max: float, rho: float) -> torch.Tensor:
+    """σ_t = (σ_max^{1/ρ} + (1 − t)(σ_min^{1/ρ} − σ_max^{1/ρ}))^ρ for t ∈ [0, 1] (SiD; METHOD.md §3 step 2).
+
+    t = 1 gives σ_max; t = 0 gives σ_min. With t ~ U[0, 0.8] and EDM's σ range, σ_t ∈ [0.002, ≈24.4].
+    """
+    return (sigma_max ** (1 / rho) + (1 - t) * (sigma_min ** (1 / rho) - sigma_max ** (1 / rho))) ** rho
+
+
+def sid_generator_loss(u: torch.Tensor, a: torch.Tensor, b: torch.Tensor, alpha: float) -> torch.Tensor:
+    """The SiD integrand with RSD's per-sample weight (METHOD.md §3 steps 4–5).
+
+    L = w · Σ_pixels (a − b) ⊙ [(a − u) − α(a − b)],  w = 1 / max(mean|u − a|, 1e-5) (stop-gradient).
+
+    Args:
+        u: clean measurement of the generated sample A(x_g), (B, …) e.g. (B, C', H', W').
+        a: teacher prediction f_φ(u_t; σ_t), same shape.
+        b: fake-score prediction f_ψ(u_t; σ_t), same shape.
+        alpha: SiD α (1.2 in the paper).
+
+    Returns:
+        per-sample loss (B,). Gradients flow through u, a and b; w is detached.
+    """
+    w = 1.0 / (u - a).abs().flatten(1).mean(1).clamp(min=1e-5)
+    w = w.detach().reshape(-1, *([1] * (u.ndim - 1)))
+    integrand = (a - b) * ((a - u) - alpha * (a - b))
+    return (w * integrand).flatten(1).sum(1)
+
+
+@dataclass
+class GeneratorStep:
+    """Result of one generator-loss evaluation: ``loss`` (scalar, already scaled and averaged over the
+    finite samples) and ``nan_count`` (samples dropped because their loss was not finite)."""
+
+    loss: torch.Tensor
+    nan_count: int
+
+
+def generator_step_loss(
+    generator: EDMPrecond,
+    teacher: EDMPrecond,
+    fake_score: EDMPrecond,
+    op: Operator,
+    z: torch.Tensor,
+    *,
+    sigma_init: float,
+    alpha: float,
+    t_max: float,
+    rho: float,
+    loss_scale: float,
+) -> GeneratorStep:
+    """Generator loss of one RSD iteration (METHOD.md §3, "Loss for G_θ").
+
+    x_g = G(σ_init z; σ_init); u = A(x_g) (no measurement noise); t ~ U[0, t_max/1000];
+    u_t = u + σ_t n; a = f_φ(u_t; σ_t), b = f_ψ(u_t; σ_t); L = loss_scale · mean_B sid_generator_loss.
+    The caller freezes teacher and fake-score *parameters*; gradients flow through their inputs.
+    Samples with a non-finite loss are dropped and counted.
+
+    Args:
+        z: standard normal latents (B, C, H, W).
+        t_max: in [0, 1000] (800 in the paper).
+        rho: ρ of the σ_t schedule (the teacher's).
+
+    Returns:
+        :class:`GeneratorStep`. If every sample is non-finite the loss is a zero that keeps the graph.
+    """
+    x_g = one_step_generate(generator, z, sigma_init)
+    params = op.sample_params(x_g.shape[0])
+    params = {k: v.to(x_g.device) for k, v in params.items()}
+    u = op(x_g, **params)
+    t = torch.rand(u.shape[0], device=u.device) * (t_max / 1000.0)
+    sigma_t = sid_sigma(t, teacher.sigma_min, teacher.sigma_max, rho)
+    u_t = u + sigma_t.reshape(-1, 1, 1, 1) * torch.randn_like(u)
+    a = teacher(u_t, sigma_t)
+    b = fake_score(u_t, sigma_t)
+    per_sample = sid_generator_loss(u, a, b, alpha)
+    finite = torch.isfinite(per_sample)
+    nan_count = int((~finite).sum())
+    if nan_count == per_sample.numel():
+        return GeneratorStep(per_sample.nan_to_num(0.0).sum() * 0.0, nan_count)
+    loss = per_sample[finite].sum() / per_sample.numel() * loss_scale
+    return GeneratorStep(loss, nan_count)
+
+
+def fake_score_step_loss(
+    generator: EDMPrecond,
+    fake_score: EDMPrecond,
+    op: Operator,
+    z: torch.Tensor,
+    *,
+    objective: str,
+    noise_sigma: float,
+    sigma_init: float,
+    p_mean: float,
+    p_std: float,
+) -> torch.Tensor:
+    """Fake-score loss of one RSD iteration (METHOD.md §3, "Loss for f_ψ").
+
+    x_g = stopgrad(G(σ_init z; σ_init)); ỹ = A(x_g) + σ_c ε with fresh ε (and fresh operator
+    randomness); the teacher's own objective on ỹ. G receives no gradient.
+
+    Returns:
+        mean over the batch of the per-sample objective (scalar).
+    """
+    with torch.no_grad():
+        x_g = one_step_generate(generator, z, sigma_init)
+        y_g, _ = measure(op, x_g, noise_sigma)
+    return teacher_loss(objective, fake_score, y_g, noise_sigma, p_mean, p_std).mean()
+

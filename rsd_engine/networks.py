@@ -1,0 +1,151 @@
+"""EDM preconditioning around a diffusers ``UNet2DModel`` (Karras et al. 2022, "Elucidating the Design
+Space of Diffusion-Based Generative Models", Table 1 and eq. 7).
+
+This module is the only place that knows c_skip, c_out, c_in and c_noise.
+"""
+
+from __future__ import annotations
+
+import torch
+from diffusers import UNet2DModel
+from torch import nn
+
+__all__ = ["EDMPrecond", "build_network", "network_config", "count_parameters", "unwrap"]
+
+
+def network_config(preset, cond_channels: int = 0) -> dict:
+    """The constructor arguments of :class:`EDMPrecond` for a preset (stored with every checkpoint).
+
+    Args:
+        preset: a validated :class:`rsd_engine.config.Preset`.
+        cond_channels: extra conditioning channels (masks) concatenated to the network input.
+    """
+    n = preset.network
+    return {
+        "resolution": preset.data.resolution,
+        "channels": preset.data.channels,
+        "cond_channels": int(cond_channels),
+        "block_out_channels": list(n.block_out_channels),
+        "layers_per_block": n.layers_per_block,
+        "attention_levels": list(n.attention_levels),
+        "norm_groups": n.norm_groups,
+        "dropout": n.dropout,
+        "sigma_data": n.sigma_data,
+        "sigma_min": n.sigma_min,
+        "sigma_max": n.sigma_max,
+    }
+
+
+class EDMPrecond(nn.Module):
+    """Denoiser D(x; σ) = c_skip(σ)·x + c_out(σ)·F([c_in(σ)·x, cond]; c_noise(σ)).
+
+    c_skip = σ_d²/(σ²+σ_d²), c_out = σ·σ_d/√(σ²+σ_d²), c_in = 1/√(σ²+σ_d²), c_noise = ¼·ln σ
+    (EDM Table 1). F is a diffusers ``UNet2DModel`` whose timestep input is c_noise. Mask channels
+    ``cond`` are concatenated to c_in·x unscaled (CASES.md 11).
+
+    Args:
+        resolution: image side H = W.
+        channels: image channels C.
+        cond_channels: extra input channels k (0 for none).
+        block_out_channels, layers_per_block, attention_levels, norm_groups, dropout: UNet sizes.
+        sigma_data: σ_d (0.5 for images in [-1, 1]).
+        sigma_min, sigma_max: the noise range the teacher was trained for (used by samplers).
+    """
+
+    def __init__(
+        self,
+        resolution: int,
+        channels: int,
+        cond_channels: int = 0,
+        block_out_channels=(32, 64, 64),
+        layers_per_block: int = 1,
+        attention_levels=(),
+        norm_groups: int = 8,
+        dropout: float = 0.0,
+        sigma_data: float = 0.5,
+        sigma_min: float = 0.002,
+        sigma_max: float = 80.0,
+    ):
+        super().__init__()
+        self.resolution = resolution
+        self.channels = channels
+        self.cond_channels = cond_channels
+        self.sigma_data = float(sigma_data)
+        self.sigma_min = float(sigma_min)
+        self.sigma_max = float(sigma_max)
+        levels = len(block_out_channels)
+        down = ["AttnDownBlock2D" if i in attention_levels else "DownBlock2D" for i in range(levels)]
+        up = ["AttnUpBlock2D" if i in attention_levels else "UpBlock2D" for i in reversed(range(levels))]
+        self.unet = UNet2DModel(
+            sample_size=resolution,
+            in_channels=channels + cond_channels,
+            out_channels=channels,
+            block_out_channels=tuple(block_out_channels),
+            layers_per_block=layers_per_block,
+            down_block_types=tuple(down),
+            up_block_types=tuple(up),
+            norm_num_groups=norm_groups,
+            dropout=dropout,
+            attention_head_dim=min(8, block_out_channels[0]),
+            time_embedding_type="positional",
+            flip_sin_to_cos=True,
+            freq_shift=0,
+        )
+
+    def coefficients(self, sigma: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+        """(c_skip, c_out, c_in, c_noise) for σ of shape (B,), each returned with shape (B, 1, 1, 1)
+        except c_noise, shape (B,). EDM Table 1."""
+        sd = self.sigma_data
+        s = sigma.reshape(-1, 1, 1, 1)
+        c_skip = sd**2 / (s**2 + sd**2)
+        c_out = s * sd / (s**2 + sd**2).sqrt()
+        c_in = 1 / (sd**2 + s**2).sqrt()
+        c_noise = sigma.reshape(-1).log() / 4
+        return c_skip, c_out, c_in, c_noise
+
+    def raw(self, x_in: torch.Tensor, c_noise: torch.Tensor) -> torch.Tensor:
+        """F: the bare UNet on an already scaled input (B, C+k, H, W) at c_noise (B,); returns (B, C, H, W)."""
+        return self.unet(x_in, c_noise).sample
+
+    def forward(self, x: torch.Tensor, sigma: torch.Tensor | float, cond: torch.Tensor | None = None) -> torch.Tensor:
+        """Denoise: E[clean | x] estimate.
+
+        Args:
+            x: noisy images (B, C, H, W), clean signal in [-1, 1] plus noise of std σ.
+            sigma: noise level, scalar or shape (B,), σ > 0 on the [-1, 1] scale.
+            cond: optional mask channels (B, k, H, W), passed unscaled.
+
+        Returns:
+            D(x; σ), shape (B, C, H, W), the clean-signal prediction.
+
+        Raises:
+            ValueError: when ``cond`` is missing or extra for this network's ``cond_channels``.
+        """
+        x32 = x.to(torch.float32)
+        sigma = torch.as_tensor(sigma, dtype=torch.float32, device=x.device)
+        if sigma.ndim == 0:
+            sigma = sigma.expand(x.shape[0])
+        c_skip, c_out, c_in, c_noise = self.coefficients(sigma)
+        x_in = c_in * x32
+        if (cond is None) != (self.cond_channels == 0):
+            raise ValueError(f"network expects {self.cond_channels} conditioning channels, got {'none' if cond is None else cond.shape[1]}")
+        if cond is not None:
+            x_in = torch.cat([x_in, cond.to(x_in.dtype)], dim=1)
+        f = self.raw(x_in, c_noise).to(torch.float32)
+        return c_skip * x32 + c_out * f
+
+
+def build_network(config: dict) -> EDMPrecond:
+    """Construct an :class:`EDMPrecond` from :func:`network_config` output (e.g. read from a checkpoint)."""
+    return EDMPrecond(**config)
+
+
+def count_parameters(module: nn.Module) -> int:
+    """Number of trainable parameters."""
+    return sum(p.numel() for p in module.parameters() if p.requires_grad)
+
+
+
+def unwrap(net: nn.Module) -> nn.Module:
+    """The bare module inside a DistributedDataParallel (or similar ``.module``) wrapper, else ``net``."""
+    return getattr(net, "module", net)

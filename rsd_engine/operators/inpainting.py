@@ -1,0 +1,170 @@
+"""Inpainting operators: pixel masks A(x) = M ⊙ x (METHOD.md §1 "Random inpainting"; Ambient Diffusion,
+Daras et al. 2023, "Ambient Diffusion: Learning Clean Distributions from Corrupted Data").
+
+Masks have shape (B, 1, H, W), values exactly 0.0 (erased) or 1.0 (observed), and are shared by all
+channels (RSD's ``mask_full_rgb`` convention). They are drawn only in :meth:`sample_params` from the
+given ``torch.Generator``, so a corrupted dataset seeded per image index freezes one mask per image.
+Both operators use the Ambient-Diffusion teacher objective (``objective_family = "mask"``), which
+needs the further mask Ã = A ⊙ B of :func:`further_mask`.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from .base import Operator
+
+__all__ = ["RandomInpainting", "BoxInpainting", "further_mask", "apply_mask"]
+
+
+def _check_fraction(name: str, value: float) -> float:
+    value = float(value)
+    if not 0.0 <= value < 1.0:
+        raise ValueError(f"{name} {value}: must be in [0, 1)")
+    return value
+
+
+def _uniform(shape: tuple[int, ...], generator: torch.Generator | None, device=None) -> torch.Tensor:
+    """U[0, 1) draws: from ``generator`` on its device when given, else torch's global RNG on ``device``."""
+    if generator is not None:
+        return torch.rand(shape, generator=generator, device=generator.device)
+    return torch.rand(shape, device=device)
+
+
+def apply_mask(x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """M ⊙ x with a channel-shared mask.
+
+    Args:
+        x: (B, C, H, W).
+        mask: (B, 1, H, W) or (B, C, H, W), values 0/1 (any device/dtype; converted to x's).
+
+    Returns:
+        (B, C, H, W), zero where the mask is 0. Differentiable in x.
+
+    Raises:
+        ValueError: when the mask's batch or spatial size does not match x.
+    """
+    if mask.ndim != 4 or mask.shape[0] != x.shape[0] or mask.shape[-2:] != x.shape[-2:] or mask.shape[1] not in (1, x.shape[1]):
+        raise ValueError(f"mask of shape {tuple(mask.shape)} does not fit images of shape {tuple(x.shape)}; expected (B, 1, H, W)")
+    return x * mask.to(device=x.device, dtype=x.dtype)
+
+
+def further_mask(mask: torch.Tensor, delta: float, generator: torch.Generator | None = None) -> torch.Tensor:
+    """Ambient Diffusion's further corruption Ã = A ⊙ B: erase a further fraction δ of the surviving pixels.
+
+    B is an independent Bernoulli mask with P(B = 0) = δ per pixel (shared over the mask's channels),
+    so every pixel observed in Ã is observed in A and E[#Ã] = (1 − δ)·#A (Daras et al. 2023, §3).
+
+    Args:
+        mask: A, shape (B, k, H, W), values 0/1.
+        delta: δ ∈ [0, 1) (paper 0.1). δ = 0 returns a copy of ``mask`` (and draws no random numbers).
+        generator: source of B (``None`` → torch's global RNG on the mask's device). A fresh draw per
+            call: this is the training-time corruption, not part of the frozen measurement.
+
+    Returns:
+        Ã, same shape, dtype and device as ``mask``, values 0/1.
+
+    Raises:
+        ValueError: δ outside [0, 1).
+    """
+    delta = _check_fraction("delta", delta)
+    if delta == 0.0:
+        return mask.clone()
+    keep = _uniform(tuple(mask.shape), generator, mask.device).to(mask.device) >= delta
+    return mask * keep.to(mask.dtype)
+
+
+class _MaskOperator(Operator):
+    """Shared forward/adjoint of pixel-mask operators: A(x) = M ⊙ x, Aᵀ = A (a diagonal 0/1 matrix)."""
+
+    linear = True
+    objective_family = "mask"
+
+    def __init__(self, channels: int, resolution: int, delta: float = 0.1):
+        super().__init__(channels, resolution)
+        self.delta = _check_fraction("delta", delta)
+
+    def _mask(self, params: dict[str, torch.Tensor]) -> torch.Tensor:
+        if "mask" not in params:
+            raise ValueError(f"operator {self.name!r} needs its mask: call op(x, **op.sample_params(batch, generator))")
+        return params["mask"]
+
+    def forward(self, x: torch.Tensor, **params: torch.Tensor) -> torch.Tensor:
+        """M ⊙ x for images (B, C, H, W) and ``mask`` (B, 1, H, W) 0/1; returns (B, C, H, W).
+
+        Raises:
+            ValueError: missing or mis-shaped ``mask``.
+        """
+        return apply_mask(x, self._mask(params))
+
+    def adjoint(self, y: torch.Tensor, **params: torch.Tensor) -> torch.Tensor:
+        """Aᵀ(y) = M ⊙ y (zero-filled measurement), shape (B, C, H, W).
+
+        Raises:
+            ValueError: missing or mis-shaped ``mask``.
+        """
+        return apply_mask(y, self._mask(params))
+
+
+class RandomInpainting(_MaskOperator):
+    """Random pixel inpainting: each pixel erased independently with probability p (METHOD.md §1).
+
+    Args:
+        channels: image channels C.
+        resolution: image side H = W.
+        p: erase probability in [0, 1) (paper 0.6, 0.8, 0.9); p = 0 observes everything.
+        delta: δ of the Ambient further mask (paper 0.1), used by the teacher objective.
+
+    Raises:
+        ValueError: p or δ outside [0, 1).
+    """
+
+    name = "random_inpainting"
+
+    def __init__(self, channels: int, resolution: int, p: float = 0.6, delta: float = 0.1):
+        super().__init__(channels, resolution, delta)
+        self.p = _check_fraction("p", p)
+
+    def sample_params(self, batch: int, generator: torch.Generator | None = None) -> dict[str, torch.Tensor]:
+        """Draw masks ``{"mask": (B, 1, H, W) float32 0/1}``, P(0) = p per pixel, from ``generator`` only
+        (on the generator's device; CPU with torch's global RNG when ``None``)."""
+        u = _uniform((batch, 1, self.resolution, self.resolution), generator)
+        return {"mask": (u >= self.p).to(torch.float32)}
+
+
+class BoxInpainting(_MaskOperator):
+    """Box inpainting: one square hole of side ``box_size`` per image, uniformly placed fully inside it.
+
+    Not in the paper's experiments (its code has it); the teacher uses the same Ambient objective.
+
+    Args:
+        channels: image channels C.
+        resolution: image side H = W.
+        box_size: hole side s in pixels, 1 ≤ s < resolution (``None`` → resolution // 2).
+        delta: δ of the Ambient further mask (0.1), erasing pixels outside the hole for Ã.
+
+    Raises:
+        ValueError: box_size outside [1, resolution), δ outside [0, 1).
+    """
+
+    name = "box_inpainting"
+
+    def __init__(self, channels: int, resolution: int, box_size: int | None = None, delta: float = 0.1):
+        super().__init__(channels, resolution, delta)
+        s = self.resolution // 2 if box_size is None else int(box_size)
+        if not 1 <= s < self.resolution:
+            raise ValueError(f"box_size {s}: must be in [1, {self.resolution - 1}] (below the resolution {self.resolution})")
+        self.box_size = s
+
+    def sample_params(self, batch: int, generator: torch.Generator | None = None) -> dict[str, torch.Tensor]:
+        """Draw ``{"mask": (B, 1, H, W) float32}``: ones with a zero s×s square whose top-left corner is
+        uniform in [0, H − s]², from ``generator`` only."""
+        n = self.resolution - self.box_size + 1
+        dev = generator.device if generator is not None else None
+        top = torch.randint(0, n, (batch,), generator=generator, device=dev)
+        left = torch.randint(0, n, (batch,), generator=generator, device=dev)
+        r = torch.arange(self.resolution, device=top.device)
+        rows = (r[None, :] >= top[:, None]) & (r[None, :] < top[:, None] + self.box_size)  # (B, H)
+        cols = (r[None, :] >= left[:, None]) & (r[None, :] < left[:, None] + self.box_size)  # (B, W)
+        hole = rows[:, :, None] & cols[:, None, :]
+        return {"mask": (~hole).to(torch.float32).unsqueeze(1)}

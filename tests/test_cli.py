@@ -1,0 +1,125 @@
+"""The command line end to end on tiny presets: run, validate, sample, evaluate, stop/resume, and a
+two-process run over gloo (``accelerate launch --multi_gpu --num_processes 2`` on CPU)."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+
+from rsd_engine.cli import main
+from rsd_engine.runs import RunDir
+
+
+@pytest.fixture
+def preset_file(tmp_path, tiny_preset_text):
+    path = tmp_path / "tiny.toml"
+    path.write_text(tiny_preset_text)
+    return path
+
+
+def test_validate_prints_effective_preset(preset_file, capsys):
+    assert main(["validate", str(preset_file), "--set", "distill.alpha=1.0"]) == 0
+    assert "alpha = 1.0" in capsys.readouterr().out
+
+
+def test_validate_names_the_bad_field(preset_file, capsys):
+    assert main(["validate", str(preset_file), "--set", "distill.alpha=-1"]) == 2
+    err = capsys.readouterr().err
+    assert "distill.alpha" in err and "-1" in err
+
+
+def test_tiny_run_end_to_end_then_sample_and_deterministic_evaluate(preset_file, tmp_path, capsys):
+    out = tmp_path / "run"
+    assert main(["run", str(preset_file), "--out", str(out)]) == 0
+    run = RunDir(out)
+    assert run.read_status()["state"] == "done"
+    assert "[teacher]" in run.preset_path.read_text()
+    metrics = run.read_metrics()
+    for model in ("teacher-full", "teacher-truncated", "generator"):
+        rec = metrics[model]
+        assert rec["n"] == 4 and rec["fid"] is not None and rec["kid"] is not None
+        assert rec["seeds"] == [0, 3] and "reference" in rec
+    assert metrics["generator"]["nfe"] == 1 and metrics["teacher-full"]["nfe"] == 5
+    assert metrics["generator"]["weights"] == "generator EMA" and "proximal_fid" in metrics["generator"]
+    assert "psnr" in metrics["teacher-denoiser"]
+    for grid in ("measurements", "clean", "teacher-full", "teacher-truncated", "generator"):
+        assert (run.samples / f"{grid}.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    for ck in ("teacher-final", "generator-final", "teacher-latest", "distill-latest"):
+        assert (run.checkpoints / ck / "state.json").is_file()
+    kinds = {e["kind"] for e in run.read_events()}
+    assert {"progress", "checkpoint", "metrics"} <= kinds
+    assert "teacher" in run.log_path.read_text()
+
+    assert main(["sample", str(out), "--n", "6", "--out", str(tmp_path / "s.png")]) == 0
+    assert (tmp_path / "s.png").is_file()
+
+    first = metrics["generator"]["fid"]
+    assert main(["evaluate", str(out)]) == 0
+    assert RunDir(out).read_metrics()["generator"]["fid"] == first  # same weights, n, seeds → same FID
+
+
+def test_existing_run_folder_is_not_overwritten(preset_file, tmp_path, capsys):
+    out = tmp_path / "run"
+    RunDir.create(out, "[run]\n")
+    assert main(["run", str(preset_file), "--out", str(out)]) == 2
+    assert "--resume" in capsys.readouterr().err
+    assert out.joinpath("preset.toml").read_text() == "[run]\n"
+
+
+def test_too_few_samples_is_reported_and_the_run_goes_on(preset_file, tmp_path):
+    out = tmp_path / "run"
+    assert main(["run", str(preset_file), "--out", str(out), "--set", "eval.final_fid_n=1"]) == 0
+    rec = RunDir(out).read_metrics()["generator"]
+    assert rec["fid"] is None and "final FID" in rec["note"]
+
+
+def test_missing_fid_weights_skip_fid_only(preset_file, tmp_path):
+    out = tmp_path / "run"
+    assert main(["run", str(preset_file), "--out", str(out), "--set", f"eval.fid_weights={tmp_path / 'none.pt'}"]) == 0
+    rec = RunDir(out).read_metrics()["generator"]
+    assert rec["fid"] is None and "none.pt" in rec["note"]
+    assert (RunDir(out).samples / "generator.png").is_file()
+
+
+def _engine(*args, **kw):
+    return subprocess.Popen([sys.executable, "-m", "rsd_engine", *args], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, **kw)
+
+
+def test_sigterm_stops_with_checkpoint_and_resume_finishes(preset_file, tmp_path):
+    out = tmp_path / "run"
+    proc = _engine("run", str(preset_file), "--out", str(out), "--set", "teacher.kimg=2", "--set", "teacher.checkpoint_every_kimg=100")
+    run = RunDir(out)
+    deadline = time.time() + 120
+    while time.time() < deadline and not any(e["kind"] == "progress" for e in run.read_events()):
+        time.sleep(0.5)
+    proc.send_signal(signal.SIGTERM)
+    assert proc.wait(timeout=120) == 130
+    status = run.read_status()
+    assert status["state"] == "stopped"
+    ck = json.loads((run.checkpoints / "teacher-latest" / "state.json").read_text())
+    assert 0 < ck["images_seen"] < 2000
+    resumed = _engine("run", "--resume", str(out))
+    deadline = time.time() + 120
+    while time.time() < deadline and run.read_status().get("pid") != resumed.pid:
+        time.sleep(0.2)
+    resumed.send_signal(signal.SIGTERM)
+    assert resumed.wait(timeout=120) == 130
+    ck2 = json.loads((run.checkpoints / "teacher-latest" / "state.json").read_text())
+    assert ck2["images_seen"] >= ck["images_seen"]
+
+
+def test_two_processes_over_gloo(preset_file, tmp_path):
+    out = tmp_path / "run"
+    cmd = ["accelerate", "launch", "--multi_gpu", "--num_processes", "2", "--num_machines", "1", "--mixed_precision", "no",
+           "--dynamo_backend", "no", "-m", "rsd_engine", "run", str(preset_file), "--out", str(out)]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    res = subprocess.run(cmd, capture_output=True, text=True, timeout=600, env=env)
+    assert res.returncode == 0, res.stderr[-3000:]
+    run = RunDir(out)
+    status = run.read_status()
+    assert status["state"] == "done" and status["num_processes"] == 2
+    assert run.read_metrics()["generator"]["n"] == 4  # exactly the requested samples

@@ -1,0 +1,512 @@
+"""Workbench tests: names and folders, the preset form, run folders, the launcher (with a fake
+engine for the cases a real run cannot show quickly), and the whole app driven through
+gradio_client with the real engine on tiny presets (CASES.md 18–21)."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+import pytest
+
+from workbench import preset_edit as pe
+from workbench import run_reader
+from workbench.api import Workbench, WorkbenchError
+from workbench.launcher import Launcher
+from workbench.names import BadName, check_name, inside
+from workbench.presets_store import PresetStore, StoreError
+
+REPO = Path(__file__).resolve().parent.parent
+SHIPPED = REPO / "presets"
+
+#: Overrides that make the quickstart preset a run of ~30 s on 2 CPU cores.
+TINY = {
+    "teacher.kimg": "0.032",
+    "teacher.batch_size": "16",
+    "distill.kimg": "0.016",
+    "distill.batch_size": "8",
+    "network.block_out_channels": "[16, 32]",
+    "data.max_images": "64",
+    "eval.final_fid_n": "0",
+    "eval.live_fid_n": "0",
+    "eval.grid_n": "8",
+    "eval.psnr_n": "0",
+    "eval.teacher_steps": "3",
+    "eval.reference_n": "2",
+}
+
+# --------------------------------------------------------------------------------------------
+# A fake engine: same CLI and run-folder contract, seconds instead of minutes, and misbehaviours
+# on request (ignore SIGTERM, crash before writing a status, leave a child process behind).
+FAKE_ENGINE = r'''
+import json, os, signal, subprocess, sys, time
+from pathlib import Path
+
+def png(path, value):
+    import zlib, struct
+    raw = b"".join(b"\x00" + bytes([value % 256]) * 8 for _ in range(8))
+    def chunk(kind, data):
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data) & 0xFFFFFFFF)
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    Path(path).write_bytes(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", 8, 8, 8, 0, 0, 0, 0))
+                           + chunk(b"IDAT", zlib.compress(raw)) + chunk(b"IEND", b""))
+
+def status(run, **fields):
+    p = run / "status.json"
+    s = json.loads(p.read_text()) if p.exists() else {}
+    s.update(fields, updated=time.time())
+    tmp = run / ".status.tmp"
+    tmp.write_text(json.dumps(s)); os.replace(tmp, p)
+
+def event(run, **fields):
+    with open(run / "events.jsonl", "a") as f:
+        f.write(json.dumps({"time": time.time(), **fields}) + "\n")
+
+args = sys.argv[1:]
+cmd = args[0]
+if cmd == "preview":
+    out = args[args.index("--out") + 1]
+    png(out, 100)
+    print("fake dataset: 64 images, 32x32, 1 channel")
+    sys.exit(0)
+assert cmd == "run", args
+if "--resume" in args:
+    run = Path(args[args.index("--resume") + 1]); text = (run / "preset.toml").read_text()
+else:
+    text = Path(args[1]).read_text(); run = Path(args[args.index("--out") + 1])
+    run.mkdir(parents=True, exist_ok=True); (run / "preset.toml").write_text(text)
+mode = "normal"
+for line in text.splitlines():
+    if line.startswith("# fake-mode:"):
+        mode = line.split(":", 1)[1].strip()
+steps = 6 if mode == "normal" else 100000
+if mode == "crash":
+    print("Traceback (most recent call last):\nRuntimeError: fake crash before any status", flush=True)
+    sys.exit(3)
+if mode == "child":
+    subprocess.Popen([sys.executable, "-c", "import time; time.sleep(300)"])
+stop = {"flag": False}
+if mode != "ignore-term":
+    signal.signal(signal.SIGTERM, lambda *a: stop.update(flag=True))
+else:
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+(run / "log.txt").open("a").write("fake engine started\n")
+status(run, state="running", stage="teacher", pid=os.getpid(), progress=0.0, kimg=0.0, kimg_total=steps * 0.016, error=None)
+for stage in ("teacher", "distill"):
+    for i in range(1, steps + 1):
+        time.sleep(0.05)
+        if stop["flag"]:
+            (run / "checkpoints" / f"{stage}-latest").mkdir(parents=True, exist_ok=True)
+            (run / "checkpoints" / f"{stage}-latest" / "state.json").write_text("{}")
+            status(run, state="stopped")
+            (run / "log.txt").open("a").write("stopped\n")
+            sys.exit(130)
+        kimg = i * 0.016
+        loss = {"loss": 1.0 / i} if stage == "teacher" else {"loss_fake_score": 2.0 / i, "loss_generator": 3.0 / i, "nan_count": 0}
+        event(run, stage=stage, kind="progress", kimg=kimg, images_per_s=100.0, **loss)
+        status(run, stage=stage, kimg=kimg, progress=i / steps, it_per_s=6.0, eta_s=(steps - i) * 0.05)
+        if i % 3 == 0:
+            model = "teacher-truncated" if stage == "teacher" else "generator"
+            event(run, stage=stage, kind="fid", model=model, fid=50.0 / i, n=16, kimg=kimg)
+            png(run / "samples" / f"{model}-kimg{int(kimg):06d}.png", i)
+            png(run / "samples" / f"{model}.png", i)
+for m in ("measurements", "clean", "teacher-full", "teacher-truncated", "generator"):
+    png(run / "samples" / f"{m}.png", len(m))
+metrics = {m: {"fid": 12.5, "kid": 0.004, "kid_std": 0.001, "n": 16, "seeds": [0, 15], "weights": w, "nfe": nfe, "images_per_s": 9.0,
+               "reference": "fake"} for m, w, nfe in (("teacher-full", "teacher EMA", 35), ("teacher-truncated", "teacher EMA", 20),
+                                                     ("generator", "generator EMA", 1))}
+metrics["generator"]["proximal_fid"] = 10.0
+metrics["teacher-denoiser"] = {"psnr": 25.0, "ssim": 0.8, "n": 16}
+(run / "metrics.json").write_text(json.dumps(metrics))
+status(run, state="done", stage="evaluate", progress=1.0)
+'''
+
+
+@pytest.fixture
+def fake_engine(tmp_path) -> list[str]:
+    """Command prefix of the fake engine."""
+    script = tmp_path / "fake_engine.py"
+    script.write_text(FAKE_ENGINE)
+    return [sys.executable, str(script)]
+
+
+def _group_gone(pgid: int) -> bool:
+    """No live process of the group is left (zombies, already dead but not yet reaped by a
+    container's init, do not count)."""
+    from workbench.launcher import _group_exists
+
+    return not _group_exists(pgid)
+
+
+def _wait(predicate, timeout: float, every: float = 0.1):
+    end = time.monotonic() + timeout
+    while time.monotonic() < end:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(every)
+    return predicate()
+
+
+# --------------------------------------------------------------------------------------------
+# names and folders
+@pytest.mark.parametrize("bad", ["../x", "..", "a/b", "/etc/passwd", "~root", "a\\b", "", "   ", "x" * 81, "-lead", "C:\\x", "a b"])
+def test_bad_names_are_refused_with_a_message(bad):
+    with pytest.raises(BadName) as err:
+        check_name(bad, "preset name")
+    assert "preset name" in str(err.value)
+
+
+def test_inside_refuses_symlink_escape(tmp_path):
+    (tmp_path / "root").mkdir()
+    (tmp_path / "outside").mkdir()
+    (tmp_path / "root" / "link").symlink_to(tmp_path / "outside")
+    with pytest.raises(BadName):
+        inside(tmp_path / "root", "link/x.toml")
+    assert inside(tmp_path / "root", "ok.toml") == (tmp_path / "root" / "ok.toml").resolve()
+
+
+def test_preset_store_shipped_read_only_and_user_presets(tmp_path):
+    store = PresetStore(SHIPPED, tmp_path / "user")
+    assert {"name": "quickstart", "kind": "shipped"} in [{"name": p.name, "kind": p.kind} for p in store.list()]
+    text = store.read("quickstart")
+    with pytest.raises(StoreError, match="read-only"):
+        store.save("quickstart", text)
+    assert store.save("mine.toml", text) == "mine"
+    assert store.kind("mine") == "user" and store.read("mine") == text
+    with pytest.raises(StoreError, match="exists already"):
+        store.save("mine", text, overwrite=False)
+    store.duplicate("quickstart", "copy")
+    store.delete("copy")
+    with pytest.raises(StoreError, match="cannot be deleted"):
+        store.delete("quickstart")
+    with pytest.raises(BadName):
+        store.save("../escape", text)
+    assert sorted(p.name for p in (tmp_path / "user").iterdir()) == ["mine.toml"]
+    assert not (tmp_path / "escape.toml").exists()
+
+
+# --------------------------------------------------------------------------------------------
+# the preset form
+def test_form_covers_every_schema_field_with_help_text():
+    from rsd_engine import config
+
+    names = {f.name for f in pe.form_fields()}
+    for entry in config.schema_fields():
+        if not isinstance(entry.get("default"), dict):
+            assert f"{entry['section']}.{entry['key']}" in names
+    f = pe.field_by_name("corruption.noise_sigma")
+    assert "allowed: ≥ 0" in f.help_text() and "default: 0.2" in f.help_text()
+    assert pe.field_by_name("corruption.operator").type == "enum"
+
+
+def test_set_field_keeps_comments_and_validation_names_the_field():
+    text = SHIPPED.joinpath("quickstart.toml").read_text()
+    new = pe.set_field(text, "data.resolution", pe.from_widget(pe.field_by_name("data.resolution"), 30))
+    assert new.splitlines()[0] == text.splitlines()[0]  # header comment kept
+    assert "resolution = 30" in new
+    v = pe.validate(new)
+    assert not v.ok and [f for f, _ in v.problems] == ["data.resolution"]
+    assert "`data.resolution`" in v.markdown()
+    # an optional field emptied in the form is removed (engine default applies)
+    new2 = pe.set_field(new, "data.max_images", pe.from_widget(pe.field_by_name("data.max_images"), ""))
+    assert "max_images" not in new2
+    with pytest.raises(pe.FieldInputError, match="network.block_out_channels"):
+        pe.from_widget(pe.field_by_name("network.block_out_channels"), "[16, ")
+    with pytest.raises(pe.FieldInputError, match=r"\(toml\)"):
+        pe.set_field("[data\n", "data.resolution", 32)
+
+
+def test_nested_operator_tables_become_operator_fields(monkeypatch):
+    from rsd_engine import config
+
+    original = config.schema_fields
+
+    def with_nested():
+        return original() + [{"section": "corruption", "key": "gaussian_blur", "type": "object", "nullable": False, "description": "",
+                              "default": {"kernel_size": 9, "std": 2.0}}]
+
+    monkeypatch.setattr(config, "schema_fields", with_nested)
+    pe._form_fields.cache_clear()
+    try:
+        f = pe.field_by_name("corruption.gaussian_blur.kernel_size")
+        assert f.operator == "gaussian_blur" and f.type == "integer" and f.default == 9
+        assert pe.set_field("", f.name, 7).strip() == "[corruption.gaussian_blur]\nkernel_size = 7"
+    finally:
+        pe._form_fields.cache_clear()
+
+
+# --------------------------------------------------------------------------------------------
+# reading run folders
+def _fake_run_folder(root: Path, name: str = "r1") -> Path:
+    run = root / name
+    (run / "samples").mkdir(parents=True)
+    (run / "preset.toml").write_text("")
+    (run / "status.json").write_text(json.dumps({"state": "running", "stage": "distill", "progress": 0.5, "kimg": 1.5, "kimg_total": 3,
+                                                 "it_per_s": 2.0, "eta_s": 125, "updated": time.time()}))
+    events = [
+        {"stage": "teacher", "kind": "progress", "kimg": 0.5, "loss": 2.0, "images_per_s": 50},
+        {"stage": "teacher", "kind": "fid", "model": "teacher-truncated", "fid": 80.0, "n": 64, "kimg": 0.5},
+        {"stage": "distill", "kind": "progress", "kimg": 1.5, "loss_fake_score": 1.0, "loss_generator": 3.0, "nan_count": 0, "images_per_s": 20},
+        {"stage": "distill", "kind": "warning", "kimg": 1.5, "message": "x"},
+    ]
+    (run / "events.jsonl").write_text("\n".join(json.dumps(e) for e in events) + "\n{\"partial")
+    for f in ("measurements.png", "generator.png", "generator-kimg000001.png", "teacher-truncated-kimg000000.png"):
+        (run / "samples" / f).write_bytes(b"\x89PNG fake")
+    (run / "metrics.json").write_text(json.dumps({"generator": {"fid": 12.345, "kid": 0.0042, "kid_std": 0.0011, "n": 256, "seeds": [0, 255],
+                                                                "weights": "generator EMA", "nfe": 1, "proximal_fid": 9.5}}))
+    return run
+
+
+def test_run_reader_table_plots_gallery_metrics(tmp_path):
+    run = _fake_run_folder(tmp_path)
+    (tmp_path / ".workbench").mkdir()
+    assert run_reader.list_runs(tmp_path) == ["r1"]
+    row = run_reader.run_row(run)
+    assert row["state"] == "running" and row["images_per_s"] == 20
+    frame = run_reader.runs_frame([row])
+    assert list(frame.iloc[0][["state", "stage", "progress", "images seen (kimg)", "ETA"]]) == ["running", "distill", "50 %", "1.50 / 3", "2 min"]
+    frames = run_reader.plot_frames(run_reader.read_events(run))
+    assert list(frames["fid"]["series"]) == ["teacher-truncated FID (n=64)"]
+    assert set(frames["distill_loss"]["series"]) == {"fake-score loss", "generator loss"}
+    assert len(frames["throughput"]) == 2
+    assert run_reader.snapshots(run) == [0, 1]
+    latest = run_reader.gallery_paths(run)
+    assert latest["generator"].name == "generator.png" and latest["teacher-full"] is None
+    snap = run_reader.gallery_paths(run, 1)
+    assert snap["generator"].name == "generator-kimg000001.png" and snap["measurements"].name == "measurements.png"
+    rows = run_reader.metrics_rows("r1", json.loads((run / "metrics.json").read_text()))
+    assert rows[0][:9] == ["r1", "generator", "generator EMA", "12.35", "4.20 ± 1.10", "9.50", "256", "0–255", "1"]
+
+
+# --------------------------------------------------------------------------------------------
+# the launcher, with the fake engine
+def _launch(lau: Launcher, name: str, mode: str = "normal") -> dict:
+    return lau.launch(f"# fake-mode: {mode}\n[run]\nname = \"x\"\n", name)
+
+
+def test_launch_runs_to_done_and_delete_needs_confirmation(tmp_path, fake_engine):
+    wb = Workbench(tmp_path / "runs", tmp_path / "presets", SHIPPED, engine_cmd=fake_engine, grace_s=5)
+    try:
+        info = _launch(wb.launcher, "ok")
+        assert wb.wait_state("ok", timeout_s=30) == "done"
+        assert wb.run_metrics("ok")["generator"]["proximal_fid"] == 10.0
+        assert _wait(lambda: _group_gone(info["pid"]), 5)
+        with pytest.raises(WorkbenchError, match="confirm"):
+            wb.delete_run("ok", "no")
+        with pytest.raises(WorkbenchError, match="done"):
+            wb.resume("ok")
+        wb.delete_run("ok", "ok")
+        assert wb.run_names() == []
+    finally:
+        wb.close()
+
+
+@pytest.mark.parametrize("mode", ["child", "ignore-term"])
+def test_stop_ends_the_whole_process_group(tmp_path, fake_engine, mode):
+    lau = Launcher(tmp_path / "runs", engine_cmd=fake_engine, grace_s=1.0)
+    try:
+        info = _launch(lau, "long", mode)
+        assert _wait(lambda: lau.state("long") == "running", 20)
+        if mode == "child":
+            time.sleep(0.3)  # let the child start
+        with pytest.raises(Exception, match="still running"):
+            lau.delete("long")
+        state = lau.stop("long", wait_s=15)
+        assert state == "stopped"
+        assert _group_gone(info["pid"]), "a process of the run was left behind"
+        status = json.loads((tmp_path / "runs" / "long" / "status.json").read_text())
+        assert status["state"] == "stopped"
+        if mode == "child":  # the engine handled SIGTERM and kept a checkpoint
+            assert (tmp_path / "runs" / "long" / "checkpoints" / "teacher-latest" / "state.json").exists()
+        # a new run can start at once, and the stopped one resumes
+        lau.resume("long")
+        assert _wait(lambda: lau.state("long") == "running", 20)
+        assert lau.stop("long", wait_s=15) == "stopped"
+        record = json.loads((tmp_path / "runs" / "long" / "workbench.json").read_text())
+        assert "--resume" in record["command"]
+    finally:
+        for run in lau.running():
+            os.killpg(int(json.loads((tmp_path / "runs" / run / "workbench.json").read_text())["pgid"]), signal.SIGKILL)
+        lau.close()
+
+
+def test_crash_before_status_is_marked_failed_with_console(tmp_path, fake_engine):
+    wb = Workbench(tmp_path / "runs", tmp_path / "presets", SHIPPED, engine_cmd=fake_engine)
+    try:
+        _launch(wb.launcher, "bad", "crash")
+        assert wb.wait_state("bad", timeout_s=20) == "failed"
+        assert "exit code 3" in wb.run_status("bad")["error"]
+        assert "fake crash" in wb.log_tail("bad")
+    finally:
+        wb.close()
+
+
+def test_runs_outlive_the_workbench(tmp_path, fake_engine):
+    """A second workbench (a restarted server, another viewer) sees and stops a run started by the first."""
+    first = Launcher(tmp_path / "runs", engine_cmd=fake_engine, grace_s=2.0)
+    info = _launch(first, "shared", "child")
+    first.close()
+    second = Launcher(tmp_path / "runs", engine_cmd=fake_engine, grace_s=2.0)
+    try:
+        assert _wait(lambda: second.state("shared") == "running", 20)
+        assert second.is_alive("shared")
+        assert second.stop("shared", wait_s=15) == "stopped"
+        assert _wait(lambda: _group_gone(info["pid"]), 5)
+    finally:
+        second.close()
+        first._procs.clear()
+
+
+def test_host_warning_for_non_loopback():
+    from workbench.app import build_parser, is_loopback
+
+    assert is_loopback("127.0.0.1") and is_loopback("localhost") and is_loopback("::1")
+    assert not is_loopback("0.0.0.0") and not is_loopback("192.168.1.5")
+    args = build_parser().parse_args([])
+    assert (args.host, args.port, args.runs_dir) == ("127.0.0.1", 7860, "runs")
+
+
+def test_main_warns_when_bound_beyond_loopback(tmp_path, monkeypatch, capsys):
+    import gradio as gr
+
+    from workbench import app
+
+    monkeypatch.setattr(gr.Blocks, "launch", lambda self, **kw: None)
+    app.main(["--host", "0.0.0.0", "--port", "0", "--runs-dir", str(tmp_path / "runs"), "--presets-dir", str(tmp_path / "p")])
+    assert "WARNING: serving on 0.0.0.0" in capsys.readouterr().err
+
+
+# --------------------------------------------------------------------------------------------
+# the whole app through gradio_client, real engine
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def served(tmp_path_factory):
+    """The workbench served on a free loopback port, with the real engine. Yields (client, wb, root)."""
+    from gradio_client import Client
+
+    from workbench.app import create_app, launch_kwargs
+
+    root = tmp_path_factory.mktemp("wb")
+    demo, wb = create_app(root / "runs", root / "presets", SHIPPED, grace_s=30)
+    port = _free_port()
+    demo.queue().launch(prevent_thread_lock=True, quiet=True, **launch_kwargs(wb, "127.0.0.1", port))
+    try:
+        yield Client(f"http://127.0.0.1:{port}/", verbose=False), wb, root
+    finally:
+        for run in wb.launcher.running():
+            try:
+                wb.launcher.stop(run, wait_s=30)
+            except Exception:  # noqa: BLE001
+                pass
+        demo.close()
+        wb.close()
+
+
+def _tiny_text(client, **extra) -> str:
+    text = client.predict("quickstart", api_name="/get_preset")
+    for field, value in {**TINY, **extra}.items():
+        text = client.predict(text, field, value, api_name="/set_field")["text"]
+    return text
+
+
+def test_client_preset_round_trip(served):
+    client, wb, root = served
+    presets = client.predict(api_name="/list_presets")
+    assert {"name": "quickstart", "kind": "shipped"} in presets
+    text = client.predict("quickstart", api_name="/get_preset")
+    bad = client.predict(text, "data.resolution", "30", api_name="/set_field")
+    assert not bad["validation"]["ok"]
+    assert [p["field"] for p in bad["validation"]["problems"]] == ["data.resolution"]
+    with pytest.raises(Exception, match="data.resolution"):
+        client.predict("broken", bad["text"], api_name="/save_preset_as")
+    good = client.predict(text, "distill.alpha", "1.0", api_name="/set_field")
+    assert good["validation"]["ok"] and "alpha = 1.0" in good["text"]
+    assert client.predict("my-exp", good["text"], api_name="/save_preset_as") == {"name": "my-exp"}
+    assert (root / "presets" / "my-exp.toml").read_text() == good["text"]
+    assert {"name": "my-exp", "kind": "user"} in client.predict(api_name="/list_presets")
+    with pytest.raises(Exception, match="read-only"):
+        client.predict("quickstart", good["text"], api_name="/save_preset")
+    assert client.predict("my-exp", "my-exp-copy", api_name="/duplicate_preset") == {"name": "my-exp-copy"}
+    client.predict("my-exp-copy", api_name="/delete_preset")
+    assert "alpha = 1.0" in client.predict(good["text"], api_name="/effective_preset")
+
+
+def test_client_refuses_paths_outside_the_folders(served):
+    client, wb, root = served
+    text = client.predict("quickstart", api_name="/get_preset")
+    before = sorted(p.name for p in root.parent.iterdir())
+    for args, api in [
+        (("../../etc/passwd",), "/get_preset"),
+        (("/etc/passwd",), "/get_preset"),
+        (("../evil", text), "/save_preset"),
+        (("/tmp/evil", text), "/save_preset_as"),
+        (("quickstart", "../../evil"), "/duplicate_preset"),
+        (("../runs/x",), "/delete_preset"),
+        ((text, "../escape"), "/launch_run"),
+        (("..",), "/run_status"),
+        (("../presets", "../presets"), "/delete_run"),
+        (("/etc",), "/run_metrics"),
+    ]:
+        with pytest.raises(Exception, match=r"path|not allowed"):
+            client.predict(*args, api_name=api)
+    assert sorted(p.name for p in root.parent.iterdir()) == before
+    assert not (root / "evil.toml").exists() and not (root / "escape").exists()
+
+
+def test_client_tiny_run_to_done_metrics_and_gallery(served):
+    client, wb, root = served
+    text = _tiny_text(client)
+    info = client.predict(text, "tiny-done", api_name="/launch_run")
+    assert info["run"] == "tiny-done"
+    end = time.monotonic() + 240
+    state = ""
+    while time.monotonic() < end:
+        state = client.predict("tiny-done", api_name="/run_status")["state"]
+        if state in ("done", "failed", "stopped"):
+            break
+        time.sleep(1)
+    assert state == "done", client.predict("tiny-done", 40, api_name="/log_tail")
+    rows = {r["run"]: r for r in client.predict(api_name="/list_runs")}
+    assert rows["tiny-done"]["state"] == "done"
+    metrics = client.predict("tiny-done", api_name="/run_metrics")
+    assert {"teacher-full", "teacher-truncated", "generator"} <= set(metrics)
+    assert all("n" in metrics[m] for m in ("teacher-full", "teacher-truncated", "generator"))
+    assert any(e["kind"] == "progress" for e in client.predict("tiny-done", api_name="/run_events"))
+    out = client.predict("tiny-done", "latest", "", "latest", api_name="/gallery")
+    samples = root / "runs" / "tiny-done" / "samples"
+    for got, model in zip(out[:4], run_reader.GALLERY_MODELS):
+        path = got if isinstance(got, str) else (got or {}).get("path") or (got or {}).get("value")
+        assert path and Path(path).read_bytes() == (samples / f"{model}.png").read_bytes(), model  # PNG, byte for byte
+    table = out[8]
+    assert {"teacher-full", "generator"} <= {row[1] for row in table["data"]}
+    assert _wait(lambda: _group_gone(info["pid"]), 30), "the finished run left a process behind"
+
+
+def test_client_stop_leaves_no_process_and_keeps_a_checkpoint(served):
+    client, wb, root = served
+    text = _tiny_text(client, **{"teacher.kimg": "50"})
+    info = client.predict(text, "tiny-stop", api_name="/launch_run")
+    assert _wait(lambda: client.predict("tiny-stop", api_name="/run_status").get("stage") == "teacher", 90, 0.5)
+    time.sleep(1.0)
+    res = client.predict("tiny-stop", api_name="/stop_run")
+    assert res["state"] in ("stopping", "stopped")
+    assert _wait(lambda: client.predict("tiny-stop", api_name="/run_status")["state"] == "stopped", 60, 0.5)
+    assert _wait(lambda: _group_gone(info["pid"]), 30), "a process of the stopped run is still alive"
+    assert client.predict("tiny-stop", api_name="/run_status")["alive"] is False
+    assert (root / "runs" / "tiny-stop" / "checkpoints" / "teacher-latest").is_dir()
+    with pytest.raises(Exception, match="not running"):
+        client.predict("tiny-stop", api_name="/stop_run")
+    assert client.predict("tiny-stop", "tiny-stop", api_name="/delete_run") == {"deleted": "tiny-stop"}

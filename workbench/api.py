@@ -1,0 +1,363 @@
+"""The workbench's actions as plain Python: what every named endpoint and every button calls.
+
+:class:`Workbench` ties the preset store, the validator, the launcher and the run reader to one
+presets folder and one runs folder. Every method takes and returns plain values (text, numbers,
+dicts, paths) and raises :class:`WorkbenchError` with a message meant for the person at the page.
+Nothing here imports Gradio.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from . import preset_edit, run_reader
+from .launcher import FINAL_STATES, LaunchError, Launcher
+from .names import BadName, check_name, inside
+from .presets_store import PresetStore, StoreError, default_shipped_dir
+
+__all__ = ["Workbench", "WorkbenchError", "default_presets_dir"]
+
+
+class WorkbenchError(ValueError):
+    """An action was refused or failed; ``str(err)`` is the message shown to the user."""
+
+
+def default_presets_dir() -> Path:
+    """``~/.rsd-workbench/presets``, the default folder of user presets."""
+    return Path.home() / ".rsd-workbench" / "presets"
+
+
+def _wrap(fn):
+    """Turn the store/launcher/name errors into :class:`WorkbenchError`."""
+
+    def inner(*args, **kwargs):
+        try:
+            return fn(*args, **kwargs)
+        except (BadName, StoreError, LaunchError, preset_edit.FieldInputError, KeyError) as e:
+            msg = e.args[0] if isinstance(e, KeyError) and e.args else str(e)
+            raise WorkbenchError(str(msg)) from None
+
+    inner.__name__, inner.__doc__, inner.__wrapped__ = fn.__name__, fn.__doc__, fn
+    return inner
+
+
+class Workbench:
+    """One workbench: a user presets folder, the shipped presets, a runs folder and the engine.
+
+    Args:
+        runs_dir: where runs are created and read (``./runs`` by default in :mod:`workbench.app`).
+        presets_dir: the user's presets (created on first save).
+        shipped_dir: read-only presets (default: the repository's ``presets/``).
+        engine_cmd: command prefix for the engine CLI (default ``python -m rsd_engine``); tests
+            pass a fake engine.
+        grace_s: seconds between SIGTERM and SIGKILL when stopping a run.
+        preview_timeout_s: limit of one preview computation.
+    """
+
+    def __init__(
+        self,
+        runs_dir: str | Path,
+        presets_dir: str | Path | None = None,
+        shipped_dir: str | Path | None = None,
+        engine_cmd: list[str] | None = None,
+        grace_s: float = 60.0,
+        preview_timeout_s: float = 600.0,
+    ):
+        self.runs_dir = Path(runs_dir).expanduser().resolve()
+        self.store = PresetStore(shipped_dir or default_shipped_dir(), presets_dir or default_presets_dir())
+        self.launcher = Launcher(self.runs_dir, engine_cmd=engine_cmd, grace_s=grace_s)
+        self.preview_timeout_s = preview_timeout_s
+        self.work_dir = self.runs_dir / ".workbench"
+
+    def close(self) -> None:
+        """Stop background threads. Runs keep going."""
+        self.launcher.close()
+
+    # -- presets -----------------------------------------------------------------------------
+    def list_presets(self) -> list[dict]:
+        """``[{"name", "kind"}]`` with kind ``shipped`` (read-only) or ``user``, shipped first."""
+        return [{"name": p.name, "kind": p.kind} for p in self.store.list()]
+
+    def preset_choices(self) -> list[tuple[str, str]]:
+        """(label, name) pairs for the preset dropdown."""
+        return [(p.label, p.name) for p in self.store.list()]
+
+    @_wrap
+    def preset_kind(self, name: str) -> str | None:
+        """``shipped``, ``user`` or ``None``.
+
+        Raises:
+            WorkbenchError: not a plain name.
+        """
+        return self.store.kind(name)
+
+    @_wrap
+    def preset_text(self, name: str) -> str:
+        """The TOML text of preset ``name``.
+
+        Raises:
+            WorkbenchError: a path instead of a name, or no such preset.
+        """
+        return self.store.read(name)
+
+    def validate(self, text: str) -> preset_edit.Validation:
+        """The engine's verdict on preset text (never raises; problems are named by field)."""
+        return preset_edit.validate(text)
+
+    @_wrap
+    def set_field(self, text: str, field: str, value: Any) -> str:
+        """``text`` with the dotted ``field`` set to ``value`` (a widget value or TOML literal text).
+
+        Strings such as ``"30"``, ``"[16, 32]"`` or ``"true"`` are read according to the field's
+        type; an empty value removes the key (the engine default applies).
+
+        Raises:
+            WorkbenchError: unknown field, a value that cannot be read, or TOML with a syntax error.
+        """
+        f = preset_edit.field_by_name(field)
+        if isinstance(value, str) and f.type == "string" and f.nullable is False:
+            new_value = value
+        else:
+            new_value = preset_edit.from_widget(f, value)
+        return preset_edit.set_field(text, f.name, new_value)
+
+    def _require_valid(self, text: str, action: str) -> preset_edit.Validation:
+        v = self.validate(text)
+        if not v.ok:
+            lines = "; ".join(f"{f}: {m}" for f, m in v.problems)
+            raise WorkbenchError(f"cannot {action}: the preset has {len(v.problems)} problem(s) — {lines}")
+        return v
+
+    @_wrap
+    def save_preset(self, name: str, text: str, overwrite: bool = True) -> str:
+        """Validate ``text`` and save it as user preset ``name``; returns the name used.
+
+        Raises:
+            WorkbenchError: invalid preset (field-named problems), a path for a name, a shipped
+                preset's name, or (``overwrite`` False) an existing name.
+        """
+        self._require_valid(text, "save")
+        return self.store.save(name, text, overwrite=overwrite)
+
+    @_wrap
+    def duplicate_preset(self, source: str, target: str) -> str:
+        """Copy preset ``source`` to the new user preset ``target``; returns ``target``.
+
+        Raises:
+            WorkbenchError: bad names, missing source, existing target.
+        """
+        return self.store.duplicate(source, target)
+
+    @_wrap
+    def delete_preset(self, name: str) -> None:
+        """Delete user preset ``name``.
+
+        Raises:
+            WorkbenchError: a shipped or missing preset, or a path for a name.
+        """
+        self.store.delete(name)
+
+    # -- preview -------------------------------------------------------------------------------
+    def preview(self, text: str, n: int = 16) -> tuple[Path, str]:
+        """Run ``rsd_engine preview`` on ``text``: a PNG grid of clean | measurement | adjoint.
+
+        The PNG and a copy of the preset are kept in ``RUNS/.workbench/preview/`` (keyed by the
+        preset text and n, so a second call is instant).
+
+        Returns:
+            (PNG path, a Markdown description of the data: source, size, resolution, operator).
+
+        Raises:
+            WorkbenchError: invalid preset, or the engine failed (its error message is included).
+        """
+        v = self._require_valid(text, "preview")
+        n = int(n)
+        if not 1 <= n <= 64:
+            raise WorkbenchError(f"n = {n}: preview shows 1 to 64 images")
+        key = hashlib.sha256(f"{n}\n{v.effective}".encode()).hexdigest()[:16]
+        folder = self.work_dir / "preview"
+        folder.mkdir(parents=True, exist_ok=True)
+        preset_path, png = folder / f"{key}.toml", folder / f"{key}.png"
+        info_path = folder / f"{key}.txt"
+        if not (png.is_file() and info_path.is_file()):
+            preset_path.write_text(text, encoding="utf-8")
+            cmd = [*self.launcher.engine_cmd, "preview", str(preset_path), "--n", str(n), "--out", str(png)]
+            try:
+                proc = subprocess.run(cmd, capture_output=True, text=True, timeout=self.preview_timeout_s,
+                                      env=self.launcher._env(), stdin=subprocess.DEVNULL)
+            except subprocess.TimeoutExpired:
+                raise WorkbenchError(f"preview took longer than {self.preview_timeout_s:.0f} s and was stopped") from None
+            if proc.returncode != 0 or not png.is_file():
+                err = (proc.stderr or proc.stdout or "").strip().splitlines()[-8:]
+                raise WorkbenchError("preview failed: " + (" ".join(err) or f"exit code {proc.returncode}"))
+            engine_lines = [ln for ln in (proc.stdout + "\n" + proc.stderr).splitlines()
+                            if ln.strip() and ln.strip() != str(png) and "Warning" not in ln]
+            info_path.write_text("\n".join(engine_lines[-12:]), encoding="utf-8")
+        return png, self._preview_info(v.effective, info_path.read_text(encoding="utf-8"), n, png)
+
+    @staticmethod
+    def _preview_info(effective: str, engine_text: str, n: int, png: Path) -> str:
+        data = preset_edit.parse_toml(effective)
+        d, c = data.get("data", {}), data.get("corruption", {})
+        size = "all images" if d.get("max_images") is None else f"first {d['max_images']} images"
+        lines = [
+            f"**Data:** `{d.get('source')}`{' at ' + repr(d['path']) if d.get('path') else ''} · {size} · "
+            f"resolution {d.get('resolution')}×{d.get('resolution')} · {d.get('channels')} channel(s)",
+            f"**Corruption:** `{c.get('operator')}` · noise σ = {c.get('noise_sigma')} (on [-1, 1]) · seed {c.get('seed')}",
+            f"**Grid:** {n} held-out images per row — row 1 clean, row 2 measurement y = A(x)+σε (what the teacher trains on), row 3 adjoint Aᵀy.",
+        ]
+        try:
+            from PIL import Image
+
+            with Image.open(png) as im:
+                lines.append(f"PNG {im.width}×{im.height} px, mode {im.mode}.")
+        except Exception:  # noqa: BLE001 - informative only
+            pass
+        if engine_text.strip():
+            lines.append("**Engine says:**\n```\n" + engine_text.strip() + "\n```")
+        return "\n\n".join(lines)
+
+    # -- runs ----------------------------------------------------------------------------------
+    def default_run_name(self, preset_run_name: str) -> str:
+        """``<run.name>-<YYYYmmdd-HHMMSS>``, made unique in the runs folder."""
+        base = f"{preset_run_name or 'run'}-{time.strftime('%Y%m%d-%H%M%S')}"
+        name, i = base, 2
+        while (self.runs_dir / name).exists():
+            name, i = f"{base}-{i}", i + 1
+        return name
+
+    @_wrap
+    def launch(self, text: str, run_name: str = "") -> dict:
+        """Validate ``text`` and start a run (in its own process group).
+
+        Args:
+            text: preset TOML.
+            run_name: folder name in the runs folder; empty = ``<run.name>-<date-time>``.
+
+        Returns:
+            ``{"run", "pid", "command"}``.
+
+        Raises:
+            WorkbenchError: invalid preset (named fields), bad or taken run name, engine not startable.
+        """
+        v = self._require_valid(text, "launch")
+        name = check_name(run_name, "run name") if (run_name or "").strip() else self.default_run_name(v.run_name)
+        return self.launcher.launch(text, name, v.num_processes, v.mixed_precision)
+
+    @_wrap
+    def stop(self, run: str, wait_s: float = 5.0) -> dict:
+        """Stop a run: SIGTERM to its process group, SIGKILL after the grace period.
+
+        Returns:
+            ``{"run", "state"}``; ``state`` is ``"stopping"`` while the processes still end.
+
+        Raises:
+            WorkbenchError: no such run, or not running.
+        """
+        state = self.launcher.stop(run, wait_s=wait_s)
+        return {"run": check_name(run), "state": state}
+
+    @_wrap
+    def resume(self, run: str) -> dict:
+        """Continue a stopped or failed run from its latest checkpoint, in a new process group.
+
+        Raises:
+            WorkbenchError: no such run, still running, done already.
+        """
+        run = check_name(run, "run name")
+        frozen = self.launcher.run_dir(run) / "preset.toml"
+        nproc, mp = 1, "no"
+        if frozen.is_file():
+            v = self.validate(frozen.read_text(encoding="utf-8"))
+            if v.ok:
+                nproc, mp = v.num_processes, v.mixed_precision
+        return self.launcher.resume(run, nproc, mp)
+
+    @_wrap
+    def delete_run(self, run: str, confirm: str) -> None:
+        """Delete a run folder; ``confirm`` must repeat the run name.
+
+        Raises:
+            WorkbenchError: confirmation missing or different, running, or no such run.
+        """
+        run = check_name(run, "run name")
+        if (confirm or "").strip() != run:
+            raise WorkbenchError(f"not deleted: confirm by giving the run name {run!r} again")
+        self.launcher.delete(run)
+
+    def run_names(self) -> list[str]:
+        """Runs in the runs folder, newest first."""
+        return run_reader.list_runs(self.runs_dir)
+
+    @_wrap
+    def run_dir(self, run: str) -> Path:
+        """The folder of run ``run``.
+
+        Raises:
+            WorkbenchError: a path for a name, or no such run.
+        """
+        path = self.launcher.run_dir(run)
+        if not path.is_dir():
+            raise WorkbenchError(f"no run named {run!r}")
+        return path
+
+    def run_rows(self) -> list[dict]:
+        """One table row per run (see :func:`workbench.run_reader.run_row`), dead runs reconciled."""
+        rows = []
+        for name in self.run_names():
+            try:
+                self.launcher.reconcile(name)
+                state = self.launcher.state(name)
+            except (OSError, BadName):
+                state = "unknown"
+            rows.append(run_reader.run_row(self.runs_dir / name, state_override=state))
+        return rows
+
+    @_wrap
+    def run_status(self, run: str) -> dict:
+        """status.json of a run, with ``state`` filled in (``starting`` before the engine writes it)
+        and ``alive`` telling whether any of its processes still runs."""
+        path = self.run_dir(run)
+        self.launcher.reconcile(run)
+        status = run_reader._read_json(path / "status.json")
+        status["state"] = status.get("state") or self.launcher.state(run)
+        status["alive"] = self.launcher.is_alive(run)
+        status["run"] = run
+        return status
+
+    def run_events(self, run: str) -> list[dict]:
+        """All events of a run (events.jsonl)."""
+        return run_reader.read_events(self.run_dir(run))
+
+    def run_metrics(self, run: str) -> dict:
+        """metrics.json of a run (``{}`` before evaluation)."""
+        return run_reader._read_json(self.run_dir(run) / "metrics.json")
+
+    def log_tail(self, run: str, lines: int = 200) -> str:
+        """The end of the run's log (and of console.txt when the run crashed)."""
+        return run_reader.log_tail(self.run_dir(run), int(lines))
+
+    def snapshots(self, run: str) -> list[int]:
+        """kimg values of the snapshot grids of a run."""
+        return run_reader.snapshots(self.run_dir(run))
+
+    def gallery(self, run: str, snapshot: int | None = None, models: tuple[str, ...] = run_reader.GALLERY_MODELS) -> dict[str, Path | None]:
+        """PNG grid per model (latest, or the snapshot at ``snapshot`` kimg); ``None`` where missing."""
+        return run_reader.gallery_paths(self.run_dir(run), snapshot, models)
+
+    def wait_state(self, run: str, states: tuple[str, ...] = FINAL_STATES, timeout_s: float = 60.0) -> str:
+        """Poll until the run's state is one of ``states`` (or the timeout); returns the last state."""
+        end = time.monotonic() + timeout_s
+        state = ""
+        while time.monotonic() < end:
+            state = self.run_status(run)["state"]
+            if state in states:
+                return state
+            time.sleep(0.5)
+        return state

@@ -1,0 +1,427 @@
+"""Run processes: launch, stop, resume and delete, each run in its own process group.
+
+A run is started as ``python -m rsd_engine run PRESET --out RUN_DIR`` (one process) or
+``accelerate launch --num_processes N [--mixed_precision M] -m rsd_engine run …`` (several), with
+``start_new_session=True`` so the run and every process it spawns share one process group whose id
+is the leader's pid. The run outlives the page and the workbench server: everything the page shows
+comes from the run folder.
+
+Beside the engine's own files the workbench keeps, in the run folder:
+
+- ``workbench.json``  launch record: pid/pgid, the leader's start time (guards against pid reuse),
+  the command, who asked for a stop;
+- ``console.txt``     the processes' stdout and stderr (tracebacks of a crash before logging starts).
+
+The preset handed to the engine is written to ``RUNS/.workbench/launch/<run>.toml``; the engine
+freezes the effective preset into ``RUN/preset.toml`` itself.
+
+Stop sends SIGTERM to the whole group (the engine writes a final checkpoint and sets state
+"stopped"), waits ``grace_s`` seconds and then sends SIGKILL to whatever is left. When a process
+ends without a final state in status.json, the workbench writes one (``stopped`` when a stop was
+asked for, ``failed`` otherwise) so the page never shows a dead run as running.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+from .names import BadName, check_name, inside
+
+__all__ = ["Launcher", "LaunchError", "FINAL_STATES"]
+
+FINAL_STATES = ("done", "failed", "stopped")
+_REPO_ROOT = Path(__file__).resolve().parent.parent
+
+
+class LaunchError(RuntimeError):
+    """A launch/stop/resume/delete was refused or failed; the message says why."""
+
+
+class Launcher:
+    """Starts and stops runs under ``runs_dir``.
+
+    Args:
+        runs_dir: the runs folder (created if missing).
+        engine_cmd: how to call the engine CLI; default ``[python, "-m", "rsd_engine"]``.
+            Tests pass a fake engine here.
+        grace_s: seconds between SIGTERM and SIGKILL on stop.
+        poll_s: how often the watcher thread reaps finished processes.
+    """
+
+    def __init__(self, runs_dir: str | Path, engine_cmd: list[str] | None = None, grace_s: float = 60.0, poll_s: float = 0.5):
+        self.runs_dir = Path(runs_dir).expanduser().resolve()
+        self.runs_dir.mkdir(parents=True, exist_ok=True)
+        self.engine_cmd = list(engine_cmd) if engine_cmd else [sys.executable, "-m", "rsd_engine"]
+        self.uses_real_engine = engine_cmd is None
+        self.grace_s = float(grace_s)
+        self.poll_s = float(poll_s)
+        self._procs: dict[str, subprocess.Popen] = {}
+        self._stoppers: dict[str, threading.Thread] = {}
+        self._lock = threading.RLock()
+        self._closed = threading.Event()
+        self._watcher = threading.Thread(target=self._watch, name="rsd-workbench-watcher", daemon=True)
+        self._watcher.start()
+
+    # -- paths ---------------------------------------------------------------------------------
+    def run_dir(self, run: str) -> Path:
+        """The folder of run ``run`` (checked name, inside the runs folder).
+
+        Raises:
+            BadName: not a plain name.
+        """
+        return inside(self.runs_dir, check_name(run, "run name"))
+
+    def _launch_preset_path(self, run: str) -> Path:
+        folder = self.runs_dir / ".workbench" / "launch"
+        folder.mkdir(parents=True, exist_ok=True)
+        return inside(folder, f"{check_name(run, 'run name')}.toml")
+
+    # -- commands ------------------------------------------------------------------------------
+    def command(self, engine_args: list[str], num_processes: int = 1, mixed_precision: str = "no") -> list[str]:
+        """The command line for ``rsd_engine <engine_args>`` with the preset's processes and precision.
+
+        One process: ``engine_cmd + engine_args``. Several (with the real engine):
+        ``python -m accelerate.commands.launch --num_processes N --num_machines 1
+        [--mixed_precision M] -m rsd_engine …``.
+        """
+        if num_processes > 1 and self.uses_real_engine:
+            cmd = [sys.executable, "-m", "accelerate.commands.launch", "--num_processes", str(num_processes), "--num_machines", "1"]
+            if mixed_precision and mixed_precision != "no":
+                cmd += ["--mixed_precision", mixed_precision]
+            return cmd + ["-m", "rsd_engine", *engine_args]
+        return [*self.engine_cmd, *engine_args]
+
+    def _env(self) -> dict[str, str]:
+        env = dict(os.environ)
+        env["PYTHONUNBUFFERED"] = "1"
+        env.pop("GRADIO_TEMP_DIR", None)
+        path = env.get("PYTHONPATH", "")
+        if str(_REPO_ROOT) not in path.split(os.pathsep):
+            env["PYTHONPATH"] = os.pathsep.join(p for p in (str(_REPO_ROOT), path) if p)
+        return env
+
+    def _spawn(self, run: str, cmd: list[str], action: str) -> int:
+        run_dir = self.run_dir(run)
+        run_dir.mkdir(parents=True, exist_ok=True)
+        console = open(run_dir / "console.txt", "ab")
+        console.write(f"\n=== {time.strftime('%Y-%m-%d %H:%M:%S')} workbench {action}: {' '.join(cmd)}\n".encode())
+        console.flush()
+        try:
+            proc = subprocess.Popen(
+                cmd,
+                stdin=subprocess.DEVNULL,
+                stdout=console,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+                env=self._env(),
+                close_fds=True,
+            )
+        except OSError as e:
+            raise LaunchError(f"could not start the engine ({cmd[0]}): {e}") from None
+        finally:
+            console.close()
+        record = {
+            "pid": proc.pid,
+            "pgid": proc.pid,
+            "start_ticks": _start_ticks(proc.pid),
+            "command": cmd,
+            "action": action,
+            "launched": round(time.time(), 3),
+            "stop_requested": False,
+        }
+        _write_json(run_dir / "workbench.json", record)
+        with self._lock:
+            self._procs[run] = proc
+        return proc.pid
+
+    # -- actions -------------------------------------------------------------------------------
+    def launch(self, preset_text: str, run: str, num_processes: int = 1, mixed_precision: str = "no") -> dict:
+        """Start a new run named ``run`` from validated preset text.
+
+        Returns:
+            ``{"run", "pid", "command"}``.
+
+        Raises:
+            BadName: ``run`` is not a plain name.
+            LaunchError: the run folder exists already, or the engine could not be started.
+        """
+        run = check_name(run, "run name")
+        run_dir = self.run_dir(run)
+        if run_dir.exists():
+            raise LaunchError(f"a run named {run!r} exists already; choose another run name")
+        preset_path = self._launch_preset_path(run)
+        preset_path.write_text(preset_text, encoding="utf-8")
+        run_dir.mkdir(parents=True)
+        cmd = self.command(["run", str(preset_path), "--out", str(run_dir)], num_processes, mixed_precision)
+        pid = self._spawn(run, cmd, "launch")
+        return {"run": run, "pid": pid, "command": cmd}
+
+    def resume(self, run: str, num_processes: int = 1, mixed_precision: str = "no") -> dict:
+        """Resume a stopped or failed run from its latest checkpoints (``run --resume RUN_DIR``; the
+        engine reads the frozen ``RUN_DIR/preset.toml``).
+
+        Raises:
+            BadName: not a plain name.
+            LaunchError: no such run, the run is still running, or it has no frozen preset.
+        """
+        run = check_name(run, "run name")
+        run_dir = self.run_dir(run)
+        if not run_dir.is_dir():
+            raise LaunchError(f"no run named {run!r}")
+        if self.is_alive(run):
+            raise LaunchError(f"run {run!r} is still running; stop it before resuming")
+        state = _read_json(run_dir / "status.json").get("state")
+        if state == "done":
+            raise LaunchError(f"run {run!r} is done; nothing to resume")
+        if not (run_dir / "preset.toml").is_file():
+            raise LaunchError(f"run {run!r} has no preset.toml; it never started and cannot be resumed (launch it again)")
+        cmd = self.command(["run", "--resume", str(run_dir)], num_processes, mixed_precision)
+        pid = self._spawn(run, cmd, "resume")
+        return {"run": run, "pid": pid, "command": cmd}
+
+    def stop(self, run: str, wait_s: float = 0.0) -> str:
+        """Stop run ``run``: SIGTERM to its process group, SIGKILL after ``grace_s``.
+
+        Returns at once (or after at most ``wait_s`` seconds) with the state then known:
+        ``"stopping"`` while the processes are still ending, else the final state.
+
+        Raises:
+            BadName: not a plain name.
+            LaunchError: no such run, or it is not running.
+        """
+        run = check_name(run, "run name")
+        run_dir = self.run_dir(run)
+        if not run_dir.is_dir():
+            raise LaunchError(f"no run named {run!r}")
+        if not self.is_alive(run):
+            raise LaunchError(f"run {run!r} is not running (state: {self.state(run)})")
+        record = _read_json(run_dir / "workbench.json")
+        if not record:
+            raise LaunchError(f"run {run!r} was not started by a workbench; stop it where it was started (Ctrl-C)")
+        record["stop_requested"] = True
+        record["stop_requested_at"] = round(time.time(), 3)
+        _write_json(run_dir / "workbench.json", record)
+        with self._lock:
+            thread = self._stoppers.get(run)
+            if thread is None or not thread.is_alive():
+                thread = threading.Thread(target=self._stop_group, args=(run, int(record["pgid"])), daemon=True)
+                self._stoppers[run] = thread
+                thread.start()
+        thread.join(timeout=max(0.0, wait_s))
+        return "stopping" if thread.is_alive() else self.state(run)
+
+    def _stop_group(self, run: str, pgid: int) -> None:
+        _signal_group(pgid, signal.SIGTERM)
+        deadline = time.monotonic() + self.grace_s
+        while time.monotonic() < deadline and self.is_alive(run):
+            time.sleep(0.1)
+        if self.is_alive(run):
+            _signal_group(pgid, signal.SIGKILL)
+            end = time.monotonic() + 10
+            while time.monotonic() < end and self.is_alive(run):
+                time.sleep(0.05)
+        self._finalize(run)
+
+    def delete(self, run: str) -> None:
+        """Delete run ``run`` and everything in its folder.
+
+        Raises:
+            BadName: not a plain name.
+            LaunchError: no such run, or it is still running.
+        """
+        run = check_name(run, "run name")
+        run_dir = self.run_dir(run)
+        if not run_dir.is_dir():
+            raise LaunchError(f"no run named {run!r}")
+        if self.is_alive(run):
+            raise LaunchError(f"run {run!r} is still running; stop it first")
+        shutil.rmtree(run_dir)
+        preset = self.runs_dir / ".workbench" / "launch" / f"{run}.toml"
+        preset.unlink(missing_ok=True)
+        with self._lock:
+            self._procs.pop(run, None)
+
+    # -- state ---------------------------------------------------------------------------------
+    def is_alive(self, run: str) -> bool:
+        """Whether any process of the run's group is still running.
+
+        For runs launched by this workbench the launch record's process group is checked; for runs
+        started elsewhere (the CLI), the ``pid`` in status.json.
+        """
+        with self._lock:
+            proc = self._procs.get(run)
+        if proc is not None and proc.poll() is None:
+            return True
+        run_dir = self.run_dir(run)
+        record = _read_json(run_dir / "workbench.json")
+        if record.get("pgid"):
+            pgid = int(record["pgid"])
+            if proc is None and _pid_reused(pgid, record.get("start_ticks")):
+                return False
+            return _group_exists(pgid)
+        pid = _read_json(run_dir / "status.json").get("pid")
+        return bool(pid) and _pid_alive(int(pid))
+
+    def state(self, run: str) -> str:
+        """The run's state for the page: the status.json state, or ``starting`` / ``unknown``."""
+        run_dir = self.run_dir(run)
+        state = _read_json(run_dir / "status.json").get("state")
+        if state:
+            return state
+        return "starting" if self.is_alive(run) else "unknown"
+
+    def reconcile(self, run: str) -> None:
+        """Give a dead run without a final state one (see :meth:`_finalize`). Cheap; called on refresh."""
+        run_dir = self.run_dir(run)
+        status = _read_json(run_dir / "status.json")
+        record = _read_json(run_dir / "workbench.json")
+        if status.get("state") in FINAL_STATES or not (status or record):
+            return
+        if self.is_alive(run):
+            return
+        if not record:  # started elsewhere: only mark it after a quiet minute
+            if time.time() - float(status.get("updated") or 0) < 60:
+                return
+        else:
+            with self._lock:
+                stopping = run in self._stoppers and self._stoppers[run].is_alive()
+            if stopping:
+                return
+        self._finalize(run)
+
+    def _finalize(self, run: str) -> None:
+        run_dir = self.run_dir(run)
+        if not run_dir.is_dir():
+            return
+        with self._lock:
+            proc = self._procs.pop(run, None)
+        code = proc.poll() if proc is not None else None
+        status = _read_json(run_dir / "status.json")
+        if status.get("state") in FINAL_STATES:
+            return
+        record = _read_json(run_dir / "workbench.json")
+        if record.get("stop_requested"):
+            fields = {"state": "stopped", "error": status.get("error") or "stopped from the workbench; the engine ended before writing its final state"}
+        else:
+            where = "before writing its first status" if not status else "without writing a final state"
+            code_text = f" with exit code {code}" if code is not None else ""
+            fields = {"state": "failed", "error": f"the engine process ended{code_text} {where}; see console.txt"}
+        status.update(fields)
+        status["updated"] = round(time.time(), 3)
+        _write_json(run_dir / "status.json", status)
+
+    def _watch(self) -> None:
+        while not self._closed.wait(self.poll_s):
+            with self._lock:
+                items = list(self._procs.items())
+            for run, proc in items:
+                if proc.poll() is None:
+                    continue
+                with self._lock:
+                    stopping = run in self._stoppers and self._stoppers[run].is_alive()
+                if stopping:
+                    continue
+                try:
+                    if not self.is_alive(run):
+                        self._finalize(run)
+                except (OSError, BadName):
+                    with self._lock:
+                        self._procs.pop(run, None)
+
+    def close(self) -> None:
+        """Stop the watcher thread. Runs keep going: they outlive the workbench."""
+        self._closed.set()
+        self._watcher.join(timeout=2)
+
+    def running(self) -> list[str]:
+        """Names of runs this workbench started whose processes are still alive."""
+        with self._lock:
+            return [run for run, proc in self._procs.items() if proc.poll() is None]
+
+
+# -- process helpers ------------------------------------------------------------------------------
+def _signal_group(pgid: int, sig: int) -> None:
+    try:
+        os.killpg(pgid, sig)
+    except (ProcessLookupError, PermissionError):
+        pass
+
+
+def _group_exists(pgid: int) -> bool:
+    """Whether a live (non-zombie) process of group ``pgid`` exists."""
+    try:
+        os.killpg(pgid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    proc = Path("/proc")
+    if not proc.is_dir():
+        return True
+    for entry in proc.iterdir():
+        if not entry.name.isdigit():
+            continue
+        stat = _proc_stat(int(entry.name))
+        if stat and len(stat) > 2 and stat[2] == str(pgid) and stat[0] != "Z":
+            return True
+    return False
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    stat = _proc_stat(pid)
+    return stat is None or stat[0] != "Z"
+
+
+def _proc_stat(pid: int) -> list[str] | None:
+    """Fields 3.. of /proc/<pid>/stat (state first), or None where /proc is not there."""
+    try:
+        text = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    return text[text.rfind(")") + 2 :].split()
+
+
+def _start_ticks(pid: int) -> int | None:
+    stat = _proc_stat(pid)
+    return int(stat[19]) if stat and len(stat) > 19 else None
+
+
+def _pid_reused(pid: int, start_ticks: Any) -> bool:
+    """True when ``pid`` now belongs to another process than the one recorded at launch."""
+    if start_ticks is None:
+        return False
+    now = _start_ticks(pid)
+    return now is not None and now != start_ticks
+
+
+def _read_json(path: Path) -> dict:
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return {}
+    return data if isinstance(data, dict) else {}
+
+
+def _write_json(path: Path, obj: dict) -> None:
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.{threading.get_ident()}.tmp")
+    with open(tmp, "w", encoding="utf-8") as f:
+        json.dump(obj, f, indent=2, sort_keys=True)
+        f.write("\n")
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)

@@ -1,0 +1,420 @@
+"""The preset form: schema fields, reading/writing single fields of TOML text, validation.
+
+Gradio-free, so it is tested directly. The form is generated from
+:func:`rsd_engine.config.schema_fields`; nested tables (operator parameters such as
+``corruption.gaussian_blur.kernel_size``) become sub-fields tied to their operator. Edits go through
+``tomlkit`` so comments and layout of a preset survive a form edit. Validation is the engine's own
+(:func:`rsd_engine.config.loads`), so every message names the dotted field.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import dataclass, field
+from functools import lru_cache
+from typing import Any
+
+import tomlkit
+import tomli
+
+__all__ = [
+    "SECTIONS",
+    "FormField",
+    "FieldInputError",
+    "Validation",
+    "UNSET",
+    "form_fields",
+    "field_by_name",
+    "operator_choices",
+    "parse_toml",
+    "effective_value",
+    "to_widget",
+    "from_widget",
+    "set_field",
+    "validate",
+]
+
+#: Section key → heading shown on the page, in the order of the form.
+SECTIONS: dict[str, str] = {
+    "run": "Run",
+    "data": "Data",
+    "corruption": "Corruption (operator and noise)",
+    "network": "Network",
+    "teacher": "Teacher (phase I)",
+    "distill": "Distillation (phase II)",
+    "eval": "Evaluation",
+    "accelerate": "Hardware (accelerate)",
+}
+
+
+class _Unset:
+    def __repr__(self) -> str:
+        return "UNSET"
+
+
+#: Marker for "remove the key from the TOML" (the engine default applies).
+UNSET = _Unset()
+
+
+class FieldInputError(ValueError):
+    """A form value could not be turned into a TOML value; ``field`` is the dotted name."""
+
+    def __init__(self, field_name: str, message: str):
+        self.field = field_name
+        super().__init__(f"{field_name}: {message}")
+
+
+@dataclass(frozen=True)
+class FormField:
+    """One field of the preset form.
+
+    Attributes:
+        path: keys from the top table, e.g. ``("data", "resolution")`` or
+            ``("corruption", "gaussian_blur", "kernel_size")``.
+        type: ``string`` | ``integer`` | ``number`` | ``boolean`` | ``array`` | ``enum``.
+        default: the engine default (``None`` for optional fields).
+        nullable: whether leaving it empty is allowed (the engine default then applies).
+        choices: allowed values of an ``enum``.
+        description: unit and meaning, from the engine.
+        bounds: e.g. ``{"minimum": 0, "exclusiveMaximum": 1}``.
+        operator: for operator parameters, the operator they belong to.
+    """
+
+    path: tuple[str, ...]
+    type: str
+    default: Any = None
+    nullable: bool = False
+    choices: tuple = ()
+    description: str = ""
+    bounds: dict = field(default_factory=dict)
+    operator: str | None = None
+
+    @property
+    def name(self) -> str:
+        """Dotted name, as the engine's error messages use it (``"data.resolution"``)."""
+        return ".".join(self.path)
+
+    @property
+    def section(self) -> str:
+        """The top-level table (``"data"``)."""
+        return self.path[0]
+
+    @property
+    def label(self) -> str:
+        """Short label shown above the widget (the key, with its operator table when nested)."""
+        return ".".join(self.path[1:])
+
+    def help_text(self) -> str:
+        """Description, allowed range or choices and default, for the widget's info line."""
+        parts = [self.description.strip()] if self.description else []
+        rng = range_text(self.bounds)
+        if rng:
+            parts.append(f"allowed: {rng}")
+        elif self.choices and not all(str(c) in self.description for c in self.choices):
+            parts.append("allowed: " + " | ".join(str(c) for c in self.choices))
+        default = "none (unset)" if self.default is None else _show(self.default)
+        parts.append(f"default: {default}")
+        if self.nullable:
+            parts.append("empty = default")
+        return " · ".join(parts)
+
+
+def range_text(bounds: dict) -> str:
+    """``{"minimum": 0, "exclusiveMaximum": 1}`` → ``"≥ 0 and < 1"`` (empty when unbounded)."""
+    words = {"minimum": "≥", "exclusiveMinimum": ">", "maximum": "≤", "exclusiveMaximum": "<"}
+    return " and ".join(f"{words[k]} {_show(v)}" for k, v in bounds.items() if k in words)
+
+
+def _show(value: Any) -> str:
+    if isinstance(value, (list, tuple, dict)):
+        return json.dumps(value)
+    if isinstance(value, float) and value.is_integer() and abs(value) < 1e15:
+        return f"{value:g}" if abs(value) >= 1e6 else str(value)
+    return str(value)
+
+
+def _infer_type(value: Any) -> str:
+    if isinstance(value, bool):
+        return "boolean"
+    if isinstance(value, int):
+        return "integer"
+    if isinstance(value, float):
+        return "number"
+    if isinstance(value, (list, tuple)):
+        return "array"
+    return "string"
+
+
+@lru_cache(maxsize=1)
+def operator_choices() -> tuple[str, ...]:
+    """Names of the engine's forward operators (``corruption.operator``), empty if unknown."""
+    from rsd_engine import config
+
+    for entry in config.schema_fields():
+        if entry["section"] == "corruption" and entry["key"] == "operator" and entry.get("choices"):
+            return tuple(entry["choices"])
+    try:  # the schema gives a free string: ask the operator registry
+        from rsd_engine.operators import OPERATORS
+
+        return tuple(sorted(OPERATORS))
+    except Exception:  # noqa: BLE001 - an engine in the making must not break the page
+        return ()
+
+
+def form_fields() -> list[FormField]:
+    """All form fields in schema order; nested tables flattened into operator sub-fields.
+
+    Raises:
+        ImportError: the engine is not installed.
+    """
+    return list(_form_fields())
+
+
+@lru_cache(maxsize=1)
+def _form_fields() -> tuple[FormField, ...]:
+    from rsd_engine import config
+
+    ops = set(operator_choices())
+    out: list[FormField] = []
+    for entry in config.schema_fields():
+        section = entry["section"]
+        key_path = tuple(str(entry["key"]).split("."))
+        default = entry.get("default")
+        if isinstance(default, dict) or entry.get("type") == "object":
+            out.extend(_flatten(section, key_path, default or {}, entry, ops))
+            continue
+        operator = key_path[0] if section == "corruption" and len(key_path) > 1 and key_path[0] in ops else None
+        typ = entry.get("type", "string")
+        choices = tuple(entry.get("choices") or ())
+        if section == "corruption" and key_path == ("operator",) and not choices and ops:
+            typ, choices = "enum", tuple(sorted(ops))
+        out.append(
+            FormField(
+                path=(section, *key_path),
+                type=typ,
+                default=default,
+                nullable=bool(entry.get("nullable")),
+                choices=choices,
+                description=entry.get("description", ""),
+                bounds={k: entry[k] for k in ("minimum", "exclusiveMinimum", "maximum", "exclusiveMaximum") if k in entry},
+                operator=operator,
+            )
+        )
+    return tuple(out)
+
+
+def _flatten(section: str, prefix: tuple[str, ...], table: dict, entry: dict, ops: set) -> list[FormField]:
+    out = []
+    sub_descriptions = entry.get("fields") or {}
+    operator = prefix[0] if section == "corruption" and prefix[0] in ops else None
+    for key, value in table.items():
+        if isinstance(value, dict):
+            out.extend(_flatten(section, (*prefix, key), value, {}, ops))
+            continue
+        info = sub_descriptions.get(key, {}) if isinstance(sub_descriptions, dict) else {}
+        out.append(
+            FormField(
+                path=(section, *prefix, key),
+                type=info.get("type") or _infer_type(value),
+                default=value,
+                nullable=bool(info.get("nullable")),
+                choices=tuple(info.get("choices") or ()),
+                description=info.get("description") or f"parameter of the {prefix[-1]} operator" if operator else info.get("description", ""),
+                bounds={k: info[k] for k in ("minimum", "exclusiveMinimum", "maximum", "exclusiveMaximum") if k in info},
+                operator=operator,
+            )
+        )
+    return out
+
+
+def field_by_name(name: str) -> FormField:
+    """The form field with dotted ``name``.
+
+    Raises:
+        KeyError: no such field; the message lists the sections.
+    """
+    for f in _form_fields():
+        if f.name == name:
+            return f
+    raise KeyError(f"unknown preset field {name!r}; fields look like section.key, sections: {', '.join(SECTIONS)}")
+
+
+def parse_toml(text: str) -> dict:
+    """TOML text → plain nested dict.
+
+    Raises:
+        FieldInputError: syntax error (field ``"(toml)"``).
+    """
+    try:
+        return tomli.loads(text or "")
+    except tomli.TOMLDecodeError as e:
+        raise FieldInputError("(toml)", f"syntax error: {e}") from None
+
+
+def effective_value(data: dict, f: FormField) -> Any:
+    """The value the form shows for ``f``: the TOML's own value, else the engine default."""
+    node: Any = data
+    for key in f.path:
+        if not isinstance(node, dict) or key not in node:
+            return f.default
+        node = node[key]
+    return node
+
+
+def to_widget(f: FormField, value: Any) -> Any:
+    """A preset value → the widget's value (arrays as TOML/JSON text, ``None`` → empty)."""
+    if f.type == "array":
+        return "" if value is None else json.dumps(value)
+    if value is None:
+        return "" if f.type == "string" else None
+    if f.type == "boolean":
+        return bool(value)
+    return value
+
+
+def from_widget(f: FormField, value: Any) -> Any:
+    """A widget's value → the TOML value to store, or :data:`UNSET` to remove the key.
+
+    Raises:
+        FieldInputError: text that is not a TOML array, a number that is not finite, etc.
+    """
+    if value is None or (isinstance(value, str) and not value.strip()):
+        if f.nullable or f.type in ("integer", "number", "array"):
+            return UNSET
+        if f.type == "string":
+            return ""
+        return UNSET
+    if f.type == "array":
+        try:
+            parsed = tomli.loads(f"v = {value}")["v"]
+        except tomli.TOMLDecodeError:
+            raise FieldInputError(f.name, f"{value!r} is not a list; write it like [32, 64, 64]") from None
+        if not isinstance(parsed, list):
+            raise FieldInputError(f.name, f"{value!r} is not a list; write it like [32, 64, 64]")
+        return parsed
+    if f.type == "integer":
+        try:
+            number = float(value)
+        except (TypeError, ValueError):
+            raise FieldInputError(f.name, f"{value!r} is not a whole number") from None
+        if not math.isfinite(number) or number != int(number):
+            raise FieldInputError(f.name, f"{value!r} is not a whole number")
+        return int(number)
+    if f.type == "number":
+        try:
+            number = float(value)
+        except (TypeError, ValueError):
+            raise FieldInputError(f.name, f"{value!r} is not a number") from None
+        if not math.isfinite(number):
+            raise FieldInputError(f.name, f"{value!r} is not a finite number")
+        return number
+    if f.type == "boolean":
+        if isinstance(value, str):
+            return value.strip().lower() in ("1", "true", "yes", "on")
+        return bool(value)
+    if f.type == "enum" and f.choices:
+        for choice in f.choices:  # a dropdown may hand back "3" for the choice 3
+            if value == choice or str(value) == str(choice):
+                return choice
+    return value
+
+
+def set_field(text: str, name: str, value: Any) -> str:
+    """Return ``text`` with field ``name`` set to ``value`` (or removed for :data:`UNSET`).
+
+    Comments and layout of the rest of the file are kept. Tables are created as needed.
+
+    Raises:
+        FieldInputError: ``text`` is not valid TOML, or a parent of the field is not a table.
+    """
+    try:
+        doc = tomlkit.parse(text or "")
+    except Exception as e:  # tomlkit raises its own ParseError subclasses
+        raise FieldInputError("(toml)", f"syntax error: {e}; fix the TOML before editing the form") from None
+    path = name.split(".")
+    node: Any = doc
+    for key in path[:-1]:
+        if key not in node:
+            if value is UNSET:
+                return tomlkit.dumps(doc)
+            node[key] = tomlkit.table()
+        node = node[key]
+        if not isinstance(node, dict):
+            raise FieldInputError(name, f"{key!r} is not a table in the TOML")
+    last = path[-1]
+    if value is UNSET:
+        if last in node:
+            del node[last]
+    else:
+        node[last] = value
+    return tomlkit.dumps(doc)
+
+
+@dataclass
+class Validation:
+    """Result of :func:`validate`.
+
+    Attributes:
+        ok: the preset is valid.
+        problems: ``(dotted field, message)`` pairs, as the engine names them.
+        effective: the effective preset as TOML (every field), when valid.
+        run_name: ``run.name`` of the effective preset, when valid.
+        num_processes, mixed_precision: from ``[accelerate]``, when valid.
+    """
+
+    ok: bool
+    problems: list[tuple[str, str]]
+    effective: str = ""
+    run_name: str = ""
+    num_processes: int = 1
+    mixed_precision: str = "no"
+
+    def as_dict(self) -> dict:
+        """JSON-friendly form for the API: ``{"ok", "problems": [{"field", "message"}], "effective"}``."""
+        return {
+            "ok": self.ok,
+            "problems": [{"field": f, "message": m} for f, m in self.problems],
+            "effective": self.effective,
+        }
+
+    def markdown(self) -> str:
+        """The validation panel's text: a tick, or one line per named problem."""
+        if self.ok:
+            return "✓ **Valid preset** — every field checked by the engine."
+        lines = [f"✗ **{len(self.problems)} problem{'s' if len(self.problems) != 1 else ''}** — fix before saving or launching:"]
+        lines += [f"- `{f}`: {_md_escape(m)}" for f, m in self.problems]
+        return "\n".join(lines)
+
+
+def _md_escape(text: str) -> str:
+    return text.replace("<", "&lt;").replace(">", "&gt;").replace("\n", " ")
+
+
+def validate(text: str, source: str | None = None) -> Validation:
+    """Validate preset text with the engine (:func:`rsd_engine.config.loads`).
+
+    Never raises for a bad preset: problems come back named by field. An unexpected engine
+    exception is reported as a problem of field ``"(engine)"``.
+    """
+    from rsd_engine import config
+
+    try:
+        preset = config.loads(text or "", source=source)
+    except config.PresetError as e:
+        return Validation(False, [(str(f), str(m)) for f, m in e.problems])
+    except Exception as e:  # noqa: BLE001 - shown to the user instead of a stack trace
+        return Validation(False, [("(engine)", f"{type(e).__name__}: {e}")])
+    try:
+        effective = config.dumps(preset)
+    except Exception as e:  # noqa: BLE001
+        return Validation(False, [("(engine)", f"cannot write the effective preset: {type(e).__name__}: {e}")])
+    acc = getattr(preset, "accelerate", None)
+    return Validation(
+        True,
+        [],
+        effective,
+        run_name=str(getattr(getattr(preset, "run", None), "name", "") or ""),
+        num_processes=int(getattr(acc, "num_processes", 1) or 1),
+        mixed_precision=str(getattr(acc, "mixed_precision", "no") or "no"),
+    )

@@ -1,0 +1,421 @@
+"""What a run folder says, in the shapes the page shows: table rows, plot data, gallery, metrics, log.
+
+Reads only ``status.json``, ``events.jsonl``, ``metrics.json``, ``samples/*.png``, ``log.txt``,
+``console.txt`` and ``workbench.json`` of folders inside the runs folder (contract in
+``rsd_engine.runs``). Never writes. Missing or partial files give empty results, never errors,
+because the engine may be writing them at the same moment.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+import time
+from collections import deque
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from .names import BadName, check_name
+
+__all__ = [
+    "GALLERY_MODELS",
+    "MODEL_LABELS",
+    "list_runs",
+    "run_row",
+    "runs_frame",
+    "read_events",
+    "plot_frames",
+    "snapshots",
+    "gallery_paths",
+    "MODEL_NOTES",
+    "latest_values",
+    "metrics_rows",
+    "metrics_frame",
+    "log_tail",
+    "fmt_duration",
+]
+
+#: Side-by-side order of the gallery (issue 4): what the teacher saw, then the two teacher samplers, then the generator.
+GALLERY_MODELS = ("measurements", "teacher-truncated", "teacher-full", "generator")
+
+#: Short labels above each grid (the gallery explains them once in full, see MODEL_NOTES).
+MODEL_LABELS = {
+    "measurements": "Measurements (training data)",
+    "teacher-truncated": "Teacher · truncated",
+    "teacher-full": "Teacher · full",
+    "generator": "Generator · one step",
+    "clean": "Clean held-out (reference)",
+}
+
+#: One line per model: what the grid is and which weights made it.
+MODEL_NOTES = {
+    "measurements": "y = A(x) + σε, the only images training sees",
+    "teacher-truncated": "teacher EMA, Heun sampler stopped at σ_c (what the teacher learnt: the noisy distribution)",
+    "teacher-full": "teacher EMA, Heun sampler down to σ = 0",
+    "generator": "generator EMA, one network evaluation (NFE = 1)",
+    "clean": "held-out clean images, used only as the FID reference",
+}
+
+_SNAPSHOT = re.compile(r"^(?P<model>.+)-kimg(?P<kimg>\d{6})\.png$")
+_RUN_FILES = ("preset.toml", "status.json", "workbench.json")
+
+
+def _read_json(path: Path) -> dict:
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return {}
+    return data if isinstance(data, dict) else {}
+
+
+def list_runs(runs_dir: str | Path) -> list[str]:
+    """Names of the run folders under ``runs_dir``, newest first (hidden folders skipped)."""
+    root = Path(runs_dir)
+    if not root.is_dir():
+        return []
+    found = []
+    for child in root.iterdir():
+        if child.name.startswith(".") or not child.is_dir():
+            continue
+        try:
+            check_name(child.name)
+        except BadName:
+            continue
+        if any((child / f).exists() for f in _RUN_FILES):
+            record = _read_json(child / "workbench.json")
+            started = record.get("launched") or _mtime(child)
+            found.append((started, child.name))
+    return [name for _, name in sorted(found, reverse=True)]
+
+
+def _mtime(path: Path) -> float:
+    try:
+        return path.stat().st_mtime
+    except OSError:
+        return 0.0
+
+
+def fmt_duration(seconds: Any) -> str:
+    """``5400`` → ``"1 h 30 min"``; empty for missing or negative values."""
+    try:
+        s = float(seconds)
+    except (TypeError, ValueError):
+        return ""
+    if not math.isfinite(s) or s < 0:
+        return ""
+    if s < 60:
+        return f"{s:.0f} s"
+    if s < 3600:
+        return f"{s / 60:.0f} min"
+    return f"{int(s // 3600)} h {int(s % 3600 // 60)} min"
+
+
+def _num(value: Any, fmt: str = "{:.3g}") -> str:
+    if value is None or value == "":
+        return ""
+    try:
+        v = float(value)
+    except (TypeError, ValueError):
+        return str(value)
+    if not math.isfinite(v):
+        return str(v)
+    return fmt.format(v)
+
+
+def run_row(run_dir: Path, state_override: str | None = None) -> dict:
+    """One row of the runs table for ``run_dir``.
+
+    Returns:
+        ``{"run", "state", "stage", "progress", "kimg", "kimg_total", "images_per_s", "it_per_s",
+        "eta_s", "updated", "error"}``; numbers may be ``None``.
+    """
+    status = _read_json(run_dir / "status.json")
+    state = status.get("state") or state_override or "unknown"
+    images_per_s = status.get("images_per_s")
+    if images_per_s is None:
+        last = _last_progress(run_dir / "events.jsonl")
+        if last and status.get("stage") in (None, last.get("stage")):
+            images_per_s = last.get("images_per_s")
+    return {
+        "run": run_dir.name,
+        "state": state,
+        "stage": status.get("stage") or "",
+        "progress": status.get("progress"),
+        "kimg": status.get("kimg"),
+        "kimg_total": status.get("kimg_total"),
+        "images_per_s": images_per_s,
+        "it_per_s": status.get("it_per_s"),
+        "eta_s": status.get("eta_s") if state == "running" else None,
+        "updated": status.get("updated"),
+        "error": status.get("error") or "",
+    }
+
+
+def _last_progress(path: Path, max_bytes: int = 65536) -> dict | None:
+    """The last ``progress`` event, reading only the end of events.jsonl."""
+    try:
+        with open(path, "rb") as f:
+            f.seek(0, 2)
+            size = f.tell()
+            f.seek(max(0, size - max_bytes))
+            tail = f.read().decode("utf-8", "replace").splitlines()
+    except OSError:
+        return None
+    for line in reversed(tail):
+        try:
+            event = json.loads(line)
+        except ValueError:
+            continue
+        if isinstance(event, dict) and event.get("kind") == "progress":
+            return event
+    return None
+
+
+RUNS_COLUMNS = ["run", "state", "stage", "progress", "images seen (kimg)", "throughput", "ETA", "updated"]
+
+
+def runs_frame(rows: list[dict]) -> pd.DataFrame:
+    """The runs table as shown: one line per run, numbers as readable text."""
+    out = []
+    now = time.time()
+    for r in rows:
+        prog = r.get("progress")
+        progress = f"{float(prog) * 100:.0f} %" if isinstance(prog, (int, float)) and math.isfinite(prog) else ""
+        kimg = _num(r.get("kimg"), "{:.3g}")
+        if kimg and r.get("kimg_total") is not None:
+            kimg += f" / {_num(r.get('kimg_total'), '{:.3g}')}"
+        thr = []
+        if r.get("images_per_s") is not None:
+            thr.append(f"{_num(r['images_per_s'], '{:.1f}')} img/s")
+        if r.get("it_per_s") is not None:
+            thr.append(f"{_num(r['it_per_s'], '{:.2f}')} it/s")
+        updated = r.get("updated")
+        ago = fmt_duration(now - float(updated)) + " ago" if isinstance(updated, (int, float)) else ""
+        state = r.get("state", "")
+        if state == "failed" and r.get("error"):
+            state = "failed ⚠"
+        out.append([r["run"], state, r.get("stage", ""), progress, kimg, " · ".join(thr), fmt_duration(r.get("eta_s")), ago])
+    return pd.DataFrame(out, columns=RUNS_COLUMNS)
+
+
+def read_events(run_dir: Path) -> list[dict]:
+    """All complete lines of events.jsonl (a partial last line is skipped)."""
+    path = run_dir / "events.jsonl"
+    try:
+        text = path.read_text(encoding="utf-8", errors="replace")
+    except OSError:
+        return []
+    out = []
+    for line in text.splitlines():
+        try:
+            event = json.loads(line)
+        except ValueError:
+            continue
+        if isinstance(event, dict):
+            out.append(event)
+    return out
+
+
+def _finite(value: Any) -> float | None:
+    try:
+        v = float(value)
+    except (TypeError, ValueError):
+        return None
+    return v if math.isfinite(v) else None
+
+
+def plot_frames(events: list[dict]) -> dict[str, pd.DataFrame]:
+    """Plot data from events.
+
+    Returns:
+        ``{"teacher_loss", "distill_loss", "fid", "throughput"}``, each a DataFrame with columns
+        ``kimg`` (images seen in that stage, thousands), ``value`` and ``series`` (the legend:
+        loss name, ``"<model> FID (n=…)"``, or ``"<stage> img/s"``).
+    """
+    rows: dict[str, list[tuple[float, float, str]]] = {"teacher_loss": [], "distill_loss": [], "fid": [], "throughput": []}
+    for e in events:
+        kimg = _finite(e.get("kimg"))
+        if kimg is None:
+            continue
+        kind, stage = e.get("kind"), e.get("stage")
+        if kind == "progress":
+            if stage == "teacher" and _finite(e.get("loss")) is not None:
+                rows["teacher_loss"].append((kimg, _finite(e["loss"]), "teacher loss"))
+            if stage == "distill":
+                for key, label in (("loss_fake_score", "fake-score loss"), ("loss_generator", "generator loss")):
+                    if _finite(e.get(key)) is not None:
+                        rows["distill_loss"].append((kimg, _finite(e[key]), label))
+            if _finite(e.get("images_per_s")) is not None:
+                rows["throughput"].append((kimg, _finite(e["images_per_s"]), f"{stage} img/s"))
+        elif kind == "fid" and _finite(e.get("fid")) is not None:
+            n = e.get("n")
+            rows["fid"].append((kimg, _finite(e["fid"]), f"{e.get('model', stage)} FID (n={n})"))
+    return {k: pd.DataFrame(v, columns=["kimg", "value", "series"]) for k, v in rows.items()}
+
+
+def latest_values(events: list[dict]) -> str:
+    """A Markdown line with the latest loss, live FID (with n) and throughput of each stage."""
+    last: dict[str, dict] = {}
+    for e in events:
+        kind = e.get("kind")
+        if kind == "progress":
+            last[f"progress-{e.get('stage')}"] = e
+        elif kind == "fid":
+            last[f"fid-{e.get('model')}"] = e
+        elif kind == "warning":
+            last["warning"] = e
+    parts = []
+    t = last.get("progress-teacher")
+    if t:
+        parts.append(f"teacher loss **{_num(t.get('loss'), '{:.4g}')}** at {_num(t.get('kimg'), '{:.3g}')} kimg ({_num(t.get('images_per_s'), '{:.1f}')} img/s)")
+    d = last.get("progress-distill")
+    if d:
+        nan = f", {d['nan_count']} NaN samples dropped" if d.get("nan_count") else ""
+        parts.append(f"fake-score loss **{_num(d.get('loss_fake_score'), '{:.4g}')}**, generator loss **{_num(d.get('loss_generator'), '{:.4g}')}** "
+                     f"at {_num(d.get('kimg'), '{:.3g}')} kimg ({_num(d.get('images_per_s'), '{:.1f}')} img/s{nan})")
+    for key, e in sorted(last.items()):
+        if key.startswith("fid-"):
+            parts.append(f"live FID {e.get('model')} **{_num(e.get('fid'), '{:.2f}')}** (n={e.get('n')}) at {_num(e.get('kimg'), '{:.3g}')} kimg")
+    if not any(k.startswith("fid-") for k in last):
+        parts.append("no live FID yet (eval.live_fid_n = 0, or the first eval.every_kimg not reached)")
+    if "warning" in last:
+        parts.append(f"⚠ last warning: {last['warning'].get('message', '')}")
+    return "Latest: " + " · ".join(parts) if events else "No events yet."
+
+
+def snapshots(run_dir: Path) -> list[int]:
+    """kimg values (rounded down) of the snapshot grids in ``samples/``, ascending."""
+    folder = run_dir / "samples"
+    if not folder.is_dir():
+        return []
+    found = set()
+    for path in folder.glob("*-kimg*.png"):
+        m = _SNAPSHOT.match(path.name)
+        if m:
+            found.add(int(m.group("kimg")))
+    return sorted(found)
+
+
+def gallery_paths(run_dir: Path, snapshot: int | None = None, models: tuple[str, ...] = GALLERY_MODELS) -> dict[str, Path | None]:
+    """The PNG grid of each model: ``samples/{model}.png`` (latest) or the snapshot at ``snapshot`` kimg.
+
+    Measurements do not change during training, so they always come from ``measurements.png``
+    when no snapshot of them exists. Missing grids are ``None``.
+    """
+    folder = run_dir / "samples"
+    out: dict[str, Path | None] = {}
+    for model in models:
+        candidates = []
+        if snapshot is not None:
+            candidates.append(folder / f"{model}-kimg{int(snapshot):06d}.png")
+        if snapshot is None or model in ("measurements", "clean"):
+            candidates.append(folder / f"{model}.png")
+        out[model] = next((p for p in candidates if p.is_file()), None)
+    return out
+
+
+_METRIC_MODELS = ("teacher-full", "teacher-truncated", "generator")
+METRICS_COLUMNS = ["run", "model", "weights", "FID", "KID ×10³", "proximal FID", "n", "seeds", "NFE", "images/s", "reference", "note"]
+
+
+def metrics_rows(run: str, metrics: dict) -> list[list[str]]:
+    """Rows of the metrics table for one run (FID, KID, proximal FID, NFE, images/s, each with n)."""
+    out = []
+    for model in (*_METRIC_MODELS, *sorted(k for k in metrics if k not in _METRIC_MODELS and k != "teacher-denoiser")):
+        m = metrics.get(model)
+        if not isinstance(m, dict):
+            continue
+        kid = ""
+        if _finite(m.get("kid")) is not None:
+            kid = f"{float(m['kid']) * 1e3:.2f}"
+            if _finite(m.get("kid_std")) is not None:
+                kid += f" ± {float(m['kid_std']) * 1e3:.2f}"
+        seeds = m.get("seeds")
+        if isinstance(seeds, (list, tuple)) and len(seeds) == 2:
+            seeds = f"{seeds[0]}–{seeds[1]}"
+        out.append([
+            run,
+            model,
+            str(m.get("weights", "")),
+            _num(m.get("fid"), "{:.2f}"),
+            kid,
+            _num(m.get("proximal_fid"), "{:.2f}"),
+            str(m.get("n", "")),
+            "" if seeds is None else str(seeds),
+            str(m.get("nfe", "")),
+            _num(m.get("images_per_s"), "{:.1f}"),
+            _short(m.get("reference")),
+            str(m.get("note") or ""),
+        ])
+    den = metrics.get("teacher-denoiser")
+    if isinstance(den, dict):
+        out.append([
+            run,
+            "teacher-denoiser",
+            str(den.get("weights", "teacher EMA")),
+            f"PSNR {_num(den.get('psnr'), '{:.2f}')} dB",
+            f"SSIM {_num(den.get('ssim'), '{:.3f}')}",
+            "",
+            str(den.get("n", "")),
+            "",
+            str(den.get("nfe", "1")),
+            _num(den.get("images_per_s"), "{:.1f}"),
+            _short(den.get("reference")),
+            _denoiser_note(den),
+        ])
+    return out
+
+
+def _denoiser_note(den: dict) -> str:
+    parts = ["teacher D(y; σ_c) on noisy held-out images"]
+    if _finite(den.get("psnr_noisy_input")) is not None:
+        parts.append(f"noisy input: PSNR {float(den['psnr_noisy_input']):.2f} dB")
+    if _finite(den.get("ssim_noisy_input")) is not None:
+        parts.append(f"SSIM {float(den['ssim_noisy_input']):.3f}")
+    return ", ".join(parts)
+
+
+def _short(value: Any) -> str:
+    if value is None:
+        return ""
+    if isinstance(value, dict):
+        return ", ".join(f"{k}={v}" for k, v in value.items())
+    return str(value)
+
+
+def metrics_frame(rows: list[list[str]], drop_empty: bool = True) -> pd.DataFrame:
+    """The metrics table as a DataFrame (columns :data:`METRICS_COLUMNS`); columns empty in every
+    row are left out (``run``, ``model`` and ``n`` always stay)."""
+    frame = pd.DataFrame(rows, columns=METRICS_COLUMNS)
+    if drop_empty and rows:
+        keep = [c for c in METRICS_COLUMNS if c in ("run", "model", "n") or (frame[c].astype(str).str.strip() != "").any()]
+        frame = frame[keep]
+    return frame
+
+
+def log_tail(run_dir: Path, lines: int = 200) -> str:
+    """The last ``lines`` lines of log.txt, followed by the end of console.txt when it holds an error."""
+    parts = []
+    log = _tail(run_dir / "log.txt", lines)
+    if log:
+        parts.append(log)
+    console = _tail(run_dir / "console.txt", 60)
+    status = _read_json(run_dir / "status.json")
+    if console and (not log or status.get("state") == "failed" or "Traceback" in console):
+        parts.append("── console.txt (stdout/stderr of the processes) ──\n" + console)
+    return "\n\n".join(parts) if parts else "(no log yet)"
+
+
+def _tail(path: Path, lines: int) -> str:
+    try:
+        with open(path, "rb") as f:
+            f.seek(0, 2)
+            size = f.tell()
+            f.seek(max(0, size - 256 * 1024))
+            data = f.read().decode("utf-8", "replace")
+    except OSError:
+        return ""
+    return "\n".join(deque(data.splitlines(), maxlen=lines)).strip()

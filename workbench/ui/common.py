@@ -1,0 +1,41 @@
+"""Helpers shared by the views: error reporting and small formatting."""
+
+from __future__ import annotations
+
+import html
+from types import SimpleNamespace
+
+import gradio as gr
+
+from ..api import WorkbenchError
+
+__all__ = ["View", "ok_md", "err_md", "as_gr_error"]
+
+
+class View(SimpleNamespace):
+    """The components of one view, by attribute name."""
+
+
+def ok_md(text: str) -> str:
+    """A success line for a view's message area."""
+    return f"✓ {text}"
+
+
+def err_md(text: str) -> str:
+    """An error line for a view's message area (the message is shown as text, not as Markdown)."""
+    return f"✗ {html.escape(str(text))}"
+
+
+def as_gr_error(fn):
+    """Decorator for API endpoints: :class:`WorkbenchError` becomes ``gr.Error`` (its message reaches
+    the client as is)."""
+
+    def inner(*args, **kwargs):
+        try:
+            return fn(*args, **kwargs)
+        except WorkbenchError as e:
+            raise gr.Error(str(e), print_exception=False) from None
+
+    inner.__name__, inner.__doc__, inner.__annotations__ = fn.__name__, fn.__doc__, getattr(fn, "__annotations__", {})
+    inner.__wrapped__ = fn
+    return inner

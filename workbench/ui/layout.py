@@ -1,0 +1,69 @@
+"""The whole page: header, five tabs, one refresh timer, the headless API."""
+
+from __future__ import annotations
+
+import gradio as gr
+
+from ..api import Workbench
+from . import api_endpoints, gallery_view, plots_view, presets_view, preview_view, runs_view
+
+__all__ = ["build_blocks", "CSS", "THEME_KW", "REFRESH_S"]
+
+#: Seconds between refreshes of runs, plots and gallery.
+REFRESH_S = 2.0
+
+CSS = """
+.field-error { border-left: 3px solid #d33 !important; padding-left: 4px; }
+#preset-validation { min-height: 2.5em; }
+#wb-header p { margin: 0.2em 0; }
+footer { display: none !important; }
+/* sample grids: scale up small PNGs without smoothing, so every pixel stays visible */
+.png-grid img { image-rendering: pixelated; width: 100%; height: 100%; object-fit: contain; }
+#preview-image img { image-rendering: pixelated; width: 100%; height: 100%; object-fit: contain; }
+"""
+
+#: Theme arguments: system fonts only, so the page makes no request to font servers.
+THEME_KW = dict(font=["ui-sans-serif", "system-ui", "sans-serif"], font_mono=["ui-monospace", "DejaVu Sans Mono", "monospace"])
+
+
+def build_blocks(wb: Workbench) -> gr.Blocks:
+    """Build the Gradio Blocks of the workbench for ``wb`` (not launched)."""
+    with gr.Blocks(title="RSD Workbench") as demo:
+        gr.Markdown(
+            "## RSD Workbench — learn a one-step generator of clean images from corrupted data only\n"
+            "**1 Presets**: pick and edit an experiment · **2 Preview**: see the corruption on real images · "
+            "**3 Runs**: launch, watch, stop · **4 Live plots**: losses and FID · **5 Gallery**: teacher vs generator from the same seeds.\n\n"
+            f"Your presets: `{wb.store.user_dir}` · runs: `{wb.runs_dir}`. Runs keep going when this page is closed.",
+            elem_id="wb-header",
+        )
+        with gr.Tabs():
+            with gr.Tab("1 · Presets", id="presets"):
+                pv = presets_view.build(wb)
+            with gr.Tab("2 · Preview", id="preview"):
+                prv = preview_view.build(wb)
+            with gr.Tab("3 · Runs", id="runs"):
+                v0 = wb.validate(pv.initial_text)
+                rv = runs_view.build(wb, presets_view.launch_md(pv.initial_name, False, v0))
+            names = wb.run_names()
+            first_run = names[0] if names else None
+            with gr.Tab("4 · Live plots", id="plots"):
+                plv = plots_view.build(wb, first_run)
+            with gr.Tab("5 · Gallery", id="gallery"):
+                gv = gallery_view.build(wb, first_run)
+
+        presets_view.wire(wb, pv, launch_summary=rv.launch_summary)
+        preview_view.wire(wb, prv, pv.editor, pv.name_state)
+        runs_view.wire(wb, rv, pv.editor, follow=[plv.run, gv.run_a])
+        plots_view.wire(wb, plv)
+        gallery_view.wire(wb, gv)
+
+        timer = gr.Timer(REFRESH_S)
+        for fn, inputs, outputs in (
+            runs_view.refresh(wb, rv, follow=[plv.run, gv.run_a], others=[gv.run_b]),
+            plots_view.refresh(wb, plv),
+            gallery_view.refresh(wb, gv),
+        ):
+            timer.tick(fn, inputs, outputs, show_progress="hidden", api_visibility="private", concurrency_limit=None, queue=False)
+
+        api_endpoints.register(wb)
+    return demo

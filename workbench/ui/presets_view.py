@@ -1,0 +1,311 @@
+"""Presets view: the preset list, a form generated from the engine's schema, the raw TOML editor
+(kept in sync both ways), validation as you type, save / save as / duplicate / delete, and the
+effective preset.
+
+Sync rule: a form edit changes exactly one key of the TOML text (comments and layout kept); a
+TOML edit re-fills the form. Both use ``.input`` events (user edits only), so the programmatic
+update of one side never echoes back.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+import gradio as gr
+
+from .. import preset_edit as pe
+from ..api import Workbench, WorkbenchError
+from .common import View, err_md, ok_md
+
+__all__ = ["build", "wire", "elem_id_for"]
+
+
+def elem_id_for(f: pe.FormField) -> str:
+    """HTML id of a field's widget, e.g. ``field-data-resolution`` (used by browser tests)."""
+    return "field-" + re.sub(r"[^A-Za-z0-9]+", "-", f.name)
+
+
+def _widget(f: pe.FormField, value: Any):
+    common = dict(label=f.label, info=f.help_text(), elem_id=elem_id_for(f), interactive=True)
+    v = pe.to_widget(f, value)
+    if f.type == "enum" and f.choices:
+        return gr.Dropdown(choices=list(f.choices), value=v, allow_custom_value=True, **common)
+    if f.type == "boolean":
+        return gr.Checkbox(value=bool(v), **common)
+    if f.type in ("integer", "number") and not f.nullable:
+        return gr.Number(value=v, precision=0 if f.type == "integer" else None, **common)
+    # optional numbers are text boxes: an empty box means "unset" (a Number box would show 0)
+    shown = "" if v is None else str(v)
+    return gr.Textbox(value=shown, max_lines=1, placeholder="empty = default" if f.nullable else None, **common)
+
+
+def build(wb: Workbench) -> View:
+    """Create the Presets tab's components (call inside a ``gr.Tab``)."""
+    fields = pe.form_fields()
+    choices = wb.preset_choices()
+    names = [n for _, n in choices]
+    first = "quickstart" if "quickstart" in names else (names[0] if names else None)
+    text = wb.preset_text(first) if first else ""
+    try:
+        data = pe.parse_toml(text)
+    except pe.FieldInputError:
+        data = {}
+    v = View(fields=fields, initial_name=first, initial_text=text)
+    v.name_state = gr.State(first)
+    v.loaded_state = gr.State(text)
+    v.flagged_state = gr.State({})
+    with gr.Row(equal_height=True):
+        v.dropdown = gr.Dropdown(choices=choices, value=first, label="Preset", scale=2, elem_id="preset-select",
+                                 info="Pick a ready preset (read-only) or one of yours; picking one loads it into the editor.")
+        v.current = gr.Markdown(_current_md(first, wb.preset_kind(first) if first else None, False), elem_id="preset-current")
+    with gr.Row():
+        with gr.Column(scale=3, elem_id="preset-form"):
+            gr.Markdown("#### Form — every field with its unit, allowed range and default. Changes go straight into the TOML on the right.")
+            v.widgets: dict[str, Any] = {}
+            v.accordions: dict[str, gr.Accordion] = {}
+            v.op_groups: dict[str, gr.Group] = {}
+            current_op = pe.effective_value(data, pe.field_by_name("corruption.operator")) if "corruption.operator" in {f.name for f in fields} else None
+            for section, title in pe.SECTIONS.items():
+                sec = [f for f in fields if f.section == section]
+                if not sec:
+                    continue
+                with gr.Accordion(title, open=section in ("data", "corruption"), elem_id=f"section-{section}") as acc:
+                    v.accordions[section] = acc
+                    plain = [f for f in sec if f.operator is None]
+                    for i in range(0, len(plain), 2):
+                        with gr.Row():
+                            for f in plain[i : i + 2]:
+                                v.widgets[f.name] = _widget(f, pe.effective_value(data, f))
+                    ops = sorted({f.operator for f in sec if f.operator})
+                    for op in ops:
+                        with gr.Group(visible=op == current_op, elem_id=f"operator-{op}") as g:
+                            gr.Markdown(f"**Parameters of `{op}`** (shown because corruption.operator = {op})")
+                            for f in [f for f in sec if f.operator == op]:
+                                v.widgets[f.name] = _widget(f, pe.effective_value(data, f))
+                        v.op_groups[op] = g
+        with gr.Column(scale=2):
+            v.validation = gr.Markdown(pe.validate(text).markdown() if text else "", elem_id="preset-validation")
+            v.editor = gr.Code(value=text, language=None, label="Preset TOML — edit here or in the form; both stay in sync",
+                               lines=22, max_lines=40, interactive=True, elem_id="preset-editor", wrap_lines=True)
+            with gr.Row():
+                v.save_btn = gr.Button("Save changes to this preset", variant="primary", elem_id="preset-save", scale=3)
+                v.delete_btn = gr.Button("Delete…", variant="stop", elem_id="preset-delete", scale=1, min_width=80)
+            with gr.Group():
+                v.new_name = gr.Textbox(label="New preset name", placeholder="e.g. my-blur-experiment", elem_id="preset-new-name", max_lines=1,
+                                        info="for Save as (saves the editor's text) and Duplicate (copies the saved file)")
+                with gr.Row():
+                    v.save_as_btn = gr.Button("Save as new preset", elem_id="preset-save-as", min_width=80)
+                    v.duplicate_btn = gr.Button("Duplicate saved preset", elem_id="preset-duplicate", min_width=80)
+            with gr.Row(visible=False) as v.confirm_row:
+                v.confirm_md = gr.Markdown()
+                v.confirm_yes = gr.Button("Yes, delete", variant="stop", elem_id="preset-delete-yes")
+                v.confirm_no = gr.Button("Cancel")
+            v.msg = gr.Markdown(elem_id="preset-msg")
+            with gr.Accordion("Effective preset — every field, defaults filled in, as the engine will run it", open=False):
+                v.effective = gr.Code(value=pe.validate(text).effective if text else "", language=None, interactive=False, lines=12, max_lines=40,
+                                      elem_id="preset-effective")
+    return v
+
+
+def _current_md(name: str | None, kind: str | None, modified: bool) -> str:
+    if not name:
+        return "Editing an **unsaved preset** — use *Save as new name*."
+    what = "ready preset, read-only — use *Save as new name* to keep changes" if kind == "shipped" else "your preset"
+    state = " · **unsaved changes**" if modified else " · saved"
+    return f"Editing **{name}** ({what}){state}"
+
+
+def wire(wb: Workbench, v: View, launch_summary=None) -> None:
+    """Attach the Presets tab's events. ``launch_summary`` (Runs tab) is refreshed with validation."""
+    fields = v.fields
+    widget_list = [v.widgets[f.name] for f in fields if f.name in v.widgets]
+    field_list = [f for f in fields if f.name in v.widgets]
+    accordions = list(v.accordions.values())
+    groups = list(v.op_groups.values())
+    extra = [launch_summary] if launch_summary is not None else []
+    render_outputs = [v.editor, v.validation, v.effective, v.current, v.flagged_state, *accordions, *groups, *widget_list, *extra]
+
+    def render(text: str, loaded: str, name: str | None, flagged: dict, *, set_text: bool, refill: dict | None, edited: str | None = None) -> dict:
+        """Updates after any change: validation, effective TOML, section badges, field flags,
+        operator groups, and (``refill``) widget values from the TOML."""
+        out: dict = {}
+        if set_text:
+            out[v.editor] = text
+        val = wb.validate(text)
+        out[v.validation] = val.markdown()
+        out[v.effective] = val.effective if val.ok else "# (shown once the preset is valid)"
+        kind = _safe_kind(wb, name)
+        out[v.current] = _current_md(name, kind, text != loaded)
+        problems: dict[str, str] = {}
+        for fname, msg in val.problems:
+            problems.setdefault(fname, msg)
+        per_section: dict[str, int] = {}
+        for fname in problems:
+            per_section[fname.split(".")[0]] = per_section.get(fname.split(".")[0], 0) + 1
+        for section, acc in v.accordions.items():
+            title = pe.SECTIONS[section]
+            k = per_section.get(section, 0)
+            out[acc] = gr.Accordion(label=f"{title} — ⚠ {k} problem{'s' if k > 1 else ''}" if k else title, **({"open": True} if k else {}))
+        try:
+            data = pe.parse_toml(text)
+        except pe.FieldInputError:
+            data = None
+        if data is not None and "corruption.operator" in v.widgets:
+            op = pe.effective_value(data, pe.field_by_name("corruption.operator"))
+            for name_, g in v.op_groups.items():
+                out[g] = gr.Group(visible=name_ == op)
+        new_flagged = {}
+        for f in field_list:
+            w = v.widgets[f.name]
+            msg = problems.get(f.name)
+            if msg:
+                new_flagged[f.name] = msg
+            upd: dict = {}
+            if flagged.get(f.name) != msg:
+                upd["info"] = f"⚠ {msg} — {f.help_text()}" if msg else f.help_text()
+                upd["elem_classes"] = ["field-error"] if msg else []
+            if refill is not None and data is not None:
+                new_val = pe.to_widget(f, pe.effective_value(data, f))
+                if f.name != edited and not _same(refill.get(f.name), new_val):
+                    upd["value"] = new_val
+            if upd:
+                out[w] = gr.update(**upd)
+        out[v.flagged_state] = new_flagged
+        if launch_summary is not None:
+            out[launch_summary] = launch_md(name, text != loaded, val)
+        return out
+
+    # -- TOML editor → form --------------------------------------------------------------------
+    def on_text(text, loaded, name, flagged, *values):
+        return render(text, loaded, name, flagged or {}, set_text=False, refill=dict(zip([f.name for f in field_list], values)))
+
+    v.editor.input(on_text, [v.editor, v.loaded_state, v.name_state, v.flagged_state, *widget_list], render_outputs,
+                   trigger_mode="always_last", show_progress="hidden", api_visibility="private")
+
+    # -- form → TOML editor --------------------------------------------------------------------
+    for f in field_list:
+        def on_field(text, loaded, name, flagged, value, _f=f):
+            try:
+                new_text = pe.set_field(text, _f.name, pe.from_widget(_f, value))
+            except pe.FieldInputError as e:
+                out = render(text, loaded, name, flagged or {}, set_text=False, refill=None)
+                out[v.validation] = err_md(str(e)) + "\n\n" + out[v.validation]
+                out[v.widgets[_f.name]] = gr.update(info=f"⚠ {e} — {_f.help_text()}", elem_classes=["field-error"])
+                out[v.flagged_state] = {**out[v.flagged_state], _f.name: str(e)}
+                return out
+            return render(new_text, loaded, name, flagged or {}, set_text=True, refill=None, edited=_f.name)
+
+        v.widgets[f.name].input(on_field, [v.editor, v.loaded_state, v.name_state, v.flagged_state, v.widgets[f.name]], render_outputs,
+                                trigger_mode="always_last", show_progress="hidden", api_visibility="private")
+
+    # -- loading -------------------------------------------------------------------------------
+    def load(name):
+        try:
+            text = wb.preset_text(name)
+        except WorkbenchError as e:
+            return {v.msg: err_md(e)}
+        out = render(text, text, name, {f.name: "?" for f in field_list}, set_text=True, refill={})
+        out.update({v.loaded_state: text, v.name_state: name, v.msg: "", v.confirm_row: gr.Row(visible=False)})
+        return out
+
+    load_outputs = [*render_outputs, v.loaded_state, v.name_state, v.msg, v.confirm_row]
+    v.dropdown.input(load, [v.dropdown], load_outputs, api_name="ui_load_preset", api_visibility="undocumented")
+
+    # -- save / save as / duplicate / delete ---------------------------------------------------
+    def choices_update(selected):
+        return gr.Dropdown(choices=wb.preset_choices(), value=selected)
+
+    def save(name, text):
+        if not name:
+            return {v.msg: err_md("this preset has no name yet: type one under New preset name and use Save as")}
+        try:
+            if wb.preset_kind(name) == "shipped":
+                raise WorkbenchError(f"{name!r} is a ready preset and read-only; type a new name and use Save as")
+            saved = wb.save_preset(name, text, overwrite=True)
+        except WorkbenchError as e:
+            return {v.msg: err_md(e)}
+        return {v.msg: ok_md(f"Saved {saved!r} in {wb.store.user_dir}"), v.loaded_state: text, v.name_state: saved,
+                v.current: _current_md(saved, "user", False), v.dropdown: choices_update(saved)}
+
+    save_outputs = [v.msg, v.loaded_state, v.name_state, v.current, v.dropdown]
+    v.save_btn.click(save, [v.name_state, v.editor], save_outputs, api_name="ui_save_preset", api_visibility="undocumented")
+
+    def save_as(new_name, text):
+        try:
+            saved = wb.save_preset(new_name, text, overwrite=False)
+        except WorkbenchError as e:
+            return {v.msg: err_md(e)}
+        return {v.msg: ok_md(f"Saved as {saved!r} in {wb.store.user_dir}; you are now editing it"), v.loaded_state: text,
+                v.name_state: saved, v.current: _current_md(saved, "user", False), v.dropdown: choices_update(saved), v.new_name: ""}
+
+    v.save_as_btn.click(save_as, [v.new_name, v.editor], [*save_outputs, v.new_name], api_name="ui_save_preset_as", api_visibility="undocumented")
+
+    def duplicate(name, new_name):
+        try:
+            target = wb.duplicate_preset(name or "", new_name)
+        except WorkbenchError as e:
+            return {v.msg: err_md(e)}
+        out = load(target)
+        out[v.dropdown] = choices_update(target)
+        out[v.msg] = ok_md(f"Copied the saved {name!r} to {target!r} and opened it (edits not yet saved in {name!r} were not copied)")
+        out[v.new_name] = ""
+        return out
+
+    v.duplicate_btn.click(duplicate, [v.name_state, v.new_name], [*load_outputs, v.dropdown, v.new_name],
+                          api_name="ui_duplicate_preset", api_visibility="undocumented")
+
+    def ask_delete(name):
+        kind = _safe_kind(wb, name)
+        if kind != "user":
+            why = "ready presets are read-only" if kind == "shipped" else "it is not saved"
+            return {v.msg: err_md(f"cannot delete {name!r}: {why}"), v.confirm_row: gr.Row(visible=False)}
+        return {v.confirm_md: f"Delete your preset **{name}** for good?", v.confirm_row: gr.Row(visible=True), v.msg: ""}
+
+    v.delete_btn.click(ask_delete, [v.name_state], [v.msg, v.confirm_row, v.confirm_md], api_visibility="private")
+    v.confirm_no.click(lambda: gr.Row(visible=False), None, v.confirm_row, api_visibility="private")
+
+    def do_delete(name):
+        try:
+            wb.delete_preset(name)
+        except WorkbenchError as e:
+            return {v.msg: err_md(e), v.confirm_row: gr.Row(visible=False)}
+        names = [n for _, n in wb.preset_choices()]
+        nxt = "quickstart" if "quickstart" in names else (names[0] if names else None)
+        out = load(nxt) if nxt else {}
+        out[v.dropdown] = choices_update(nxt)
+        out[v.msg] = ok_md(f"Deleted {name!r}")
+        out[v.confirm_row] = gr.Row(visible=False)
+        return out
+
+    v.confirm_yes.click(do_delete, [v.name_state], [*load_outputs, v.dropdown], api_name="ui_delete_preset", api_visibility="undocumented")
+
+
+def launch_md(name: str | None, modified: bool, val: pe.Validation) -> str:
+    """The Runs tab's line about the preset that Launch would start."""
+    label = f"**{name}**" if name else "the unsaved preset"
+    mod = " with unsaved edits" if modified else ""
+    if not val.ok:
+        return f"Launch starts {label}{mod} from the Presets tab — ✗ it has {len(val.problems)} problem(s); fix them there first."
+    procs = f"{val.num_processes} process{'es' if val.num_processes > 1 else ''}"
+    return f"Launch starts {label}{mod} from the Presets tab — ✓ valid · run.name `{val.run_name}` · {procs} · mixed precision `{val.mixed_precision}`"
+
+
+def _safe_kind(wb: Workbench, name: str | None) -> str | None:
+    if not name:
+        return None
+    try:
+        return wb.preset_kind(name)
+    except WorkbenchError:
+        return None
+
+
+def _same(a: Any, b: Any) -> bool:
+    if a == b:
+        return True
+    if a in (None, "") and b in (None, ""):
+        return True
+    try:
+        return float(a) == float(b)
+    except (TypeError, ValueError):
+        return str(a) == str(b)

@@ -1,0 +1,229 @@
+"""Runs view: launch the edited preset, the table of runs, stop / resume / delete, the log tail.
+
+Everything shown is read from the run folders on a timer, so closing the tab, reloading, or a
+second viewer shows the same runs (runs live in their own process groups, not in a page event).
+"""
+
+from __future__ import annotations
+
+import html
+
+import gradio as gr
+
+from .. import run_reader
+from ..api import Workbench, WorkbenchError
+from .common import View, err_md, ok_md
+
+__all__ = ["build", "wire", "detail_md"]
+
+
+def build(wb: Workbench, launch_text: str) -> View:
+    """Create the Runs tab's components (call inside a ``gr.Tab``)."""
+    v = View()
+    with gr.Group():
+        v.launch_summary = gr.Markdown(launch_text, elem_id="launch-summary")
+        with gr.Row(equal_height=True):
+            v.run_name = gr.Textbox(label="Run name (optional)", placeholder="empty = <run.name>-<date>-<time>", scale=3, max_lines=1,
+                                    elem_id="launch-run-name")
+            v.launch_btn = gr.Button("▶ Launch run", variant="primary", scale=1, elem_id="launch-button")
+    v.launch_msg = gr.Markdown(elem_id="launch-msg")
+    rows = wb.run_rows()
+    names = [r["run"] for r in rows]
+    v.table = gr.Dataframe(run_reader.runs_frame(rows), label="Runs (click a row to select it; refreshed every 2 s)", interactive=False,
+                           elem_id="runs-table", max_height=320, wrap=True)
+    with gr.Row(equal_height=True):
+        v.selected = gr.Dropdown(choices=names, value=names[0] if names else None, label="Selected run", scale=3, elem_id="run-select", allow_custom_value=True)
+        can_stop, can_resume = buttons_for(wb, names[0] if names else None)
+        v.stop_btn = gr.Button("■ Stop", variant="stop", elem_id="run-stop", min_width=80, interactive=can_stop)
+        v.resume_btn = gr.Button("↻ Resume", elem_id="run-resume", min_width=80, interactive=can_resume)
+        v.delete_btn = gr.Button("Delete…", elem_id="run-delete", min_width=80)
+    with gr.Row(visible=False) as v.confirm_row:
+        v.confirm_md = gr.Markdown()
+        v.confirm_yes = gr.Button("Yes, delete the run folder", variant="stop", elem_id="run-delete-yes")
+        v.confirm_no = gr.Button("Cancel")
+    v.action_msg = gr.Markdown(elem_id="run-action-msg")
+    v.detail = gr.Markdown(detail_md(wb, names[0]) if names else "No runs yet: load a preset, then ▶ Launch run.", elem_id="run-detail")
+    v.log = gr.Textbox(label="Log tail (log.txt; console output when the engine crashed)", lines=14, max_lines=14, autoscroll=True,
+                       interactive=False, elem_id="run-log", value=wb.log_tail(names[0]) if names else "")
+    v.sig = gr.State({})
+    return v
+
+
+def detail_md(wb: Workbench, run: str | None) -> str:
+    """One paragraph about the selected run: state, stage, images seen, ETA, error, folder."""
+    if not run:
+        return ""
+    try:
+        st = wb.run_status(run)
+        folder = wb.run_dir(run)
+    except WorkbenchError as e:
+        return err_md(e)
+    state = st.get("state", "unknown")
+    icon = {"running": "▶", "done": "✓", "failed": "✗", "stopped": "■", "starting": "…"}.get(state, "•")
+    parts = [f"{icon} **{html.escape(run)}** — **{state}**"]
+    if st.get("stage"):
+        parts.append(f"stage **{st['stage']}**")
+    if isinstance(st.get("progress"), (int, float)):
+        parts.append(f"{st['progress'] * 100:.0f} % of the stage")
+    if st.get("kimg") is not None:
+        total = f" / {st['kimg_total']:g}" if isinstance(st.get("kimg_total"), (int, float)) else ""
+        parts.append(f"{st['kimg']:.2f}{total} kimg seen")
+    if state == "running" and st.get("eta_s") is not None:
+        parts.append(f"ETA {run_reader.fmt_duration(st['eta_s'])}")
+    text = " · ".join(parts)
+    if st.get("error"):
+        text += f"\n\n⚠ {html.escape(str(st['error']))}"
+    text += f"\n\nFolder: `{folder}`"
+    return text
+
+
+def buttons_for(wb: Workbench, run: str | None) -> tuple[bool, bool]:
+    """(Stop enabled, Resume enabled) for the selected run: Stop while any of its processes runs,
+    Resume when it is stopped or failed."""
+    if not run:
+        return False, False
+    try:
+        st = wb.run_status(run)
+    except WorkbenchError:
+        return False, False
+    return bool(st.get("alive")), (not st.get("alive")) and st.get("state") in ("stopped", "failed")
+
+
+def wire(wb: Workbench, v: View, editor, follow: list) -> None:
+    """Attach the Runs tab's events. ``editor`` is the preset TOML; ``follow`` are dropdowns of other
+    views (plots, gallery) that switch to a run when it is selected or launched here."""
+
+    def select_updates(run):
+        can_stop, can_resume = buttons_for(wb, run)
+        out = {v.selected: gr.Dropdown(choices=wb.run_names(), value=run), v.detail: detail_md(wb, run),
+               v.log: wb.log_tail(run) if run else "", v.confirm_row: gr.Row(visible=False),
+               v.stop_btn: gr.Button(interactive=can_stop), v.resume_btn: gr.Button(interactive=can_resume)}
+        for dd in follow:
+            out[dd] = gr.Dropdown(choices=wb.run_names(), value=run)
+        return out
+
+    select_outputs = [v.selected, v.detail, v.log, v.confirm_row, v.stop_btn, v.resume_btn, *follow]
+
+    def launch(text, run_name):
+        try:
+            info = wb.launch(text, run_name)
+        except WorkbenchError as e:
+            return {v.launch_msg: err_md(e)}
+        out = select_updates(info["run"])
+        out[v.launch_msg] = ok_md(f"Launched **{info['run']}** (process group {info['pid']}). It runs on its own: closing this page does not stop it.")
+        out[v.table] = run_reader.runs_frame(wb.run_rows())
+        out[v.run_name] = ""
+        return out
+
+    v.launch_btn.click(launch, [editor, v.run_name], [v.launch_msg, v.table, v.run_name, *select_outputs],
+                       api_name="ui_launch", api_visibility="undocumented", concurrency_limit=1)
+
+    def on_select(run):
+        return select_updates(run)
+
+    v.selected.input(on_select, [v.selected], select_outputs, api_visibility="private", show_progress="hidden")
+
+    def on_table_select(evt: gr.SelectData):
+        try:
+            row = evt.index[0]
+            run = wb.run_names()[row]
+        except (IndexError, TypeError):
+            return {}
+        return select_updates(run)
+
+    v.table.select(on_table_select, None, select_outputs, api_visibility="private", show_progress="hidden")
+
+    def stop(run):
+        if not run:
+            return {v.action_msg: err_md("select a run first")}
+        try:
+            res = wb.stop(run, wait_s=3.0)
+        except WorkbenchError as e:
+            return {v.action_msg: err_md(e)}
+        word = "is stopping (final checkpoint being written)" if res["state"] == "stopping" else f"is {res['state']}"
+        return {v.action_msg: ok_md(f"{run} {word}; its whole process group was signalled."), v.detail: detail_md(wb, run),
+                v.table: run_reader.runs_frame(wb.run_rows()), v.stop_btn: gr.Button(interactive=False)}
+
+    v.stop_btn.click(stop, [v.selected], [v.action_msg, v.detail, v.table, v.stop_btn], api_name="ui_stop", api_visibility="undocumented")
+
+    def resume(run):
+        if not run:
+            return {v.action_msg: err_md("select a run first")}
+        try:
+            info = wb.resume(run)
+        except WorkbenchError as e:
+            return {v.action_msg: err_md(e)}
+        return {v.action_msg: ok_md(f"Resumed {info['run']} from its latest checkpoint (process group {info['pid']})."),
+                v.detail: detail_md(wb, run), v.table: run_reader.runs_frame(wb.run_rows()),
+                v.stop_btn: gr.Button(interactive=True), v.resume_btn: gr.Button(interactive=False)}
+
+    v.resume_btn.click(resume, [v.selected], [v.action_msg, v.detail, v.table, v.stop_btn, v.resume_btn], api_name="ui_resume",
+                       api_visibility="undocumented")
+
+    def ask_delete(run):
+        if not run:
+            return {v.action_msg: err_md("select a run first")}
+        return {v.confirm_md: f"Delete the run **{html.escape(run)}** and its whole folder (checkpoints, samples, log)?",
+                v.confirm_row: gr.Row(visible=True), v.action_msg: ""}
+
+    v.delete_btn.click(ask_delete, [v.selected], [v.confirm_md, v.confirm_row, v.action_msg], api_visibility="private")
+    v.confirm_no.click(lambda: gr.Row(visible=False), None, v.confirm_row, api_visibility="private")
+
+    def do_delete(run):
+        try:
+            wb.delete_run(run, run)
+        except WorkbenchError as e:
+            return {v.action_msg: err_md(e), v.confirm_row: gr.Row(visible=False)}
+        names = wb.run_names()
+        out = select_updates(names[0] if names else None)
+        out[v.action_msg] = ok_md(f"Deleted {run}.")
+        out[v.table] = run_reader.runs_frame(wb.run_rows())
+        return out
+
+    v.confirm_yes.click(do_delete, [v.selected], [v.action_msg, v.table, *select_outputs], api_name="ui_delete_run", api_visibility="undocumented")
+
+
+def refresh(wb: Workbench, v: View, follow: list, others: list = ()):
+    """The timer's refresh of the Runs tab: table, run choices (keeping every selection), detail, log.
+
+    ``follow`` dropdowns fall back to the selected run when theirs disappears; ``others`` (the
+    gallery's comparison run) fall back to none. Returns ``(fn, inputs, outputs)`` for ``timer.tick``.
+    """
+    follow = list(follow)
+    others = list(others)
+
+    def tick(selected, sig, *followed):
+        sig = dict(sig or {})
+        out: dict = {}
+        rows = wb.run_rows()
+        names = [r["run"] for r in rows]
+        frame = run_reader.runs_frame(rows)
+        key = frame.drop(columns=["updated"]).to_json()
+        if key != sig.get("table"):
+            out[v.table] = frame
+            sig["table"] = key
+        if names != sig.get("names"):
+            sig["names"] = names
+            keep = selected if selected in names else (names[0] if names else None)
+            out[v.selected] = gr.Dropdown(choices=names, value=keep)
+            selected = keep
+            for i, (dd, cur) in enumerate(zip(follow + others, followed)):
+                fallback = keep if i < len(follow) else None
+                out[dd] = gr.Dropdown(choices=names, value=cur if cur in names else fallback)
+        detail = detail_md(wb, selected) if selected else "No runs yet: load a preset, then ▶ Launch run."
+        if detail != sig.get("detail"):
+            out[v.detail] = detail
+            sig["detail"] = detail
+        log = wb.log_tail(selected) if selected else ""
+        if log != sig.get("log"):
+            out[v.log] = log
+            sig["log"] = log
+        buttons = buttons_for(wb, selected)
+        if list(buttons) != sig.get("buttons"):
+            out[v.stop_btn] = gr.Button(interactive=buttons[0])
+            out[v.resume_btn] = gr.Button(interactive=buttons[1])
+            sig["buttons"] = list(buttons)
+        out[v.sig] = sig
+        return out
+
+    return tick, [v.selected, v.sig, *follow, *others], [v.table, v.selected, v.detail, v.log, v.stop_btn, v.resume_btn, v.sig, *follow, *others]
