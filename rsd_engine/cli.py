@@ -47,6 +47,7 @@ def build_parser() -> argparse.ArgumentParser:
     e = sub.add_parser("evaluate", help="(re)compute metrics.json of a run from its final checkpoints")
     e.add_argument("run_dir")
     e.add_argument("--set", dest="overrides", action="append", default=[], metavar="eval.KEY=VALUE", help="override eval.* fields only")
+    e.add_argument("--models", default="teacher-full,teacher-truncated,generator", help="comma-separated models to (re)evaluate")
 
     pv = sub.add_parser("preview", help="PNG grid of clean | measurement | adjoint for a preset, before training")
     pv.add_argument("preset")
@@ -138,6 +139,7 @@ def _cmd_sample(args) -> int:
     from .checkpoints import load_checkpoint
     from .evaluation import generate
     from .grids import save_grid
+    from .operators import build_operator
     from .runs import RunDir
 
     run = RunDir(args.run_dir)
@@ -152,6 +154,7 @@ def _cmd_sample(args) -> int:
     stop = preset.eval.stop_sigma if preset.eval.stop_sigma is not None else preset.corruption.noise_sigma
     samples = generate(args.model, net, range(args.seed_start, args.seed_start + args.n), shape, batch_size=preset.eval.batch_size,
                        steps=preset.eval.teacher_steps, rho=preset.network.rho, stop_sigma=stop, sigma_init=preset.distill.sigma_init,
+                       op=build_operator(preset),
                        device="cuda" if torch.cuda.is_available() and preset.accelerate.device != "cpu" else "cpu")
     out = Path(args.out) if args.out else run.samples / f"{args.model}-n{args.n}.png"
     save_grid(samples.images, out)
@@ -172,18 +175,24 @@ def _cmd_evaluate(args) -> int:
     preset = cfg.loads(run.preset_path.read_text(), args.overrides, str(run.preset_path))
     acc = make_accelerator(preset)
     _setup_logging(run.log_path, acc.is_main_process)
-    metrics = Pipeline(preset, run, acc).evaluate()
+    from .evaluation import MODELS
+
+    models = tuple(m.strip() for m in args.models.split(",") if m.strip())
+    bad = [m for m in models if m not in MODELS]
+    if bad:
+        raise cfg.PresetError([("--models", f"{', '.join(bad)} unknown; allowed: {', '.join(MODELS)}")])
+    metrics = Pipeline(preset, run, acc).evaluate(models)
     for model, rec in metrics.items():
         print(model, {k: rec.get(k) for k in ("fid", "kid", "proximal_fid", "psnr", "ssim", "n", "nfe", "images_per_s") if k in rec})
     return 0
 
 
 def _cmd_preview(args) -> int:
-    from .preview import write_preview
+    from .preview import preview_grid
 
     preset = cfg.load(args.preset, args.overrides)
-    out = write_preview(preset, args.n, Path(args.out))
-    print(out)
+    preview_grid(preset, args.n, Path(args.out))
+    print(args.out)
     return 0
 
 

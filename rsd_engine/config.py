@@ -204,7 +204,8 @@ class DistillConfig(_Section):
 class EvalConfig(_Section):
     """``[eval]``: sample grids, live and final FID/KID, PSNR/SSIM."""
 
-    every_kimg: float = Field(16.0, gt=0.0, description="live FID and grids every this many kimg of each stage")
+    teacher_every_kimg: float = Field(16.0, gt=0.0, description="teacher grid and live FID every this many kimg of teacher training")
+    distill_every_kimg: float = Field(2.0, gt=0.0, description="generator grid and live FID every this many kimg of distillation")
     live_fid_n: int = Field(64, ge=0, description="samples per live FID (0 = no live FID); labelled with n")
     final_fid_n: int = Field(256, ge=0, description="samples per final FID/KID of each model (0 = no final FID)")
     reference_n: int = Field(1000, ge=2, description="clean held-out images in the reference statistics")

@@ -27,16 +27,17 @@ from .metrics import (
     quantize,
 )
 from .networks import EDMPrecond
-from .operators import index_generator, measure
+from .operators import Operator, index_generator, measure
 from .sampling import heun_sample, one_step_generate
 
-__all__ = ["MODELS", "latents", "generate", "Evaluator", "Samples"]
+__all__ = ["MODELS", "latents", "seed_masks", "generate", "Evaluator", "Samples"]
 
 log = logging.getLogger("rsd_engine")
 
 MODELS = ("teacher-full", "teacher-truncated", "generator")
 WEIGHTS = {"teacher-full": "teacher EMA", "teacher-truncated": "teacher EMA", "generator": "generator EMA"}
 _PSNR_SEED_OFFSET = 10_000_019  # noise of the evaluation copy of the test split, never a training seed
+_MASK_SEED_OFFSET = 20_000_003  # network masks of evaluation samples
 
 
 def latents(seeds: range, shape: tuple[int, int, int], device=None) -> torch.Tensor:
@@ -48,6 +49,14 @@ def latents(seeds: range, shape: tuple[int, int, int], device=None) -> torch.Ten
         return torch.empty(0, *shape, device=device)
     z = torch.stack([torch.randn(shape, generator=torch.Generator().manual_seed(int(s))) for s in seeds])
     return z.to(device)
+
+
+def seed_masks(op: Operator, seeds: range, device=None) -> torch.Tensor | None:
+    """Network masks fixed by seed (one generator per seed, apart from the latents' seeds):
+    (len(seeds), k, H, W), or ``None`` when the operator's networks take no mask."""
+    if op.cond_channels == 0 or len(seeds) == 0:
+        return None
+    return torch.cat([op.network_mask(1, index_generator(_MASK_SEED_OFFSET, s)) for s in seeds]).to(device)
 
 
 @dataclass
@@ -76,6 +85,7 @@ def generate(
     rho: float = 7.0,
     stop_sigma: float | None = None,
     sigma_init: float = 2.5,
+    op: Operator | None = None,
     device=None,
 ) -> Samples:
     """Sample ``len(seeds)`` images from one of :data:`MODELS` with fixed per-seed latents.
@@ -86,6 +96,8 @@ def generate(
         shape: (C, H, W) of one image.
         stop_sigma: σ at which ``teacher-truncated`` stops (σ_c).
         sigma_init: σ_init of the generator.
+        op: the forward operator; for operators whose networks take a mask (inpainting) each seed
+            also fixes its own network mask, so the same seed gives the same sample.
 
     Raises:
         ValueError: unknown model.
@@ -95,11 +107,13 @@ def generate(
     outs, nfe = [], 1
     start = time.perf_counter()
     for s in range(0, len(seeds), batch_size):
-        z = latents(seeds[s : s + batch_size], shape, device)
+        chunk = seeds[s : s + batch_size]
+        z = latents(chunk, shape, device)
+        cond = seed_masks(op, chunk, device) if op is not None else None
         if model == "generator":
-            outs.append(one_step_generate(net, z, sigma_init).float().cpu())
+            outs.append(one_step_generate(net, z, sigma_init, cond).float().cpu())
         else:
-            res = heun_sample(net, z, steps, rho, stop_sigma if model == "teacher-truncated" else None)
+            res = heun_sample(net, z, steps, rho, stop_sigma if model == "teacher-truncated" else None, cond)
             outs.append(res.images.cpu())
             nfe = res.nfe
     seconds = time.perf_counter() - start

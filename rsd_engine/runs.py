@@ -104,9 +104,10 @@ class RunDir:
         """Append one event line ``{"time", "stage", "kind", **fields}`` to events.jsonl and return it.
 
         Kinds used by the engine: ``progress`` (losses, kimg, it/s), ``fid`` (live FID with n),
-        ``checkpoint``, ``grid``, ``metrics``, ``warning``.
+        ``checkpoint``, ``grid``, ``metrics``, ``stopped``. Non-finite numbers (a NaN loss) are
+        written as ``null`` so every line stays valid JSON.
         """
-        event = {"time": round(time.time(), 3), "stage": stage, "kind": kind, **fields}
+        event = _finite({"time": round(time.time(), 3), "stage": stage, "kind": kind, **fields})
         line = json.dumps(event, sort_keys=True, allow_nan=False, default=_json_default) + "\n"
         with open(self.events_path, "a", encoding="utf-8") as f:
             f.write(line)
@@ -146,6 +147,17 @@ class RunDir:
             return json.loads(self.metrics_path.read_text(encoding="utf-8"))
         except (OSError, json.JSONDecodeError):
             return {}
+
+
+def _finite(obj: Any) -> Any:
+    """``obj`` with NaN/±Inf floats (at any depth) replaced by ``None``."""
+    if isinstance(obj, float):
+        return obj if obj == obj and abs(obj) != float("inf") else None
+    if isinstance(obj, dict):
+        return {k: _finite(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_finite(v) for v in obj]
+    return obj
 
 
 def _json_default(obj: Any) -> Any:

@@ -37,6 +37,7 @@ def heun_sample(
     steps: int = 18,
     rho: float = 7.0,
     stop_sigma: float | None = None,
+    cond: torch.Tensor | None = None,
 ) -> SampleResult:
     """EDM Heun sampler from pure noise.
 
@@ -48,24 +49,30 @@ def heun_sample(
         stop_sigma: teacher-truncated (METHOD.md §4): before the step from σ_i to σ_{i+1}, if
             σ_{i+1} < stop_sigma, return D(x_i; σ_i) instead of stepping. ``None`` or 0 runs to σ = 0
             (teacher-full, whose samples keep the data noise).
+        cond: optional fixed mask (B, k, H, W) for networks with mask channels (inpainting teachers):
+            every call sees ``cond ⊙ x`` and ``cond`` (Ambient Diffusion's fixed-mask sampling).
 
     Returns:
         :class:`SampleResult` with images (B, C, H, W) and the NFE used.
     """
+    def denoise(x: torch.Tensor, s: torch.Tensor) -> torch.Tensor:
+        x = x.float()
+        return (net(x, s.float()) if cond is None else net(x * cond, s.float(), cond)).double()
+
     sig = karras_sigmas(steps, net.sigma_min, net.sigma_max, rho, device=noise.device)
     x = noise.to(torch.float64) * sig[0]
     nfe = 0
     for i in range(steps):
         s, s_next = sig[i], sig[i + 1]
         if stop_sigma and s_next < stop_sigma:
-            d = net(x.float(), s.float()).double()
+            d = denoise(x, s)
             return SampleResult(d.float(), nfe + 1)
-        den = net(x.float(), s.float()).double()
+        den = denoise(x, s)
         nfe += 1
         d = (x - den) / s
         x_next = x + (s_next - s) * d
         if s_next > 0:
-            den2 = net(x_next.float(), s_next.float()).double()
+            den2 = denoise(x_next, s_next)
             nfe += 1
             d2 = (x_next - den2) / s_next
             x_next = x + (s_next - s) * 0.5 * (d + d2)
@@ -73,15 +80,20 @@ def heun_sample(
     return SampleResult(x.float(), nfe)
 
 
-def one_step_generate(generator: EDMPrecond, z: torch.Tensor, sigma_init: float) -> torch.Tensor:
-    """The one-step RSD generator x = G(σ_init·z; σ_init) (METHOD.md §3; SiD).
+def one_step_generate(generator: EDMPrecond, z: torch.Tensor, sigma_init: float, cond: torch.Tensor | None = None) -> torch.Tensor:
+    """The one-step RSD generator x = G(σ_init·z; σ_init) (METHOD.md §3; SiD); with mask channels
+    x = G([cond ⊙ σ_init·z, cond]; σ_init) (the inpainting generator of METHOD.md §3).
 
     Args:
         generator: G (use G_ema for evaluation).
         z: standard normal (B, C, H, W).
         sigma_init: σ_init (2.5 in the paper); must be the value the generator was distilled with.
+        cond: optional mask (B, k, H, W) for generators with mask channels.
 
     Returns:
         images (B, C, H, W), approximately in [-1, 1]. Gradients flow unless called under no_grad.
     """
-    return generator(z * sigma_init, torch.full((z.shape[0],), float(sigma_init), device=z.device))
+    sigma = torch.full((z.shape[0],), float(sigma_init), device=z.device)
+    if cond is None:
+        return generator(z * sigma_init, sigma)
+    return generator(cond * z * sigma_init, sigma, cond)

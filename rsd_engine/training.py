@@ -97,7 +97,7 @@ class Pipeline:
         self.dataset = training_measurements(preset)
         self.op = self.dataset.op.to(accelerator.device)
         self.shape = (preset.data.channels, preset.data.resolution, preset.data.resolution)
-        self.net_config = network_config(preset)
+        self.net_config = network_config(preset, self.op.cond_channels)
         self.evaluator = Evaluator(preset, self.dataset, accelerator.device)
 
     # ---------------------------------------------------------------- helpers
@@ -171,14 +171,16 @@ class Pipeline:
         while images_seen < total:
             torch.manual_seed(_step_seed(self.p.run.seed, "teacher", rank, images_seen))
             idx = stream.batch(images_seen, batch, rank, world)
-            y, _ = self.dataset.measurements(idx)
+            y, params = self.dataset.measurements(idx)
             y = y.to(acc.device)
+            mask = params["mask"].to(acc.device) if "mask" in params else None
             lr = t.lr * min(images_seen / max(t.lr_warmup_kimg * 1000, 1e-8), 1.0) if t.lr_warmup_kimg > 0 else t.lr
             for g in opt.param_groups:
                 g["lr"] = lr
             net.train()
             with acc.autocast():
-                loss = teacher_loss(self.objective, net, y, self.p.corruption.noise_sigma, t.p_mean, t.p_std).mean()
+                loss = teacher_loss(self.objective, net, y, self.p.corruption.noise_sigma, t.p_mean, t.p_std,
+                                    mask=mask, delta=getattr(self.op, "delta", 0.0)).mean()
             acc.backward(loss)
             _sanitise_grads(net)
             if t.grad_clip:
@@ -201,7 +203,7 @@ class Pipeline:
                 last_report = time.perf_counter()
             if self._boundaries(before, images_seen, t.checkpoint_every_kimg) or done or stop:
                 self._save("teacher-latest", {"net": acc.unwrap_model(net), "ema": ema}, {"net": opt}, "teacher", images_seen)
-            if (self._boundaries(before, images_seen, self.p.eval.every_kimg) or done) and not stop:
+            if (self._boundaries(before, images_seen, self.p.eval.teacher_every_kimg) or done) and not stop:
                 self._live_eval("teacher", ema, images_seen)
             if stop:
                 bar.close()
@@ -244,7 +246,7 @@ class Pipeline:
         net.eval()
         try:
             return generate(model, net, seeds, self.shape, batch_size=e.batch_size, steps=e.teacher_steps, rho=self.p.network.rho,
-                            stop_sigma=stop, sigma_init=self.p.distill.sigma_init, device=self.acc.device)
+                            stop_sigma=stop, sigma_init=self.p.distill.sigma_init, op=self.op, device=self.acc.device)
         finally:
             net.train(was_training)
 
@@ -340,7 +342,7 @@ class Pipeline:
             opts = {"fake_score": opt_f, "generator": opt_g}
             if self._boundaries(before, images_seen, d.checkpoint_every_kimg) or done or stop:
                 self._save("distill-latest", nets, opts, "distill", images_seen)
-            if (self._boundaries(before, images_seen, self.p.eval.every_kimg) or done) and not stop:
+            if (self._boundaries(before, images_seen, self.p.eval.distill_every_kimg) or done) and not stop:
                 self._live_eval("distill", gen_ema, images_seen)
             if stop:
                 bar.close()
@@ -352,9 +354,13 @@ class Pipeline:
         acc.wait_for_everyone()
 
     # ---------------------------------------------------------------- final evaluation
-    def evaluate(self) -> dict:
-        """Final metrics of teacher-full, teacher-truncated and generator; grids; metrics.json."""
-        metrics: dict = {}
+    def evaluate(self, models: tuple[str, ...] = MODELS) -> dict:
+        """Final metrics of the given models (default teacher-full, teacher-truncated, generator), their
+        grids, the teacher-denoiser PSNR/SSIM; merged into metrics.json (other models' records are kept).
+
+        Proximal FID is computed for the generator, the model it selects checkpoints of (METHOD.md §4).
+        """
+        metrics: dict = self.run.read_metrics()
         if self.main:
             self._status(state="running", stage="evaluate", progress=0.0)
             e = self.p.eval
@@ -364,7 +370,7 @@ class Pipeline:
             save_grid(self.dataset.measurements(range(min(e.grid_n, len(self.dataset))))[0], self.run.samples / "measurements.png")
             clean_u8, _ = clean_reference(self.p, e.grid_n)
             save_grid(to_float(clean_u8), self.run.samples / "clean.png")
-            models = [m for m in MODELS if not (m == "teacher-truncated" and self.p.corruption.noise_sigma == 0 and e.stop_sigma is None)]
+            models = [m for m in models if not (m == "teacher-truncated" and self.p.corruption.noise_sigma == 0 and e.stop_sigma is None)]
             for i, model in enumerate(models):
                 net = generator if model == "generator" else teacher
                 if net is None:
@@ -374,7 +380,7 @@ class Pipeline:
                 grid = samples.images[: e.grid_n] if e.final_fid_n >= e.grid_n else self._generate(model, net, range(e.grid_n)).images
                 save_grid(grid, self.run.samples / f"{model}.png")
                 if e.final_fid_n >= 2:
-                    rec = self.evaluator.fid_record(model, samples, seeds, proximal=True)
+                    rec = self.evaluator.fid_record(model, samples, seeds, proximal=model == "generator")
                 else:
                     rec = {"model": model, "n": e.final_fid_n, "nfe": samples.nfe, "images_per_s": round(samples.images_per_s, 3),
                            "weights": "generator EMA" if model == "generator" else "teacher EMA", "fid": None, "note": "final FID disabled (eval.final_fid_n < 2)"}

@@ -30,7 +30,8 @@ lr_generator = 1e-4
 lr_fake_score = 1e-4
 checkpoint_every_kimg = 0.016
 [eval]
-every_kimg = 1000
+teacher_every_kimg = 1000
+distill_every_kimg = 1000
 live_fid_n = 0
 final_fid_n = 4
 reference_n = 8

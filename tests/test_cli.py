@@ -45,6 +45,7 @@ def test_tiny_run_end_to_end_then_sample_and_deterministic_evaluate(preset_file,
         assert rec["seeds"] == [0, 3] and "reference" in rec
     assert metrics["generator"]["nfe"] == 1 and metrics["teacher-full"]["nfe"] == 5
     assert metrics["generator"]["weights"] == "generator EMA" and "proximal_fid" in metrics["generator"]
+    assert "corrupted training" in metrics["generator"]["proximal_reference"]
     assert "psnr" in metrics["teacher-denoiser"]
     for grid in ("measurements", "clean", "teacher-full", "teacher-truncated", "generator"):
         assert (run.samples / f"{grid}.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
@@ -57,9 +58,13 @@ def test_tiny_run_end_to_end_then_sample_and_deterministic_evaluate(preset_file,
     assert main(["sample", str(out), "--n", "6", "--out", str(tmp_path / "s.png")]) == 0
     assert (tmp_path / "s.png").is_file()
 
-    first = metrics["generator"]["fid"]
-    assert main(["evaluate", str(out)]) == 0
-    assert RunDir(out).read_metrics()["generator"]["fid"] == first  # same weights, n, seeds → same FID
+    first = metrics["generator"]
+    (run.samples / "generator.png").unlink()
+    assert main(["evaluate", str(out), "--models", "generator"]) == 0
+    again = RunDir(out).read_metrics()
+    assert again["generator"]["fid"] == first["fid"] and again["generator"]["kid"] == first["kid"]  # same weights, n, seeds
+    assert again["teacher-full"] == metrics["teacher-full"]  # records of other models are kept
+    assert (run.samples / "generator.png").is_file()
 
 
 def test_existing_run_folder_is_not_overwritten(preset_file, tmp_path, capsys):
@@ -123,3 +128,10 @@ def test_two_processes_over_gloo(preset_file, tmp_path):
     status = run.read_status()
     assert status["state"] == "done" and status["num_processes"] == 2
     assert run.read_metrics()["generator"]["n"] == 4  # exactly the requested samples
+
+
+def test_events_stay_valid_json_with_nan_losses(tmp_path):
+    run = RunDir.create(tmp_path / "r", "")
+    run.append_event("distill", "progress", loss_generator=float("nan"), nested={"x": [float("inf"), 1.0]})
+    (event,) = run.read_events()
+    assert event["loss_generator"] is None and event["nested"]["x"] == [None, 1.0]

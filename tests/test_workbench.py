@@ -8,9 +8,7 @@ import json
 import os
 import signal
 import socket
-import subprocess
 import sys
-import textwrap
 import time
 from pathlib import Path
 
@@ -272,7 +270,7 @@ def test_run_reader_table_plots_gallery_metrics(tmp_path):
     row = run_reader.run_row(run)
     assert row["state"] == "running" and row["images_per_s"] == 20
     frame = run_reader.runs_frame([row])
-    assert list(frame.iloc[0][["state", "stage", "progress", "images seen (kimg)", "ETA"]]) == ["running", "distill", "50 %", "1.50 / 3", "2 min"]
+    assert list(frame.iloc[0][["state", "stage", "progress", "images seen (kimg)", "ETA"]]) == ["running", "distill", "50 %", "1.5 / 3", "2 min"]
     frames = run_reader.plot_frames(run_reader.read_events(run))
     assert list(frames["fid"]["series"]) == ["teacher-truncated FID (n=64)"]
     assert set(frames["distill_loss"]["series"]) == {"fake-score loss", "generator loss"}
@@ -380,6 +378,7 @@ def test_main_warns_when_bound_beyond_loopback(tmp_path, monkeypatch, capsys):
     from workbench import app
 
     monkeypatch.setattr(gr.Blocks, "launch", lambda self, **kw: None)
+    monkeypatch.setattr(gr.Blocks, "block_thread", lambda self: None)
     app.main(["--host", "0.0.0.0", "--port", "0", "--runs-dir", str(tmp_path / "runs"), "--presets-dir", str(tmp_path / "p")])
     assert "WARNING: serving on 0.0.0.0" in capsys.readouterr().err
 
@@ -510,3 +509,87 @@ def test_client_stop_leaves_no_process_and_keeps_a_checkpoint(served):
     with pytest.raises(Exception, match="not running"):
         client.predict("tiny-stop", api_name="/stop_run")
     assert client.predict("tiny-stop", "tiny-stop", api_name="/delete_run") == {"deleted": "tiny-stop"}
+
+
+# --------------------------------------------------------------------------------------------
+# preview and gallery refresh (fake engine / fake run folders)
+def test_preview_runs_the_engine_and_stays_in_the_runs_folder(tmp_path, fake_engine):
+    wb = Workbench(tmp_path / "runs", tmp_path / "presets", SHIPPED, engine_cmd=fake_engine)
+    try:
+        text = SHIPPED.joinpath("quickstart.toml").read_text()
+        png, info = wb.preview(text, 8)
+        assert png.read_bytes().startswith(b"\x89PNG") and (tmp_path / "runs") in png.parents
+        assert "fake dataset: 64 images" in info and "resolution 32×32" in info
+        assert wb.preview(text, 8)[0] == png  # cached
+        with pytest.raises(WorkbenchError, match="data.resolution"):
+            wb.preview(pe.set_field(text, "data.resolution", 30), 8)
+        with pytest.raises(WorkbenchError, match="1 to 64"):
+            wb.preview(text, 1000)
+        assert sorted(p.name for p in tmp_path.iterdir()) == ["fake_engine.py", "runs"]
+    finally:
+        wb.close()
+
+
+def test_gallery_refresh_keeps_the_viewers_place(tmp_path):
+    """CASES.md 21: a refresh re-sends only what changed and never moves the selection."""
+    from types import SimpleNamespace
+
+    from workbench.ui import gallery_view
+
+    _fake_run_folder(tmp_path / "runs")
+    wb = Workbench(tmp_path / "runs", tmp_path / "presets", SHIPPED, engine_cmd=["true"])
+    comps = SimpleNamespace(images_a=[object() for _ in range(4)], images_b=[object() for _ in range(4)], title_a=object(), title_b=object(),
+                            snap_a=object(), snap_b=object(), col_b=object(), metrics=object(), progress=object(), clean=object(), sig=object())
+    try:
+        first = gallery_view._render(wb, comps, "r1", "1", None, "latest", {}, None, force=True)
+        assert first[comps.snap_a].value == "1"
+        second = gallery_view._render(wb, comps, "r1", "1", None, "latest", first[comps.sig], "generator-kimg000001.png", force=False)
+        assert set(second) == {comps.sig}, "an unchanged run must not re-send anything"
+        samples = tmp_path / "runs" / "r1" / "samples"
+        (samples / "generator-kimg000002.png").write_bytes(b"\x89PNG new")
+        (samples / "teacher-truncated-kimg000002.png").write_bytes(b"\x89PNG new")
+        third = gallery_view._render(wb, comps, "r1", "1", None, "latest", second[comps.sig], "generator-kimg000001.png", force=False)
+        assert third[comps.snap_a].value == "1" and [c[1] for c in third[comps.snap_a].choices] == ["latest", "0", "1", "2"]
+        gallery = third[comps.progress]
+        names = [Path(item["image"]["path"]).name for item in gallery.value]
+        assert names[gallery.selected_index] == "generator-kimg000001.png"
+        assert all(img not in third for img in comps.images_a), "grids at the chosen snapshot did not change"
+    finally:
+        wb.close()
+
+
+@pytest.mark.slow
+def test_two_process_run_on_cpu_and_its_stop(tmp_path):
+    """accelerate launch with 2 processes (gloo on CPU): a tiny run reaches done; a long one stops
+    with its whole process group (launcher and both workers) gone."""
+    text = SHIPPED.joinpath("quickstart.toml").read_text()
+    for field, value in {**TINY, "accelerate.num_processes": "2"}.items():
+        text = pe.set_field(text, field, pe.from_widget(pe.field_by_name(field), value))
+    wb = Workbench(tmp_path / "runs", tmp_path / "presets", SHIPPED, grace_s=30)
+    try:
+        info = wb.launch(text, "two")
+        assert "--num_processes" in info["command"] and "2" in info["command"]
+        assert wb.wait_state("two", timeout_s=240) == "done", wb.log_tail("two")
+        assert wb.run_status("two")["num_processes"] == 2
+        long = wb.launch(pe.set_field(text, "teacher.kimg", 50.0), "two-long")
+        assert _wait(lambda: wb.run_status("two-long").get("stage") == "teacher", 120, 0.5)
+        time.sleep(1)
+        wb.stop("two-long", wait_s=60)
+        assert wb.wait_state("two-long", ("stopped",), timeout_s=60) == "stopped"
+        assert _wait(lambda: _group_gone(long["pid"]), 30)
+    finally:
+        for run in wb.launcher.running():
+            wb.launcher.stop(run, wait_s=30)
+        wb.close()
+
+
+def test_client_preview_shows_the_corruption_of_real_images(served):
+    client, wb, root = served
+    text = client.predict("quickstart", api_name="/get_preset")
+    image, info = client.predict(text, 8, api_name="/preview")
+    path = image if isinstance(image, str) else image["path"]
+    assert Path(path).read_bytes().startswith(b"\x89PNG")
+    assert "fashion-mnist" in info and "resolution 32×32" in info and "1 channel" in info
+    bad = client.predict(text, "data.resolution", "30", api_name="/set_field")["text"]
+    image, info = client.predict(bad, 8, api_name="/preview")
+    assert image is None and "data.resolution" in info

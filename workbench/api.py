@@ -9,16 +9,14 @@ Nothing here imports Gradio.
 from __future__ import annotations
 
 import hashlib
-import os
 import subprocess
-import sys
 import time
 from pathlib import Path
 from typing import Any
 
 from . import preset_edit, run_reader
 from .launcher import FINAL_STATES, LaunchError, Launcher
-from .names import BadName, check_name, inside
+from .names import BadName, check_name
 from .presets_store import PresetStore, StoreError, default_shipped_dir
 
 __all__ = ["Workbench", "WorkbenchError", "default_presets_dir"]
@@ -37,6 +35,7 @@ def _wrap(fn):
     """Turn the store/launcher/name errors into :class:`WorkbenchError`."""
 
     def inner(*args, **kwargs):
+        """Call the wrapped function, translating its errors."""
         try:
             return fn(*args, **kwargs)
         except (BadName, StoreError, LaunchError, preset_edit.FieldInputError, KeyError) as e:
@@ -205,7 +204,7 @@ class Workbench:
     def _preview_info(effective: str, engine_text: str, n: int, png: Path) -> str:
         data = preset_edit.parse_toml(effective)
         d, c = data.get("data", {}), data.get("corruption", {})
-        size = "all images" if d.get("max_images") is None else f"first {d['max_images']} images"
+        size = "all training images" if d.get("max_images") is None else f"first {d['max_images']} training images"
         lines = [
             f"**Data:** `{d.get('source')}`{' at ' + repr(d['path']) if d.get('path') else ''} · {size} · "
             f"resolution {d.get('resolution')}×{d.get('resolution')} · {d.get('channels')} channel(s)",

@@ -78,6 +78,7 @@ def launch_kwargs(wb, host: str, port: int) -> dict:
         footer_links=[],
         enable_monitoring=False,
         mcp_server=False,
+        run_history=False,
     )
 
 
@@ -94,7 +95,10 @@ def main(argv: list[str] | None = None) -> int:
     demo, wb = create_app(args.runs_dir, args.presets_dir, args.shipped_presets_dir, grace_s=args.grace)
     print(f"RSD Workbench: runs in {wb.runs_dir}, your presets in {wb.store.user_dir}", file=sys.stderr)
     try:
-        demo.queue(default_concurrency_limit=4).launch(**launch_kwargs(wb, args.host, args.port))
+        demo.queue(default_concurrency_limit=4).launch(prevent_thread_lock=True, quiet=True, **launch_kwargs(wb, args.host, args.port))
+        shown = "127.0.0.1" if args.host in ("0.0.0.0", "::") else args.host
+        print(f"RSD Workbench: open http://{shown}:{args.port}/ in a browser (Ctrl-C stops the page; runs keep going)", file=sys.stderr)
+        demo.block_thread()
     except KeyboardInterrupt:
         pass
     finally:

@@ -89,15 +89,21 @@ class Launcher:
     def command(self, engine_args: list[str], num_processes: int = 1, mixed_precision: str = "no") -> list[str]:
         """The command line for ``rsd_engine <engine_args>`` with the preset's processes and precision.
 
-        One process: ``engine_cmd + engine_args``. Several (with the real engine):
-        ``python -m accelerate.commands.launch --num_processes N --num_machines 1
-        [--mixed_precision M] -m rsd_engine …``.
+        One process: ``engine_cmd + engine_args`` (the engine reads its precision from the preset).
+        Several (real engine): ``python -m accelerate.commands.launch --multi_gpu --num_processes N
+        --num_machines 1 --mixed_precision M --dynamo_backend no --main_process_port P -m rsd_engine …``.
+        ``--multi_gpu`` is accelerate's switch for "several local processes"; on a machine without
+        GPUs they run on the CPU over gloo (accelerate's ``--cpu`` would start only one). ``P`` is a
+        free port, so that two runs can rendezvous side by side.
         """
         if num_processes > 1 and self.uses_real_engine:
-            cmd = [sys.executable, "-m", "accelerate.commands.launch", "--num_processes", str(num_processes), "--num_machines", "1"]
-            if mixed_precision and mixed_precision != "no":
-                cmd += ["--mixed_precision", mixed_precision]
-            return cmd + ["-m", "rsd_engine", *engine_args]
+            return [
+                sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu",
+                "--num_processes", str(num_processes), "--num_machines", "1",
+                "--mixed_precision", mixed_precision or "no", "--dynamo_backend", "no",
+                "--main_process_port", str(_free_port()),
+                "-m", "rsd_engine", *engine_args,
+            ]
         return [*self.engine_cmd, *engine_args]
 
     def _env(self) -> dict[str, str]:
@@ -349,6 +355,14 @@ class Launcher:
 
 
 # -- process helpers ------------------------------------------------------------------------------
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
 def _signal_group(pgid: int, sig: int) -> None:
     try:
         os.killpg(pgid, sig)

@@ -181,6 +181,8 @@ def _form_fields() -> tuple[FormField, ...]:
         section = entry["section"]
         key_path = tuple(str(entry["key"]).split("."))
         default = entry.get("default")
+        if hasattr(default, "model_dump"):  # a nested pydantic table given as its default object
+            default = default.model_dump(mode="json")
         if isinstance(default, dict) or entry.get("type") == "object":
             out.extend(_flatten(section, key_path, default or {}, entry, ops))
             continue

@@ -64,6 +64,7 @@ def measure(
     op: Operator, x: torch.Tensor, noise_sigma: float, generator: torch.Generator | None = None
 ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
     """Corrupt images: y = A(x) + σ·ε with ε ~ N(0, I), A's random parts drawn from ``generator``.
+    For mask operators the noise is masked too (y = M ⊙ (x + σε)): erased pixels stay 0.
 
     Args:
         op: the forward operator.
@@ -79,5 +80,8 @@ def measure(
     y = op(x, **params)
     if noise_sigma > 0:
         eps = torch.randn(y.shape, generator=generator, dtype=y.dtype, device="cpu" if generator is not None else y.device)
-        y = y + noise_sigma * eps.to(y.device)
+        eps = eps.to(y.device)
+        if "mask" in params:  # erased pixels are not measured: they carry no noise either
+            eps = eps * params["mask"]
+        y = y + noise_sigma * eps
     return y, params

@@ -23,6 +23,7 @@ class Operator(nn.Module):
             (⟨A x, y⟩ = ⟨x, Aᵀ y⟩).
         objective_family: which teacher objective family fits the measurements:
             ``"tweedie"`` (EDM / Ambient-Tweedie, METHOD.md §2a/2c) or ``"mask"`` (Ambient Diffusion, §2b).
+        cond_channels: mask channels the networks take beside the image (0, or 1 for mask operators).
 
     Args:
         channels: image channels C (1 or 3).
@@ -32,6 +33,7 @@ class Operator(nn.Module):
     name: ClassVar[str] = ""
     linear: ClassVar[bool] = True
     objective_family: ClassVar[str] = "tweedie"
+    cond_channels: ClassVar[int] = 0
 
     def __init__(self, channels: int, resolution: int):
         super().__init__()
@@ -48,6 +50,12 @@ class Operator(nn.Module):
         Operators without random parts return ``{}``. ``generator`` is the only source of randomness.
         """
         return {}
+
+    def network_mask(self, batch: int, generator: torch.Generator | None = None) -> torch.Tensor | None:
+        """A fresh mask for the networks' ``cond`` input, (B, cond_channels, H, W) 0/1, or ``None`` for
+        operators whose networks take no mask (METHOD.md §3: G and the score networks see a random
+        further-corrupted mask Ã in the inpainting setting)."""
+        return None
 
     def forward(self, x: torch.Tensor, **params: torch.Tensor) -> torch.Tensor:
         """A(x) for images ``x`` of shape (B, C, H, W) in [-1, 1]; returns (B, *output_shape())."""

@@ -79,10 +79,16 @@ class _MaskOperator(Operator):
 
     linear = True
     objective_family = "mask"
+    cond_channels = 1
 
     def __init__(self, channels: int, resolution: int, delta: float = 0.1):
         super().__init__(channels, resolution)
         self.delta = _check_fraction("delta", delta)
+
+    def network_mask(self, batch: int, generator: torch.Generator | None = None) -> torch.Tensor:
+        """Ã = A ⊙ B: a fresh measurement mask further erased by δ, (B, 1, H, W) 0/1 (survival
+        (1 − p)(1 − δ) for random inpainting), drawn from ``generator`` (global RNG when ``None``)."""
+        return further_mask(self.sample_params(batch, generator)["mask"], self.delta, generator)
 
     def _mask(self, params: dict[str, torch.Tensor]) -> torch.Tensor:
         if "mask" not in params:

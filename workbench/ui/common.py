@@ -23,7 +23,7 @@ def ok_md(text: str) -> str:
 
 def err_md(text: str) -> str:
     """An error line for a view's message area (the message is shown as text, not as Markdown)."""
-    return f"✗ {html.escape(str(text))}"
+    return f"✗ {html.escape(str(text), quote=False)}"
 
 
 def as_gr_error(fn):
@@ -31,6 +31,7 @@ def as_gr_error(fn):
     the client as is)."""
 
     def inner(*args, **kwargs):
+        """Call the wrapped function, translating its errors."""
         try:
             return fn(*args, **kwargs)
         except WorkbenchError as e:

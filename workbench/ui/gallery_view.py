@@ -51,7 +51,7 @@ def build(wb: Workbench, run: str | None) -> View:
                                 columns=6, height=320, object_fit="contain", elem_id="gallery-progress", interactive=False)
     with gr.Accordion("Clean held-out images (reference for FID only — never used for training)", open=False):
         v.clean = gr.Image(type="filepath", format="png", interactive=False, show_label=False, height=260, elem_id="gallery-clean",
-                           elem_classes=["png-grid"])
+                           elem_classes=["png-grid"], buttons=["download", "fullscreen"])
     v.sig = gr.State({})
     v.progress_sel = gr.State(None)
     return v
@@ -206,6 +206,7 @@ def wire(wb: Workbench, v: View) -> None:
         comp.input(show, inputs, _outputs(v), api_visibility="private", show_progress="hidden")
 
     def remember(evt: gr.SelectData):
+        """Remember which snapshot the viewer selected (by file name)."""
         value = evt.value
         if isinstance(value, dict):
             image = value.get("image") or {}
@@ -219,6 +220,7 @@ def refresh(wb: Workbench, v: View):
     """Timer refresh: only changed grids, choices and tables are re-sent. Returns ``(fn, inputs, outputs)``."""
 
     def tick(run_a, snap_a, run_b, snap_b, sig, sel_name):
+        """One timer refresh; sends only what changed."""
         return _render(wb, v, run_a or None, snap_a, run_b or None, snap_b, sig, sel_name, force=False)
 
     return tick, [v.run_a, v.snap_a, v.run_b, v.snap_b, v.sig, v.progress_sel], _outputs(v)

@@ -15,6 +15,8 @@ REFRESH_S = 2.0
 CSS = """
 .field-error { border-left: 3px solid #d33 !important; padding-left: 4px; }
 #preset-validation { min-height: 2.5em; }
+/* keep validation and the TOML in view while scrolling through the form */
+#preset-side { position: sticky; top: 8px; align-self: flex-start; }
 #wb-header p { margin: 0.2em 0; }
 footer { display: none !important; }
 /* sample grids: scale up small PNGs without smoothing, so every pixel stays visible */
@@ -64,6 +66,10 @@ def build_blocks(wb: Workbench) -> gr.Blocks:
             gallery_view.refresh(wb, gv),
         ):
             timer.tick(fn, inputs, outputs, show_progress="hidden", api_visibility="private", concurrency_limit=None, queue=False)
+
+        load_fn, load_outputs = runs_view.on_page_load(wb, rv, follow=[plv.run, gv.run_a], others=[gv.run_b])
+        demo.load(load_fn, None, load_outputs, api_visibility="private", show_progress="hidden")
+        demo.load(lambda: gr.Dropdown(choices=wb.preset_choices()), None, pv.dropdown, api_visibility="private", show_progress="hidden")
 
         api_endpoints.register(wb)
     return demo

@@ -62,6 +62,7 @@ def wire(wb: Workbench, v: View) -> None:
     """Attach the run selector of the Live plots tab."""
 
     def show(run):
+        """Show the chosen run."""
         frames = _frames(wb, run)
         return [frames[k] for k in _PLOTS] + [_latest(wb, run)]
 
@@ -72,6 +73,7 @@ def refresh(wb: Workbench, v: View):
     """Timer refresh: re-plot only when events.jsonl grew. Returns ``(fn, inputs, outputs)``."""
 
     def tick(run, sig):
+        """One timer refresh; sends only what changed."""
         sig = dict(sig or {})
         key = None
         if run:

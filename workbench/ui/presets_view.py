@@ -84,7 +84,7 @@ def build(wb: Workbench) -> View:
                             for f in [f for f in sec if f.operator == op]:
                                 v.widgets[f.name] = _widget(f, pe.effective_value(data, f))
                         v.op_groups[op] = g
-        with gr.Column(scale=2):
+        with gr.Column(scale=2, elem_id="preset-side"):
             v.validation = gr.Markdown(pe.validate(text).markdown() if text else "", elem_id="preset-validation")
             v.editor = gr.Code(value=text, language=None, label="Preset TOML — edit here or in the form; both stay in sync",
                                lines=22, max_lines=40, interactive=True, elem_id="preset-editor", wrap_lines=True)
@@ -110,8 +110,8 @@ def build(wb: Workbench) -> View:
 
 def _current_md(name: str | None, kind: str | None, modified: bool) -> str:
     if not name:
-        return "Editing an **unsaved preset** — use *Save as new name*."
-    what = "ready preset, read-only — use *Save as new name* to keep changes" if kind == "shipped" else "your preset"
+        return "Editing an **unsaved preset** — use *Save as new preset*."
+    what = "ready preset, read-only — use *Save as new preset* to keep changes" if kind == "shipped" else "your preset"
     state = " · **unsaved changes**" if modified else " · saved"
     return f"Editing **{name}** ({what}){state}"
 
@@ -178,6 +178,7 @@ def wire(wb: Workbench, v: View, launch_summary=None) -> None:
 
     # -- TOML editor → form --------------------------------------------------------------------
     def on_text(text, loaded, name, flagged, *values):
+        """TOML editor edited: re-fill the form and validate."""
         return render(text, loaded, name, flagged or {}, set_text=False, refill=dict(zip([f.name for f in field_list], values)))
 
     v.editor.input(on_text, [v.editor, v.loaded_state, v.name_state, v.flagged_state, *widget_list], render_outputs,
@@ -186,6 +187,7 @@ def wire(wb: Workbench, v: View, launch_summary=None) -> None:
     # -- form → TOML editor --------------------------------------------------------------------
     for f in field_list:
         def on_field(text, loaded, name, flagged, value, _f=f):
+            """Form field edited: write it into the TOML and validate."""
             try:
                 new_text = pe.set_field(text, _f.name, pe.from_widget(_f, value))
             except pe.FieldInputError as e:
@@ -201,6 +203,7 @@ def wire(wb: Workbench, v: View, launch_summary=None) -> None:
 
     # -- loading -------------------------------------------------------------------------------
     def load(name):
+        """Load a preset into the editor and the form."""
         try:
             text = wb.preset_text(name)
         except WorkbenchError as e:
@@ -214,14 +217,16 @@ def wire(wb: Workbench, v: View, launch_summary=None) -> None:
 
     # -- save / save as / duplicate / delete ---------------------------------------------------
     def choices_update(selected):
+        """The preset dropdown with fresh choices and this selection."""
         return gr.Dropdown(choices=wb.preset_choices(), value=selected)
 
     def save(name, text):
+        """Save the editor's text over the current user preset."""
         if not name:
-            return {v.msg: err_md("this preset has no name yet: type one under New preset name and use Save as")}
+            return {v.msg: err_md("this preset has no name yet: type one under New preset name and use Save as new preset")}
         try:
             if wb.preset_kind(name) == "shipped":
-                raise WorkbenchError(f"{name!r} is a ready preset and read-only; type a new name and use Save as")
+                raise WorkbenchError(f"{name!r} is a ready preset and read-only; type a new name and use Save as new preset")
             saved = wb.save_preset(name, text, overwrite=True)
         except WorkbenchError as e:
             return {v.msg: err_md(e)}
@@ -232,6 +237,7 @@ def wire(wb: Workbench, v: View, launch_summary=None) -> None:
     v.save_btn.click(save, [v.name_state, v.editor], save_outputs, api_name="ui_save_preset", api_visibility="undocumented")
 
     def save_as(new_name, text):
+        """Save the editor's text as a new user preset."""
         try:
             saved = wb.save_preset(new_name, text, overwrite=False)
         except WorkbenchError as e:
@@ -242,6 +248,7 @@ def wire(wb: Workbench, v: View, launch_summary=None) -> None:
     v.save_as_btn.click(save_as, [v.new_name, v.editor], [*save_outputs, v.new_name], api_name="ui_save_preset_as", api_visibility="undocumented")
 
     def duplicate(name, new_name):
+        """Copy the saved current preset to a new user preset and open it."""
         try:
             target = wb.duplicate_preset(name or "", new_name)
         except WorkbenchError as e:
@@ -256,6 +263,7 @@ def wire(wb: Workbench, v: View, launch_summary=None) -> None:
                           api_name="ui_duplicate_preset", api_visibility="undocumented")
 
     def ask_delete(name):
+        """Ask for confirmation before deleting."""
         kind = _safe_kind(wb, name)
         if kind != "user":
             why = "ready presets are read-only" if kind == "shipped" else "it is not saved"
@@ -266,6 +274,7 @@ def wire(wb: Workbench, v: View, launch_summary=None) -> None:
     v.confirm_no.click(lambda: gr.Row(visible=False), None, v.confirm_row, api_visibility="private")
 
     def do_delete(name):
+        """Delete after confirmation."""
         try:
             wb.delete_preset(name)
         except WorkbenchError as e:

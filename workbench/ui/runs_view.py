@@ -66,8 +66,8 @@ def detail_md(wb: Workbench, run: str | None) -> str:
     if isinstance(st.get("progress"), (int, float)):
         parts.append(f"{st['progress'] * 100:.0f} % of the stage")
     if st.get("kimg") is not None:
-        total = f" / {st['kimg_total']:g}" if isinstance(st.get("kimg_total"), (int, float)) else ""
-        parts.append(f"{st['kimg']:.2f}{total} kimg seen")
+        total = f" / {st['kimg_total']:.3g}" if isinstance(st.get("kimg_total"), (int, float)) else ""
+        parts.append(f"{st['kimg']:.3g}{total} kimg seen in this stage")
     if state == "running" and st.get("eta_s") is not None:
         parts.append(f"ETA {run_reader.fmt_duration(st['eta_s'])}")
     text = " · ".join(parts)
@@ -89,22 +89,54 @@ def buttons_for(wb: Workbench, run: str | None) -> tuple[bool, bool]:
     return bool(st.get("alive")), (not st.get("alive")) and st.get("state") in ("stopped", "failed")
 
 
+def preferred_run(wb: Workbench) -> str | None:
+    """The run a new viewer sees first: the newest running run, else the newest run."""
+    rows = wb.run_rows()
+    running = [r["run"] for r in rows if r["state"] in ("running", "starting")]
+    return running[0] if running else (rows[0]["run"] if rows else None)
+
+
+def _select_updates(wb: Workbench, v: View, follow: list, run: str | None) -> dict:
+    can_stop, can_resume = buttons_for(wb, run)
+    names = wb.run_names()
+    out = {v.selected: gr.Dropdown(choices=names, value=run), v.detail: detail_md(wb, run) if run else "No runs yet: load a preset, then ▶ Launch run.",
+           v.log: wb.log_tail(run) if run else "", v.confirm_row: gr.Row(visible=False),
+           v.stop_btn: gr.Button(interactive=can_stop), v.resume_btn: gr.Button(interactive=can_resume)}
+    for dd in follow:
+        out[dd] = gr.Dropdown(choices=names, value=run)
+    return out
+
+
+def on_page_load(wb: Workbench, v: View, follow: list, others: list = ()):
+    """Per-viewer start: fresh table and run lists, the preferred run selected everywhere.
+
+    Returns ``(fn, outputs)`` for ``demo.load`` (build-time values would be stale for a page opened later).
+    """
+    others = list(others)
+
+    def load():
+        """Select the preferred run for this viewer."""
+        out = _select_updates(wb, v, follow, preferred_run(wb))
+        out[v.table] = run_reader.runs_frame(wb.run_rows())
+        for dd in others:
+            out[dd] = gr.Dropdown(choices=wb.run_names())
+        return out
+
+    return load, [v.selected, v.detail, v.log, v.confirm_row, v.stop_btn, v.resume_btn, v.table, *follow, *others]
+
+
 def wire(wb: Workbench, v: View, editor, follow: list) -> None:
     """Attach the Runs tab's events. ``editor`` is the preset TOML; ``follow`` are dropdowns of other
     views (plots, gallery) that switch to a run when it is selected or launched here."""
 
     def select_updates(run):
-        can_stop, can_resume = buttons_for(wb, run)
-        out = {v.selected: gr.Dropdown(choices=wb.run_names(), value=run), v.detail: detail_md(wb, run),
-               v.log: wb.log_tail(run) if run else "", v.confirm_row: gr.Row(visible=False),
-               v.stop_btn: gr.Button(interactive=can_stop), v.resume_btn: gr.Button(interactive=can_resume)}
-        for dd in follow:
-            out[dd] = gr.Dropdown(choices=wb.run_names(), value=run)
-        return out
+        """Everything that follows a change of the selected run."""
+        return _select_updates(wb, v, follow, run)
 
     select_outputs = [v.selected, v.detail, v.log, v.confirm_row, v.stop_btn, v.resume_btn, *follow]
 
     def launch(text, run_name):
+        """Launch the editor's preset as a new run."""
         try:
             info = wb.launch(text, run_name)
         except WorkbenchError as e:
@@ -119,11 +151,13 @@ def wire(wb: Workbench, v: View, editor, follow: list) -> None:
                        api_name="ui_launch", api_visibility="undocumented", concurrency_limit=1)
 
     def on_select(run):
+        """A run was picked in the dropdown."""
         return select_updates(run)
 
     v.selected.input(on_select, [v.selected], select_outputs, api_visibility="private", show_progress="hidden")
 
     def on_table_select(evt: gr.SelectData):
+        """A row of the runs table was clicked."""
         try:
             row = evt.index[0]
             run = wb.run_names()[row]
@@ -134,6 +168,7 @@ def wire(wb: Workbench, v: View, editor, follow: list) -> None:
     v.table.select(on_table_select, None, select_outputs, api_visibility="private", show_progress="hidden")
 
     def stop(run):
+        """Stop the selected run (its whole process group)."""
         if not run:
             return {v.action_msg: err_md("select a run first")}
         try:
@@ -147,6 +182,7 @@ def wire(wb: Workbench, v: View, editor, follow: list) -> None:
     v.stop_btn.click(stop, [v.selected], [v.action_msg, v.detail, v.table, v.stop_btn], api_name="ui_stop", api_visibility="undocumented")
 
     def resume(run):
+        """Resume the selected run from its latest checkpoint."""
         if not run:
             return {v.action_msg: err_md("select a run first")}
         try:
@@ -161,6 +197,7 @@ def wire(wb: Workbench, v: View, editor, follow: list) -> None:
                        api_visibility="undocumented")
 
     def ask_delete(run):
+        """Ask for confirmation before deleting."""
         if not run:
             return {v.action_msg: err_md("select a run first")}
         return {v.confirm_md: f"Delete the run **{html.escape(run)}** and its whole folder (checkpoints, samples, log)?",
@@ -170,6 +207,7 @@ def wire(wb: Workbench, v: View, editor, follow: list) -> None:
     v.confirm_no.click(lambda: gr.Row(visible=False), None, v.confirm_row, api_visibility="private")
 
     def do_delete(run):
+        """Delete after confirmation."""
         try:
             wb.delete_run(run, run)
         except WorkbenchError as e:
@@ -193,6 +231,7 @@ def refresh(wb: Workbench, v: View, follow: list, others: list = ()):
     others = list(others)
 
     def tick(selected, sig, *followed):
+        """One timer refresh; sends only what changed."""
         sig = dict(sig or {})
         out: dict = {}
         rows = wb.run_rows()
