@@ -9,7 +9,7 @@ PY="${PYTHON:-python3}"
 
 need_apt=()
 [ -f /usr/share/datasets/fashion-mnist/train-images-idx3-ubyte.gz ] || need_apt+=(dataset-fashion-mnist)
-[ -x /usr/bin/chromium ] || need_apt+=(chromium chromium-driver)
+[ -x /usr/bin/chromium ] || need_apt+=(chromium)  # headless browser of the workbench UI test (Playwright drives it)
 if [ ${#need_apt[@]} -gt 0 ]; then
   $SUDO apt-get update -q
   DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -q "${need_apt[@]}"

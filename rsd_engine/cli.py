@@ -140,16 +140,15 @@ def _cmd_sample(args) -> int:
     from .evaluation import generate
     from .grids import save_grid
     from .operators import build_operator
+    from .training import teacher_checkpoint_dir
     from .runs import RunDir
 
     run = RunDir(args.run_dir)
     preset = cfg.load(run.preset_path)
-    name, folder = ("generator_ema", "generator-final") if args.model == "generator" else ("ema", "teacher-final")
-    ck_dir = run.checkpoints / folder
-    if args.model != "generator" and preset.teacher.checkpoint:
-        ck_dir = Path(preset.teacher.checkpoint)
-        ck_dir = ck_dir / "checkpoints" / "teacher-final" if (ck_dir / "checkpoints").is_dir() else ck_dir
-    net = load_checkpoint(ck_dir).build(name).eval()
+    if args.model == "generator":
+        net = load_checkpoint(run.checkpoints / "generator-final").build("generator_ema").eval()
+    else:
+        net = load_checkpoint(teacher_checkpoint_dir(preset, run)).build("ema").eval()
     shape = (preset.data.channels, preset.data.resolution, preset.data.resolution)
     stop = preset.eval.stop_sigma if preset.eval.stop_sigma is not None else preset.corruption.noise_sigma
     samples = generate(args.model, net, range(args.seed_start, args.seed_start + args.n), shape, batch_size=preset.eval.batch_size,
@@ -188,11 +187,17 @@ def _cmd_evaluate(args) -> int:
 
 
 def _cmd_preview(args) -> int:
+    from .data import training_measurements
     from .preview import preview_grid
 
     preset = cfg.load(args.preset, args.overrides)
     preview_grid(preset, args.n, Path(args.out))
+    d, c = preset.data, preset.corruption
+    n_train = len(training_measurements(preset))
     print(args.out)
+    print(f"data: {d.source}{' ' + d.path if d.path else ''}, {n_train} training images, {d.resolution}×{d.resolution}, "
+          f"{d.channels} channel{'s' if d.channels > 1 else ''}; operator {c.operator}, σ = {c.noise_sigma}")
+    print("rows: clean test images (shown for evaluation only) | measurements y = A(x) + σε | adjoint Aᵀy")
     return 0
 
 

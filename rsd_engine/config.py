@@ -150,15 +150,18 @@ class NetworkConfig(_Section):
 
     @model_validator(mode="after")
     def _check(self) -> "NetworkConfig":
+        problems = []
         bad = [c for c in self.block_out_channels if c <= 0 or c % self.norm_groups]
         if bad:
-            raise ValueError(f"block_out_channels {self.block_out_channels}: every entry must be a positive multiple of norm_groups={self.norm_groups}")
+            problems.append(("network.block_out_channels", f"{self.block_out_channels}: every entry must be a positive multiple of network.norm_groups = {self.norm_groups}"))
         n = len(self.block_out_channels)
         bad_levels = [a for a in self.attention_levels if not 0 <= a < n]
         if bad_levels:
-            raise ValueError(f"attention_levels {self.attention_levels}: each must be a level index in 0..{n - 1}")
+            problems.append(("network.attention_levels", f"{self.attention_levels}: each must be a level index in 0..{n - 1}"))
         if self.sigma_min >= self.sigma_max:
-            raise ValueError(f"sigma_min={self.sigma_min} must be < sigma_max={self.sigma_max}")
+            problems.append(("network.sigma_min", f"{self.sigma_min} must be < network.sigma_max = {self.sigma_max}"))
+        if problems:
+            raise _CrossFieldError(problems)
         return self
 
 
@@ -175,7 +178,7 @@ class TeacherConfig(_Section):
     lr: float = Field(2e-4, gt=0.0, le=1.0, description="Adam learning rate")
     lr_warmup_kimg: float = Field(10.0, ge=0.0, description="linear learning-rate warm-up, thousands of images")
     ema_halflife_kimg: float = Field(10.0, gt=0.0, description="EMA half-life, thousands of images")
-    ema_rampup_ratio: Optional[float] = Field(0.05, gt=0.0, description="EMA ramp-up: half-life ≤ ratio × images seen (none = off)")
+    ema_rampup_ratio: float = Field(0.05, ge=0.0, description="EMA ramp-up: half-life ≤ ratio × images seen (0 = off)")
     p_mean: float = Field(-1.2, description="mean of ln σ during training")
     p_std: float = Field(1.2, gt=0.0, description="std of ln σ during training")
     grad_clip: Optional[float] = Field(None, gt=0.0, description="max gradient norm (none = no clipping)")
@@ -196,7 +199,7 @@ class DistillConfig(_Section):
     fake_score_beta1: float = Field(0.0, ge=0.0, lt=1.0, description="Adam β1 of the fake score")
     loss_scale_generator: float = Field(100.0, gt=0.0, description="generator loss scale")
     ema_halflife_kimg: float = Field(0.5, gt=0.0, description="generator EMA half-life, thousands of images")
-    ema_rampup_ratio: Optional[float] = Field(0.05, gt=0.0, description="EMA ramp-up ratio (none = off)")
+    ema_rampup_ratio: float = Field(0.05, ge=0.0, description="EMA ramp-up: half-life ≤ ratio × images seen (0 = off)")
     grad_clip_fake_score: Optional[float] = Field(None, gt=0.0, description="max gradient norm of the fake score (none = off)")
     checkpoint_every_kimg: float = Field(2.0, gt=0.0, description="write a resumable checkpoint every this many kimg")
 
@@ -461,7 +464,7 @@ def schema_fields() -> list[dict[str, Any]]:
 
     Returns:
         one dict per field: ``section``, ``key``, ``default``, ``type`` (JSON-schema type or ``enum``),
-        ``choices`` (for enums), ``description`` (unit and range), ``minimum``/``maximum`` where set.
+        ``choices`` (for enums; ``corruption.operator`` lists the operator registry), ``description`` (unit and range), ``minimum``/``maximum`` where set.
         Nested tables are flattened into dotted keys: an operator's parameters have ``section``
         ``"corruption"`` and ``key`` such as ``"gaussian_blur.kernel_size"``.
     """
@@ -487,6 +490,10 @@ def schema_fields() -> list[dict[str, Any]]:
             }
             if entry["type"] == "enum":
                 entry["choices"] = main.get("enum", [main.get("const")])
+            if (section, prefix + key) == ("corruption", "operator"):
+                from .operators import OPERATORS
+
+                entry["type"], entry["choices"] = "enum", sorted(OPERATORS)
             for bound in ("minimum", "maximum", "exclusiveMinimum", "exclusiveMaximum"):
                 if bound in main:
                     entry[bound] = main[bound]

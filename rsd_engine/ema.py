@@ -13,13 +13,13 @@ from torch import nn
 __all__ = ["ema_beta", "update_ema"]
 
 
-def ema_beta(batch: int, images_seen: float, halflife_kimg: float, rampup_ratio: float | None) -> float:
+def ema_beta(batch: int, images_seen: float, halflife_kimg: float, rampup_ratio: float = 0.0) -> float:
     """β of one EMA update after a step of ``batch`` images taken when ``images_seen`` images had been seen.
 
-    Returns a float in [0, 1).
+    ``rampup_ratio`` 0 switches the ramp-up off. Returns a float in [0, 1).
     """
     halflife = halflife_kimg * 1000.0
-    if rampup_ratio is not None:
+    if rampup_ratio > 0:
         halflife = min(halflife, images_seen * rampup_ratio)
     return 0.5 ** (batch / max(halflife, 1e-8))
 

@@ -151,6 +151,7 @@ class _Passthrough(nn.Module):
         self.num_features = int(num_features)
 
     def forward(self, feats: torch.Tensor) -> torch.Tensor:
+        """Return the (N, d) features unchanged."""
         return feats
 
 

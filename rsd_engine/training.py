@@ -30,7 +30,7 @@ from .objectives import teacher_loss
 from .runs import RunDir, atomic_write_json
 from .signals import STOP
 
-__all__ = ["StopRequested", "Pipeline", "make_accelerator"]
+__all__ = ["StopRequested", "Pipeline", "make_accelerator", "teacher_checkpoint_dir"]
 
 log = logging.getLogger("rsd_engine")
 _STAGE_IDS = {"teacher": 1, "distill": 2}
@@ -53,6 +53,16 @@ def make_accelerator(preset) -> Accelerator:
     return Accelerator(cpu=cpu, mixed_precision=a.mixed_precision)
 
 
+def teacher_checkpoint_dir(preset, run: RunDir) -> Path:
+    """Where a run's teacher EMA lives: ``teacher.checkpoint`` when set (a run folder or a checkpoint
+    folder), else ``run_dir/checkpoints/teacher-final``."""
+    src = preset.teacher.checkpoint
+    if src:
+        path = Path(src)
+        return path / "checkpoints" / "teacher-final" if (path / "checkpoints").is_dir() else path
+    return run.checkpoints / "teacher-final"
+
+
 def _step_seed(seed: int, stage: str, rank: int, images_seen: int) -> int:
     return (seed * 1_000_003 + _STAGE_IDS[stage] * 999_983 + rank * 7_919 + images_seen) % (2**63 - 1)
 
@@ -73,6 +83,7 @@ class _Clock:
     t0: float = field(default_factory=time.perf_counter)
 
     def rates(self, images_seen: int) -> tuple[float, float]:
+        """(images per second since the stage (re)started, seconds left; ∞ before the first image)."""
         dt = max(time.perf_counter() - self.t0, 1e-9)
         ips = (images_seen - self.start_images) / dt
         eta = (self.total - images_seen) / ips if ips > 0 else math.inf
@@ -103,6 +114,7 @@ class Pipeline:
     # ---------------------------------------------------------------- helpers
     @property
     def main(self) -> bool:
+        """Whether this is the main process (the one that writes files and evaluates)."""
         return self.acc.is_main_process
 
     def _event(self, stage: str, kind: str, **fields) -> None:
@@ -130,12 +142,8 @@ class Pipeline:
 
     # ---------------------------------------------------------------- teacher
     def teacher_final(self) -> Path:
-        """Folder of the trained teacher EMA: ``teacher.checkpoint`` if set, else this run's ``teacher-final``."""
-        src = self.p.teacher.checkpoint
-        if src:
-            path = Path(src)
-            return path / "checkpoints" / "teacher-final" if (path / "checkpoints").is_dir() else path
-        return self._ckpt("teacher-final")
+        """Folder of the trained teacher EMA (see :func:`teacher_checkpoint_dir`)."""
+        return teacher_checkpoint_dir(self.p, self.run)
 
     def train_teacher(self) -> None:
         """Phase I: the corruption-aware teacher (METHOD.md §2) with EMA; writes ``teacher-final``."""
@@ -236,7 +244,8 @@ class Pipeline:
                 rec = self.evaluator.fid_record(model, samples, seeds)
                 if rec["fid"] is not None:
                     log.info("%s live FID %.2f (n=%d) at %.1f kimg", model, rec["fid"], rec["n"], kimg)
-                    self._event(stage, "fid", kimg=kimg, model=model, fid=rec["fid"], kid=rec["kid"], n=rec["n"], weights=rec["weights"])
+                    self._event(stage, "fid", kimg=kimg, model=model, fid=rec["fid"], kid=rec["kid"], n=rec["n"],
+                                seeds=rec["seeds"], weights=rec["weights"], reference=rec["reference"])
         self.acc.wait_for_everyone()
 
     def _generate(self, model: str, net: EDMPrecond, seeds: range):

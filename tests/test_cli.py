@@ -135,3 +135,15 @@ def test_events_stay_valid_json_with_nan_losses(tmp_path):
     run.append_event("distill", "progress", loss_generator=float("nan"), nested={"x": [float("inf"), 1.0]})
     (event,) = run.read_events()
     assert event["loss_generator"] is None and event["nested"]["x"] == [None, 1.0]
+
+
+@pytest.mark.parametrize("operator", ["gaussian_blur", "random_inpainting", "box_inpainting", "super_resolution"])
+def test_tiny_run_of_every_operator(preset_file, tmp_path, operator):
+    out = tmp_path / operator
+    assert main(["run", str(preset_file), "--out", str(out), "--set", f"corruption.operator={operator}",
+                 "--set", "eval.final_fid_n=0", "--set", "eval.grid_n=2", "--set", "distill.kimg=0.016"]) == 0
+    run = RunDir(out)
+    assert run.read_status()["state"] == "done"
+    assert (run.samples / "generator.png").is_file() and (run.samples / "measurements.png").is_file()
+    ck = (run.checkpoints / "generator-final" / "generator_ema.safetensors")
+    assert ck.is_file()

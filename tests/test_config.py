@@ -66,7 +66,13 @@ def test_sigma_init_must_lie_in_the_teachers_sigma_range():
 
 def test_norm_groups_must_divide_channels():
     problems, _ = _problems("[network]\nblock_out_channels = [12, 24]\nnorm_groups = 8\n")
-    assert "network" in problems
+    assert "network.block_out_channels" in problems
+
+
+def test_every_default_survives_a_save_and_reload():
+    p = cfg.loads("[teacher]\nema_rampup_ratio = 0\n")
+    again = cfg.loads(cfg.dumps(p))
+    assert again.teacher.ema_rampup_ratio == 0 and again == p
 
 
 def test_fashion_mnist_is_grey():

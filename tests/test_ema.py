@@ -11,7 +11,7 @@ def test_first_update_with_rampup_has_beta_zero():
 
 def test_half_life_halves_after_that_many_images():
     assert abs(ema_beta(100, 10**9, 0.1, 0.05) - 0.5) < 1e-12
-    assert abs(ema_beta(100, 0, 0.1, None) - 0.5) < 1e-12
+    assert abs(ema_beta(100, 0, 0.1, 0.0) - 0.5) < 1e-12
 
 
 def test_rampup_limits_half_life_to_ratio_of_images_seen():

@@ -470,7 +470,7 @@ def test_client_tiny_run_to_done_metrics_and_gallery(served):
     text = _tiny_text(client)
     info = client.predict(text, "tiny-done", api_name="/launch_run")
     assert info["run"] == "tiny-done"
-    end = time.monotonic() + 240
+    end = time.monotonic() + 420
     state = ""
     while time.monotonic() < end:
         state = client.predict("tiny-done", api_name="/run_status")["state"]

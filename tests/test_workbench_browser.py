@@ -54,7 +54,7 @@ def test_browser_edit_launch_gallery(tmp_path):
             browser = p.chromium.launch(executable_path=str(CHROMIUM), args=ARGS)
             page = browser.new_page(viewport={"width": 1400, "height": 1000})
             page.goto(f"http://127.0.0.1:{port}/")
-            page.wait_for_selector("#preset-editor .cm-content", timeout=60_000)
+            page.wait_for_selector("#preset-editor .cm-content", timeout=120_000)
             assert 'name = "quickstart"' in _editor_text(page)
 
             # the raw TOML editor: replace everything with the tiny preset
@@ -85,7 +85,7 @@ def test_browser_edit_launch_gallery(tmp_path):
 
             # the gallery follows the launched run and fills in when it is done
             page.get_by_role("tab", name="5 · Gallery").click()
-            page.locator("#gallery-title-a").get_by_text("state done").wait_for(timeout=240_000)
+            page.locator("#gallery-title-a").get_by_text("state done").wait_for(timeout=420_000)
             for model in ("measurements", "teacher-truncated", "teacher-full", "generator"):
                 page.locator(f"#gallery-a-{model} img").first.wait_for(timeout=30_000)
             page.wait_for_timeout(1000)

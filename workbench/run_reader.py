@@ -280,7 +280,7 @@ def latest_values(events: list[dict]) -> str:
         if key.startswith("fid-"):
             parts.append(f"live FID {e.get('model')} **{_num(e.get('fid'), '{:.2f}')}** (n={e.get('n')}) at {_num(e.get('kimg'), '{:.3g}')} kimg")
     if not any(k.startswith("fid-") for k in last):
-        parts.append("no live FID yet (eval.live_fid_n = 0, or the first eval.every_kimg not reached)")
+        parts.append("no live FID yet (eval.live_fid_n = 0, or the first eval.teacher_every_kimg / eval.distill_every_kimg not reached)")
     if "warning" in last:
         parts.append(f"⚠ last warning: {last['warning'].get('message', '')}")
     return "Latest: " + " · ".join(parts) if events else "No events yet."

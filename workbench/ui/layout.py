@@ -15,8 +15,9 @@ REFRESH_S = 2.0
 CSS = """
 .field-error { border-left: 3px solid #d33 !important; padding-left: 4px; }
 #preset-validation { min-height: 2.5em; }
-/* keep validation and the TOML in view while scrolling through the form */
-#preset-side { position: sticky; top: 8px; align-self: flex-start; }
+/* the form scrolls inside its column, so validation and the TOML stay in view beside it */
+#preset-form { max-height: 78vh; overflow-y: auto; flex-wrap: nowrap !important; padding-right: 6px; }
+#preset-form > * { flex-shrink: 0 !important; }
 #wb-header p { margin: 0.2em 0; }
 footer { display: none !important; }
 /* sample grids: scale up small PNGs without smoothing, so every pixel stays visible */

@@ -139,7 +139,7 @@ def wire(wb: Workbench, v: View, launch_summary=None) -> None:
         out[v.current] = _current_md(name, kind, text != loaded)
         problems: dict[str, str] = {}
         for fname, msg in val.problems:
-            problems.setdefault(fname, msg)
+            problems.setdefault(_field_of(fname, msg, v.widgets), msg)
         per_section: dict[str, int] = {}
         for fname in problems:
             per_section[fname.split(".")[0]] = per_section.get(fname.split(".")[0], 0) + 1
@@ -298,6 +298,16 @@ def launch_md(name: str | None, modified: bool, val: pe.Validation) -> str:
         return f"Launch starts {label}{mod} from the Presets tab — ✗ it has {len(val.problems)} problem(s); fix them there first."
     procs = f"{val.num_processes} process{'es' if val.num_processes > 1 else ''}"
     return f"Launch starts {label}{mod} from the Presets tab — ✓ valid · run.name `{val.run_name}` · {procs} · mixed precision `{val.mixed_precision}`"
+
+
+def _field_of(name: str, message: str, widgets: dict) -> str:
+    """The form field a problem belongs to. A problem the engine reports for a whole section
+    (``network``) whose message starts with one of its keys is shown on that key's widget."""
+    if "." in name or name.startswith("("):
+        return name
+    first = message.strip().split(" ", 1)[0].rstrip(":")
+    candidate = f"{name}.{first}"
+    return candidate if candidate in widgets else name
 
 
 def _safe_kind(wb: Workbench, name: str | None) -> str | None:
