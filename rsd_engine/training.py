@@ -205,21 +205,37 @@ class Pipeline:
                 ips, eta = clock.rates(images_seen)
                 mean_loss = sum(losses) / len(losses)
                 bar.set_postfix(loss=f"{mean_loss:.4g}", img_s=f"{ips:.1f}")
-                self._event("teacher", "progress", kimg=images_seen / 1000, loss=mean_loss, lr=lr, images_per_s=ips)
-                self._status(kimg=images_seen / 1000, progress=images_seen / total, it_per_s=ips / batch, images_per_s=ips, eta_s=None if math.isinf(eta) else eta)
+                self._report("teacher", images_seen, total, batch, ips, eta, loss=mean_loss, lr=lr)
                 losses.clear()
                 last_report = time.perf_counter()
-            if self._boundaries(before, images_seen, t.checkpoint_every_kimg) or done or stop:
-                self._save("teacher-latest", {"net": acc.unwrap_model(net), "ema": ema}, {"net": opt}, "teacher", images_seen)
-            if (self._boundaries(before, images_seen, self.p.eval.teacher_every_kimg) or done) and not stop:
-                self._live_eval("teacher", ema, images_seen)
-            if stop:
-                bar.close()
-                raise StopRequested()
+            self._after_step("teacher", before, images_seen, done, stop, bar, t.checkpoint_every_kimg, self.p.eval.teacher_every_kimg,
+                             {"net": acc.unwrap_model(net), "ema": ema}, {"net": opt}, ema)
         bar.close()
         if self.main:
             save_checkpoint(self._ckpt("teacher-final"), {"ema": ema}, self.net_config, {"stage": "teacher", "images_seen": images_seen, "objective": self.objective}, self.preset_toml)
         acc.wait_for_everyone()
+
+    def _report(self, stage: str, images_seen: int, total: int, batch: int, ips: float, eta: float, **losses) -> None:
+        """A ``progress`` event with the stage's losses, and the status line (kimg, progress, speed, ETA)."""
+        self._event(stage, "progress", kimg=images_seen / 1000, images_per_s=ips, **losses)
+        self._status(kimg=images_seen / 1000, progress=images_seen / total, it_per_s=ips / batch, images_per_s=ips,
+                     eta_s=None if math.isinf(eta) else eta)
+
+    def _after_step(self, stage: str, before: int, images_seen: int, done: bool, stop: bool, bar, every_ckpt: float,
+                    every_eval: float, nets: dict, opts: dict, eval_net: EDMPrecond) -> None:
+        """Checkpoint (every ``every_ckpt`` kimg, at the end and on stop), live evaluation of ``eval_net``
+        (every ``every_eval`` kimg and at the end), and the stop itself.
+
+        Raises:
+            StopRequested: after the checkpoint, when a stop was requested.
+        """
+        if self._boundaries(before, images_seen, every_ckpt) or done or stop:
+            self._save(f"{stage}-latest", nets, opts, stage, images_seen)
+        if (self._boundaries(before, images_seen, every_eval) or done) and not stop:
+            self._live_eval(stage, eval_net, images_seen)
+        if stop:
+            bar.close()
+            raise StopRequested()
 
     def _save(self, name: str, nets: dict, opts: dict, stage: str, images_seen: int) -> None:
         if self.main:
@@ -340,22 +356,14 @@ class Pipeline:
             if time.perf_counter() - last_report > 5 or done or stop:
                 ips, eta = clock.rates(images_seen)
                 bar.set_postfix(loss_f=f"{acc_f / steps:.4g}", loss_g=f"{acc_g / steps:.4g}", img_s=f"{ips:.1f}")
-                self._event("distill", "progress", kimg=images_seen / 1000, loss_fake_score=acc_f / steps, loss_generator=acc_g / steps,
-                            nan_count=nan_total, images_per_s=ips)
-                self._status(kimg=images_seen / 1000, progress=images_seen / total, it_per_s=ips / batch, images_per_s=ips, eta_s=None if math.isinf(eta) else eta)
+                self._report("distill", images_seen, total, batch, ips, eta, loss_fake_score=acc_f / steps, loss_generator=acc_g / steps, nan_count=nan_total)
                 if nan_total:
                     log.warning("distill: %d generator samples with non-finite loss dropped so far", nan_total)
                 acc_f, acc_g, steps = 0.0, 0.0, 0
                 last_report = time.perf_counter()
-            nets = {"fake_score": fake_raw, "generator": gen_raw, "generator_ema": gen_ema}
-            opts = {"fake_score": opt_f, "generator": opt_g}
-            if self._boundaries(before, images_seen, d.checkpoint_every_kimg) or done or stop:
-                self._save("distill-latest", nets, opts, "distill", images_seen)
-            if (self._boundaries(before, images_seen, self.p.eval.distill_every_kimg) or done) and not stop:
-                self._live_eval("distill", gen_ema, images_seen)
-            if stop:
-                bar.close()
-                raise StopRequested()
+            self._after_step("distill", before, images_seen, done, stop, bar, d.checkpoint_every_kimg, self.p.eval.distill_every_kimg,
+                             {"fake_score": fake_raw, "generator": gen_raw, "generator_ema": gen_ema},
+                             {"fake_score": opt_f, "generator": opt_g}, gen_ema)
         bar.close()
         if self.main:
             save_checkpoint(self._ckpt("generator-final"), {"generator_ema": gen_ema}, self.net_config,

@@ -1,7 +1,6 @@
 """Metrics: the quantiser, FID/KID through torchmetrics with the offline TF-Inception, PSNR/SSIM,
 the reference cache (CASES.md 1–6)."""
 
-from pathlib import Path
 
 import pytest
 import torch

@@ -324,7 +324,7 @@ class Workbench:
         and ``alive`` telling whether any of its processes still runs."""
         path = self.run_dir(run)
         self.launcher.reconcile(run)
-        status = run_reader._read_json(path / "status.json")
+        status = run_reader.read_json(path / "status.json")
         status["state"] = status.get("state") or self.launcher.state(run)
         status["alive"] = self.launcher.is_alive(run)
         status["run"] = run
@@ -336,7 +336,7 @@ class Workbench:
 
     def run_metrics(self, run: str) -> dict:
         """metrics.json of a run (``{}`` before evaluation)."""
-        return run_reader._read_json(self.run_dir(run) / "metrics.json")
+        return run_reader.read_json(self.run_dir(run) / "metrics.json")
 
     def log_tail(self, run: str, lines: int = 200) -> str:
         """The end of the run's log (and of console.txt when the run crashed)."""

@@ -23,7 +23,6 @@ asked for, ``failed`` otherwise) so the page never shows a dead run as running.
 
 from __future__ import annotations
 
-import json
 import os
 import shutil
 import signal
@@ -34,7 +33,10 @@ import time
 from pathlib import Path
 from typing import Any
 
+from rsd_engine.runs import atomic_write_json
+
 from .names import BadName, check_name, inside
+from .run_reader import read_json
 
 __all__ = ["Launcher", "LaunchError", "FINAL_STATES"]
 
@@ -144,7 +146,7 @@ class Launcher:
             "launched": round(time.time(), 3),
             "stop_requested": False,
         }
-        _write_json(run_dir / "workbench.json", record)
+        atomic_write_json(run_dir / "workbench.json", record)
         with self._lock:
             self._procs[run] = proc
         return proc.pid
@@ -185,7 +187,7 @@ class Launcher:
             raise LaunchError(f"no run named {run!r}")
         if self.is_alive(run):
             raise LaunchError(f"run {run!r} is still running; stop it before resuming")
-        state = _read_json(run_dir / "status.json").get("state")
+        state = read_json(run_dir / "status.json").get("state")
         if state == "done":
             raise LaunchError(f"run {run!r} is done; nothing to resume")
         if not (run_dir / "preset.toml").is_file():
@@ -210,12 +212,12 @@ class Launcher:
             raise LaunchError(f"no run named {run!r}")
         if not self.is_alive(run):
             raise LaunchError(f"run {run!r} is not running (state: {self.state(run)})")
-        record = _read_json(run_dir / "workbench.json")
+        record = read_json(run_dir / "workbench.json")
         if not record:
             raise LaunchError(f"run {run!r} was not started by a workbench; stop it where it was started (Ctrl-C)")
         record["stop_requested"] = True
         record["stop_requested_at"] = round(time.time(), 3)
-        _write_json(run_dir / "workbench.json", record)
+        atomic_write_json(run_dir / "workbench.json", record)
         with self._lock:
             thread = self._stoppers.get(run)
             if thread is None or not thread.is_alive():
@@ -268,19 +270,19 @@ class Launcher:
         if proc is not None and proc.poll() is None:
             return True
         run_dir = self.run_dir(run)
-        record = _read_json(run_dir / "workbench.json")
+        record = read_json(run_dir / "workbench.json")
         if record.get("pgid"):
             pgid = int(record["pgid"])
             if proc is None and _pid_reused(pgid, record.get("start_ticks")):
                 return False
             return _group_exists(pgid)
-        pid = _read_json(run_dir / "status.json").get("pid")
+        pid = read_json(run_dir / "status.json").get("pid")
         return bool(pid) and _pid_alive(int(pid))
 
     def state(self, run: str) -> str:
         """The run's state for the page: the status.json state, or ``starting`` / ``unknown``."""
         run_dir = self.run_dir(run)
-        state = _read_json(run_dir / "status.json").get("state")
+        state = read_json(run_dir / "status.json").get("state")
         if state:
             return state
         return "starting" if self.is_alive(run) else "unknown"
@@ -288,8 +290,8 @@ class Launcher:
     def reconcile(self, run: str) -> None:
         """Give a dead run without a final state one (see :meth:`_finalize`). Cheap; called on refresh."""
         run_dir = self.run_dir(run)
-        status = _read_json(run_dir / "status.json")
-        record = _read_json(run_dir / "workbench.json")
+        status = read_json(run_dir / "status.json")
+        record = read_json(run_dir / "workbench.json")
         if status.get("state") in FINAL_STATES or not (status or record):
             return
         if self.is_alive(run):
@@ -311,10 +313,10 @@ class Launcher:
         with self._lock:
             proc = self._procs.pop(run, None)
         code = proc.poll() if proc is not None else None
-        status = _read_json(run_dir / "status.json")
+        status = read_json(run_dir / "status.json")
         if status.get("state") in FINAL_STATES:
             return
-        record = _read_json(run_dir / "workbench.json")
+        record = read_json(run_dir / "workbench.json")
         if record.get("stop_requested"):
             fields = {"state": "stopped", "error": status.get("error") or "stopped from the workbench; the engine ended before writing its final state"}
         else:
@@ -323,7 +325,7 @@ class Launcher:
             fields = {"state": "failed", "error": f"the engine process ended{code_text} {where}; see console.txt"}
         status.update(fields)
         status["updated"] = round(time.time(), 3)
-        _write_json(run_dir / "status.json", status)
+        atomic_write_json(run_dir / "status.json", status)
 
     def _watch(self) -> None:
         while not self._closed.wait(self.poll_s):
@@ -423,19 +425,3 @@ def _pid_reused(pid: int, start_ticks: Any) -> bool:
     return now is not None and now != start_ticks
 
 
-def _read_json(path: Path) -> dict:
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return {}
-    return data if isinstance(data, dict) else {}
-
-
-def _write_json(path: Path, obj: dict) -> None:
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.{threading.get_ident()}.tmp")
-    with open(tmp, "w", encoding="utf-8") as f:
-        json.dump(obj, f, indent=2, sort_keys=True)
-        f.write("\n")
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)

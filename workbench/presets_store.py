@@ -9,10 +9,10 @@ no call reads or writes outside these two folders.
 
 from __future__ import annotations
 
-import os
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
+
+from rsd_engine.runs import atomic_write_text
 
 from .names import BadName, check_name, inside
 
@@ -120,7 +120,7 @@ class PresetStore:
         if kind == "user" and not overwrite:
             raise StoreError(f"a preset named {name!r} exists already; choose another name or use Save")
         self.user_dir.mkdir(parents=True, exist_ok=True)
-        _atomic_write(inside(self.user_dir, f"{name}.toml"), text)
+        atomic_write_text(inside(self.user_dir, f"{name}.toml"), text)
         return name
 
     def duplicate(self, source: str, target: str) -> str:
@@ -145,16 +145,3 @@ class PresetStore:
         if kind is None:
             raise StoreError(f"no user preset named {name!r}")
         inside(self.user_dir, f"{name}.toml").unlink()
-
-
-def _atomic_write(path: Path, text: str) -> None:
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(text)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise

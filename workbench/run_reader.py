@@ -63,7 +63,8 @@ _SNAPSHOT = re.compile(r"^(?P<model>.+)-kimg(?P<kimg>\d{6})\.png$")
 _RUN_FILES = ("preset.toml", "status.json", "workbench.json")
 
 
-def _read_json(path: Path) -> dict:
+def read_json(path: Path) -> dict:
+    """A JSON object file as a dict; ``{}`` when missing, unreadable, half-written or not an object."""
     try:
         data = json.loads(path.read_text(encoding="utf-8"))
     except (OSError, ValueError):
@@ -85,7 +86,7 @@ def list_runs(runs_dir: str | Path) -> list[str]:
         except BadName:
             continue
         if any((child / f).exists() for f in _RUN_FILES):
-            record = _read_json(child / "workbench.json")
+            record = read_json(child / "workbench.json")
             started = record.get("launched") or _mtime(child)
             found.append((started, child.name))
     return [name for _, name in sorted(found, reverse=True)]
@@ -132,7 +133,7 @@ def run_row(run_dir: Path, state_override: str | None = None) -> dict:
         ``{"run", "state", "stage", "progress", "kimg", "kimg_total", "images_per_s", "it_per_s",
         "eta_s", "updated", "error"}``; numbers may be ``None``.
     """
-    status = _read_json(run_dir / "status.json")
+    status = read_json(run_dir / "status.json")
     state = status.get("state") or state_override or "unknown"
     images_per_s = status.get("images_per_s")
     if images_per_s is None:
@@ -403,7 +404,7 @@ def log_tail(run_dir: Path, lines: int = 200) -> str:
     if log:
         parts.append(log)
     console = _tail(run_dir / "console.txt", 60)
-    status = _read_json(run_dir / "status.json")
+    status = read_json(run_dir / "status.json")
     if console and (not log or status.get("state") == "failed" or "Traceback" in console):
         parts.append("── console.txt (stdout/stderr of the processes) ──\n" + console)
     return "\n\n".join(parts) if parts else "(no log yet)"
