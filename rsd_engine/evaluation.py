@@ -61,10 +61,11 @@ def seed_masks(op: Operator, seeds: range, device=None) -> torch.Tensor | None:
 
 @dataclass
 class Samples:
-    """Generated images (N, C, H, W) float32 in ≈[-1, 1], denoiser evaluations per image, wall seconds."""
+    """Generated images (N, C, H, W) float32 in ≈[-1, 1], denoiser evaluations per image (``None`` for a
+    teacher sampler that drew no sample), wall seconds."""
 
     images: torch.Tensor
-    nfe: int
+    nfe: int | None
     seconds: float
 
     @property
@@ -104,7 +105,7 @@ def generate(
     """
     if model not in MODELS:
         raise ValueError(f"unknown model {model!r}; allowed: {', '.join(MODELS)}")
-    outs, nfe = [], 1
+    outs, nfe = [], (1 if model == "generator" else None)
     start = time.perf_counter()
     for s in range(0, len(seeds), batch_size):
         chunk = seeds[s : s + batch_size]

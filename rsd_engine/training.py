@@ -163,7 +163,7 @@ class Pipeline:
             ck.load_optimizers({"net": opt})
             images_seen = int(ck.state["images_seen"])
             log.info("teacher: resumed at %.3f kimg from %s", images_seen / 1000, ck.path)
-        log.info("teacher: %s parameters, objective %s, σ_c = %g, %d kimg", f"{count_parameters(net):,}", self.objective, self.p.corruption.noise_sigma, t.kimg)
+        log.info("teacher: %s parameters, objective %s, σ_c = %g, %g kimg", f"{count_parameters(net):,}", self.objective, self.p.corruption.noise_sigma, t.kimg)
         net, opt = acc.prepare(net, opt)
         ema.to(acc.device)
         stream = IndexStream(len(self.dataset), self.p.run.seed)
@@ -402,7 +402,7 @@ class Pipeline:
                     rec = {"model": model, "n": e.final_fid_n, "nfe": samples.nfe, "images_per_s": round(samples.images_per_s, 3),
                            "weights": "generator EMA" if model == "generator" else "teacher EMA", "fid": None, "note": "final FID disabled (eval.final_fid_n < 2)"}
                 metrics[model] = rec
-                log.info("%s: FID %s KID %s (n=%d, NFE %d, %.1f img/s)", model, _fmt(rec.get("fid")), _fmt(rec.get("kid")), rec["n"], rec["nfe"], rec["images_per_s"])
+                log.info("%s: FID %s KID %s (n=%d, NFE %s, %.1f img/s)", model, _fmt(rec.get("fid")), _fmt(rec.get("kid")), rec["n"], rec["nfe"], rec["images_per_s"])
                 self._status(progress=(i + 1) / (len(models) + 1))
             den = self.evaluator.denoiser_psnr(teacher)
             if den:
