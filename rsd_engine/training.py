@@ -376,6 +376,9 @@ class Pipeline:
         grids, the teacher-denoiser PSNR/SSIM; merged into metrics.json (other models' records are kept).
 
         Proximal FID is computed for the generator, the model it selects checkpoints of (METHOD.md §4).
+
+        Raises:
+            StopRequested: SIGTERM/SIGINT arrived; checked before each model.
         """
         metrics: dict = self.run.read_metrics()
         if self.main:
@@ -389,6 +392,8 @@ class Pipeline:
             save_grid(to_float(clean_u8), self.run.samples / "clean.png")
             models = [m for m in models if not (m == "teacher-truncated" and self.p.corruption.noise_sigma == 0 and e.stop_sigma is None)]
             for i, model in enumerate(models):
+                if STOP.is_set():  # evaluation restarts from scratch on resume; nothing to checkpoint
+                    raise StopRequested()
                 net = generator if model == "generator" else teacher
                 if net is None:
                     continue
