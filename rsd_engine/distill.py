@@ -144,7 +144,7 @@ def fake_score_step_loss(
         x_g = one_step_generate(generator, z, sigma_init, _network_mask(op, z))
         y_g, params = measure(op, x_g, noise_sigma)
     loss = teacher_loss(objective, fake_score, y_g, noise_sigma, p_mean, p_std,
-                        mask=params.get("mask"), delta=getattr(op, "delta", 0.0), loss_on="A_tilde")
+                        mask=params.get("mask"), delta=op.delta, loss_on="A_tilde")
     return loss.mean()
 
 

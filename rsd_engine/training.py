@@ -188,7 +188,7 @@ class Pipeline:
             net.train()
             with acc.autocast():
                 loss = teacher_loss(self.objective, net, y, self.p.corruption.noise_sigma, t.p_mean, t.p_std,
-                                    mask=mask, delta=getattr(self.op, "delta", 0.0)).mean()
+                                    mask=mask, delta=self.op.delta).mean()
             acc.backward(loss)
             _sanitise_grads(net)
             if t.grad_clip:

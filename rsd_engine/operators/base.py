@@ -24,6 +24,7 @@ class Operator(nn.Module):
         objective_family: which teacher objective family fits the measurements:
             ``"tweedie"`` (EDM / Ambient-Tweedie, METHOD.md §2a/2c) or ``"mask"`` (Ambient Diffusion, §2b).
         cond_channels: mask channels the networks take beside the image (0, or 1 for mask operators).
+        delta: fraction δ of observed pixels the Ambient further mask erases (mask operators set it; 0 otherwise).
 
     Args:
         channels: image channels C (1 or 3).
@@ -34,6 +35,7 @@ class Operator(nn.Module):
     linear: ClassVar[bool] = True
     objective_family: ClassVar[str] = "tweedie"
     cond_channels: ClassVar[int] = 0
+    delta: float = 0.0
 
     def __init__(self, channels: int, resolution: int):
         super().__init__()
