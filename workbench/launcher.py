@@ -69,6 +69,7 @@ class Launcher:
         self._procs: dict[str, subprocess.Popen] = {}
         self._stoppers: dict[str, threading.Thread] = {}
         self._lock = threading.RLock()
+        self._finalizing = threading.Lock()  # one _finalize at a time: the watcher and page refreshes race
         self._closed = threading.Event()
         self._watcher = threading.Thread(target=self._watch, name="rsd-workbench-watcher", daemon=True)
         self._watcher.start()
@@ -307,6 +308,10 @@ class Launcher:
         self._finalize(run)
 
     def _finalize(self, run: str) -> None:
+        with self._finalizing:
+            self._finalize_locked(run)
+
+    def _finalize_locked(self, run: str) -> None:
         run_dir = self.run_dir(run)
         if not run_dir.is_dir():
             return
