@@ -31,6 +31,7 @@ from rsd_engine.networks import build_network, count_parameters, network_config
 from rsd_engine.objectives import teacher_loss
 from rsd_engine.operators import build_operator
 from rsd_engine.sampling import heun_sample, one_step_generate
+from results_file import prepend_section
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -146,10 +147,7 @@ def main(argv: list[str] | None = None) -> int:
         f"Measured {time.strftime('%Y-%m-%d %H:%M')} with `{command}` (median of {args.repeats} runs after a warm-up).\n\n{table}\n"
     )
     print(section)
-    out = Path(args.out)
-    header = "# Benchmark results\n\nEach section is one run of a script in benchmarks/; newest first.\n\n"
-    old = out.read_text().split("\n\n", 2)[2] if out.exists() and out.read_text().startswith("# Benchmark results") else ""
-    out.write_text(header + section + ("\n" + old if old else ""))
+    prepend_section(Path(args.out), section)
     return 0
 
 

@@ -43,6 +43,15 @@ class EDMPrecond(nn.Module):
     (EDM Table 1). F is a diffusers ``UNet2DModel`` whose timestep input is c_noise. Mask channels
     ``cond`` are concatenated to c_in·x unscaled (CASES.md 11).
 
+    With a mask m = ``cond`` (1 = the network sees the pixel), the skip and output scales are taken per
+    pixel: EDM's on seen pixels, and c_skip = 0, c_out = σ_d on unseen ones, so that
+    D = m·(c_skip·x + c_out·F) + (1 − m)·σ_d·F. On an unseen pixel the input carries nothing to skip
+    and the target x has spread σ_d at every σ, which is EDM's own rule (c_skip, c_out) = (0, σ_d)
+    for an input without signal. With EDM's scales there, c_out → 0 as σ → 0 would force
+    D → 0 on unseen pixels: the Ambient loss on the A-but-not-Ã pixels would ask F for x/σ, and the
+    fixed-mask teacher sampler would end with the unseen pixels at 0. Our choice (the paper's
+    Ambient Diffusion teachers are released checkpoints whose parameterisation METHOD.md §2b does not give).
+
     Args:
         resolution: image side H = W.
         channels: image channels C.
@@ -92,13 +101,22 @@ class EDMPrecond(nn.Module):
             freq_shift=0,
         )
 
-    def coefficients(self, sigma: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
-        """(c_skip, c_out, c_in, c_noise) for σ of shape (B,), each returned with shape (B, 1, 1, 1)
-        except c_noise, shape (B,). EDM Table 1."""
+    def coefficients(
+        self, sigma: torch.Tensor, mask: torch.Tensor | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+        """(c_skip, c_out, c_in, c_noise) for σ of shape (B,) (EDM Table 1).
+
+        c_skip and c_out have shape (B, 1, 1, 1), or with a 0/1 ``mask`` (B, k, H, W) the mask's
+        shape, with (0, σ_d) where the mask is 0 (see the class docstring); c_in is (B, 1, 1, 1) and
+        c_noise (B,).
+        """
         sd = self.sigma_data
         s = sigma.reshape(-1, 1, 1, 1)
         c_skip = sd**2 / (s**2 + sd**2)
         c_out = s * sd / (s**2 + sd**2).sqrt()
+        if mask is not None:
+            m = mask.to(c_out.dtype)
+            c_skip, c_out = m * c_skip, m * c_out + (1 - m) * sd
         c_in = 1 / (sd**2 + s**2).sqrt()
         c_noise = sigma.reshape(-1).log() / 4
         return c_skip, c_out, c_in, c_noise
@@ -113,7 +131,8 @@ class EDMPrecond(nn.Module):
         Args:
             x: noisy images (B, C, H, W), clean signal in [-1, 1] plus noise of std σ.
             sigma: noise level, scalar or shape (B,), σ > 0 on the [-1, 1] scale.
-            cond: optional mask channels (B, k, H, W), passed unscaled.
+            cond: optional 0/1 mask channels (B, k, H, W), k = 1 or C, passed unscaled; where 0 the
+                pixel counts as unseen (c_skip = 0, c_out = σ_d). Callers pass x already masked.
 
         Returns:
             D(x; σ), shape (B, C, H, W), the clean-signal prediction.
@@ -125,10 +144,10 @@ class EDMPrecond(nn.Module):
         sigma = torch.as_tensor(sigma, dtype=torch.float32, device=x.device)
         if sigma.ndim == 0:
             sigma = sigma.expand(x.shape[0])
-        c_skip, c_out, c_in, c_noise = self.coefficients(sigma)
-        x_in = c_in * x32
         if (cond is None) != (self.cond_channels == 0):
             raise ValueError(f"network expects {self.cond_channels} conditioning channels, got {'none' if cond is None else cond.shape[1]}")
+        c_skip, c_out, c_in, c_noise = self.coefficients(sigma, cond)
+        x_in = c_in * x32
         if cond is not None:
             x_in = torch.cat([x_in, cond.to(x_in.dtype)], dim=1)
         f = self.raw(x_in, c_noise).to(torch.float32)

@@ -109,9 +109,12 @@ def ambient_mask_loss(
     5. ŷ = x̂ + Ã ⊙ (σ_c²/σ²)·(x_t − x̂): the §2a conversion to a prediction of the noisy y, applied
        only where the network saw x_t; on A-but-not-Ã pixels the measurement noise is independent
        of the input, so E[y | input] = E[x | input] there and ŷ = x̂;
-    6. loss = λ(σ)·‖M ⊙ (ŷ − y)‖² summed over pixels and channels, M = A (``loss_on="A"``, the
-       teacher's supervised loss) or M = Ã (``loss_on="A_tilde"``, the loss RSD's fake score
-       back-props, METHOD.md §3).
+    6. loss = Σ_pixels λ·(M ⊙ (ŷ − y))², M = A (``loss_on="A"``, the teacher's supervised loss) or
+       M = Ã (``loss_on="A_tilde"``, the loss RSD's fake score back-props, METHOD.md §3), with
+       λ = 1/c_out² of the mask-aware preconditioning: EDM's λ(σ) on pixels the network saw (Ã) and
+       1/σ_d² on the A-but-not-Ã pixels it predicts without seeing (:class:`EDMPrecond`). EDM's
+       λ(σ) ≈ 1/σ² there would scale an error of O(σ_d) by 1/σ² and let the smallest σ draws
+       dominate the teacher's gradient.
 
     With σ_c = 0, ŷ = x̂. With A = Ã = 1 (p = 0, δ = 0) it equals :func:`ambient_tweedie_loss` (and
     :func:`edm_loss` at σ_c = 0) for the same σ and noise. Values of y, of the noise and of the
@@ -150,7 +153,9 @@ def ambient_mask_loss(
     # Ã is 0/1, so on Ã this is exactly (1 − r)·x̂ + r·x_t (= y at clamped draws) and x̂ elsewhere.
     y_hat = a_tilde * ((1 - ratio) * x_hat + ratio * x_t) + (1 - a_tilde) * x_hat
     m = a if loss_on == "A" else a_tilde
-    per_pixel = edm_weight(s, unwrap(net).sigma_data) * (m * (y_hat - y)) ** 2
+    sd = unwrap(net).sigma_data
+    weight = a_tilde * edm_weight(s, sd) + (1 - a_tilde) / sd**2  # 1/c_out² per pixel (EDMPrecond)
+    per_pixel = weight * (m * (y_hat - y)) ** 2
     return per_pixel.flatten(1).sum(1)
 
 

@@ -66,3 +66,18 @@ def test_missing_cond_channels_is_an_error():
         assert "conditioning" in str(e)
     else:
         raise AssertionError("expected ValueError")
+
+
+def test_unseen_pixels_are_predicted_not_skipped():
+    """With a mask, D = m·(c_skip·x + c_out·F) + (1 − m)·σ_d·F: at σ → 0 seen pixels are x and unseen
+    ones σ_d·F, whatever x holds there (not 0, as EDM's c_out(σ) → 0 would give)."""
+    net = _net(cond=1)
+    net.raw = lambda x_in, c_noise: torch.ones(x_in.shape[0], 1, 8, 8)
+    x = torch.randn(2, 1, 8, 8)
+    mask = (torch.rand(2, 1, 8, 8) > 0.5).float()
+    d = net(x, torch.full((2,), 1e-6), cond=mask)
+    assert torch.allclose(d[mask == 1], x[mask == 1], atol=1e-4)
+    assert torch.allclose(d[mask == 0], torch.full_like(d[mask == 0], 0.5))
+    c_skip, c_out, _, _ = net.coefficients(torch.full((2,), 2.0), mask)
+    assert c_skip.shape == mask.shape and (c_skip[mask == 0] == 0).all() and (c_out[mask == 0] == 0.5).all()
+    assert torch.allclose(c_out[mask == 1], torch.full_like(c_out[mask == 1], 2 * 0.5 / math.sqrt(4.25)))

@@ -129,12 +129,17 @@ def test_p0_with_noise_equals_ambient_tweedie_loss():
 
 
 def test_known_value_for_a_constant_prediction():
-    """x̂ ≡ 0, σ_c = 0: loss = λ(σ)·‖A ⊙ y‖², whatever Ã is."""
+    """x̂ ≡ 0, σ_c = 0: loss = Σ_A w·y² with w = λ(σ) on the pixels the network saw (Ã) and 1/σ_d² on
+    the A-but-not-Ã pixels (1/c_out² of the mask-aware preconditioning), not λ(σ) ≈ 1/σ² there."""
     x, mask = data()
-    sigma = torch.tensor([0.2, 0.7, 1.0, 3.0])
-    loss = ambient_mask_loss(ConstantNet(0.0), x, mask, 0.0, 0.1, sigma=sigma)
-    expected = edm_weight(sigma, 0.5) * (mask * x).square().flatten(1).sum(1)
-    assert torch.allclose(loss, expected, rtol=1e-6)
+    sigma = torch.tensor([0.01, 0.7, 1.0, 3.0])
+    net = ConstantNet(0.0)
+    loss = ambient_mask_loss(net, x, mask, 0.0, 0.1, sigma=sigma)
+    a_tilde = net.seen[0][1]
+    seen = edm_weight(sigma, 0.5) * (a_tilde * x).square().flatten(1).sum(1)
+    unseen = ((mask - a_tilde) * x).square().flatten(1).sum(1) / 0.25
+    assert ((mask - a_tilde).flatten(1).sum(1) > 0).all()
+    assert torch.allclose(loss, seen + unseen, rtol=1e-6)
 
 
 def test_network_input_is_further_masked_noisy_image_and_mask():

@@ -68,3 +68,15 @@ def test_sampler_runs_on_a_real_network():
     net = EDMPrecond(resolution=8, channels=1, block_out_channels=(8, 16), norm_groups=4).eval()
     res = heun_sample(net, torch.randn(2, 1, 8, 8), steps=3)
     assert res.images.shape == (2, 1, 8, 8) and torch.isfinite(res.images).all() and res.nfe == 5
+
+
+def test_fixed_mask_teacher_sampler_fills_the_unseen_pixels():
+    """Ambient fixed-mask sampling: the last step returns D, which on pixels the mask hides is the
+    network's own prediction σ_d·F (here F ≡ 1 → 0.5), never the zeros the masked input carries."""
+    torch.manual_seed(0)
+    net = EDMPrecond(resolution=8, channels=1, cond_channels=1, block_out_channels=(8, 16), norm_groups=4).eval()
+    net.raw = lambda x_in, c_noise: torch.ones(x_in.shape[0], 1, 8, 8)
+    mask = (torch.rand(3, 1, 8, 8) > 0.7).float()
+    with torch.no_grad():
+        images = heun_sample(net, torch.randn(3, 1, 8, 8), steps=6, cond=mask).images
+    assert torch.allclose(images[mask.expand_as(images) == 0], torch.tensor(0.5, dtype=images.dtype), atol=1e-5)

@@ -1,0 +1,96 @@
+"""Teacher-against-generator quality table over finished runs.
+
+Reads each run folder's ``preset.toml``, ``metrics.json`` and ``events.jsonl`` (written by
+``rsd-engine run``) and prints one Markdown row per run: the corruption, the training budget, FID
+(with n) of the teacher sampler that stops at σ_c (``teacher-truncated``; for σ = 0 this is
+``teacher-full``) and of the one-step generator, the generator's proximal FID against the corrupted
+training measurements, whether the generator wins, and the run's wall time (first to last event,
+plus the time the first progress report had already taken). The table is also written, with the
+command, at the top of benchmarks/RESULTS.md (or --out).
+
+    python benchmarks/quality_table.py runs/fmnist-deblur-0.0 runs/fmnist-deblur-0.2 ... [--title T]
+
+Exits with status 1 and a message naming the file when a run has no metrics.json (not finished) or\nits preset.toml does not load.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+from rsd_engine import config as cfg
+from results_file import prepend_section
+
+ROOT = Path(__file__).resolve().parents[1]
+
+HEADER = (
+    "| preset | operator | σ | teacher kimg | RSD kimg | teacher FID (sampler) | generator FID | "
+    "generator proximal FID | n (reference n) | generator better | wall |\n"
+    "|---|---|---|---|---|---|---|---|---|---|---|\n"
+)
+
+
+def _wall_seconds(events_file: Path) -> float:
+    """Seconds from the run's start to its last event.
+
+    The start is the first progress event's time less the time its ``kimg`` took at its
+    ``images_per_s``. Returns NaN for a run without events.
+    """
+    events = [json.loads(line) for line in events_file.read_text().splitlines() if line.strip()]
+    if not events:
+        return float("nan")
+    first = next((e for e in events if e.get("kind") == "progress" and e.get("images_per_s")), events[0])
+    start = first["time"] - 1000.0 * first.get("kimg", 0.0) / first.get("images_per_s", float("inf"))
+    return events[-1]["time"] - start
+
+
+def row(run: Path) -> str:
+    """One Markdown table row for a finished run folder.
+
+    Raises SystemExit (status 1, message naming the file) if ``run/metrics.json`` is missing or
+    ``run/preset.toml`` does not load.
+    """
+    metrics_file = run / "metrics.json"
+    if not metrics_file.is_file():
+        raise SystemExit(f"{metrics_file}: missing; is the run finished? (rsd-engine run … then rsd-engine evaluate)")
+    metrics = json.loads(metrics_file.read_text())
+    try:
+        preset = cfg.load(run / "preset.toml")
+    except (OSError, cfg.PresetError) as err:
+        raise SystemExit(str(err)) from None
+    sigma = preset.corruption.noise_sigma
+    teacher_key = "teacher-truncated" if sigma > 0 and "teacher-truncated" in metrics else "teacher-full"
+    teacher, gen = metrics[teacher_key], metrics["generator"]
+    op = preset.corruption.operator
+    params = getattr(preset.corruption, op, None)
+    op_text = op if params is None else f"{op} ({', '.join(f'{k}={v}' for k, v in params.model_dump().items())})"
+    wall = _wall_seconds(run / "events.jsonl")
+    ref_n = teacher["reference"].rsplit("n=", 1)[-1].rstrip(")")
+    better = "yes" if gen["fid"] < teacher["fid"] else "no"
+    return (
+        f"| {preset.run.name} | {op_text} | {sigma:g} | {preset.teacher.kimg:g} | {preset.distill.kimg:g} | "
+        f"{teacher['fid']:.1f} ({teacher_key}, NFE {teacher['nfe']}) | {gen['fid']:.1f} | "
+        f"{gen.get('proximal_fid', float('nan')):.1f} | {gen['n']} ({ref_n}) | {better} | {wall / 60:.1f} min |\n"
+    )
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Print the table for the given run folders and prepend it to --out. Returns 0."""
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("runs", nargs="+", type=Path, help="finished run folders")
+    ap.add_argument("--title", default="Teacher against generator on finished runs")
+    ap.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "RESULTS.md")
+    args = ap.parse_args(argv)
+    table = HEADER + "".join(row(r) for r in args.runs)
+    print(table)
+    command = "python benchmarks/quality_table.py " + " ".join(str(r) for r in args.runs)
+    section = f"## {args.title}\n\nWritten {time.strftime('%Y-%m-%d %H:%M')} by `{command}`.\n\n{table}\n"
+    prepend_section(args.out, section)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
