@@ -10,7 +10,8 @@ command, at the top of benchmarks/RESULTS.md (or --out).
 
     python benchmarks/quality_table.py runs/fmnist-deblur-0.0 runs/fmnist-deblur-0.2 ... [--title T]
 
-Exits with status 1 and a message naming the file when a run has no metrics.json (not finished) or\nits preset.toml does not load.
+Exits with status 1 and a message naming the file when a run has no metrics.json (not finished) or
+its preset.toml does not load.
 """
 
 from __future__ import annotations
