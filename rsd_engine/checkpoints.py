@@ -137,10 +137,19 @@ class Checkpoint:
         return net
 
     def load_optimizers(self, optimizers: dict[str, torch.optim.Optimizer]) -> None:
-        """Restore optimiser states saved under the same names."""
+        """Restore the optimisers' running state (Adam moments, step counts) saved under the same names.
+
+        The hyperparameters of every param group (lr, betas, eps, weight decay) stay those the
+        optimisers were built with, i.e. the current preset's: ``load_state_dict`` would bring back
+        the saved ones, so a run resumed after editing ``distill.lr_generator`` would silently keep
+        the old learning rate.
+        """
         states = torch.load(self.path / "optimizers.pt", map_location="cpu", weights_only=True)
         for k, opt in optimizers.items():
+            configured = [{key: v for key, v in g.items() if key != "params"} for g in opt.param_groups]
             opt.load_state_dict(states[k])
+            for group, hyper in zip(opt.param_groups, configured):
+                group.update(hyper)
 
 
 def load_checkpoint(folder: Path) -> Checkpoint:
