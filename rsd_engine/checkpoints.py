@@ -1,5 +1,6 @@
 """Resumable checkpoints: safetensors weights, optimiser states, training state and the preset,
-written atomically as one folder (DESIGN.md "Contracts").
+written atomically as one folder (each file with :func:`rsd_engine.runs.atomic_write_bytes`, the
+folder swapped in by rename).
 
 Folder layout (``run_dir/checkpoints/<name>/``)::
 
@@ -15,6 +16,7 @@ A checkpoint loads in a fresh interpreter with only this package installed: no p
 
 from __future__ import annotations
 
+import io
 import json
 import os
 import shutil
@@ -23,10 +25,12 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from safetensors.torch import load_file, save_file, safe_open
+from safetensors.torch import load_file, safe_open
+from safetensors.torch import save as safetensors_bytes
 from torch import nn
 
 from .networks import EDMPrecond, build_network
+from .runs import atomic_write_bytes, atomic_write_text
 
 __all__ = ["save_checkpoint", "load_checkpoint", "checkpoint_exists", "load_network", "Checkpoint"]
 
@@ -70,14 +74,13 @@ def save_checkpoint(
         meta = {"network_config": json.dumps(network_config)}
         for name, module in networks.items():
             tensors = {k: v.detach().to("cpu", torch.float32).contiguous() for k, v in module.state_dict().items()}
-            save_file(tensors, str(tmp / f"{name}.safetensors"), metadata=meta)
+            atomic_write_bytes(tmp / f"{name}.safetensors", safetensors_bytes(tensors, metadata=meta))
         if optimizers:
-            torch.save({k: o.state_dict() for k, o in optimizers.items()}, tmp / "optimizers.pt")
-        (tmp / "state.json").write_text(json.dumps(state, indent=2, sort_keys=True))
-        (tmp / "preset.toml").write_text(preset_toml)
-        for f in tmp.iterdir():
-            with open(f, "rb") as fh:
-                os.fsync(fh.fileno())
+            buf = io.BytesIO()
+            torch.save({k: o.state_dict() for k, o in optimizers.items()}, buf)
+            atomic_write_bytes(tmp / "optimizers.pt", buf.getvalue())
+        atomic_write_text(tmp / "state.json", json.dumps(state, indent=2, sort_keys=True))
+        atomic_write_text(tmp / "preset.toml", preset_toml)
         _fsync_dir(tmp)
         old = folder.with_name(folder.name + ".old")
         if old.exists():

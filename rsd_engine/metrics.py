@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import importlib.util
+import io
 import os
 import warnings
 from pathlib import Path
@@ -19,6 +20,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
+
+from .runs import atomic_write_bytes, atomic_write_text
 
 __all__ = [
     "quantize",
@@ -243,10 +246,9 @@ def cached_features(identity: str, images_fn, net: InceptionFeatures, cache_dir:
     if path.is_file():
         return torch.from_numpy(np.load(path))
     feats = extract_features(net, images_fn(), batch_size, progress)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(f".{os.getpid()}.tmp.npy")
-    np.save(tmp, feats.numpy())
-    os.replace(tmp, path)
-    (cache_dir / f"features-{key}.txt").write_text(identity + "\n")
+    buf = io.BytesIO()
+    np.save(buf, feats.numpy())
+    atomic_write_bytes(path, buf.getvalue())
+    atomic_write_text(cache_dir / f"features-{key}.txt", identity + "\n")
     return feats
 

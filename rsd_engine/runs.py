@@ -1,25 +1,30 @@
-"""Run folders: layout, atomic writes, events.jsonl and status.json (DESIGN.md "Data flow").
+"""Run folders: the one owner of their layout, names, atomic writes and tolerant readers.
 
 Layout of a run folder::
 
     run_dir/preset.toml        the effective preset, frozen at creation
-    run_dir/status.json        {"state", "stage", "progress", "kimg", "kimg_total", "pid", "error", "updated"}
+    run_dir/status.json        {"state", "stage", "progress", "kimg", "kimg_total", "pid", "error", "updated", …}
     run_dir/events.jsonl       one JSON object a line: {"time", "stage", "kind", "kimg", …}
     run_dir/metrics.json       final metrics per model (FID, KID, NFE, images/s, each with n)
     run_dir/log.txt            the log (also on the terminal)
     run_dir/checkpoints/       <stage>-latest/ (resumable), teacher-final/, generator-final/
-    run_dir/samples/           PNG grids: measurements, teacher-full, teacher-truncated, generator
+    run_dir/samples/           PNG grids: <grid>.png (latest) and <model>-kimg<NNNNNN>.png (snapshots)
 
 States: ``running`` | ``done`` | ``failed`` | ``stopped``. Stages: ``teacher`` | ``distill`` | ``evaluate``.
-The workbench reads these files only; the engine writes them atomically.
+The engine writes these files atomically; the workbench reads them with the readers here (which
+never fail on a missing or half-written file) and, when an engine process died without a final
+state, records one with :meth:`RunDir.mark_ended`. This module imports no torch, so the workbench
+stays light.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import re
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -27,17 +32,86 @@ __all__ = [
     "atomic_write_bytes",
     "atomic_write_text",
     "atomic_write_json",
+    "read_json_object",
     "RunDir",
     "STATES",
+    "FINAL_STATES",
     "STAGES",
+    "TEACHER_FULL",
+    "TEACHER_TRUNCATED",
+    "GENERATOR",
+    "MODELS",
+    "MEASUREMENTS_GRID",
+    "CLEAN_GRID",
+    "TEACHER_FINAL",
+    "GENERATOR_FINAL",
+    "FINAL_NETWORK",
+    "NAME_RULE",
+    "is_valid_name",
+    "default_run_folder",
+    "snapshot_name",
+    "parse_snapshot",
 ]
 
 STATES = ("running", "done", "failed", "stopped")
+#: States after which no engine process of the run is running.
+FINAL_STATES = ("done", "failed", "stopped")
 STAGES = ("teacher", "distill", "evaluate")
+
+#: The evaluated models: the teacher's Heun sampler run to σ = 0, the same sampler stopped at the data
+#: noise (docs/method.md §4.1), and the one-step generator. Their names key metrics.json and the grids.
+TEACHER_FULL = "teacher-full"
+TEACHER_TRUNCATED = "teacher-truncated"
+GENERATOR = "generator"
+MODELS = (TEACHER_FULL, TEACHER_TRUNCATED, GENERATOR)
+#: Grids that are not models: the training measurements and the clean held-out references.
+MEASUREMENTS_GRID = "measurements"
+CLEAN_GRID = "clean"
+
+#: Checkpoints that end a stage, and the network each holds: the teacher EMA, the generator EMA.
+TEACHER_FINAL = "teacher-final"
+GENERATOR_FINAL = "generator-final"
+FINAL_NETWORK = {TEACHER_FINAL: "ema", GENERATOR_FINAL: "generator_ema"}
+
+NAME_RULE = "letters, digits, '-', '_' and '.', at most 80 characters, starting with a letter or digit, no '..'"
+_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.\-]{0,79}$")
+_SNAPSHOT = re.compile(r"^(?P<model>.+)-kimg(?P<kimg>\d{6})\.png$")
+
+
+def is_valid_name(name: str) -> bool:
+    """Whether ``name`` obeys :data:`NAME_RULE`, the one rule for run names (``run.name``), run folders
+    and workbench presets: a plain file name that is never hidden and never a path."""
+    return bool(_NAME.match(name)) and ".." not in name
+
+
+def default_run_folder(name: str, taken: Callable[[str], bool] = lambda _: False) -> str:
+    """``<name>-<YYYYmmdd-HHMMSS>`` (name cut to 60 characters), with ``-2``, ``-3``, … appended while
+    ``taken`` says the folder name is in use. The result obeys :data:`NAME_RULE` when ``name`` does."""
+    base = f"{name[:60]}-{time.strftime('%Y%m%d-%H%M%S')}"
+    folder, i = base, 2
+    while taken(folder):
+        folder, i = f"{base}-{i}", i + 1
+    return folder
+
+
+def snapshot_name(model: str, kimg: float) -> str:
+    """File name of the grid of ``model`` written at ``kimg`` thousand images of its stage (rounded down):
+    ``<model>-kimg<NNNNNN>.png``."""
+    return f"{model}-kimg{int(kimg):06d}.png"
+
+
+def parse_snapshot(file_name: str) -> tuple[str, int] | None:
+    """(model, kimg) of a snapshot file name written by :func:`snapshot_name`; ``None`` for other names."""
+    m = _SNAPSHOT.match(file_name)
+    return (m.group("model"), int(m.group("kimg"))) if m else None
 
 
 def atomic_write_bytes(path: Path, data: bytes) -> None:
-    """Write ``data`` to ``path`` atomically: temporary file in the same folder, fsync, rename."""
+    """Write ``data`` to ``path`` atomically: temporary file in the same folder, fsync, rename.
+
+    The one atomic write of the project (run files, grids, presets, checkpoint files, feature caches).
+    A reader sees the old file or the new one, never a part. Raises OSError when it cannot write.
+    """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
@@ -60,6 +134,28 @@ def atomic_write_text(path: Path, text: str) -> None:
 def atomic_write_json(path: Path, obj: Any) -> None:
     """JSON (indented, UTF-8) version of :func:`atomic_write_bytes`."""
     atomic_write_text(path, json.dumps(obj, indent=2, sort_keys=True) + "\n")
+
+
+def read_json_object(path: Path) -> dict:
+    """A JSON object file as a dict; ``{}`` when missing, unreadable, half-written or not an object."""
+    try:
+        data = json.loads(Path(path).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return {}
+    return data if isinstance(data, dict) else {}
+
+
+def _json_lines(text: str) -> list[dict]:
+    """The JSON objects of ``text``, one a line; other lines (a partial last one) are skipped."""
+    out = []
+    for line in text.splitlines():
+        try:
+            event = json.loads(line)
+        except ValueError:
+            continue
+        if isinstance(event, dict):
+            out.append(event)
+    return out
 
 
 class RunDir:
@@ -100,6 +196,40 @@ class RunDir:
         """Whether this folder holds a run (has preset.toml)."""
         return self.preset_path.is_file()
 
+    # ---------------------------------------------------------------- checkpoints and grids
+    def checkpoint(self, name: str) -> Path:
+        """Folder of checkpoint ``name`` (e.g. :data:`TEACHER_FINAL`, or :meth:`latest` of a stage)."""
+        return self.checkpoints / name
+
+    def latest(self, stage: str) -> Path:
+        """Folder of the resumable checkpoint of ``stage`` (``teacher`` | ``distill``): ``<stage>-latest``."""
+        return self.checkpoint(f"{stage}-latest")
+
+    def teacher_final(self, source: str | None = None) -> Path:
+        """Where the run's teacher EMA lives: ``source`` (``teacher.checkpoint``: a run folder or a
+        checkpoint folder) when set, else this run's :data:`TEACHER_FINAL`."""
+        if source:
+            path = Path(source)
+            return path / "checkpoints" / TEACHER_FINAL if (path / "checkpoints").is_dir() else path
+        return self.checkpoint(TEACHER_FINAL)
+
+    def grid_path(self, grid: str, kimg: float | None = None) -> Path:
+        """PNG of grid ``grid`` (a model, :data:`MEASUREMENTS_GRID` or :data:`CLEAN_GRID`): the latest
+        ``samples/<grid>.png``, or the snapshot written at ``kimg`` (:func:`snapshot_name`)."""
+        return self.samples / (f"{grid}.png" if kimg is None else snapshot_name(grid, kimg))
+
+    def snapshots(self) -> list[tuple[str, int, Path]]:
+        """(model, kimg, path) of every snapshot grid in ``samples/``, sorted by model then kimg."""
+        if not self.samples.is_dir():
+            return []
+        found = []
+        for path in self.samples.glob("*-kimg*.png"):
+            parsed = parse_snapshot(path.name)
+            if parsed:
+                found.append((*parsed, path))
+        return sorted(found)
+
+    # ---------------------------------------------------------------- events
     def append_event(self, stage: str, kind: str, **fields: Any) -> dict:
         """Append one event line ``{"time", "stage", "kind", **fields}`` to events.jsonl and return it.
 
@@ -115,19 +245,28 @@ class RunDir:
         return event
 
     def read_events(self) -> list[dict]:
-        """All complete event lines (a partial last line, being written, is skipped)."""
-        if not self.events_path.exists():
+        """All complete event lines that are JSON objects (a partial last line, being written, is
+        skipped; undecodable bytes are replaced). ``[]`` when the file is missing."""
+        try:
+            text = self.events_path.read_text(encoding="utf-8", errors="replace")
+        except OSError:
             return []
-        out = []
-        for line in self.events_path.read_text(encoding="utf-8").splitlines():
-            try:
-                out.append(json.loads(line))
-            except json.JSONDecodeError:
-                continue
-        return out
+        return _json_lines(text)
 
+    def last_event(self, kind: str, max_bytes: int = 65536) -> dict | None:
+        """The last event of ``kind``, reading only the last ``max_bytes`` of events.jsonl; ``None`` if none."""
+        try:
+            with open(self.events_path, "rb") as f:
+                f.seek(0, 2)
+                f.seek(max(0, f.tell() - max_bytes))
+                tail = f.read().decode("utf-8", "replace")
+        except OSError:
+            return None
+        return next((e for e in reversed(_json_lines(tail)) if e.get("kind") == kind), None)
+
+    # ---------------------------------------------------------------- status and metrics
     def write_status(self, **fields: Any) -> dict:
-        """Merge ``fields`` into status.json (atomically) and return the new status."""
+        """Merge ``fields`` into status.json (atomically), stamp ``updated`` and return the new status."""
         status = self.read_status()
         status.update(fields)
         status["updated"] = round(time.time(), 3)
@@ -135,18 +274,34 @@ class RunDir:
         return status
 
     def read_status(self) -> dict:
-        """status.json as a dict (``{}`` if absent or unreadable)."""
-        try:
-            return json.loads(self.status_path.read_text(encoding="utf-8"))
-        except (OSError, json.JSONDecodeError):
-            return {}
+        """status.json as a dict (``{}`` if absent, half-written or not an object)."""
+        return read_json_object(self.status_path)
+
+    def mark_ended(self, state: str, error: str) -> bool:
+        """Record that the run's processes ended without writing a final state: set ``state`` (one of
+        :data:`FINAL_STATES`) and ``error``, keeping every other status field. Does nothing when the
+        status already holds a final state (the engine's own verdict wins).
+
+        Returns:
+            whether status.json was written.
+
+        Raises:
+            ValueError: ``state`` is not a final state.
+        """
+        if state not in FINAL_STATES:
+            raise ValueError(f"state {state!r}: allowed {', '.join(FINAL_STATES)}")
+        if self.read_status().get("state") in FINAL_STATES:
+            return False
+        self.write_status(state=state, error=error)
+        return True
 
     def read_metrics(self) -> dict:
-        """metrics.json as a dict (``{}`` if absent)."""
-        try:
-            return json.loads(self.metrics_path.read_text(encoding="utf-8"))
-        except (OSError, json.JSONDecodeError):
-            return {}
+        """metrics.json as a dict (``{}`` if absent or unreadable)."""
+        return read_json_object(self.metrics_path)
+
+    def write_metrics(self, metrics: dict) -> None:
+        """Replace metrics.json (atomically) by ``metrics``: {model: record}."""
+        atomic_write_json(self.metrics_path, metrics)
 
 
 def _finite(obj: Any) -> Any:

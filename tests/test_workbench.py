@@ -1,6 +1,6 @@
 """Workbench tests: names and folders, the preset form, run folders, the launcher (with a fake
 engine for the cases a real run cannot show quickly), and the whole app driven through
-gradio_client with the real engine on tiny presets (CASES.md 18–21)."""
+gradio_client with the real engine on tiny presets (docs/architecture.md, "Workbench guarantees")."""
 
 from __future__ import annotations
 
@@ -13,6 +13,8 @@ import time
 from pathlib import Path
 
 import pytest
+
+from rsd_engine.runs import RunDir
 
 from workbench import preset_edit as pe
 from workbench import run_reader
@@ -271,7 +273,7 @@ def test_run_reader_table_plots_gallery_metrics(tmp_path):
     assert row["state"] == "running" and row["images_per_s"] == 20
     frame = run_reader.runs_frame([row])
     assert list(frame.iloc[0][["state", "stage", "progress", "images seen (kimg)", "ETA"]]) == ["running", "distill", "50 %", "1.5 / 3", "2 min"]
-    frames = run_reader.plot_frames(run_reader.read_events(run))
+    frames = run_reader.plot_frames(RunDir(run).read_events())
     assert list(frames["fid"]["series"]) == ["teacher-truncated FID (n=64)"]
     assert set(frames["distill_loss"]["series"]) == {"fake-score loss", "generator loss"}
     assert len(frames["throughput"]) == 2
@@ -531,7 +533,7 @@ def test_preview_runs_the_engine_and_stays_in_the_runs_folder(tmp_path, fake_eng
 
 
 def test_gallery_refresh_keeps_the_viewers_place(tmp_path):
-    """CASES.md 21: a refresh re-sends only what changed and never moves the selection."""
+    """A refresh re-sends only what changed and never moves the selection."""
     from types import SimpleNamespace
 
     from workbench.ui import gallery_view

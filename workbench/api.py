@@ -14,8 +14,10 @@ import time
 from pathlib import Path
 from typing import Any
 
+from rsd_engine.runs import FINAL_STATES, RunDir, default_run_folder
+
 from . import preset_edit, run_reader
-from .launcher import FINAL_STATES, LaunchError, Launcher
+from .launcher import LaunchError, Launcher
 from .names import BadName, check_name
 from .presets_store import PresetStore, StoreError, default_shipped_dir
 
@@ -224,12 +226,9 @@ class Workbench:
 
     # -- runs ----------------------------------------------------------------------------------
     def default_run_name(self, preset_run_name: str) -> str:
-        """``<run.name>-<YYYYmmdd-HHMMSS>``, made unique in the runs folder."""
-        base = f"{preset_run_name or 'run'}-{time.strftime('%Y%m%d-%H%M%S')}"
-        name, i = base, 2
-        while (self.runs_dir / name).exists():
-            name, i = f"{base}-{i}", i + 1
-        return name
+        """``<run.name>-<YYYYmmdd-HHMMSS>``, made unique in the runs folder (the engine's
+        :func:`rsd_engine.runs.default_run_folder`)."""
+        return default_run_folder(preset_run_name or "run", lambda name: (self.runs_dir / name).exists())
 
     @_wrap
     def launch(self, text: str, run_name: str = "") -> dict:
@@ -324,7 +323,7 @@ class Workbench:
         and ``alive`` telling whether any of its processes still runs."""
         path = self.run_dir(run)
         self.launcher.reconcile(run)
-        status = run_reader.read_json(path / "status.json")
+        status = RunDir(path).read_status()
         status["state"] = status.get("state") or self.launcher.state(run)
         status["alive"] = self.launcher.is_alive(run)
         status["run"] = run
@@ -332,11 +331,11 @@ class Workbench:
 
     def run_events(self, run: str) -> list[dict]:
         """All events of a run (events.jsonl)."""
-        return run_reader.read_events(self.run_dir(run))
+        return RunDir(self.run_dir(run)).read_events()
 
     def run_metrics(self, run: str) -> dict:
         """metrics.json of a run (``{}`` before evaluation)."""
-        return run_reader.read_json(self.run_dir(run) / "metrics.json")
+        return RunDir(self.run_dir(run)).read_metrics()
 
     def log_tail(self, run: str, lines: int = 200) -> str:
         """The end of the run's log (and of console.txt when the run crashed)."""

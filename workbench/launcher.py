@@ -17,8 +17,9 @@ freezes the effective preset into ``RUN/preset.toml`` itself.
 
 Stop sends SIGTERM to the whole group (the engine writes a final checkpoint and sets state
 "stopped"), waits ``grace_s`` seconds and then sends SIGKILL to whatever is left. When a process
-ends without a final state in status.json, the workbench writes one (``stopped`` when a stop was
-asked for, ``failed`` otherwise) so the page never shows a dead run as running.
+ends without a final state in status.json, the workbench has the engine's run folder record one
+(:meth:`rsd_engine.runs.RunDir.mark_ended`: ``stopped`` when a stop was asked for, ``failed``
+otherwise) so the page never shows a dead run as running.
 """
 
 from __future__ import annotations
@@ -33,14 +34,15 @@ import time
 from pathlib import Path
 from typing import Any
 
-from rsd_engine.runs import atomic_write_json
+from rsd_engine.runs import FINAL_STATES, RunDir, atomic_write_json, read_json_object
 
 from .names import BadName, check_name, inside
-from .run_reader import read_json
 
-__all__ = ["Launcher", "LaunchError", "FINAL_STATES"]
+__all__ = ["Launcher", "LaunchError", "RECORD_NAME"]
 
-FINAL_STATES = ("done", "failed", "stopped")
+#: The launch record the workbench keeps in each run folder it started.
+RECORD_NAME = "workbench.json"
+
 _REPO_ROOT = Path(__file__).resolve().parent.parent
 
 
@@ -82,6 +84,19 @@ class Launcher:
             BadName: not a plain name.
         """
         return inside(self.runs_dir, check_name(run, "run name"))
+
+    def _existing_run(self, run: str) -> tuple[str, Path]:
+        """(checked name, folder) of an existing run.
+
+        Raises:
+            BadName: not a plain name.
+            LaunchError: no such run.
+        """
+        run = check_name(run, "run name")
+        run_dir = self.run_dir(run)
+        if not run_dir.is_dir():
+            raise LaunchError(f"no run named {run!r}")
+        return run, run_dir
 
     def _launch_preset_path(self, run: str) -> Path:
         folder = self.runs_dir / ".workbench" / "launch"
@@ -147,7 +162,7 @@ class Launcher:
             "launched": round(time.time(), 3),
             "stop_requested": False,
         }
-        atomic_write_json(run_dir / "workbench.json", record)
+        atomic_write_json(run_dir / RECORD_NAME, record)
         with self._lock:
             self._procs[run] = proc
         return proc.pid
@@ -182,13 +197,10 @@ class Launcher:
             BadName: not a plain name.
             LaunchError: no such run, the run is still running, or it has no frozen preset.
         """
-        run = check_name(run, "run name")
-        run_dir = self.run_dir(run)
-        if not run_dir.is_dir():
-            raise LaunchError(f"no run named {run!r}")
+        run, run_dir = self._existing_run(run)
         if self.is_alive(run):
             raise LaunchError(f"run {run!r} is still running; stop it before resuming")
-        state = read_json(run_dir / "status.json").get("state")
+        state = RunDir(run_dir).read_status().get("state")
         if state == "done":
             raise LaunchError(f"run {run!r} is done; nothing to resume")
         if not (run_dir / "preset.toml").is_file():
@@ -207,18 +219,15 @@ class Launcher:
             BadName: not a plain name.
             LaunchError: no such run, or it is not running.
         """
-        run = check_name(run, "run name")
-        run_dir = self.run_dir(run)
-        if not run_dir.is_dir():
-            raise LaunchError(f"no run named {run!r}")
+        run, run_dir = self._existing_run(run)
         if not self.is_alive(run):
             raise LaunchError(f"run {run!r} is not running (state: {self.state(run)})")
-        record = read_json(run_dir / "workbench.json")
+        record = read_json_object(run_dir / RECORD_NAME)
         if not record:
             raise LaunchError(f"run {run!r} was not started by a workbench; stop it where it was started (Ctrl-C)")
         record["stop_requested"] = True
         record["stop_requested_at"] = round(time.time(), 3)
-        atomic_write_json(run_dir / "workbench.json", record)
+        atomic_write_json(run_dir / RECORD_NAME, record)
         with self._lock:
             thread = self._stoppers.get(run)
             if thread is None or not thread.is_alive():
@@ -247,10 +256,7 @@ class Launcher:
             BadName: not a plain name.
             LaunchError: no such run, or it is still running.
         """
-        run = check_name(run, "run name")
-        run_dir = self.run_dir(run)
-        if not run_dir.is_dir():
-            raise LaunchError(f"no run named {run!r}")
+        run, run_dir = self._existing_run(run)
         if self.is_alive(run):
             raise LaunchError(f"run {run!r} is still running; stop it first")
         shutil.rmtree(run_dir)
@@ -271,19 +277,18 @@ class Launcher:
         if proc is not None and proc.poll() is None:
             return True
         run_dir = self.run_dir(run)
-        record = read_json(run_dir / "workbench.json")
+        record = read_json_object(run_dir / RECORD_NAME)
         if record.get("pgid"):
             pgid = int(record["pgid"])
             if proc is None and _pid_reused(pgid, record.get("start_ticks")):
                 return False
             return _group_exists(pgid)
-        pid = read_json(run_dir / "status.json").get("pid")
+        pid = RunDir(run_dir).read_status().get("pid")
         return bool(pid) and _pid_alive(int(pid))
 
     def state(self, run: str) -> str:
         """The run's state for the page: the status.json state, or ``starting`` / ``unknown``."""
-        run_dir = self.run_dir(run)
-        state = read_json(run_dir / "status.json").get("state")
+        state = RunDir(self.run_dir(run)).read_status().get("state")
         if state:
             return state
         return "starting" if self.is_alive(run) else "unknown"
@@ -291,8 +296,8 @@ class Launcher:
     def reconcile(self, run: str) -> None:
         """Give a dead run without a final state one (see :meth:`_finalize`). Cheap; called on refresh."""
         run_dir = self.run_dir(run)
-        status = read_json(run_dir / "status.json")
-        record = read_json(run_dir / "workbench.json")
+        status = RunDir(run_dir).read_status()
+        record = read_json_object(run_dir / RECORD_NAME)
         if status.get("state") in FINAL_STATES or not (status or record):
             return
         if self.is_alive(run):
@@ -318,19 +323,16 @@ class Launcher:
         with self._lock:
             proc = self._procs.pop(run, None)
         code = proc.poll() if proc is not None else None
-        status = read_json(run_dir / "status.json")
+        folder = RunDir(run_dir)
+        status = folder.read_status()
         if status.get("state") in FINAL_STATES:
             return
-        record = read_json(run_dir / "workbench.json")
-        if record.get("stop_requested"):
-            fields = {"state": "stopped", "error": status.get("error") or "stopped from the workbench; the engine ended before writing its final state"}
+        if read_json_object(run_dir / RECORD_NAME).get("stop_requested"):
+            folder.mark_ended("stopped", status.get("error") or "stopped from the workbench; the engine ended before writing its final state")
         else:
             where = "before writing its first status" if not status else "without writing a final state"
             code_text = f" with exit code {code}" if code is not None else ""
-            fields = {"state": "failed", "error": f"the engine process ended{code_text} {where}; see console.txt"}
-        status.update(fields)
-        status["updated"] = round(time.time(), 3)
-        atomic_write_json(run_dir / "status.json", status)
+            folder.mark_ended("failed", f"the engine process ended{code_text} {where}; see console.txt")
 
     def _watch(self) -> None:
         while not self._closed.wait(self.poll_s):
@@ -370,21 +372,27 @@ def _free_port() -> int:
         return sock.getsockname()[1]
 
 
-def _signal_group(pgid: int, sig: int) -> None:
+def _send(send, target: int, sig: int) -> str:
+    """Send ``sig`` with ``send`` (``os.kill`` or ``os.killpg``): ``"sent"``, ``"gone"`` (no such
+    process) or ``"denied"`` (it exists but belongs to someone else)."""
     try:
-        os.killpg(pgid, sig)
-    except (ProcessLookupError, PermissionError):
-        pass
+        send(target, sig)
+    except ProcessLookupError:
+        return "gone"
+    except PermissionError:
+        return "denied"
+    return "sent"
+
+
+def _signal_group(pgid: int, sig: int) -> None:
+    _send(os.killpg, pgid, sig)
 
 
 def _group_exists(pgid: int) -> bool:
     """Whether a live (non-zombie) process of group ``pgid`` exists."""
-    try:
-        os.killpg(pgid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
+    reached = _send(os.killpg, pgid, 0)
+    if reached != "sent":
+        return reached == "denied"
     proc = Path("/proc")
     if not proc.is_dir():
         return True
@@ -398,12 +406,9 @@ def _group_exists(pgid: int) -> bool:
 
 
 def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
+    reached = _send(os.kill, pid, 0)
+    if reached != "sent":
+        return reached == "denied"
     stat = _proc_stat(pid)
     return stat is None or stat[0] != "Z"
 

@@ -3,7 +3,8 @@
 Every name that arrives from the page or the API passes through :func:`check_name` before it
 becomes a path, and :func:`inside` resolves the final path and checks that it still lies in the
 folder it belongs to (symbolic links included). Nothing in the workbench opens a path built from
-user input any other way.
+user input any other way. The rule itself is the engine's (:data:`rsd_engine.runs.NAME_RULE`), the
+one ``run.name`` obeys, so every run name the engine accepts is one the workbench shows.
 """
 
 from __future__ import annotations
@@ -11,10 +12,9 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-__all__ = ["BadName", "check_name", "inside", "NAME_RULE"]
+from rsd_engine.runs import NAME_RULE, is_valid_name
 
-NAME_RULE = "letters, digits, '-', '_' and '.', at most 80 characters, starting with a letter or digit"
-_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.\-]{0,79}$")
+__all__ = ["BadName", "check_name", "inside", "NAME_RULE"]
 
 
 class BadName(ValueError):
@@ -45,7 +45,7 @@ def check_name(name: str | None, what: str = "name", suffix: str = "") -> str:
         raise BadName(f"{what} {name!r} is an absolute path; give a plain name ({NAME_RULE})")
     if "/" in text or "\\" in text or ".." in text:
         raise BadName(f"{what} {name!r} is a path; give a plain name without '/', '\\' or '..' ({NAME_RULE})")
-    if not _NAME.match(text):
+    if not is_valid_name(text):
         raise BadName(f"{what} {name!r} is not allowed; allowed: {NAME_RULE}")
     return text
 

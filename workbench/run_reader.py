@@ -1,16 +1,14 @@
 """What a run folder says, in the shapes the page shows: table rows, plot data, gallery, metrics, log.
 
 Reads only ``status.json``, ``events.jsonl``, ``metrics.json``, ``samples/*.png``, ``log.txt``,
-``console.txt`` and ``workbench.json`` of folders inside the runs folder (contract in
-``rsd_engine.runs``). Never writes. Missing or partial files give empty results, never errors,
-because the engine may be writing them at the same moment.
+``console.txt`` and ``workbench.json`` of folders inside the runs folder, the engine's files through
+the engine's own readers (:class:`rsd_engine.runs.RunDir`). Never writes. Missing or partial files
+give empty results, never errors, because the engine may be writing them at the same moment.
 """
 
 from __future__ import annotations
 
-import json
 import math
-import re
 import time
 from collections import deque
 from pathlib import Path
@@ -18,7 +16,19 @@ from typing import Any
 
 import pandas as pd
 
-from .names import BadName, check_name
+from rsd_engine.runs import (
+    CLEAN_GRID,
+    GENERATOR,
+    MEASUREMENTS_GRID,
+    MODELS,
+    TEACHER_FULL,
+    TEACHER_TRUNCATED,
+    RunDir,
+    is_valid_name,
+    read_json_object,
+)
+
+from .launcher import RECORD_NAME
 
 __all__ = [
     "GALLERY_MODELS",
@@ -26,7 +36,6 @@ __all__ = [
     "list_runs",
     "run_row",
     "runs_frame",
-    "read_events",
     "plot_frames",
     "snapshots",
     "gallery_paths",
@@ -39,54 +48,39 @@ __all__ = [
 ]
 
 #: Side-by-side order of the gallery (issue 4): what the teacher saw, then the two teacher samplers, then the generator.
-GALLERY_MODELS = ("measurements", "teacher-truncated", "teacher-full", "generator")
+GALLERY_MODELS = (MEASUREMENTS_GRID, TEACHER_TRUNCATED, TEACHER_FULL, GENERATOR)
 
 #: Short labels above each grid (the gallery explains them once in full, see MODEL_NOTES).
 MODEL_LABELS = {
-    "measurements": "Measurements (training data)",
-    "teacher-truncated": "Teacher · truncated",
-    "teacher-full": "Teacher · full",
-    "generator": "Generator · one step",
-    "clean": "Clean held-out (reference)",
+    MEASUREMENTS_GRID: "Measurements (training data)",
+    TEACHER_TRUNCATED: "Teacher · truncated",
+    TEACHER_FULL: "Teacher · full",
+    GENERATOR: "Generator · one step",
+    CLEAN_GRID: "Clean held-out (reference)",
 }
 
 #: One line per model: what the grid is and which weights made it.
 MODEL_NOTES = {
-    "measurements": "y = A(x) + σε, the only images training sees",
-    "teacher-truncated": "teacher EMA, Heun sampler stopped at σ_c (what the teacher learnt: the noisy distribution)",
-    "teacher-full": "teacher EMA, Heun sampler down to σ = 0",
-    "generator": "generator EMA, one network evaluation (NFE = 1)",
-    "clean": "held-out clean images, used only as the FID reference",
+    MEASUREMENTS_GRID: "y = A(x) + σε, the only images training sees",
+    TEACHER_TRUNCATED: "teacher EMA, Heun sampler stopped at σ_c (what the teacher learnt: the noisy distribution)",
+    TEACHER_FULL: "teacher EMA, Heun sampler down to σ = 0",
+    GENERATOR: "generator EMA, one network evaluation (NFE = 1)",
+    CLEAN_GRID: "held-out clean images, used only as the FID reference",
 }
 
-_SNAPSHOT = re.compile(r"^(?P<model>.+)-kimg(?P<kimg>\d{6})\.png$")
-_RUN_FILES = ("preset.toml", "status.json", "workbench.json")
-
-
-def read_json(path: Path) -> dict:
-    """A JSON object file as a dict; ``{}`` when missing, unreadable, half-written or not an object."""
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return {}
-    return data if isinstance(data, dict) else {}
-
-
 def list_runs(runs_dir: str | Path) -> list[str]:
-    """Names of the run folders under ``runs_dir``, newest first (hidden folders skipped)."""
+    """Names of the run folders under ``runs_dir``, newest first (folders whose name breaks the run-name
+    rule, such as the hidden ``.workbench``, are skipped)."""
     root = Path(runs_dir)
     if not root.is_dir():
         return []
     found = []
     for child in root.iterdir():
-        if child.name.startswith(".") or not child.is_dir():
+        if not child.is_dir() or not is_valid_name(child.name):
             continue
-        try:
-            check_name(child.name)
-        except BadName:
-            continue
-        if any((child / f).exists() for f in _RUN_FILES):
-            record = read_json(child / "workbench.json")
+        run = RunDir(child)
+        if run.preset_path.exists() or run.status_path.exists() or (child / RECORD_NAME).exists():
+            record = read_json_object(child / RECORD_NAME)
             started = record.get("launched") or _mtime(child)
             found.append((started, child.name))
     return [name for _, name in sorted(found, reverse=True)]
@@ -133,11 +127,12 @@ def run_row(run_dir: Path, state_override: str | None = None) -> dict:
         ``{"run", "state", "stage", "progress", "kimg", "kimg_total", "images_per_s", "it_per_s",
         "eta_s", "updated", "error"}``; numbers may be ``None``.
     """
-    status = read_json(run_dir / "status.json")
+    run = RunDir(run_dir)
+    status = run.read_status()
     state = status.get("state") or state_override or "unknown"
     images_per_s = status.get("images_per_s")
     if images_per_s is None:
-        last = _last_progress(run_dir / "events.jsonl")
+        last = run.last_event("progress")
         if last and status.get("stage") in (None, last.get("stage")):
             images_per_s = last.get("images_per_s")
     return {
@@ -153,26 +148,6 @@ def run_row(run_dir: Path, state_override: str | None = None) -> dict:
         "updated": status.get("updated"),
         "error": status.get("error") or "",
     }
-
-
-def _last_progress(path: Path, max_bytes: int = 65536) -> dict | None:
-    """The last ``progress`` event, reading only the end of events.jsonl."""
-    try:
-        with open(path, "rb") as f:
-            f.seek(0, 2)
-            size = f.tell()
-            f.seek(max(0, size - max_bytes))
-            tail = f.read().decode("utf-8", "replace").splitlines()
-    except OSError:
-        return None
-    for line in reversed(tail):
-        try:
-            event = json.loads(line)
-        except ValueError:
-            continue
-        if isinstance(event, dict) and event.get("kind") == "progress":
-            return event
-    return None
 
 
 RUNS_COLUMNS = ["run", "state", "stage", "progress", "images seen (kimg)", "throughput", "ETA", "updated"]
@@ -200,24 +175,6 @@ def runs_frame(rows: list[dict]) -> pd.DataFrame:
             state = "failed ⚠"
         out.append([r["run"], state, r.get("stage", ""), progress, kimg, " · ".join(thr), fmt_duration(r.get("eta_s")), ago])
     return pd.DataFrame(out, columns=RUNS_COLUMNS)
-
-
-def read_events(run_dir: Path) -> list[dict]:
-    """All complete lines of events.jsonl (a partial last line is skipped)."""
-    path = run_dir / "events.jsonl"
-    try:
-        text = path.read_text(encoding="utf-8", errors="replace")
-    except OSError:
-        return []
-    out = []
-    for line in text.splitlines():
-        try:
-            event = json.loads(line)
-        except ValueError:
-            continue
-        if isinstance(event, dict):
-            out.append(event)
-    return out
 
 
 def _finite(value: Any) -> float | None:
@@ -289,15 +246,7 @@ def latest_values(events: list[dict]) -> str:
 
 def snapshots(run_dir: Path) -> list[int]:
     """kimg values (rounded down) of the snapshot grids in ``samples/``, ascending."""
-    folder = run_dir / "samples"
-    if not folder.is_dir():
-        return []
-    found = set()
-    for path in folder.glob("*-kimg*.png"):
-        m = _SNAPSHOT.match(path.name)
-        if m:
-            found.add(int(m.group("kimg")))
-    return sorted(found)
+    return sorted({kimg for _, kimg, _ in RunDir(run_dir).snapshots()})
 
 
 def gallery_paths(run_dir: Path, snapshot: int | None = None, models: tuple[str, ...] = GALLERY_MODELS) -> dict[str, Path | None]:
@@ -306,26 +255,25 @@ def gallery_paths(run_dir: Path, snapshot: int | None = None, models: tuple[str,
     Measurements do not change during training, so they always come from ``measurements.png``
     when no snapshot of them exists. Missing grids are ``None``.
     """
-    folder = run_dir / "samples"
+    run = RunDir(run_dir)
     out: dict[str, Path | None] = {}
     for model in models:
         candidates = []
         if snapshot is not None:
-            candidates.append(folder / f"{model}-kimg{int(snapshot):06d}.png")
-        if snapshot is None or model in ("measurements", "clean"):
-            candidates.append(folder / f"{model}.png")
+            candidates.append(run.grid_path(model, snapshot))
+        if snapshot is None or model in (MEASUREMENTS_GRID, CLEAN_GRID):
+            candidates.append(run.grid_path(model))
         out[model] = next((p for p in candidates if p.is_file()), None)
     return out
 
 
-_METRIC_MODELS = ("teacher-full", "teacher-truncated", "generator")
 METRICS_COLUMNS = ["run", "model", "weights", "FID", "KID ×10³", "proximal FID", "n", "seeds", "NFE", "images/s", "reference", "note"]
 
 
 def metrics_rows(run: str, metrics: dict) -> list[list[str]]:
     """Rows of the metrics table for one run (FID, KID, proximal FID, NFE, images/s, each with n)."""
     out = []
-    for model in (*_METRIC_MODELS, *sorted(k for k in metrics if k not in _METRIC_MODELS and k != "teacher-denoiser")):
+    for model in (*MODELS, *sorted(k for k in metrics if k not in MODELS and k != "teacher-denoiser")):
         m = metrics.get(model)
         if not isinstance(m, dict):
             continue
@@ -400,11 +348,11 @@ def metrics_frame(rows: list[list[str]], drop_empty: bool = True) -> pd.DataFram
 def log_tail(run_dir: Path, lines: int = 200) -> str:
     """The last ``lines`` lines of log.txt, followed by the end of console.txt when it holds an error."""
     parts = []
-    log = _tail(run_dir / "log.txt", lines)
+    log = _tail(RunDir(run_dir).log_path, lines)
     if log:
         parts.append(log)
     console = _tail(run_dir / "console.txt", 60)
-    status = read_json(run_dir / "status.json")
+    status = RunDir(run_dir).read_status()
     if console and (not log or status.get("state") == "failed" or "Traceback" in console):
         parts.append("── console.txt (stdout/stderr of the processes) ──\n" + console)
     return "\n\n".join(parts) if parts else "(no log yet)"

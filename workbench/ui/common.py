@@ -9,11 +9,21 @@ import gradio as gr
 
 from ..api import WorkbenchError
 
-__all__ = ["View", "ok_md", "err_md", "as_gr_error"]
+__all__ = ["View", "ok_md", "err_md", "as_gr_error", "confirm_row"]
 
 
 class View(SimpleNamespace):
     """The components of one view, by attribute name."""
+
+
+def confirm_row(v: View, yes_label: str, yes_id: str) -> None:
+    """A hidden "are you sure?" row on ``v``: ``confirm_row`` (the row), ``confirm_md`` (the question),
+    ``confirm_yes`` (a stop-styled button labelled ``yes_label``, element id ``yes_id``) and ``confirm_no``.
+    Call inside the layout context where the row belongs."""
+    with gr.Row(visible=False) as v.confirm_row:
+        v.confirm_md = gr.Markdown()
+        v.confirm_yes = gr.Button(yes_label, variant="stop", elem_id=yes_id)
+        v.confirm_no = gr.Button("Cancel")
 
 
 def ok_md(text: str) -> str:

@@ -2,7 +2,7 @@
 fixed seeds, at the latest grids or a chosen snapshot, as the engine's own PNG files; the metrics
 table (each number with its n); a second run for comparison; the snapshots over training.
 
-Refreshes keep the viewer's place (CASES.md 21): a grid is re-sent only when its file changed,
+Refreshes keep the viewer's place: a grid is re-sent only when its file changed,
 dropdown choices are replaced without touching the selected values, and the snapshot gallery keeps
 the selected image by file name, not by position.
 """
@@ -10,6 +10,8 @@ the selected image by file name, not by position.
 from __future__ import annotations
 
 import gradio as gr
+
+from rsd_engine.runs import RunDir
 
 from .. import run_reader
 from ..api import Workbench, WorkbenchError
@@ -100,16 +102,11 @@ def _progress_items(wb: Workbench, run: str | None) -> list[tuple[str, str]]:
     if not run:
         return []
     try:
-        folder = wb.run_dir(run) / "samples"
+        snapshots = RunDir(wb.run_dir(run)).snapshots()
     except WorkbenchError:
         return []
-    items = []
     order = {m: i for i, m in enumerate(MODELS)}
-    for path in folder.glob("*-kimg*.png"):
-        m = run_reader._SNAPSHOT.match(path.name)
-        if m:
-            items.append((order.get(m.group("model"), 99), m.group("model"), int(m.group("kimg")), path))
-    items.sort()
+    items = sorted((order.get(model, 99), model, kimg, path) for model, kimg, path in snapshots)
     return [(str(p), f"{model} · {kimg} kimg") for _, model, kimg, p in items]
 
 

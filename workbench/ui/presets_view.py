@@ -16,7 +16,7 @@ import gradio as gr
 
 from .. import preset_edit as pe
 from ..api import Workbench, WorkbenchError
-from .common import View, err_md, ok_md
+from .common import View, confirm_row, err_md, ok_md
 
 __all__ = ["build", "wire", "elem_id_for"]
 
@@ -97,10 +97,7 @@ def build(wb: Workbench) -> View:
                 with gr.Row():
                     v.save_as_btn = gr.Button("Save as new preset", elem_id="preset-save-as", min_width=80)
                     v.duplicate_btn = gr.Button("Duplicate saved preset", elem_id="preset-duplicate", min_width=80)
-            with gr.Row(visible=False) as v.confirm_row:
-                v.confirm_md = gr.Markdown()
-                v.confirm_yes = gr.Button("Yes, delete", variant="stop", elem_id="preset-delete-yes")
-                v.confirm_no = gr.Button("Cancel")
+            confirm_row(v, "Yes, delete", "preset-delete-yes")
             v.msg = gr.Markdown(elem_id="preset-msg")
             with gr.Accordion("Effective preset — every field, defaults filled in, as the engine will run it", open=False):
                 v.effective = gr.Code(value=pe.validate(text).effective if text else "", language=None, interactive=False, lines=12, max_lines=40,

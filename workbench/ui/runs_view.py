@@ -12,7 +12,7 @@ import gradio as gr
 
 from .. import run_reader
 from ..api import Workbench, WorkbenchError
-from .common import View, err_md, ok_md
+from .common import View, confirm_row, err_md, ok_md
 
 __all__ = ["build", "wire", "detail_md"]
 
@@ -37,10 +37,7 @@ def build(wb: Workbench, launch_text: str) -> View:
         v.stop_btn = gr.Button("■ Stop", variant="stop", elem_id="run-stop", min_width=80, interactive=can_stop)
         v.resume_btn = gr.Button("↻ Resume", elem_id="run-resume", min_width=80, interactive=can_resume)
         v.delete_btn = gr.Button("Delete…", elem_id="run-delete", min_width=80)
-    with gr.Row(visible=False) as v.confirm_row:
-        v.confirm_md = gr.Markdown()
-        v.confirm_yes = gr.Button("Yes, delete the run folder", variant="stop", elem_id="run-delete-yes")
-        v.confirm_no = gr.Button("Cancel")
+    confirm_row(v, "Yes, delete the run folder", "run-delete-yes")
     v.action_msg = gr.Markdown(elem_id="run-action-msg")
     v.detail = gr.Markdown(detail_md(wb, names[0]) if names else "No runs yet: load a preset, then ▶ Launch run.", elem_id="run-detail")
     v.log = gr.Textbox(label="Log tail (log.txt; console output when the engine crashed)", lines=14, max_lines=14, autoscroll=True,
