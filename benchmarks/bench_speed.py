@@ -26,10 +26,10 @@ from pathlib import Path
 import torch
 
 from rsd_engine import config as cfg
-from rsd_engine.distill import fake_score_step_loss, generator_step_loss
+from rsd_engine.distill import fake_score_loss, generator_loss
+from rsd_engine.measurement import Measurement
 from rsd_engine.networks import build_network, count_parameters, network_config
-from rsd_engine.objectives import teacher_loss
-from rsd_engine.operators import build_operator
+from rsd_engine.objectives import Objective
 from rsd_engine.sampling import heun_sample, one_step_generate
 from results_file import prepend_section
 
@@ -63,11 +63,12 @@ def _peak_memory_mb(device: torch.device) -> float:
 def run(preset: cfg.Preset, batch: int, repeats: int, device: torch.device) -> list[tuple[str, str]]:
     """Run every measurement; returns (quantity, value) rows."""
     torch.manual_seed(0)
-    op = build_operator(preset).to(device)
-    net = build_network(network_config(preset, op.cond_channels)).to(device)
+    measurement = Measurement.from_preset(preset).to(device)
+    objective = Objective.from_preset(preset, measurement)
+    net = build_network(network_config(preset, measurement.op.cond_channels)).to(device)
     shape = (preset.data.channels, preset.data.resolution, preset.data.resolution)
     z = torch.randn(batch, *shape, device=device)
-    sigma_c, steps, d = preset.corruption.noise_sigma, preset.eval.teacher_steps, preset.distill
+    steps, d = preset.eval.teacher_steps, preset.distill
     rows: list[tuple[str, str]] = [("network parameters", f"{count_parameters(net):,}"), ("batch", str(batch))]
 
     net.eval()
@@ -82,12 +83,11 @@ def run(preset: cfg.Preset, batch: int, repeats: int, device: torch.device) -> l
     ]
 
     net.train()
-    objective = cfg.resolve_objective(preset)
     opt = torch.optim.Adam(net.parameters(), lr=1e-5)
     y = z * 0.5
 
     def teacher_step():
-        loss = teacher_loss(objective, net, y, sigma_c, -1.2, 1.2).mean()
+        loss = objective.loss(net, y).mean()
         loss.backward()
         opt.step()
         opt.zero_grad(set_to_none=True)
@@ -99,12 +99,12 @@ def run(preset: cfg.Preset, batch: int, repeats: int, device: torch.device) -> l
     opt_g = torch.optim.Adam(gen.parameters(), lr=1e-5, betas=(0.0, 0.999))
 
     def distill_iteration():
-        loss_f = fake_score_step_loss(gen, fake, op, z, objective=objective, noise_sigma=sigma_c, sigma_init=d.sigma_init, p_mean=-1.2, p_std=1.2)
+        loss_f = fake_score_loss(gen, fake, objective, z, sigma_init=d.sigma_init)
         loss_f.backward()
         opt_f.step()
         opt_f.zero_grad(set_to_none=True)
         fake.eval().requires_grad_(False)
-        step = generator_step_loss(gen, teacher, fake, op, z, sigma_init=d.sigma_init, alpha=d.alpha, t_max=d.t_max, rho=preset.network.rho, loss_scale=100.0)
+        step = generator_loss(gen, teacher, fake, objective, z, sigma_init=d.sigma_init, alpha=d.alpha, t_max=d.t_max, rho=preset.network.rho, loss_scale=100.0)
         step.loss.backward()
         opt_g.step()
         opt_g.zero_grad(set_to_none=True)

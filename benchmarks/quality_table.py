@@ -17,12 +17,12 @@ its preset.toml does not load.
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 import time
 from pathlib import Path
 
 from rsd_engine import config as cfg
+from rsd_engine.runs import GENERATOR, TEACHER_FULL, TEACHER_TRUNCATED, RunDir
 from results_file import prepend_section
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -34,13 +34,13 @@ HEADER = (
 )
 
 
-def _wall_seconds(events_file: Path) -> float:
+def _wall_seconds(run: RunDir) -> float:
     """Seconds from the run's start to its last event.
 
     The start is the first progress event's time less the time its ``kimg`` took at its
     ``images_per_s``. Returns NaN for a run without events.
     """
-    events = [json.loads(line) for line in events_file.read_text().splitlines() if line.strip()]
+    events = run.read_events()
     if not events:
         return float("nan")
     first = next((e for e in events if e.get("kind") == "progress" and e.get("images_per_s")), events[0])
@@ -54,21 +54,21 @@ def row(run: Path) -> str:
     Raises SystemExit (status 1, message naming the file) if ``run/metrics.json`` is missing or
     ``run/preset.toml`` does not load.
     """
-    metrics_file = run / "metrics.json"
-    if not metrics_file.is_file():
-        raise SystemExit(f"{metrics_file}: missing; is the run finished? (rsd-engine run … then rsd-engine evaluate)")
-    metrics = json.loads(metrics_file.read_text())
+    folder = RunDir(run)
+    if not folder.metrics_path.is_file():
+        raise SystemExit(f"{folder.metrics_path}: missing; is the run finished? (rsd-engine run … then rsd-engine evaluate)")
+    metrics = folder.read_metrics()
     try:
-        preset = cfg.load(run / "preset.toml")
+        preset = cfg.load(folder.preset_path)
     except (OSError, cfg.PresetError) as err:
         raise SystemExit(str(err)) from None
     sigma = preset.corruption.noise_sigma
-    teacher_key = "teacher-truncated" if sigma > 0 and "teacher-truncated" in metrics else "teacher-full"
-    teacher, gen = metrics[teacher_key], metrics["generator"]
+    teacher_key = TEACHER_TRUNCATED if sigma > 0 and TEACHER_TRUNCATED in metrics else TEACHER_FULL
+    teacher, gen = metrics[teacher_key], metrics[GENERATOR]
     op = preset.corruption.operator
     params = getattr(preset.corruption, op, None)
     op_text = op if params is None else f"{op} ({', '.join(f'{k}={v}' for k, v in params.model_dump().items())})"
-    wall = _wall_seconds(run / "events.jsonl")
+    wall = _wall_seconds(folder)
     ref_n = teacher["reference"].rsplit("n=", 1)[-1].rstrip(")")
     better = "yes" if gen["fid"] < teacher["fid"] else "no"
     return (

@@ -10,12 +10,12 @@ import argparse
 import logging
 import os
 import sys
-import time
 import traceback
 from pathlib import Path
 
 from . import config as cfg
-from .signals import install_signal_handlers
+from .runs import GENERATOR, MODELS, RunDir, default_run_folder
+from .signals import StopRequested, install_signal_handlers
 
 __all__ = ["main", "build_parser"]
 
@@ -40,14 +40,14 @@ def build_parser() -> argparse.ArgumentParser:
     s = sub.add_parser("sample", help="write a PNG grid of samples of a finished run")
     s.add_argument("run_dir")
     s.add_argument("--n", type=int, default=64, help="number of samples (seeds seed-start … seed-start+n−1)")
-    s.add_argument("--model", default="generator", choices=["generator", "teacher-full", "teacher-truncated"])
+    s.add_argument("--model", default=GENERATOR, choices=MODELS)
     s.add_argument("--seed-start", type=int, default=0)
     s.add_argument("--out", help="PNG path (default RUN_DIR/samples/<model>-n<N>.png)")
 
     e = sub.add_parser("evaluate", help="(re)compute metrics.json of a run from its final checkpoints")
     e.add_argument("run_dir")
     e.add_argument("--set", dest="overrides", action="append", default=[], metavar="eval.KEY=VALUE", help="override eval.* fields only")
-    e.add_argument("--models", default="teacher-full,teacher-truncated,generator", help="comma-separated models to (re)evaluate")
+    e.add_argument("--models", default=",".join(MODELS), help="comma-separated models to (re)evaluate")
 
     pv = sub.add_parser("preview", help="PNG grid of clean | measurement | adjoint for a preset, before training")
     pv.add_argument("preset")
@@ -86,8 +86,7 @@ def _cmd_validate(args) -> int:
 def _cmd_run(args) -> int:
     from accelerate.utils import broadcast_object_list
 
-    from .runs import RunDir
-    from .training import Pipeline, StopRequested, make_accelerator
+    from .experiment import Experiment, make_accelerator
 
     if args.resume:
         if args.preset or args.overrides:
@@ -102,7 +101,7 @@ def _cmd_run(args) -> int:
         preset = cfg.load(args.preset, args.overrides)
     acc = make_accelerator(preset)
     if not args.resume:
-        target = [args.out or f"runs/{preset.run.name}-{time.strftime('%Y%m%d-%H%M%S')}"]
+        target = [args.out or f"runs/{default_run_folder(preset.run.name, lambda name: Path('runs', name).exists())}"]
         if acc.num_processes > 1:
             broadcast_object_list(target)
         run = RunDir(target[0])
@@ -114,7 +113,7 @@ def _cmd_run(args) -> int:
     if acc.is_main_process:
         run.write_status(state="running", pid=os.getpid(), error=None, num_processes=acc.num_processes, device=str(acc.device))
     try:
-        Pipeline(preset, run, acc).run_all()
+        Experiment(preset, run, acc).run_all()
     except StopRequested:
         log.warning("stopped; resume with: rsd-engine run --resume %s", run.path)
         if acc.is_main_process:
@@ -136,25 +135,18 @@ def _cmd_run(args) -> int:
 def _cmd_sample(args) -> int:
     import torch
 
-    from .checkpoints import load_checkpoint
-    from .evaluation import generate
+    from .evaluation import final_network
+    from .generate import ModelSampler
     from .grids import save_grid
-    from .operators import build_operator
-    from .training import teacher_checkpoint_dir
-    from .runs import RunDir
+    from .measurement import Measurement
+    from .objectives import Objective
 
     run = RunDir(args.run_dir)
     preset = cfg.load(run.preset_path)
-    if args.model == "generator":
-        net = load_checkpoint(run.checkpoints / "generator-final").build("generator_ema").eval()
-    else:
-        net = load_checkpoint(teacher_checkpoint_dir(preset, run)).build("ema").eval()
-    shape = (preset.data.channels, preset.data.resolution, preset.data.resolution)
-    stop = preset.eval.stop_sigma if preset.eval.stop_sigma is not None else preset.corruption.noise_sigma
-    samples = generate(args.model, net, range(args.seed_start, args.seed_start + args.n), shape, batch_size=preset.eval.batch_size,
-                       steps=preset.eval.teacher_steps, rho=preset.network.rho, stop_sigma=stop, sigma_init=preset.distill.sigma_init,
-                       op=build_operator(preset),
-                       device="cuda" if torch.cuda.is_available() and preset.accelerate.device != "cpu" else "cpu")
+    device = "cuda" if torch.cuda.is_available() and preset.accelerate.device != "cpu" else "cpu"
+    sampler = ModelSampler.from_preset(preset, Objective.from_preset(preset, Measurement.from_preset(preset)))
+    net = final_network(run, preset, args.model, device)
+    samples = sampler.generate(args.model, net, range(args.seed_start, args.seed_start + args.n), device)
     out = Path(args.out) if args.out else run.samples / f"{args.model}-n{args.n}.png"
     save_grid(samples.images, out)
     print(f"{out}  ({args.n} samples, seeds {args.seed_start}…{args.seed_start + args.n - 1}, NFE {samples.nfe}, {samples.images_per_s:.1f} img/s)")
@@ -162,8 +154,7 @@ def _cmd_sample(args) -> int:
 
 
 def _cmd_evaluate(args) -> int:
-    from .runs import RunDir
-    from .training import Pipeline, make_accelerator
+    from .experiment import Experiment, make_accelerator
 
     bad = [o for o in args.overrides if not o.startswith("eval.")]
     if bad:
@@ -174,13 +165,13 @@ def _cmd_evaluate(args) -> int:
     preset = cfg.loads(run.preset_path.read_text(), args.overrides, str(run.preset_path))
     acc = make_accelerator(preset)
     _setup_logging(run.log_path, acc.is_main_process)
-    from .evaluation import MODELS
-
     models = tuple(m.strip() for m in args.models.split(",") if m.strip())
     bad = [m for m in models if m not in MODELS]
     if bad:
         raise cfg.PresetError([("--models", f"{', '.join(bad)} unknown; allowed: {', '.join(MODELS)}")])
-    metrics = Pipeline(preset, run, acc).evaluate(models)
+    metrics = Experiment(preset, run, acc).evaluate(models)
+    if not acc.is_main_process:
+        return 0
     for model, rec in metrics.items():
         print(model, {k: rec.get(k) for k in ("fid", "kid", "proximal_fid", "psnr", "ssim", "n", "nfe", "images_per_s") if k in rec})
     return 0
@@ -188,12 +179,14 @@ def _cmd_evaluate(args) -> int:
 
 def _cmd_preview(args) -> int:
     from .data import training_measurements
+    from .measurement import Measurement
     from .preview import preview_grid
 
     preset = cfg.load(args.preset, args.overrides)
-    preview_grid(preset, args.n, Path(args.out))
+    measurement = Measurement.from_preset(preset)
+    preview_grid(preset, measurement, args.n, Path(args.out))
     d, c = preset.data, preset.corruption
-    n_train = len(training_measurements(preset))
+    n_train = len(training_measurements(preset, measurement))
     print(args.out)
     print(f"data: {d.source}{' ' + d.path if d.path else ''}, {n_train} training images, {d.resolution}×{d.resolution}, "
           f"{d.channels} channel{'s' if d.channels > 1 else ''}; operator {c.operator}, σ = {c.noise_sigma}")

@@ -14,11 +14,13 @@ from __future__ import annotations
 import copy
 import re
 from pathlib import Path
-from typing import Any, Literal, Optional
+from typing import Any, ClassVar, Literal, Optional
 
 import tomli
 import tomli_w
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from .runs import NAME_RULE, atomic_write_text, is_valid_name
 
 __all__ = [
     "PresetError",
@@ -30,6 +32,8 @@ __all__ = [
     "apply_overrides",
     "parse_override",
     "resolve_objective",
+    "operator_params",
+    "ambient_delta",
     "schema_fields",
 ]
 
@@ -56,9 +60,16 @@ class _Section(BaseModel):
 class RunConfig(_Section):
     """``[run]``: identity and seed of the experiment."""
 
-    name: str = Field("rsd-run", description="run name, letters, digits, '-', '_' and '.' only", pattern=r"^[A-Za-z0-9_.\-]{1,80}$")
+    name: str = Field("rsd-run", description=f"run name: {NAME_RULE}")
     seed: int = Field(0, ge=0, le=2**31 - 1, description="seed of training noise, data order and evaluation seeds")
     description: str = Field("", description="free text shown in the workbench")
+
+    @field_validator("name")
+    @classmethod
+    def _plain_name(cls, v: str) -> str:
+        if not is_valid_name(v):
+            raise ValueError(f"allowed: {NAME_RULE}")
+        return v
 
 
 DataSource = Literal["fashion-mnist", "image-folder", "npz", "cifar10"]
@@ -76,7 +87,7 @@ class DataConfig(_Section):
 
 
 class GaussianBlurConfig(_Section):
-    """``[corruption.gaussian_blur]``: depthwise Gaussian blur with reflection padding (METHOD.md §1)."""
+    """``[corruption.gaussian_blur]``: depthwise Gaussian blur with reflection padding (docs/method.md §1)."""
 
     kernel_size: int = Field(9, ge=1, le=63, description="kernel side in pixels, odd, 1–63 (paper 9); reflection padding of kernel_size // 2 pixels, < data.resolution")
     std: float = Field(2.0, gt=0.0, le=64.0, description="Gaussian standard deviation in pixels, > 0 and ≤ 64 (paper 2.0)")
@@ -90,21 +101,25 @@ class GaussianBlurConfig(_Section):
 
 
 class RandomInpaintingConfig(_Section):
-    """``[corruption.random_inpainting]``: per-pixel Bernoulli erasure, one mask shared by all channels (METHOD.md §1, §2b)."""
+    """``[corruption.random_inpainting]``: per-pixel Bernoulli erasure, one mask shared by all channels (docs/method.md §1, §2.3)."""
+
+    objective_keys: ClassVar[tuple[str, ...]] = ("delta",)
 
     p: float = Field(0.6, ge=0.0, lt=1.0, description="probability that a pixel is erased, 0 ≤ p < 1 (paper 0.6, 0.8, 0.9)")
-    delta: float = Field(0.1, ge=0.0, lt=1.0, description="Ambient further mask: fraction of surviving pixels erased again at each training step, 0 ≤ δ < 1 (paper 0.1)")
+    delta: float = Field(0.1, ge=0.0, lt=1.0, description="setting of the Ambient objective, not of A: fraction of surviving pixels erased again at each training step (further mask), 0 ≤ δ < 1 (paper 0.1)")
 
 
 class BoxInpaintingConfig(_Section):
     """``[corruption.box_inpainting]``: one random square hole per image (not in the paper)."""
 
+    objective_keys: ClassVar[tuple[str, ...]] = ("delta",)
+
     box_size: Optional[int] = Field(None, ge=1, description="side of the square hole in pixels, 1 ≤ box_size < data.resolution (default: data.resolution // 2)")
-    delta: float = Field(0.1, ge=0.0, lt=1.0, description="Ambient further mask: fraction of surviving pixels erased again at each training step, 0 ≤ δ < 1")
+    delta: float = Field(0.1, ge=0.0, lt=1.0, description="setting of the Ambient objective, not of A: fraction of surviving pixels erased again at each training step (further mask), 0 ≤ δ < 1")
 
 
 class SuperResolutionConfig(_Section):
-    """``[corruption.super_resolution]``: image-space ×k super-resolution, average-pool down then up (METHOD.md §1, "Our choices")."""
+    """``[corruption.super_resolution]``: image-space ×k super-resolution, average-pool down then up (docs/method.md §1, §6)."""
 
     factor: Literal[2, 4] = Field(2, description="down/up-sampling factor k: 2 or 4; must divide data.resolution")
     upsample: Literal["nearest", "bicubic"] = Field("nearest", description="nearest | bicubic: how the k×k block means are brought back to full size")
@@ -165,28 +180,38 @@ class NetworkConfig(_Section):
         return self
 
 
-Objective = Literal["auto", "edm", "ambient_tweedie", "ambient_mask"]
+ObjectiveName = Literal["auto", "edm", "ambient_tweedie", "ambient_mask"]
+
+
+def _ema_rampup() -> Any:
+    """The EMA ramp-up field of both stages (EDM's rule, :func:`rsd_engine.ema.ema_beta`)."""
+    return Field(0.05, ge=0.0, description="EMA ramp-up: half-life ≤ ratio × images seen (0 = off)")
+
+
+def _checkpoint_every(default_kimg: float) -> Any:
+    """The checkpoint period field of both stages."""
+    return Field(default_kimg, gt=0.0, description="write a resumable checkpoint every this many kimg")
 
 
 class TeacherConfig(_Section):
-    """``[teacher]``: Phase I, the corruption-aware diffusion teacher (METHOD.md §2)."""
+    """``[teacher]``: Phase I, the corruption-aware diffusion teacher (docs/method.md §2)."""
 
-    objective: Objective = Field("auto", description="auto | edm | ambient_tweedie | ambient_mask (auto picks from operator and σ; mask operators need ambient_mask)")
+    objective: ObjectiveName = Field("auto", description="auto | edm | ambient_tweedie | ambient_mask (auto picks from operator and σ; mask operators need ambient_mask)")
     checkpoint: Optional[str] = Field(None, description="skip training: load the teacher EMA from this run folder or checkpoint")
     kimg: float = Field(64.0, ge=0.0, description="training length in thousands of images seen")
     batch_size: int = Field(64, ge=1, description="global batch (all processes together)")
     lr: float = Field(2e-4, gt=0.0, le=1.0, description="Adam learning rate")
     lr_warmup_kimg: float = Field(10.0, ge=0.0, description="linear learning-rate warm-up, thousands of images")
     ema_halflife_kimg: float = Field(10.0, gt=0.0, description="EMA half-life, thousands of images")
-    ema_rampup_ratio: float = Field(0.05, ge=0.0, description="EMA ramp-up: half-life ≤ ratio × images seen (0 = off)")
+    ema_rampup_ratio: float = _ema_rampup()
     p_mean: float = Field(-1.2, description="mean of ln σ during training")
     p_std: float = Field(1.2, gt=0.0, description="std of ln σ during training")
     grad_clip: Optional[float] = Field(None, gt=0.0, description="max gradient norm (none = no clipping)")
-    checkpoint_every_kimg: float = Field(16.0, gt=0.0, description="write a resumable checkpoint every this many kimg")
+    checkpoint_every_kimg: float = _checkpoint_every(16.0)
 
 
 class DistillConfig(_Section):
-    """``[distill]``: Phase II, RSD/SiD distillation into a one-step generator (METHOD.md §3)."""
+    """``[distill]``: Phase II, RSD/SiD distillation into a one-step generator (docs/method.md §3)."""
 
     kimg: float = Field(8.0, ge=0.0, description="length in thousands of generator images seen (one generator batch per iteration)")
     batch_size: int = Field(32, ge=1, description="global batch of each generator and fake-score step")
@@ -199,9 +224,9 @@ class DistillConfig(_Section):
     fake_score_beta1: float = Field(0.0, ge=0.0, lt=1.0, description="Adam β1 of the fake score")
     loss_scale_generator: float = Field(100.0, gt=0.0, description="generator loss scale")
     ema_halflife_kimg: float = Field(0.5, gt=0.0, description="generator EMA half-life, thousands of images")
-    ema_rampup_ratio: float = Field(0.05, ge=0.0, description="EMA ramp-up: half-life ≤ ratio × images seen (0 = off)")
+    ema_rampup_ratio: float = _ema_rampup()
     grad_clip_fake_score: Optional[float] = Field(None, gt=0.0, description="max gradient norm of the fake score (none = off)")
-    checkpoint_every_kimg: float = Field(2.0, gt=0.0, description="write a resumable checkpoint every this many kimg")
+    checkpoint_every_kimg: float = _checkpoint_every(2.0)
 
 
 class EvalConfig(_Section):
@@ -306,11 +331,11 @@ def _cuda_possible(device: str) -> bool:
 
 
 def resolve_objective(preset: Preset) -> str:
-    """The teacher objective a preset trains with (METHOD.md §2).
+    """The teacher objective a preset trains with (docs/method.md §2).
 
     ``auto`` gives the operator's own objective family: ``ambient_tweedie`` (which equals plain EDM
-    at σ_c = 0) for operators without a mask, ``ambient_mask`` (Ambient Diffusion, §2b, combined
-    with §2a when σ_c > 0) for mask operators (``objective_family == "mask"``).
+    at σ_c = 0) for operators without a mask, ``ambient_mask`` (Ambient Diffusion, §2.3, combined
+    with §2.2 when σ_c > 0) for mask operators (``objective_family == "mask"``).
 
     Returns:
         one of ``"edm"``, ``"ambient_tweedie"``, ``"ambient_mask"``.
@@ -329,6 +354,30 @@ def resolve_objective(preset: Preset) -> str:
     if chosen not in allowed:
         raise ValueError(f"{chosen!r} does not fit operator {preset.corruption.operator!r}; allowed: auto, {', '.join(allowed)}")
     return chosen
+
+
+def _operator_table(preset: Preset) -> BaseModel | None:
+    """The ``[corruption.<operator>]`` table of the selected operator (``None`` for operators without one)."""
+    table = getattr(preset.corruption, preset.corruption.operator, None)
+    return table if isinstance(table, BaseModel) else None
+
+
+def operator_params(preset: Preset) -> dict[str, Any]:
+    """The keyword parameters of the operator A: its ``[corruption.<operator>]`` table without the
+    objective's settings kept there (δ of the mask operators), e.g. ``{"kernel_size": 9, "std": 2.0}``
+    for ``gaussian_blur``, ``{}`` for operators without a table."""
+    table = _operator_table(preset)
+    if table is None:
+        return {}
+    return table.model_dump(exclude=set(getattr(table, "objective_keys", ())))
+
+
+def ambient_delta(preset: Preset) -> float:
+    """δ of the Ambient further corruption (docs/method.md §2.3): a training setting of the mask
+    objective, read from ``corruption.<mask operator>.delta`` where presets keep it; 0 for operators
+    without a mask."""
+    table = _operator_table(preset)
+    return float(table.delta) if table is not None and "delta" in getattr(table, "objective_keys", ()) else 0.0
 
 
 def _problems_from_validation(err: ValidationError, data: dict) -> list[tuple[str, str]]:
@@ -409,8 +458,6 @@ def dumps(preset: Preset) -> str:
 
 def save(preset: Preset, path: str | Path) -> None:
     """Write ``dumps(preset)`` to ``path`` atomically (see :func:`rsd_engine.runs.atomic_write_text`)."""
-    from .runs import atomic_write_text
-
     atomic_write_text(Path(path), dumps(preset))
 
 

@@ -1,20 +1,22 @@
-"""Evaluation of teacher and generator against clean references (METHOD.md §4).
+"""Evaluation of teacher and generator against clean references (docs/method.md §4): metric records,
+the live evaluation during training and the final evaluation of a run.
 
-Models evaluated: ``teacher-full`` (EDM Heun to σ = 0), ``teacher-truncated`` (Heun stopped at the
-data noise σ_c, returning the denoiser output) and ``generator`` (one step, G_ema). Each record
-states n, the seed range, the weights used and the reference it was measured against (CASES.md 1, 6, 7).
-Samples come from fixed per-seed latents, so the same weights, n and seeds give the same FID.
+Each record states n, the seed range, the weights used and the reference it was measured against.
+Samples come from fixed per-seed latents (:mod:`rsd_engine.generate`), so the same weights, n and
+seeds give the same FID, on one process or split across several.
 """
 
 from __future__ import annotations
 
 import logging
-import time
-from dataclasses import dataclass
+from collections.abc import Callable
 
 import torch
 
+from .checkpoints import checkpoint_exists, load_network
 from .data import CorruptedDataset, clean_reference, to_float
+from .generate import WEIGHTS, ModelSampler, Samples
+from .grids import save_grid
 from .metrics import (
     FIDWeightsError,
     TooFewSamples,
@@ -27,116 +29,47 @@ from .metrics import (
     quantize,
 )
 from .networks import EDMPrecond
-from .operators import Operator, index_generator, measure
-from .sampling import heun_sample, one_step_generate
+from .runs import CLEAN_GRID, FINAL_NETWORK, GENERATOR, GENERATOR_FINAL, MEASUREMENTS_GRID, MODELS, TEACHER_FINAL, TEACHER_FULL, RunDir
+from .seeding import EVAL_NOISE_SEED, PROXIMAL_NOISE_SEED
+from .signals import StopRequested
 
-__all__ = ["MODELS", "latents", "seed_masks", "generate", "Evaluator", "Samples"]
+__all__ = ["Evaluator", "Evaluation", "final_network"]
 
 log = logging.getLogger("rsd_engine")
 
-MODELS = ("teacher-full", "teacher-truncated", "generator")
-WEIGHTS = {"teacher-full": "teacher EMA", "teacher-truncated": "teacher EMA", "generator": "generator EMA"}
-_PSNR_SEED_OFFSET = 10_000_019  # noise of the evaluation copy of the test split, never a training seed
-_MASK_SEED_OFFSET = 20_000_003  # network masks of evaluation samples
 
-
-def latents(seeds: range, shape: tuple[int, int, int], device=None) -> torch.Tensor:
-    """Standard-normal latents, one per seed, each from its own generator: (len(seeds), C, H, W).
-
-    The same seed always gives the same latent, whatever the batch it is drawn in.
-    """
-    if len(seeds) == 0:
-        return torch.empty(0, *shape, device=device)
-    z = torch.stack([torch.randn(shape, generator=torch.Generator().manual_seed(int(s))) for s in seeds])
-    return z.to(device)
-
-
-def seed_masks(op: Operator, seeds: range, device=None) -> torch.Tensor | None:
-    """Network masks fixed by seed (one generator per seed, apart from the latents' seeds):
-    (len(seeds), k, H, W), or ``None`` when the operator's networks take no mask."""
-    if op.cond_channels == 0 or len(seeds) == 0:
-        return None
-    return torch.cat([op.network_mask(1, index_generator(_MASK_SEED_OFFSET, s)) for s in seeds]).to(device)
-
-
-@dataclass
-class Samples:
-    """Generated images (N, C, H, W) float32 in ≈[-1, 1], denoiser evaluations per image (``None`` for a
-    teacher sampler that drew no sample), wall seconds."""
-
-    images: torch.Tensor
-    nfe: int | None
-    seconds: float
-
-    @property
-    def images_per_s(self) -> float:
-        """Sampling throughput (images per wall-clock second)."""
-        return self.images.shape[0] / max(self.seconds, 1e-9)
-
-
-@torch.no_grad()
-def generate(
-    model: str,
-    net: EDMPrecond,
-    seeds: range,
-    shape: tuple[int, int, int],
-    *,
-    batch_size: int,
-    steps: int = 18,
-    rho: float = 7.0,
-    stop_sigma: float | None = None,
-    sigma_init: float = 2.5,
-    op: Operator | None = None,
-    device=None,
-) -> Samples:
-    """Sample ``len(seeds)`` images from one of :data:`MODELS` with fixed per-seed latents.
-
-    Args:
-        model: ``teacher-full`` | ``teacher-truncated`` | ``generator``.
-        net: teacher EMA for the teacher models, generator EMA for ``generator``.
-        shape: (C, H, W) of one image.
-        stop_sigma: σ at which ``teacher-truncated`` stops (σ_c).
-        sigma_init: σ_init of the generator.
-        op: the forward operator; for operators whose networks take a mask (inpainting) each seed
-            also fixes its own network mask, so the same seed gives the same sample.
+def final_network(run: RunDir, preset, model: str, device=None) -> EDMPrecond:
+    """The EMA network that draws ``model``, from the run's final checkpoints: the teacher EMA (of
+    ``teacher.checkpoint`` when set) for the teacher models, the generator EMA for ``generator``.
+    Eval mode, no gradients, on ``device``.
 
     Raises:
-        ValueError: unknown model.
+        FileNotFoundError: the checkpoint does not exist (yet).
     """
-    if model not in MODELS:
-        raise ValueError(f"unknown model {model!r}; allowed: {', '.join(MODELS)}")
-    outs, nfe = [], (1 if model == "generator" else None)
-    start = time.perf_counter()
-    for s in range(0, len(seeds), batch_size):
-        chunk = seeds[s : s + batch_size]
-        z = latents(chunk, shape, device)
-        cond = seed_masks(op, chunk, device) if op is not None else None
-        if model == "generator":
-            outs.append(one_step_generate(net, z, sigma_init, cond).float().cpu())
-        else:
-            res = heun_sample(net, z, steps, rho, stop_sigma if model == "teacher-truncated" else None, cond)
-            outs.append(res.images.cpu())
-            nfe = res.nfe
-    seconds = time.perf_counter() - start
-    images = torch.cat(outs) if outs else torch.empty(0, *shape)
-    return Samples(images, nfe, seconds)
+    if model == GENERATOR:
+        folder, name = run.checkpoint(GENERATOR_FINAL), FINAL_NETWORK[GENERATOR_FINAL]
+    else:
+        folder, name = run.teacher_final(preset.teacher.checkpoint), FINAL_NETWORK[TEACHER_FINAL]
+    return load_network(folder, name).to(device)
 
 
 class Evaluator:
     """Feature network, cached reference features and metric records for one preset.
 
     If the FID weights are missing, FID/KID are skipped with one logged error naming the path
-    and everything else goes on (CASES.md 5).
+    and everything else goes on.
 
     Args:
         preset: validated preset.
-        dataset: the corrupted training set (for proximal-FID references and measurement grids).
-        device: torch device for sampling.
+        dataset: the corrupted training set (proximal-FID references); its measurement corrupts
+            samples and test images alike.
+        device: torch device of the teacher denoiser.
     """
 
     def __init__(self, preset, dataset: CorruptedDataset, device=None):
         self.preset = preset
         self.dataset = dataset
+        self.measurement = dataset.measurement
         self.device = device
         self._net = None
         self.fid_error: str | None = None
@@ -221,31 +154,158 @@ class Evaluator:
         return rec
 
     def proximal_fid(self, images: torch.Tensor, seeds: range) -> dict:
-        """Proximal FID (METHOD.md §4): corrupt the samples with the same A and σ (seeded per sample)
-        and compare with the corrupted training measurements. Returns ``{"proximal_fid", "proximal_reference"}``."""
+        """Proximal FID (docs/method.md §4.3): corrupt the samples with the same A and σ_c (sample of
+        seed s with the generator of s in the proximal stream) and compare with the corrupted training
+        measurements. Returns ``{"proximal_fid", "proximal_reference"}``."""
         ref = self.measurement_reference_features()
-        op, sigma = self.dataset.op, self.dataset.noise_sigma
-        ys = [measure(op, images[i : i + 1], sigma, index_generator(_PSNR_SEED_OFFSET + 7, s))[0] for i, s in enumerate(seeds)]
-        feats = self.features(torch.cat(ys), "proximal features")
+        y, _ = self.measurement.frozen(images, seeds, seed=PROXIMAL_NOISE_SEED)
+        feats = self.features(y, "proximal features")
         return {"proximal_fid": fid_from_features(ref[0], feats), "proximal_reference": ref[1]}
 
     @torch.no_grad()
     def denoiser_psnr(self, teacher: EDMPrecond) -> dict | None:
         """PSNR/SSIM of the teacher's posterior mean D(y; σ_c) on a noisy copy of the clean test split
-        (METHOD.md "Our choices"). Only for the identity operator with σ_c > 0; else ``None``."""
-        p = self.preset
+        (docs/method.md §4.4). Only for the identity operator with σ_c > 0; else ``None``."""
+        p, m = self.preset, self.measurement
         n = p.eval.psnr_n
-        if p.corruption.operator != "identity" or p.corruption.noise_sigma <= 0 or n == 0:
+        if m.op.name != "identity" or m.noise_sigma <= 0 or n == 0:
             return None
         clean_u8, identity = clean_reference(p, n)
         x = to_float(clean_u8)
-        sigma = p.corruption.noise_sigma
-        noisy = torch.cat([measure(self.dataset.op, x[i : i + 1], sigma, index_generator(_PSNR_SEED_OFFSET, i))[0] for i in range(x.shape[0])])
+        noisy, _ = m.frozen(x, range(x.shape[0]), seed=EVAL_NOISE_SEED)
         outs = []
         for s in range(0, x.shape[0], p.eval.batch_size):
             y = noisy[s : s + p.eval.batch_size].to(self.device)
-            outs.append(teacher(y, torch.full((y.shape[0],), sigma, device=self.device)).float().cpu())
+            outs.append(teacher(y, torch.full((y.shape[0],), m.noise_sigma, device=self.device)).float().cpu())
         psnr, ssim = psnr_ssim(torch.cat(outs), x)
         psnr_noisy, ssim_noisy = psnr_ssim(noisy, x)
         return {"psnr": psnr, "ssim": ssim, "psnr_noisy_input": psnr_noisy, "ssim_noisy_input": ssim_noisy,
                 "n": x.shape[0], "weights": "teacher EMA", "reference": identity}
+
+
+class Evaluation:
+    """The live evaluation during training and the final evaluation of one run.
+
+    Sampling is split across the accelerator's processes (:meth:`ModelSampler.generate_across`);
+    files, events and metrics are written by the main process only. Every process must call the
+    methods at the same points.
+
+    Args:
+        preset: validated preset.
+        run: the run folder.
+        accelerator: the run's ``Accelerator``.
+        dataset: the corrupted training set.
+        sampler: how each model draws its samples.
+        stop: whether a stop was requested, the same answer on every process
+            (:func:`rsd_engine.signals.stop_agreed`); checked before each model of the final evaluation.
+    """
+
+    def __init__(self, preset, run: RunDir, accelerator, dataset: CorruptedDataset, sampler: ModelSampler, stop: Callable[[], bool]):
+        self.preset = preset
+        self.run = run
+        self.acc = accelerator
+        self.dataset = dataset
+        self.sampler = sampler
+        self.stop = stop
+        self.evaluator = Evaluator(preset, dataset, accelerator.device)
+
+    @property
+    def main(self) -> bool:
+        """Whether this is the process that writes files."""
+        return self.acc.is_main_process
+
+    def live(self, stage: str, net: EDMPrecond, images_seen: int) -> dict | None:
+        """Grid from fixed seeds and a small-n live FID (labelled with n) of the stage's model: the
+        teacher model of :class:`ModelSampler` for ``stage="teacher"``, the generator otherwise.
+
+        Writes ``samples/<model>.png``, its snapshot ``<model>-kimg<NNNNNN>.png`` and the events
+        ``grid`` and ``fid``.
+
+        Returns:
+            the FID record on the main process when a live FID was computed, else ``None``.
+        """
+        e = self.preset.eval
+        model = self.sampler.teacher_model if stage == "teacher" else GENERATOR
+        kimg = images_seen / 1000
+        grid = self.sampler.generate_across(self.acc, model, net, range(e.grid_n))
+        samples = None
+        if e.live_fid_n >= 2:
+            samples = grid if e.live_fid_n == e.grid_n else self.sampler.generate_across(self.acc, model, net, range(e.live_fid_n))
+        rec = None
+        if self.main:
+            save_grid(grid.images, self.run.grid_path(model))
+            save_grid(grid.images, self.run.grid_path(model, kimg))
+            self.run.append_event(stage, "grid", kimg=kimg, model=model, file=self.run.grid_path(model).relative_to(self.run.path).as_posix())
+            if samples is not None:
+                rec = self.evaluator.fid_record(model, samples, range(e.live_fid_n))
+                if rec["fid"] is None:
+                    rec = None
+                else:
+                    log.info("%s live FID %.2f (n=%d) at %.1f kimg", model, rec["fid"], rec["n"], kimg)
+                    self.run.append_event(stage, "fid", kimg=kimg, model=model, fid=rec["fid"], kid=rec["kid"], n=rec["n"],
+                                          seeds=rec["seeds"], weights=rec["weights"], reference=rec["reference"])
+        self.acc.wait_for_everyone()
+        return rec
+
+    def final(self, models: tuple[str, ...] = MODELS) -> dict:
+        """Final metrics of the given models (default teacher-full, teacher-truncated, generator), their
+        grids, the teacher-denoiser PSNR/SSIM; merged into metrics.json (other models' records are kept).
+
+        ``teacher-truncated`` is left out when the sampler is not truncated, ``generator`` when the run
+        has no generator-final yet. Proximal FID is computed for the generator, the model it selects
+        checkpoints of (docs/method.md §4.3).
+
+        Returns:
+            the merged metrics (on processes other than the main one: metrics.json as it was).
+
+        Raises:
+            StopRequested: a stop was requested; checked before each model.
+            FileNotFoundError: no teacher checkpoint.
+            ValueError: an unknown model name.
+        """
+        e, device = self.preset.eval, self.acc.device
+        metrics: dict = self.run.read_metrics()
+        models = self.sampler.models(models)
+        if self.main:
+            self.run.write_status(state="running", stage="evaluate", progress=0.0)
+            save_grid(self.dataset.measurements(range(min(e.grid_n, len(self.dataset))))[0], self.run.grid_path(MEASUREMENTS_GRID))
+            clean_u8, _ = clean_reference(self.preset, e.grid_n)
+            save_grid(to_float(clean_u8), self.run.grid_path(CLEAN_GRID))
+        teacher = final_network(self.run, self.preset, TEACHER_FULL, device)
+        generator = final_network(self.run, self.preset, GENERATOR, device) if checkpoint_exists(self.run.checkpoint(GENERATOR_FINAL)) else None
+        for i, model in enumerate(models):
+            if self.stop():  # evaluation restarts from scratch on resume; nothing to checkpoint
+                raise StopRequested()
+            net = generator if model == GENERATOR else teacher
+            if net is None:
+                continue
+            seeds = range(e.final_fid_n)
+            samples = self.sampler.generate_across(self.acc, model, net, seeds)
+            grid = samples if e.final_fid_n >= e.grid_n else self.sampler.generate_across(self.acc, model, net, range(e.grid_n))
+            if self.main:
+                save_grid(grid.images[: e.grid_n], self.run.grid_path(model))
+                metrics[model] = self._final_record(model, samples, seeds)
+                self.run.write_status(progress=(i + 1) / (len(models) + 1))
+        if self.main:
+            den = self.evaluator.denoiser_psnr(teacher)
+            if den:
+                metrics["teacher-denoiser"] = den
+                log.info("teacher denoiser D(y; σ_c): PSNR %.2f dB, SSIM %.3f (noisy input %.2f dB), n=%d", den["psnr"], den["ssim"], den["psnr_noisy_input"], den["n"])
+            self.run.write_metrics(metrics)
+            self.run.append_event("evaluate", "metrics", metrics=metrics)
+        self.acc.wait_for_everyone()
+        return metrics
+
+    def _final_record(self, model: str, samples: Samples, seeds: range) -> dict:
+        """The metrics.json record of one model (FID disabled below 2 samples), logged."""
+        if seeds.stop >= 2:
+            rec = self.evaluator.fid_record(model, samples, seeds, proximal=model == GENERATOR)
+        else:
+            rec = {"model": model, "n": seeds.stop, "nfe": samples.nfe, "images_per_s": round(samples.images_per_s, 3),
+                   "weights": WEIGHTS[model], "fid": None, "note": "final FID disabled (eval.final_fid_n < 2)"}
+        log.info("%s: FID %s KID %s (n=%d, NFE %s, %.1f img/s)", model, _fmt(rec.get("fid")), _fmt(rec.get("kid")), rec["n"], rec["nfe"], rec["images_per_s"])
+        return rec
+
+
+def _fmt(v) -> str:
+    return "n/a" if v is None else f"{v:.4g}"

@@ -41,7 +41,7 @@ class EDMPrecond(nn.Module):
 
     c_skip = σ_d²/(σ²+σ_d²), c_out = σ·σ_d/√(σ²+σ_d²), c_in = 1/√(σ²+σ_d²), c_noise = ¼·ln σ
     (EDM Table 1). F is a diffusers ``UNet2DModel`` whose timestep input is c_noise. Mask channels
-    ``cond`` are concatenated to c_in·x unscaled (CASES.md 11).
+    ``cond`` are concatenated to c_in·x unscaled (docs/method.md §2.1).
 
     With a mask m = ``cond`` (1 = the network sees the pixel), the skip and output scales are taken per
     pixel: EDM's on seen pixels, and c_skip = 0, c_out = σ_d on unseen ones, so that
@@ -49,8 +49,9 @@ class EDMPrecond(nn.Module):
     and the target x has spread σ_d at every σ, which is EDM's own rule (c_skip, c_out) = (0, σ_d)
     for an input without signal. With EDM's scales there, c_out → 0 as σ → 0 would force
     D → 0 on unseen pixels: the Ambient loss on the A-but-not-Ã pixels would ask F for x/σ, and the
-    fixed-mask teacher sampler would end with the unseen pixels at 0. Our choice (the paper's
-    Ambient Diffusion teachers are released checkpoints whose parameterisation METHOD.md §2b does not give).
+    fixed-mask teacher sampler would end with the unseen pixels at 0. Our choice (docs/method.md §2.1
+    and §6: the paper's Ambient Diffusion teachers are released checkpoints whose parameterisation is
+    not published).
 
     Args:
         resolution: image side H = W.
@@ -120,6 +121,30 @@ class EDMPrecond(nn.Module):
         c_in = 1 / (sd**2 + s**2).sqrt()
         c_noise = sigma.reshape(-1).log() / 4
         return c_skip, c_out, c_in, c_noise
+
+    def loss_weight(self, sigma: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
+        """λ = 1/c_out² of :meth:`coefficients`, the loss weight that gives every σ a unit-variance target
+        for F (EDM Table 1, λ(σ) = (σ² + σ_d²)/(σ·σ_d)²; docs/method.md §2.1).
+
+        Written in closed form rather than as 1/c_out² so that it is bit-identical to EDM's
+        expression. With a 0/1 ``mask`` the unseen pixels (mask 0) get 1/σ_d², as their c_out = σ_d:
+        EDM's λ(σ) ≈ 1/σ² there would scale an error of size σ_d by 1/σ² and let the smallest σ draws
+        dominate the Ambient teacher's gradient (docs/method.md §2.3).
+
+        Args:
+            sigma: σ > 0, shape (B,) or (B, 1, 1, 1).
+            mask: optional 0/1 mask (B, k, H, W).
+
+        Returns:
+            (B, 1, 1, 1), or the mask's shape when a mask is given.
+        """
+        sd = self.sigma_data
+        s = sigma.reshape(-1, 1, 1, 1)
+        weight = (s**2 + sd**2) / (s * sd) ** 2
+        if mask is None:
+            return weight
+        m = mask.to(weight.dtype)
+        return m * weight + (1 - m) / sd**2
 
     def raw(self, x_in: torch.Tensor, c_noise: torch.Tensor) -> torch.Tensor:
         """F: the bare UNet on an already scaled input (B, C+k, H, W) at c_noise (B,); returns (B, C, H, W)."""

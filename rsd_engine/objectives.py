@@ -1,18 +1,25 @@
-"""Teacher objectives (Phase I, METHOD.md §2): plain EDM, Ambient-Tweedie for noisy measurements and
-Ambient Diffusion for masked measurements.
+"""Teacher objectives (Phase I, docs/method.md §2): plain EDM, Ambient-Tweedie for noisy measurements
+and Ambient Diffusion for masked measurements, and :class:`Objective`, the one a preset trains with.
 
-The same functions train the fake score in Phase II on A(x_g) + σ_c·ε (METHOD.md §3), so both
-networks are Tweedie-consistent denoisers of the clean measurement law p(A x).
+The same objective trains the fake score in Phase II on A(x_g) + σ_c·ε (docs/method.md §3.2), so both
+networks are Tweedie-consistent denoisers of the clean measurement law p(A x). The per-pixel loss
+weight λ = 1/c_out² comes from the network (:meth:`rsd_engine.networks.EDMPrecond.loss_weight`).
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import torch
 
+from .measurement import Measurement
 from .networks import EDMPrecond, unwrap
 from .operators.inpainting import further_mask
 
-__all__ = ["sample_training_sigma", "edm_weight", "ambient_tweedie_loss", "edm_loss", "ambient_mask_loss", "teacher_loss"]
+__all__ = ["sample_training_sigma", "ambient_tweedie_loss", "edm_loss", "ambient_mask_loss", "Objective", "OBJECTIVES"]
+
+#: The objective names :func:`rsd_engine.config.resolve_objective` resolves a preset to.
+OBJECTIVES = ("edm", "ambient_tweedie", "ambient_mask")
 
 
 def sample_training_sigma(batch: int, p_mean: float, p_std: float, device=None, generator=None) -> torch.Tensor:
@@ -21,13 +28,8 @@ def sample_training_sigma(batch: int, p_mean: float, p_std: float, device=None, 
     return (z * p_std + p_mean).exp()
 
 
-def edm_weight(sigma: torch.Tensor, sigma_data: float) -> torch.Tensor:
-    """λ(σ) = (σ² + σ_d²) / (σ·σ_d)² (EDM Table 1). ``sigma`` any shape, returns the same shape."""
-    return (sigma**2 + sigma_data**2) / (sigma * sigma_data) ** 2
-
-
 def _noise_levels(sigma: torch.Tensor, noise_sigma: float, device) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Clamp σ ≥ σ_c (METHOD.md §2a step 1). Returns (σ (B,) float32, top-up std √(σ² − σ_c²) and
+    """Clamp σ ≥ σ_c (docs/method.md §2.2, step 1). Returns (σ (B,) float32, top-up std √(σ² − σ_c²) and
     ratio σ_c²/σ², both (B, 1, 1, 1)). At clamped draws the top-up is exactly 0 and the ratio exactly
     1 (float32 rounding of σ_c would otherwise leave ≈1e-5 of top-up noise, via the square root)."""
     sigma = sigma.to(device, torch.float32)
@@ -47,15 +49,16 @@ def ambient_tweedie_loss(
     p_std: float = 1.2,
     sigma: torch.Tensor | None = None,
 ) -> torch.Tensor:
-    """Ambient-Tweedie loss for noisy measurements y = A x + σ_c ε (METHOD.md §2a; Daras et al.,
-    "Consistent diffusion meets Tweedie", and DSD eq. for L_N).
+    """Ambient-Tweedie loss for noisy measurements y = A x + σ_c ε (docs/method.md §2.2; Daras et al.,
+    "Consistent diffusion meets Tweedie", and DSD's noisy-data loss L_N).
 
     Steps: σ ~ logN(p_mean, p_std²) clamped to σ ≥ σ_c; y_t = y + √(σ² − σ_c²)·n; x̂ = D(y_t; σ);
-    ŷ = (1 − σ_c²/σ²)·x̂ + (σ_c²/σ²)·y_t; loss = λ(σ)·‖ŷ − y‖², summed over pixels.
+    ŷ = (1 − σ_c²/σ²)·x̂ + (σ_c²/σ²)·y_t; loss = λ(σ)·‖ŷ − y‖², summed over pixels, with
+    λ(σ) = 1/c_out² from the network (EDM Table 1).
     At σ = σ_c, ŷ ≡ y_t = y and the loss is exactly 0 (no gradient); at σ_c = 0 it is the EDM loss.
 
     Args:
-        net: the denoiser being trained.
+        net: the denoiser being trained (an :class:`EDMPrecond`, possibly wrapped for data parallelism).
         y: measurements (B, C, H, W), never clipped.
         noise_sigma: σ_c ≥ 0 on the [-1, 1] scale.
         p_mean, p_std: log-normal σ distribution.
@@ -68,11 +71,10 @@ def ambient_tweedie_loss(
     if sigma is None:
         sigma = sample_training_sigma(b, p_mean, p_std, device=y.device)
     sigma, top_up, ratio = _noise_levels(sigma, noise_sigma, y.device)
-    s = sigma.reshape(-1, 1, 1, 1)
     y_t = y + top_up * torch.randn_like(y)
     x_hat = net(y_t, sigma)
     y_hat = (1 - ratio) * x_hat + ratio * y_t
-    per_pixel = edm_weight(s, unwrap(net).sigma_data) * (y_hat - y) ** 2
+    per_pixel = unwrap(net).loss_weight(sigma) * (y_hat - y) ** 2
     return per_pixel.flatten(1).sum(1)
 
 
@@ -95,9 +97,9 @@ def ambient_mask_loss(
     sigma: torch.Tensor | None = None,
     loss_on: str = "A",
 ) -> torch.Tensor:
-    """Ambient Diffusion loss for masked measurements y = A ⊙ x (+ σ_c ε) (METHOD.md §2b; Daras et al.
-    2023, "Ambient Diffusion", eq. for the further-corrupted objective), combined with the
-    Ambient-Tweedie noise handling of §2a when σ_c > 0.
+    """Ambient Diffusion loss for masked measurements y = A ⊙ x (+ σ_c ε) (docs/method.md §2.3; Daras
+    et al. 2023, "Ambient Diffusion", §3, the further-corrupted objective), combined with the
+    Ambient-Tweedie noise handling of §2.2 when σ_c > 0.
 
     Steps (n ~ N(0, I) drawn first, then the further mask, so the random draws match
     :func:`ambient_tweedie_loss` for the same torch seed):
@@ -106,15 +108,14 @@ def ambient_mask_loss(
     2. x_t = y + √(σ² − σ_c²)·n (observed pixels then carry total noise σ around x);
     3. Ã = further_mask(A, δ) (a fresh draw, torch's global RNG);
     4. x̂ = D([Ã ⊙ x_t, Ã]; σ) — the mask enters as the network's ``cond`` channel, unscaled;
-    5. ŷ = x̂ + Ã ⊙ (σ_c²/σ²)·(x_t − x̂): the §2a conversion to a prediction of the noisy y, applied
+    5. ŷ = x̂ + Ã ⊙ (σ_c²/σ²)·(x_t − x̂): the §2.2 conversion to a prediction of the noisy y, applied
        only where the network saw x_t; on A-but-not-Ã pixels the measurement noise is independent
        of the input, so E[y | input] = E[x | input] there and ŷ = x̂;
     6. loss = Σ_pixels λ·(M ⊙ (ŷ − y))², M = A (``loss_on="A"``, the teacher's supervised loss) or
-       M = Ã (``loss_on="A_tilde"``, the loss RSD's fake score back-props, METHOD.md §3), with
-       λ = 1/c_out² of the mask-aware preconditioning: EDM's λ(σ) on pixels the network saw (Ã) and
-       1/σ_d² on the A-but-not-Ã pixels it predicts without seeing (:class:`EDMPrecond`). EDM's
-       λ(σ) ≈ 1/σ² there would scale an error of O(σ_d) by 1/σ² and let the smallest σ draws
-       dominate the teacher's gradient.
+       M = Ã (``loss_on="A_tilde"``, the loss RSD's fake score back-props, docs/method.md §3.2), with
+       λ = 1/c_out² of the mask-aware preconditioning, taken from the network
+       (:meth:`EDMPrecond.loss_weight` with mask Ã): EDM's λ(σ) on pixels the network saw (Ã) and
+       1/σ_d² on the A-but-not-Ã pixels it predicts without seeing.
 
     With σ_c = 0, ŷ = x̂. With A = Ã = 1 (p = 0, δ = 0) it equals :func:`ambient_tweedie_loss` (and
     :func:`edm_loss` at σ_c = 0) for the same σ and noise. Values of y, of the noise and of the
@@ -145,7 +146,6 @@ def ambient_mask_loss(
     if sigma is None:
         sigma = sample_training_sigma(b, p_mean, p_std, device=y.device)
     sigma, top_up, ratio = _noise_levels(sigma, noise_sigma, y.device)
-    s = sigma.reshape(-1, 1, 1, 1)
     x_t = y + top_up * torch.randn_like(y)
     a = mask.to(device=y.device, dtype=y.dtype)
     a_tilde = further_mask(a, delta)
@@ -153,40 +153,85 @@ def ambient_mask_loss(
     # Ã is 0/1, so on Ã this is exactly (1 − r)·x̂ + r·x_t (= y at clamped draws) and x̂ elsewhere.
     y_hat = a_tilde * ((1 - ratio) * x_hat + ratio * x_t) + (1 - a_tilde) * x_hat
     m = a if loss_on == "A" else a_tilde
-    sd = unwrap(net).sigma_data
-    weight = a_tilde * edm_weight(s, sd) + (1 - a_tilde) / sd**2  # 1/c_out² per pixel (EDMPrecond)
-    per_pixel = weight * (m * (y_hat - y)) ** 2
+    per_pixel = unwrap(net).loss_weight(sigma, a_tilde) * (m * (y_hat - y)) ** 2
     return per_pixel.flatten(1).sum(1)
 
 
-def teacher_loss(
-    objective: str,
-    net: EDMPrecond,
-    y: torch.Tensor,
-    noise_sigma: float,
-    p_mean: float,
-    p_std: float,
-    *,
-    mask: torch.Tensor | None = None,
-    delta: float = 0.1,
-    loss_on: str = "A",
-) -> torch.Tensor:
-    """Dispatch on the resolved objective name (``config.resolve_objective``). Returns shape (B,).
+@dataclass(frozen=True)
+class Objective:
+    """The denoising objective a run trains its teacher with, and its fake score in Phase II.
 
-    ``"edm"`` ignores the measurement noise (treats y as clean: the naive baseline);
-    ``"ambient_tweedie"`` accounts for it; ``"ambient_mask"`` is :func:`ambient_mask_loss` and needs
-    the measurement ``mask`` (B, 1, H, W), the further-mask ``delta`` and ``loss_on`` ("A" for the
-    teacher, "A_tilde" for the fake score). The keyword arguments are ignored by the other objectives.
+    Args:
+        name: ``"edm"`` (treats y as clean: the naive baseline), ``"ambient_tweedie"`` (accounts for
+            σ_c, docs/method.md §2.2) or ``"ambient_mask"`` (Ambient Diffusion for mask operators, §2.3).
+        measurement: the forward model the data came from (σ_c, and fresh masks for the networks).
+        p_mean, p_std: training σ distribution, ln σ ~ N(p_mean, p_std²) (EDM: −1.2, 1.2).
+        delta: δ ∈ [0, 1) of the Ambient further corruption Ã = A ⊙ B (``ambient_mask`` only; paper 0.1).
+            A training setting of the objective, not part of A.
 
     Raises:
-        ValueError: unknown objective, or ``"ambient_mask"`` without a mask.
+        ValueError: unknown name, δ outside [0, 1), or ``ambient_mask`` with an operator without masks.
     """
-    if objective == "ambient_tweedie":
-        return ambient_tweedie_loss(net, y, noise_sigma, p_mean, p_std)
-    if objective == "edm":
-        return edm_loss(net, y, p_mean, p_std)
-    if objective == "ambient_mask":
+
+    name: str
+    measurement: Measurement
+    p_mean: float = -1.2
+    p_std: float = 1.2
+    delta: float = 0.0
+
+    def __post_init__(self):
+        if self.name not in OBJECTIVES:
+            raise ValueError(f"unknown teacher objective {self.name!r}; allowed: {', '.join(OBJECTIVES)}")
+        if not 0.0 <= self.delta < 1.0:
+            raise ValueError(f"delta {self.delta}: must be in [0, 1)")
+        if (self.name == "ambient_mask") != self.measurement.has_mask:
+            raise ValueError(f"objective {self.name!r} does not fit operator {self.measurement.op.name!r}")
+
+    @classmethod
+    def from_preset(cls, preset, measurement: Measurement) -> "Objective":
+        """The preset's objective (:func:`rsd_engine.config.resolve_objective`), its σ distribution
+        (``teacher.p_mean``, ``teacher.p_std``) and δ (:func:`rsd_engine.config.ambient_delta`)."""
+        from .config import ambient_delta, resolve_objective
+
+        t = preset.teacher
+        return cls(resolve_objective(preset), measurement, t.p_mean, t.p_std, ambient_delta(preset))
+
+    @property
+    def noise_sigma(self) -> float:
+        """σ_c of the measurements, on the [-1, 1] scale."""
+        return self.measurement.noise_sigma
+
+    def loss(self, net: EDMPrecond, y: torch.Tensor, mask: torch.Tensor | None = None, loss_on: str = "A") -> torch.Tensor:
+        """Per-sample loss (B,) of ``net`` on measurements y (B, C, H, W), σ drawn from torch's global RNG.
+
+        ``mask`` (B, 1, H, W), the measurement mask A, and ``loss_on`` (``"A"`` for the teacher,
+        ``"A_tilde"`` for the fake score, docs/method.md §3.2) are used by ``ambient_mask`` only.
+
+        Raises:
+            ValueError: ``ambient_mask`` without a mask, or a bad ``loss_on``.
+        """
+        if self.name == "ambient_tweedie":
+            return ambient_tweedie_loss(net, y, self.noise_sigma, self.p_mean, self.p_std)
+        if self.name == "edm":
+            return edm_loss(net, y, self.p_mean, self.p_std)
         if mask is None:
-            raise ValueError("objective 'ambient_mask' needs the measurement mask (teacher_loss(..., mask=params['mask']))")
-        return ambient_mask_loss(net, y, mask, noise_sigma, delta, p_mean, p_std, loss_on=loss_on)
-    raise ValueError(f"unknown teacher objective {objective!r}; allowed: edm, ambient_tweedie, ambient_mask")
+            raise ValueError("objective 'ambient_mask' needs the measurement mask (objective.loss(net, y, params['mask']))")
+        return ambient_mask_loss(net, y, mask, self.noise_sigma, self.delta, self.p_mean, self.p_std, loss_on=loss_on)
+
+    def network_mask(self, batch: int, generator: torch.Generator | None = None, device=None) -> torch.Tensor | None:
+        """A fresh mask Ã = A ⊙ B for the networks' mask input: a measurement mask drawn like the data's,
+        further erased by δ (docs/method.md §3.1: the generator and the score networks of the
+        inpainting setting see a random further-corrupted mask); ``None`` when the networks take no mask.
+
+        Args:
+            batch: B.
+            generator: source of both masks (``None`` → torch's global RNG, CPU).
+            device: where the mask is returned.
+
+        Returns:
+            (B, 1, H, W) 0/1, survival (1 − p)(1 − δ) for random inpainting; or ``None``.
+        """
+        mask = self.measurement.fresh_mask(batch, generator)
+        if mask is None:
+            return None
+        return further_mask(mask, self.delta, generator).to(device)

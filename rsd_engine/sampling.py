@@ -12,14 +12,29 @@ import torch
 
 from .networks import EDMPrecond
 
-__all__ = ["karras_sigmas", "heun_sample", "one_step_generate", "SampleResult"]
+__all__ = ["karras_sigma", "karras_sigmas", "heun_sample", "one_step_generate", "SampleResult"]
+
+
+def karras_sigma(u, sigma_min: float, sigma_max: float, rho: float = 7.0):
+    """σ(u) = (σ_max^{1/ρ} + u·(σ_min^{1/ρ} − σ_max^{1/ρ}))^ρ, the Karras interpolation (EDM eq. 5 with
+    u = i/(N − 1)): u = 0 gives σ_max, u = 1 gives σ_min, decreasing in between.
+
+    The Heun sampler's schedule (:func:`karras_sigmas`) and the σ_t of SiD's generator step
+    (u = 1 − t, t ~ U[0, t_max/1000], docs/method.md §3.3) both use it.
+
+    Args:
+        u: tensor (any shape, any float dtype; the result keeps it) or float, in [0, 1].
+        sigma_min, sigma_max: σ range, 0 < σ_min < σ_max.
+        rho: ρ > 0 (EDM: 7).
+    """
+    return (sigma_max ** (1 / rho) + u * (sigma_min ** (1 / rho) - sigma_max ** (1 / rho))) ** rho
 
 
 def karras_sigmas(steps: int, sigma_min: float, sigma_max: float, rho: float = 7.0, device=None) -> torch.Tensor:
-    """The EDM σ schedule (EDM eq. 5) with a final 0 appended: shape (steps + 1,), decreasing, in float64."""
+    """The EDM σ schedule of ``steps`` ≥ 2 levels (EDM eq. 5) with a final 0 appended: shape (steps + 1,),
+    decreasing, float64."""
     i = torch.arange(steps, dtype=torch.float64, device=device)
-    t = (sigma_max ** (1 / rho) + i / (steps - 1) * (sigma_min ** (1 / rho) - sigma_max ** (1 / rho))) ** rho
-    return torch.cat([t, torch.zeros(1, dtype=torch.float64, device=device)])
+    return torch.cat([karras_sigma(i / (steps - 1), sigma_min, sigma_max, rho), torch.zeros(1, dtype=torch.float64, device=device)])
 
 
 @dataclass
@@ -46,7 +61,7 @@ def heun_sample(
         noise: standard normal (B, C, H, W); the start is ``noise · σ_max``.
         steps: N Heun steps (NFE = 2N − 1 for a full run).
         rho: ρ of the schedule.
-        stop_sigma: teacher-truncated (METHOD.md §4): before the step from σ_i to σ_{i+1}, if
+        stop_sigma: teacher-truncated (docs/method.md §4.1): before the step from σ_i to σ_{i+1}, if
             σ_{i+1} < stop_sigma, return D(x_i; σ_i) instead of stepping. ``None`` or 0 runs to σ = 0
             (teacher-full, whose samples keep the data noise).
         cond: optional fixed mask (B, k, H, W) for networks with mask channels (inpainting teachers):
@@ -81,8 +96,8 @@ def heun_sample(
 
 
 def one_step_generate(generator: EDMPrecond, z: torch.Tensor, sigma_init: float, cond: torch.Tensor | None = None) -> torch.Tensor:
-    """The one-step RSD generator x = G(σ_init·z; σ_init) (METHOD.md §3; SiD); with mask channels
-    x = G([cond ⊙ σ_init·z, cond]; σ_init) (the inpainting generator of METHOD.md §3).
+    """The one-step RSD generator x = G(σ_init·z; σ_init) (docs/method.md §3.1; SiD); with mask channels
+    x = G([cond ⊙ σ_init·z, cond]; σ_init) (the inpainting generator of docs/method.md §3.1).
 
     Args:
         generator: G (use G_ema for evaluation).

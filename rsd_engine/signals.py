@@ -1,4 +1,5 @@
-"""Stop requests: SIGTERM/SIGINT set one process-wide flag that the training loop polls (CASES.md 18).
+"""Stop requests: SIGTERM/SIGINT set one process-wide flag; the processes of a run agree on it through
+Accelerate's trigger, and the stage that sees it raises :class:`StopRequested` after its checkpoint.
 
 Kept free of heavy imports so the CLI can install the handlers before torch loads.
 """
@@ -9,9 +10,14 @@ import logging
 import signal
 import threading
 
-__all__ = ["STOP", "install_signal_handlers"]
+__all__ = ["STOP", "StopRequested", "install_signal_handlers", "stop_agreed"]
 
 STOP = threading.Event()
+
+
+class StopRequested(Exception):
+    """Raised inside a stage after SIGTERM/SIGINT, once the final checkpoint is written (or between
+    the models of an evaluation, which restarts from scratch on resume)."""
 
 
 def install_signal_handlers() -> None:
@@ -24,3 +30,14 @@ def install_signal_handlers() -> None:
 
     signal.signal(signal.SIGTERM, handler)
     signal.signal(signal.SIGINT, handler)
+
+
+def stop_agreed(accelerator) -> bool:
+    """Whether any process of the run received SIGTERM/SIGINT, the same answer on every process.
+
+    A process that saw the signal sets Accelerate's trigger (``set_trigger``); ``check_trigger``
+    all-reduces the flags. Every process must call this at the same points (a collective).
+    """
+    if STOP.is_set():
+        accelerator.set_trigger()
+    return bool(accelerator.check_trigger())

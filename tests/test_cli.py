@@ -118,16 +118,26 @@ def test_sigterm_stops_with_checkpoint_and_resume_finishes(preset_file, tmp_path
 
 
 def test_two_processes_over_gloo(preset_file, tmp_path):
+    """A whole run on two CPU processes; its evaluation splits the seeds between them and gathers
+    exactly n samples (5: shares of 3 and 2), so one process evaluating the same run agrees."""
     out = tmp_path / "run"
     cmd = ["accelerate", "launch", "--multi_gpu", "--num_processes", "2", "--num_machines", "1", "--mixed_precision", "no",
-           "--dynamo_backend", "no", "-m", "rsd_engine", "run", str(preset_file), "--out", str(out)]
+           "--dynamo_backend", "no", "-m", "rsd_engine", "run", str(preset_file), "--out", str(out), "--set", "eval.final_fid_n=5"]
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     res = subprocess.run(cmd, capture_output=True, text=True, timeout=600, env=env)
     assert res.returncode == 0, res.stderr[-3000:]
     run = RunDir(out)
     status = run.read_status()
     assert status["state"] == "done" and status["num_processes"] == 2
-    assert run.read_metrics()["generator"]["n"] == 4  # exactly the requested samples
+    two = run.read_metrics()
+    assert two["generator"]["n"] == 5 and two["generator"]["seeds"] == [0, 4]  # exactly the requested samples
+
+    assert main(["evaluate", str(out)]) == 0  # the same evaluation on one process
+    one = RunDir(out).read_metrics()
+    for model in ("teacher-full", "teacher-truncated", "generator"):
+        assert one[model]["n"] == 5
+        assert abs(one[model]["fid"] - two[model]["fid"]) < 1e-3, (model, one[model]["fid"], two[model]["fid"])
+    assert abs(one["generator"]["proximal_fid"] - two["generator"]["proximal_fid"]) < 1e-3
 
 
 def test_events_stay_valid_json_with_nan_losses(tmp_path):

@@ -10,6 +10,7 @@ from PIL import Image
 
 from rsd_engine import config as cfg
 from rsd_engine.data import CorruptedDataset, DataError, IndexStream, read_images, training_measurements
+from rsd_engine.measurement import Measurement
 from rsd_engine.operators import OPERATORS
 
 
@@ -89,7 +90,7 @@ def test_empty_image_folder(tmp_path):
 
 def _dataset(seed=0, sigma=0.2):
     clean = torch.randint(0, 256, (10, 1, 8, 8), dtype=torch.uint8)
-    return CorruptedDataset(clean, OPERATORS["identity"](1, 8), sigma, seed)
+    return CorruptedDataset(clean, Measurement(OPERATORS["identity"](1, 8), sigma, seed))
 
 
 def test_measurement_of_an_index_is_frozen_across_calls_and_batches():
@@ -111,7 +112,7 @@ def test_two_indices_get_different_noise_and_seed_changes_it():
 
 def test_noise_has_the_preset_sigma_and_is_not_clipped():
     clean = torch.full((400, 1, 8, 8), 255, dtype=torch.uint8)
-    ds = CorruptedDataset(clean, OPERATORS["identity"](1, 8), 0.2, 0)
+    ds = CorruptedDataset(clean, Measurement(OPERATORS["identity"](1, 8), 0.2, 0))
     y, _ = ds.measurements(range(400))
     noise = y - 1.0
     assert abs(float(noise.std()) - 0.2) < 0.01
@@ -141,7 +142,7 @@ def test_index_stream_shards_global_batch_across_processes():
 
 
 def test_training_measurements_from_fashion_mnist(tiny_preset):
-    ds = training_measurements(tiny_preset)
+    ds = training_measurements(tiny_preset, Measurement.from_preset(tiny_preset))
     assert len(ds) == 128
     y, _ = ds.measurements([0])
     assert y.shape == (1, 1, 32, 32)
@@ -150,4 +151,4 @@ def test_training_measurements_from_fashion_mnist(tiny_preset):
 def test_fashion_mnist_source_with_custom_path_in_preset(tmp_path):
     _write_idx(tmp_path / "train-images-idx3-ubyte.gz", np.zeros((3, 28, 28)))
     p = cfg.loads(f'[data]\npath = "{tmp_path}"\n')
-    assert len(training_measurements(p)) == 3
+    assert len(training_measurements(p, Measurement.from_preset(p))) == 3

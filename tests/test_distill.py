@@ -1,13 +1,16 @@
-"""RSD/SiD generator loss (METHOD.md §3): closed-form checks and a Gaussian toy with a known answer
-(CASES.md 12: the generator matches the data mean and covariance for α in {0.5, 1.0, 1.2})."""
+"""RSD/SiD generator loss (docs/method.md §3.3): closed-form checks and a Gaussian toy with a known
+answer (the generator matches the data mean and covariance for α in {0.5, 1.0, 1.2})."""
 
 import pytest
 import torch
 
-from rsd_engine.distill import generator_step_loss, sid_generator_loss, sid_sigma
+from rsd_engine.distill import generator_loss, sid_generator_loss
+from rsd_engine.measurement import Measurement
 from rsd_engine.networks import EDMPrecond
+from rsd_engine.objectives import Objective
 from rsd_engine.operators import OPERATORS
-from rsd_engine.training import _sanitise_grads
+from rsd_engine.sampling import karras_sigma
+from rsd_engine.stage import sanitise_grads
 
 
 def test_loss_matches_the_expanded_form():
@@ -35,9 +38,14 @@ def test_weight_is_detached():
     assert torch.allclose(a.grad, w * (b - u), atol=1e-5)
 
 
+def sid_sigma(t):
+    """σ_t of the generator step: the Karras interpolation at u = 1 − t on EDM's range."""
+    return karras_sigma(1 - t, 0.002, 80.0, 7.0)
+
+
 def test_sigma_schedule_endpoints():
     t = torch.tensor([0.0, 0.8, 1.0])
-    s = sid_sigma(t, 0.002, 80.0, 7.0)
+    s = sid_sigma(t)
     assert abs(float(s[0]) - 0.002) < 1e-6 and abs(float(s[2]) - 80.0) < 1e-3
     assert 24.0 < float(s[1]) < 25.0
 
@@ -75,7 +83,7 @@ def test_sid_generator_matches_gaussian_mean_and_covariance(alpha):
         x_g = z @ W.T + bias
         fake = _Gaussian(bias.detach(), (W @ W.T).detach())  # exact fake score of the current generator
         t = torch.rand(512, dtype=torch.float64) * 0.8
-        sigma = sid_sigma(t, 0.002, 80.0, 7.0)
+        sigma = sid_sigma(t)
         u = x_g.reshape(512, d, 1, 1)
         u_t = u + sigma.reshape(-1, 1, 1, 1) * torch.randn_like(u)
         loss = sid_generator_loss(u, teacher(u_t, sigma), fake(u_t, sigma), alpha).mean()
@@ -98,8 +106,9 @@ def test_generator_step_drops_non_finite_samples_and_counts_them():
             out = net(x, sigma)
             return torch.cat([out[:1] * float("nan"), out[1:]])
 
-    step = generator_step_loss(net, _Poisoned(), net, op, torch.randn(4, 1, 8, 8), sigma_init=2.5, alpha=1.2, t_max=800, rho=7.0, loss_scale=100)
+    objective = Objective("ambient_tweedie", Measurement(op, 0.0))
+    step = generator_loss(net, _Poisoned(), net, objective, torch.randn(4, 1, 8, 8), sigma_init=2.5, alpha=1.2, t_max=800, rho=7.0, loss_scale=100)
     assert step.nan_count == 1 and torch.isfinite(step.loss)
     step.loss.backward()
-    _sanitise_grads(net)  # what the training loop does after every backward (EDM's nan_to_num)
+    sanitise_grads(net)  # what the training loop does after every backward (EDM's nan_to_num)
     assert all(torch.isfinite(p.grad).all() for p in net.parameters() if p.grad is not None)

@@ -1,9 +1,14 @@
-"""Ambient-Tweedie teacher objective (METHOD.md §2a) and its EDM limit."""
+"""Ambient-Tweedie teacher objective (docs/method.md §2.2) and its EDM limit."""
 
 import torch
 
 from rsd_engine.networks import EDMPrecond
-from rsd_engine.objectives import ambient_tweedie_loss, edm_loss, edm_weight, sample_training_sigma
+from rsd_engine.objectives import ambient_tweedie_loss, edm_loss, sample_training_sigma
+
+
+def edm_weight(sigma, sigma_data):
+    """λ(σ) = (σ² + σ_d²)/(σ·σ_d)², EDM Table 1, written out here as the reference."""
+    return (sigma**2 + sigma_data**2) / (sigma * sigma_data) ** 2
 
 
 def _net():
@@ -38,6 +43,7 @@ class _Oracle(torch.nn.Module):
     """D(x; σ) returning a fixed prediction, for checking the ŷ conversion by hand."""
 
     sigma_data = 0.5
+    loss_weight = EDMPrecond.loss_weight
 
     def __init__(self, pred):
         super().__init__()

@@ -1,4 +1,4 @@
-"""Known-answer tests of the Ambient Diffusion mask objective (METHOD.md §2b, with §2a when σ_c > 0)."""
+"""Known-answer tests of the Ambient Diffusion mask objective (docs/method.md §2.3, with §2.2 when σ_c > 0)."""
 
 from __future__ import annotations
 
@@ -6,9 +6,10 @@ import pytest
 import torch
 from torch import nn
 
+from rsd_engine.measurement import Measurement
 from rsd_engine.networks import EDMPrecond
-from rsd_engine.objectives import ambient_mask_loss, ambient_tweedie_loss, edm_loss, edm_weight, teacher_loss
-from rsd_engine.operators import RandomInpainting
+from rsd_engine.objectives import Objective, ambient_mask_loss, ambient_tweedie_loss, edm_loss
+from rsd_engine.operators import Identity, RandomInpainting
 
 RES = 8
 
@@ -31,7 +32,7 @@ class WithJunk(nn.Module):
     def __init__(self, net: EDMPrecond, where: torch.Tensor, junk: torch.Tensor):
         super().__init__()
         self.net, self.where, self.junk = net, where, junk
-        self.sigma_data = net.sigma_data
+        self.loss_weight = net.loss_weight
 
     def forward(self, x, sigma, cond=None):
         return self.net(x, sigma, cond) + self.where * self.junk
@@ -43,7 +44,7 @@ class OnesCond(nn.Module):
     def __init__(self, net: EDMPrecond):
         super().__init__()
         self.net = net
-        self.sigma_data = net.sigma_data
+        self.loss_weight = net.loss_weight
 
     def forward(self, x, sigma, cond=None):
         return self.net(x, sigma, torch.ones_like(x[:, :1]))
@@ -53,6 +54,7 @@ class ConstantNet(nn.Module):
     """A 'denoiser' that always predicts ``value`` (records its inputs)."""
 
     sigma_data = 0.5
+    loss_weight = EDMPrecond.loss_weight
 
     def __init__(self, value: float = 0.0):
         super().__init__()
@@ -136,7 +138,8 @@ def test_known_value_for_a_constant_prediction():
     net = ConstantNet(0.0)
     loss = ambient_mask_loss(net, x, mask, 0.0, 0.1, sigma=sigma)
     a_tilde = net.seen[0][1]
-    seen = edm_weight(sigma, 0.5) * (a_tilde * x).square().flatten(1).sum(1)
+    edm_weight = (sigma**2 + 0.25) / (sigma * 0.5) ** 2  # EDM Table 1
+    seen = edm_weight * (a_tilde * x).square().flatten(1).sum(1)
     unseen = ((mask - a_tilde) * x).square().flatten(1).sum(1) / 0.25
     assert ((mask - a_tilde).flatten(1).sum(1) > 0).all()
     assert torch.allclose(loss, seen + unseen, rtol=1e-6)
@@ -174,21 +177,32 @@ def test_clamped_draws_at_sigma_c():
     assert (ambient_mask_loss(net, y, mask, 0.2, 0.3, sigma=sigma, loss_on="A") > 0).all()
 
 
-def test_teacher_loss_dispatch():
+def test_objective_dispatch():
     net = tiny_net()
     x, mask = data()
+    objective = Objective("ambient_mask", Measurement(RandomInpainting(1, RES), 0.0), delta=0.1)
     torch.manual_seed(0)
-    a = teacher_loss("ambient_mask", net, mask * x, 0.0, -1.2, 1.2, mask=mask, delta=0.1)
+    a = objective.loss(net, mask * x, mask)
     torch.manual_seed(0)
     b = ambient_mask_loss(net, mask * x, mask, 0.0, 0.1, -1.2, 1.2)
     assert torch.equal(a, b)
     torch.manual_seed(0)
-    c = teacher_loss("ambient_mask", net, mask * x, 0.0, -1.2, 1.2, mask=mask, delta=0.1, loss_on="A_tilde")
+    c = objective.loss(net, mask * x, mask, loss_on="A_tilde")
     assert c.shape == (4,) and (c <= a + 1e-6).all()
     with pytest.raises(ValueError, match="mask"):
-        teacher_loss("ambient_mask", net, x, 0.0, -1.2, 1.2)
+        objective.loss(net, x)
     with pytest.raises(ValueError, match="ambient_mask"):
-        teacher_loss("nope", net, x, 0.0, -1.2, 1.2)
+        Objective("nope", Measurement(RandomInpainting(1, RES), 0.0))
+    with pytest.raises(ValueError, match="does not fit"):
+        Objective("ambient_mask", Measurement(Identity(1, RES), 0.0))
+
+
+def test_objective_network_mask_is_a_further_corrupted_measurement_mask():
+    objective = Objective("ambient_mask", Measurement(RandomInpainting(1, 64, p=0.6), 0.0), delta=0.2)
+    m = objective.network_mask(8, torch.Generator().manual_seed(0))
+    assert m.shape == (8, 1, 64, 64) and set(m.unique().tolist()) <= {0.0, 1.0}
+    assert abs(m.mean().item() - 0.4 * 0.8) < 0.02  # survival (1 − p)(1 − δ)
+    assert Objective("ambient_tweedie", Measurement(Identity(1, 8), 0.2)).network_mask(2) is None
 
 
 def test_argument_errors():

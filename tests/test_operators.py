@@ -7,6 +7,7 @@ import pytest
 import torch
 
 from rsd_engine import config
+from rsd_engine.measurement import Measurement
 from rsd_engine.operators import (
     OPERATORS,
     BoxInpainting,
@@ -15,8 +16,6 @@ from rsd_engine.operators import (
     SuperResolution,
     build_operator,
     further_mask,
-    index_generator,
-    measure,
 )
 from rsd_engine.operators.blur import gaussian_kernel, reflect_pad_adjoint
 
@@ -86,9 +85,10 @@ def test_adjointness_float64(name, kw):
 def test_same_index_same_measurement_other_index_differs(name, kw):
     op = make(name, 1, **kw)
     x = torch.rand(1, 1, RES, RES) * 2 - 1
-    y1, p1 = measure(op, x, 0.2, index_generator(7, 3))
-    y2, p2 = measure(op, x, 0.2, index_generator(7, 3))
-    y3, p3 = measure(op, x, 0.2, index_generator(7, 4))
+    measurement = Measurement(op, 0.2, seed=7)
+    y1, p1 = measurement.frozen(x, [3])
+    y2, p2 = measurement.frozen(x, [3])
+    y3, p3 = measurement.frozen(x, [4])
     assert torch.equal(y1, y2)
     assert p1.keys() == p2.keys() == p3.keys()
     for k in p1:
@@ -111,7 +111,7 @@ def test_masks_binary_and_channel_shared(name, kw):
 
 @pytest.mark.parametrize("name,kw", VARIANTS, ids=IDS)
 def test_forward_is_differentiable(name, kw):
-    """The generator step back-propagates through A (METHOD.md §3)."""
+    """The generator step back-propagates through A (docs/method.md §3.3)."""
     op = make(name, 1, **kw)
     x = torch.zeros(2, 1, RES, RES, requires_grad=True)
     params = op.sample_params(2, torch.Generator().manual_seed(0))
@@ -264,7 +264,8 @@ def test_build_operator_passes_operator_table():
     assert isinstance(op, GaussianBlur) and op.kernel_size == 5 and op.std == 1.5
     p = _preset('[corruption]\noperator = "random_inpainting"\n[corruption.random_inpainting]\np = 0.9\ndelta = 0.2\n')
     op = build_operator(p)
-    assert op.p == 0.9 and op.delta == 0.2
+    assert op.p == 0.9 and not hasattr(op, "delta")  # δ is the objective's setting, not part of A
+    assert config.ambient_delta(p) == 0.2 and config.operator_params(p) == {"p": 0.9}
     p = _preset('[data]\nresolution = 32\n[corruption]\noperator = "box_inpainting"\n')
     assert build_operator(p).box_size == 16
     p = _preset('[corruption]\noperator = "super_resolution"\n[corruption.super_resolution]\nfactor = 4\nupsample = "bicubic"\n')
@@ -339,10 +340,10 @@ def test_preview_grid_rows(name, tmp_path):
     from rsd_engine.preview import preview_grid, preview_rows
 
     p = _preset(f'[data]\nresolution = 16\n[network]\nblock_out_channels = [8]\nnorm_groups = 4\n[corruption]\noperator = "{name}"\n')
-    rows = preview_rows(p, 3)
+    rows = preview_rows(p, Measurement.from_preset(p), 3)
     assert rows["clean"].shape == rows["measurement"].shape == rows["adjoint"].shape == (3, 1, 16, 16)
     out = tmp_path / "preview.png"
-    img = preview_grid(p, 3, out)
+    img = preview_grid(p, Measurement.from_preset(p), 3, out)
     assert out.exists() and img.size == (3 * 17 + 1, 3 * 17 + 1) and img.mode == "L"
     # deterministic: the same preset gives the same grid
-    assert preview_grid(p, 3).tobytes() == img.tobytes()
+    assert preview_grid(p, Measurement.from_preset(p), 3).tobytes() == img.tobytes()

@@ -1,28 +1,29 @@
-"""Exact resume (CASES.md 8): N steps straight equal N/2 + stop + resume + N/2, bit for bit, for the
-teacher and the distillation stage, EMA and optimiser states included."""
+"""Exact resume (docs/method.md §5): N steps straight equal N/2 + stop + resume + N/2, bit for bit, for
+the teacher and the distillation stage, EMA and optimiser states included."""
 
 import pytest
 import torch
 from safetensors.torch import load_file
 
 from rsd_engine import config as cfg
+from rsd_engine.experiment import Experiment, make_accelerator
 from rsd_engine.runs import RunDir
-from rsd_engine.training import Pipeline, StopRequested, make_accelerator
+from rsd_engine.signals import StopRequested
 
 
 def _pipeline(preset, path):
     run = RunDir(path) if RunDir(path).exists() else RunDir.create(path, cfg.dumps(preset))
-    return Pipeline(preset, run, make_accelerator(preset))
+    return Experiment(preset, run, make_accelerator(preset))
 
 
-def _stop_after(pipe, steps):
+def _stop_after(experiment, steps):
     count = {"n": 0}
 
     def stop():
         count["n"] += 1
         return count["n"] >= steps
 
-    pipe._stop_requested = stop
+    experiment.stop_requested = stop
 
 
 def _weights(path):

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import torch
 
-from ..operators import build_operator
+from ..measurement import Measurement
 from .corrupted import CorruptedDataset, IndexStream, to_float
 from .sources import DataError, read_images, source_identity
 
@@ -26,15 +26,15 @@ __all__ = [
 ]
 
 
-def training_measurements(preset) -> CorruptedDataset:
-    """The training set as frozen measurements y = A(x) + σε for a validated preset.
+def training_measurements(preset, measurement: Measurement) -> CorruptedDataset:
+    """The training set of a validated preset as frozen measurements y = A(x) + σε of ``measurement``.
 
     Raises:
         DataError: missing or malformed data files (named).
     """
     d = preset.data
     clean = read_images(d.source, d.path, "train", d.channels, d.resolution, d.max_images)
-    return CorruptedDataset(clean, build_operator(preset), preset.corruption.noise_sigma, preset.corruption.seed)
+    return CorruptedDataset(clean, measurement)
 
 
 def _eval_location(preset) -> tuple[str | None, str]:

@@ -1,15 +1,17 @@
 """The corrupted view of a dataset: one frozen measurement y_i = A(x_i) + σε_i per image index.
 
 The operator's random parts and the noise of image i are drawn from a generator seeded by
-(corruption seed, i) (METHOD.md §1, pitfall 1), so every epoch, every process and every resumed run
-sees the same measurement of image i, and two images get independent draws.
+(corruption seed, i) (:meth:`rsd_engine.measurement.Measurement.frozen`; docs/method.md §1 and
+§7, pitfall 1), so every epoch, every process and every resumed run sees the same measurement of image
+i, and two images get independent draws.
 """
 
 from __future__ import annotations
 
 import torch
 
-from ..operators import Operator, index_generator, measure
+from ..measurement import Measurement
+from ..seeding import epoch_seed
 
 __all__ = ["CorruptedDataset", "to_float", "IndexStream"]
 
@@ -25,16 +27,12 @@ class CorruptedDataset:
     Args:
         clean_u8: clean images (N, C, H, W) uint8. Kept private: training code only sees
             :meth:`measurements`.
-        op: the forward operator A.
-        noise_sigma: σ_c ≥ 0 on the [-1, 1] scale.
-        seed: corruption seed (``corruption.seed``).
+        measurement: the forward model y = A(x) + σ_c ε and its per-index seeding rule.
     """
 
-    def __init__(self, clean_u8: torch.Tensor, op: Operator, noise_sigma: float, seed: int):
+    def __init__(self, clean_u8: torch.Tensor, measurement: Measurement):
         self._clean = clean_u8
-        self.op = op
-        self.noise_sigma = float(noise_sigma)
-        self.seed = int(seed)
+        self.measurement = measurement
 
     def __len__(self) -> int:
         return self._clean.shape[0]
@@ -42,7 +40,7 @@ class CorruptedDataset:
     @property
     def measurement_shape(self) -> tuple[int, int, int]:
         """Shape (C', H', W') of one measurement, as the operator states it."""
-        return self.op.output_shape()
+        return self.measurement.output_shape
 
     @torch.no_grad()
     def measurements(self, indices) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
@@ -61,13 +59,7 @@ class CorruptedDataset:
         idx = torch.as_tensor(indices, dtype=torch.long).reshape(-1)
         if idx.numel() and (int(idx.min()) < 0 or int(idx.max()) >= len(self)):
             raise IndexError(f"image index out of range [0, {len(self)})")
-        ys, params = [], []
-        for i in idx.tolist():
-            y, p = measure(self.op, to_float(self._clean[i : i + 1]), self.noise_sigma, index_generator(self.seed, i))
-            ys.append(y)
-            params.append(p)
-        merged = {k: torch.cat([p[k] for p in params]) for k in (params[0] if params else {})}
-        return torch.cat(ys) if ys else torch.empty(0, *self.measurement_shape), merged
+        return self.measurement.frozen(to_float(self._clean[idx]), idx.tolist())
 
 
 class IndexStream:
@@ -91,7 +83,7 @@ class IndexStream:
 
     def _permutation(self, epoch: int) -> torch.Tensor:
         if epoch != self._epoch:
-            g = torch.Generator().manual_seed(self.seed * 100_003 + epoch)
+            g = torch.Generator().manual_seed(epoch_seed(self.seed, epoch))
             self._perm = torch.randperm(self.n, generator=g)
             self._epoch = epoch
         return self._perm

@@ -1,4 +1,4 @@
-"""The forward-operator interface A of the measurement model y = A(x) + σε (METHOD.md §1)."""
+"""The forward-operator interface A of the measurement model y = A(x) + σε (docs/method.md §1)."""
 
 from __future__ import annotations
 
@@ -22,9 +22,9 @@ class Operator(nn.Module):
         linear: whether A is linear; linear operators implement :meth:`adjoint` exactly
             (⟨A x, y⟩ = ⟨x, Aᵀ y⟩).
         objective_family: which teacher objective family fits the measurements:
-            ``"tweedie"`` (EDM / Ambient-Tweedie, METHOD.md §2a/2c) or ``"mask"`` (Ambient Diffusion, §2b).
-        cond_channels: mask channels the networks take beside the image (0, or 1 for mask operators).
-        delta: fraction δ of observed pixels the Ambient further mask erases (mask operators set it; 0 otherwise).
+            ``"tweedie"`` (EDM / Ambient-Tweedie, docs/method.md §2.2) or ``"mask"`` (Ambient Diffusion, §2.3).
+        cond_channels: mask channels the networks take beside the image (0, or 1 for mask operators,
+            whose :meth:`sample_params` then returns ``{"mask": (B, 1, H, W)}``).
 
     Args:
         channels: image channels C (1 or 3).
@@ -35,7 +35,6 @@ class Operator(nn.Module):
     linear: ClassVar[bool] = True
     objective_family: ClassVar[str] = "tweedie"
     cond_channels: ClassVar[int] = 0
-    delta: float = 0.0
 
     def __init__(self, channels: int, resolution: int):
         super().__init__()
@@ -52,12 +51,6 @@ class Operator(nn.Module):
         Operators without random parts return ``{}``. ``generator`` is the only source of randomness.
         """
         return {}
-
-    def network_mask(self, batch: int, generator: torch.Generator | None = None) -> torch.Tensor | None:
-        """A fresh mask for the networks' ``cond`` input, (B, cond_channels, H, W) 0/1, or ``None`` for
-        operators whose networks take no mask (METHOD.md §3: G and the score networks see a random
-        further-corrupted mask Ã in the inpainting setting)."""
-        return None
 
     def forward(self, x: torch.Tensor, **params: torch.Tensor) -> torch.Tensor:
         """A(x) for images ``x`` of shape (B, C, H, W) in [-1, 1]; returns (B, *output_shape())."""

@@ -1,11 +1,12 @@
-"""Inpainting operators: pixel masks A(x) = M ⊙ x (METHOD.md §1 "Random inpainting"; Ambient Diffusion,
-Daras et al. 2023, "Ambient Diffusion: Learning Clean Distributions from Corrupted Data").
+"""Inpainting operators: pixel masks A(x) = M ⊙ x (docs/method.md §1; Ambient Diffusion, Daras et al.
+2023, "Ambient Diffusion: Learning Clean Distributions from Corrupted Data").
 
 Masks have shape (B, 1, H, W), values exactly 0.0 (erased) or 1.0 (observed), and are shared by all
 channels (RSD's ``mask_full_rgb`` convention). They are drawn only in :meth:`sample_params` from the
 given ``torch.Generator``, so a corrupted dataset seeded per image index freezes one mask per image.
 Both operators use the Ambient-Diffusion teacher objective (``objective_family = "mask"``), which
-needs the further mask Ã = A ⊙ B of :func:`further_mask`.
+draws the further mask Ã = A ⊙ B of :func:`further_mask` with its own δ (a training setting of the
+objective, :class:`rsd_engine.objectives.Objective`, not a part of A).
 """
 
 from __future__ import annotations
@@ -53,7 +54,8 @@ def further_mask(mask: torch.Tensor, delta: float, generator: torch.Generator | 
     """Ambient Diffusion's further corruption Ã = A ⊙ B: erase a further fraction δ of the surviving pixels.
 
     B is an independent Bernoulli mask with P(B = 0) = δ per pixel (shared over the mask's channels),
-    so every pixel observed in Ã is observed in A and E[#Ã] = (1 − δ)·#A (Daras et al. 2023, §3).
+    so every pixel observed in Ã is observed in A and E[#Ã] = (1 − δ)·#A (Ambient Diffusion, Daras et
+    al. 2023, §3; docs/method.md §2.2).
 
     Args:
         mask: A, shape (B, k, H, W), values 0/1.
@@ -81,15 +83,6 @@ class _MaskOperator(Operator):
     objective_family = "mask"
     cond_channels = 1
 
-    def __init__(self, channels: int, resolution: int, delta: float = 0.1):
-        super().__init__(channels, resolution)
-        self.delta = _check_fraction("delta", delta)
-
-    def network_mask(self, batch: int, generator: torch.Generator | None = None) -> torch.Tensor:
-        """Ã = A ⊙ B: a fresh measurement mask further erased by δ, (B, 1, H, W) 0/1 (survival
-        (1 − p)(1 − δ) for random inpainting), drawn from ``generator`` (global RNG when ``None``)."""
-        return further_mask(self.sample_params(batch, generator)["mask"], self.delta, generator)
-
     def _mask(self, params: dict[str, torch.Tensor]) -> torch.Tensor:
         if "mask" not in params:
             raise ValueError(f"operator {self.name!r} needs its mask: call op(x, **op.sample_params(batch, generator))")
@@ -113,22 +106,21 @@ class _MaskOperator(Operator):
 
 
 class RandomInpainting(_MaskOperator):
-    """Random pixel inpainting: each pixel erased independently with probability p (METHOD.md §1).
+    """Random pixel inpainting: each pixel erased independently with probability p (docs/method.md §1).
 
     Args:
         channels: image channels C.
         resolution: image side H = W.
         p: erase probability in [0, 1) (paper 0.6, 0.8, 0.9); p = 0 observes everything.
-        delta: δ of the Ambient further mask (paper 0.1), used by the teacher objective.
 
     Raises:
-        ValueError: p or δ outside [0, 1).
+        ValueError: p outside [0, 1).
     """
 
     name = "random_inpainting"
 
-    def __init__(self, channels: int, resolution: int, p: float = 0.6, delta: float = 0.1):
-        super().__init__(channels, resolution, delta)
+    def __init__(self, channels: int, resolution: int, p: float = 0.6):
+        super().__init__(channels, resolution)
         self.p = _check_fraction("p", p)
 
     def sample_params(self, batch: int, generator: torch.Generator | None = None) -> dict[str, torch.Tensor]:
@@ -147,16 +139,15 @@ class BoxInpainting(_MaskOperator):
         channels: image channels C.
         resolution: image side H = W.
         box_size: hole side s in pixels, 1 ≤ s < resolution (``None`` → resolution // 2).
-        delta: δ of the Ambient further mask (0.1), erasing pixels outside the hole for Ã.
 
     Raises:
-        ValueError: box_size outside [1, resolution), δ outside [0, 1).
+        ValueError: box_size outside [1, resolution).
     """
 
     name = "box_inpainting"
 
-    def __init__(self, channels: int, resolution: int, box_size: int | None = None, delta: float = 0.1):
-        super().__init__(channels, resolution, delta)
+    def __init__(self, channels: int, resolution: int, box_size: int | None = None):
+        super().__init__(channels, resolution)
         s = self.resolution // 2 if box_size is None else int(box_size)
         if not 1 <= s < self.resolution:
             raise ValueError(f"box_size {s}: must be in [1, {self.resolution - 1}] (below the resolution {self.resolution})")

@@ -1,0 +1,117 @@
+"""One run of the method: teacher → RSD distillation → evaluation, with resume (docs/architecture.md).
+
+:class:`Experiment` builds the run's parts once from the preset: the forward model
+(:class:`rsd_engine.measurement.Measurement`), the frozen training measurements, the objective, the
+model sampler and the evaluation; then hands the stages of :mod:`rsd_engine.training` to the one
+loop, :class:`rsd_engine.stage.StageRunner`.
+"""
+
+from __future__ import annotations
+
+import torch
+from accelerate import Accelerator
+
+from . import config as cfg
+from .checkpoints import checkpoint_exists
+from .data import training_measurements
+from .evaluation import Evaluation
+from .generate import ModelSampler
+from .measurement import Measurement
+from .networks import network_config
+from .objectives import Objective
+from .runs import GENERATOR_FINAL, MODELS, RunDir
+from .signals import stop_agreed
+from .stage import StageRunner
+from .training import rsd_stage, teacher_stage
+
+__all__ = ["Experiment", "make_accelerator"]
+
+
+def make_accelerator(preset) -> Accelerator:
+    """An ``Accelerator`` for the preset: CPU (gloo across processes) when no GPU or device = cpu.
+
+    Raises:
+        ValueError: mixed precision requested on a CPU (normally refused earlier by validation).
+    """
+    a = preset.accelerate
+    cpu = a.device == "cpu" or not torch.cuda.is_available()
+    if cpu and a.mixed_precision != "no":
+        raise ValueError(f"accelerate.mixed_precision = {a.mixed_precision!r} needs a GPU; allowed on CPU: 'no'")
+    return Accelerator(cpu=cpu, mixed_precision=a.mixed_precision)
+
+
+class Experiment:
+    """One run: teacher training, RSD distillation and evaluation, with resume.
+
+    Args:
+        preset: validated preset (the run folder's frozen one when resuming).
+        run: the run folder.
+        accelerator: from :func:`make_accelerator`.
+
+    Raises:
+        rsd_engine.data.DataError: missing or malformed training data.
+    """
+
+    def __init__(self, preset: cfg.Preset, run: RunDir, accelerator: Accelerator):
+        self.preset = preset
+        self.run = run
+        self.acc = accelerator
+        self.measurement = Measurement.from_preset(preset).to(accelerator.device)
+        self.dataset = training_measurements(preset, self.measurement)
+        self.objective = Objective.from_preset(preset, self.measurement)
+        self.sampler = ModelSampler.from_preset(preset, self.objective)
+        self.network_config = network_config(preset, self.measurement.op.cond_channels)
+
+        def stop() -> bool:  # looked up at each call, so that a test may replace the method
+            return self.stop_requested()
+
+        self.evaluation = Evaluation(preset, run, accelerator, self.dataset, self.sampler, stop)
+        self.runner = StageRunner(accelerator=accelerator, run_dir=run, seed=preset.run.seed, network_config=self.network_config,
+                                  preset_toml=cfg.dumps(preset), state={"objective": self.objective.name}, stop=stop)
+
+    def stop_requested(self) -> bool:
+        """Whether any process received SIGTERM/SIGINT (all processes agree, so they stop together)."""
+        return stop_agreed(self.acc)
+
+    def teacher_final(self):
+        """Folder of the trained teacher EMA (``teacher.checkpoint`` when set, else this run's teacher-final)."""
+        return self.run.teacher_final(self.preset.teacher.checkpoint)
+
+    def train_teacher(self) -> None:
+        """Phase I (docs/method.md §2): train the teacher and its EMA; writes ``teacher-final``.
+
+        Raises:
+            StopRequested: after SIGTERM/SIGINT, with ``teacher-latest`` written.
+        """
+        self.runner.run(teacher_stage(self.preset, self.dataset, self.objective, self.network_config, self.evaluation.live))
+
+    def distill(self) -> None:
+        """Phase II (docs/method.md §3): RSD from the teacher EMA; writes ``generator-final``.
+
+        Raises:
+            StopRequested: after SIGTERM/SIGINT, with ``distill-latest`` written.
+            FileNotFoundError, ValueError: no teacher, or one of another network (see :func:`rsd_stage`).
+        """
+        stage = rsd_stage(self.preset, self.teacher_final(), self.objective, self.network_config, self.evaluation.live, self.acc.device)
+        self.runner.run(stage)
+
+    def evaluate(self, models: tuple[str, ...] = MODELS) -> dict:
+        """Final evaluation of ``models`` into metrics.json (:meth:`rsd_engine.evaluation.Evaluation.final`)."""
+        return self.evaluation.final(models)
+
+    def run_all(self) -> None:
+        """Teacher (unless already final or given), distillation (unless final), evaluation; status ``done``.
+
+        Raises:
+            StopRequested: after SIGTERM/SIGINT, with a checkpoint written.
+            FileNotFoundError: ``teacher.checkpoint`` is set but holds no teacher.
+        """
+        if not checkpoint_exists(self.teacher_final()):
+            if self.preset.teacher.checkpoint:
+                raise FileNotFoundError(f"teacher.checkpoint = {self.preset.teacher.checkpoint!r}: no teacher checkpoint found at {self.teacher_final()}")
+            self.train_teacher()
+        if not checkpoint_exists(self.run.checkpoint(GENERATOR_FINAL)):
+            self.distill()
+        self.evaluate()
+        if self.acc.is_main_process:
+            self.run.write_status(state="done", stage="evaluate", progress=1.0, eta_s=0)

@@ -1,0 +1,128 @@
+"""The forward model of a preset: y = A(x) + σ_c·ε, built once and handed to every part that corrupts.
+
+:class:`Measurement` bundles the operator A, the measurement noise σ_c and the seeding rule that
+freezes one measurement per image index (docs/method.md §1). Data, objectives, distillation,
+evaluation and the preview all take this one object instead of re-reading ``corruption.*`` from the
+preset.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from .operators import Operator, build_operator
+from .seeding import item_generator
+
+__all__ = ["Measurement"]
+
+
+class Measurement:
+    """y = A(x) + σ_c·ε with ε ~ N(0, I), A's random parts (masks) and ε drawn together.
+
+    Args:
+        op: the forward operator A.
+        noise_sigma: σ_c ≥ 0 on the [-1, 1] image scale.
+        seed: corruption seed: the measurement of item i is drawn from
+            :func:`rsd_engine.seeding.item_generator` (seed, i).
+
+    Raises:
+        ValueError: σ_c < 0.
+    """
+
+    def __init__(self, op: Operator, noise_sigma: float, seed: int = 0):
+        if noise_sigma < 0:
+            raise ValueError(f"noise_sigma {noise_sigma}: must be ≥ 0")
+        self.op = op
+        self.noise_sigma = float(noise_sigma)
+        self.seed = int(seed)
+
+    @classmethod
+    def from_preset(cls, preset) -> "Measurement":
+        """The forward model of a validated preset: its operator, ``corruption.noise_sigma`` and ``corruption.seed``.
+
+        Raises:
+            KeyError, ValueError: an operator or parameters the registry refuses (validation normally
+                catches these first).
+        """
+        c = preset.corruption
+        return cls(build_operator(preset), c.noise_sigma, c.seed)
+
+    def to(self, device) -> "Measurement":
+        """Move the operator's buffers (kernels) to ``device``; returns ``self``."""
+        self.op.to(device)
+        return self
+
+    @property
+    def output_shape(self) -> tuple[int, int, int]:
+        """Shape (C', H', W') of one measurement, as the operator states it."""
+        return self.op.output_shape()
+
+    @property
+    def has_mask(self) -> bool:
+        """Whether A is a pixel mask whose networks take the mask as extra input channels."""
+        return self.op.cond_channels > 0
+
+    def __call__(
+        self, x: torch.Tensor, generator: torch.Generator | None = None, noisy: bool = True
+    ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        """Corrupt images: y = A(x) + σ_c·ε, A's random parts drawn first, then ε.
+
+        For mask operators the noise is masked too (y = M ⊙ (x + σ_c ε)): erased pixels stay 0.
+
+        Args:
+            x: clean images (B, C, H, W) in [-1, 1].
+            generator: source of masks and noise (``None`` → torch's global RNG).
+            noisy: ``False`` returns the noise-free A(x) (the generator step of RSD, docs/method.md §3).
+
+        Returns:
+            (y of shape (B, *output_shape), never clipped; the operator parameters drawn, e.g.
+            ``{"mask": (B, 1, H, W)}``), all on x's device. Differentiable in x.
+        """
+        params = {k: v.to(x.device) for k, v in self.op.sample_params(x.shape[0], generator).items()}
+        y = self.op(x, **params)
+        if noisy and self.noise_sigma > 0:
+            eps = torch.randn(y.shape, generator=generator, dtype=y.dtype, device="cpu" if generator is not None else y.device)
+            eps = eps.to(y.device)
+            if "mask" in params:  # erased pixels are not measured: they carry no noise either
+                eps = eps * params["mask"]
+            y = y + self.noise_sigma * eps
+        return y, params
+
+    def generator(self, index: int, seed: int | None = None) -> torch.Generator:
+        """The generator that freezes the measurement of item ``index`` (``seed`` default: the corruption seed)."""
+        return item_generator(self.seed if seed is None else seed, index)
+
+    @torch.no_grad()
+    def frozen(self, x: torch.Tensor, indices, seed: int | None = None) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        """Measure each row of ``x`` with the generator of its item index: the same index always gives
+        the same measurement, whatever the batch it comes in.
+
+        Args:
+            x: clean images (B, C, H, W) in [-1, 1].
+            indices: B item indices (training-set indices, or evaluation sample seeds).
+            seed: base seed of the stream (default the corruption seed; evaluation streams pass the
+                bases of :mod:`rsd_engine.seeding`).
+
+        Returns:
+            (y (B, *output_shape) float32; parameters, each (B, …)). Empty x gives an empty y.
+
+        Raises:
+            ValueError: ``indices`` does not have one entry per row of ``x``.
+        """
+        indices = [int(i) for i in indices]
+        if len(indices) != x.shape[0]:
+            raise ValueError(f"{len(indices)} indices for {x.shape[0]} images")
+        ys, params = [], []
+        for row, i in enumerate(indices):
+            y, p = self(x[row : row + 1], self.generator(i, seed))
+            ys.append(y)
+            params.append(p)
+        merged = {k: torch.cat([p[k] for p in params]) for k in (params[0] if params else {})}
+        return (torch.cat(ys) if ys else torch.empty(0, *self.output_shape)), merged
+
+    def fresh_mask(self, batch: int, generator: torch.Generator | None = None) -> torch.Tensor | None:
+        """A fresh measurement mask A, (B, 1, H, W) 0/1 drawn like the data's, or ``None`` for operators
+        without a mask. ``generator`` ``None`` → torch's global RNG (CPU)."""
+        if not self.has_mask:
+            return None
+        return self.op.sample_params(batch, generator)["mask"]

@@ -1,0 +1,333 @@
+"""The one training loop of the engine: a :class:`Stage` (its step function, networks, optimisers
+and EMAs) run by a :class:`StageRunner`.
+
+Per step: reseed torch from (run seed, stage, rank, images seen) → learning rate → the stage's step
+(which updates its networks through :meth:`StepContext.update`) → EMA → report → checkpoint → live
+evaluation → stop. Around the loop: resume from ``<stage>-latest``, ``accelerator.prepare``, and the
+final checkpoint. Because the data order and every random draw are functions of the position in
+images seen, a stage stopped at a checkpoint and resumed continues bit for bit (docs/method.md §5).
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+from torch import nn
+from tqdm.auto import tqdm
+
+from .checkpoints import checkpoint_exists, load_checkpoint, save_checkpoint
+from .ema import ema_beta, update_ema
+from .runs import RunDir
+from .seeding import step_seed
+from .signals import StopRequested
+
+__all__ = ["sanitise_grads", "StepContext", "EMA", "Stage", "StageRunner"]
+
+log = logging.getLogger("rsd_engine")
+
+
+def sanitise_grads(module: nn.Module) -> None:
+    """Replace NaN/±Inf gradient entries by 0 (EDM's ``nan_to_num`` on gradients)."""
+    for p in module.parameters():
+        if p.grad is not None:
+            torch.nan_to_num(p.grad, nan=0.0, posinf=0.0, neginf=0.0, out=p.grad)
+
+
+class StepContext:
+    """What a step function sees: the prepared networks, their optimisers and this process's share.
+
+    Attributes:
+        nets: name → prepared network (wrapped for data parallelism where there are several processes).
+        raw: name → the bare network inside (for EMA, checkpoints and calls without gradient sync).
+        optimizers: name → prepared optimiser.
+        global_batch: images per step over all processes; ``local_batch`` = global_batch / processes.
+        rank, world: this process's index and the number of processes.
+        device: the accelerator's device.
+    """
+
+    def __init__(self, accelerator, nets: dict[str, nn.Module], optimizers: dict[str, torch.optim.Optimizer], global_batch: int):
+        self.accelerator = accelerator
+        self.nets = nets
+        self.raw = {name: accelerator.unwrap_model(net) for name, net in nets.items()}
+        self.optimizers = optimizers
+        self.global_batch = global_batch
+        self.world, self.rank = accelerator.num_processes, accelerator.process_index
+        self.local_batch = global_batch // self.world
+        self.device = accelerator.device
+
+    def autocast(self):
+        """The accelerator's autocast context (mixed precision when configured)."""
+        return self.accelerator.autocast()
+
+    def latents(self, shape: tuple[int, ...]) -> torch.Tensor:
+        """Standard-normal latents (local_batch, *shape) from torch's global RNG, on the device."""
+        return torch.randn(self.local_batch, *shape, device=self.device)
+
+    def update(self, name: str, loss: torch.Tensor, clip: float | None = None) -> None:
+        """One optimiser step of network ``name`` on the scalar ``loss``: backward, non-finite gradient
+        entries set to 0, gradient-norm clipping to ``clip`` (if set), the step, gradients cleared.
+
+        The only place where the networks of a stage change, so a guard on the loss (skip and count a
+        non-finite step) belongs here.
+        """
+        net, opt = self.nets[name], self.optimizers[name]
+        self.accelerator.backward(loss)
+        sanitise_grads(net)
+        if clip:
+            self.accelerator.clip_grad_norm_(net.parameters(), clip)
+        opt.step()
+        opt.zero_grad(set_to_none=True)
+
+
+@dataclass
+class EMA:
+    """An exponential moving average of one trained network (EDM's half-life rule with ramp-up,
+    :func:`rsd_engine.ema.ema_beta`).
+
+    Args:
+        module: the average (eval mode, no gradients); starts as given.
+        source: name of the trained network it follows (a key of :attr:`Stage.trained`).
+        halflife_kimg: half-life in thousands of images.
+        rampup_ratio: half-life ≤ ratio × images seen (0 = off).
+    """
+
+    module: nn.Module
+    source: str
+    halflife_kimg: float
+    rampup_ratio: float
+
+    def update(self, source: nn.Module, batch: int, images_seen: int) -> None:
+        """Average in ``source`` after a step of ``batch`` images taken at ``images_seen``."""
+        update_ema(self.module, source, ema_beta(batch, images_seen, self.halflife_kimg, self.rampup_ratio))
+
+
+@dataclass
+class Stage:
+    """One training stage for :class:`StageRunner`.
+
+    Args:
+        name: ``"teacher"`` or ``"distill"`` (checkpoint ``<name>-latest``, events, status, seeds).
+        kimg: length in thousands of images seen (one global batch per step).
+        batch_size: global batch, divisible by the number of processes.
+        step: ``step(ctx, images_seen) -> stats``: one optimisation step at stream position
+            ``images_seen``; ``stats`` maps names to scalars (tensors or numbers) for the reports.
+        trained: name → (network, optimiser), bare modules; prepared in this order.
+        emas: name → :class:`EMA`; all are saved in the final checkpoint.
+        checkpoint_every_kimg: resumable checkpoint period (also written at the end and on stop).
+        evaluate_every_kimg: live-evaluation period (also at the end, never on stop).
+        evaluate: ``evaluate(images_seen)``, the live evaluation (every process calls it).
+        final_checkpoint: name of the checkpoint written at the end (the EMAs only).
+        final_state: extra numbers for the final checkpoint's state.json.
+        lr: optional schedule ``lr(images_seen)`` applied to every optimiser before each step
+            (reported as ``lr``).
+        totals: stat name → what it counts, for stats summed over the stage (e.g. dropped samples)
+            instead of averaged over a report window; a non-zero total is logged as a warning.
+    """
+
+    name: str
+    kimg: float
+    batch_size: int
+    step: Callable[["StepContext", int], dict[str, Any]]
+    trained: dict[str, tuple[nn.Module, torch.optim.Optimizer]]
+    emas: dict[str, EMA]
+    checkpoint_every_kimg: float
+    evaluate_every_kimg: float
+    evaluate: Callable[[int], Any]
+    final_checkpoint: str
+    final_state: dict[str, Any] = field(default_factory=dict)
+    lr: Callable[[int], float] | None = None
+    totals: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass(kw_only=True)
+class StageRunner:
+    """Runs stages of one run folder with one accelerator (keyword arguments only).
+
+    Args:
+        accelerator: the run's ``Accelerator``.
+        run_dir: the run folder (checkpoints, events, status).
+        seed: run seed (per-step seeds, :func:`rsd_engine.seeding.step_seed`).
+        network_config: stored with every checkpoint (:func:`rsd_engine.networks.network_config`).
+        preset_toml: the effective preset, stored with every checkpoint.
+        state: extra numbers for every ``<stage>-latest`` state.json (e.g. the objective).
+        stop: whether a stop was requested, the same answer on every process
+            (:func:`rsd_engine.signals.stop_agreed`); asked once per step.
+    """
+
+    accelerator: Any
+    run_dir: RunDir
+    seed: int
+    network_config: dict
+    preset_toml: str
+    state: dict
+    stop: Callable[[], bool]
+
+    @property
+    def main(self) -> bool:
+        """Whether this is the process that writes files."""
+        return self.accelerator.is_main_process
+
+    def run(self, stage: Stage) -> int:
+        """Train ``stage`` from its latest checkpoint (or from scratch) to ``stage.kimg``; write
+        ``<name>-latest`` on schedule and ``stage.final_checkpoint`` at the end.
+
+        Returns:
+            images seen at the end.
+
+        Raises:
+            StopRequested: after the checkpoint of the step during which a stop was requested.
+            ValueError: a batch not divisible by the number of processes.
+        """
+        acc = self.accelerator
+        if stage.batch_size % acc.num_processes:
+            raise ValueError(f"{stage.name}.batch_size = {stage.batch_size} must be divisible by the number of processes ({acc.num_processes})")
+        total = int(round(stage.kimg * 1000))
+        images_seen = self._resume(stage)
+        names = list(stage.trained)
+        prepared = acc.prepare(*(m for m, _ in stage.trained.values()), *(o for _, o in stage.trained.values()))
+        ctx = StepContext(acc, dict(zip(names, prepared[: len(names)])), dict(zip(names, prepared[len(names) :])), stage.batch_size)
+        for ema in stage.emas.values():
+            ema.module.to(acc.device)
+        saved = {**ctx.raw, **{name: ema.module for name, ema in stage.emas.items()}}
+        self._status(state="running", stage=stage.name, kimg=images_seen / 1000, kimg_total=total / 1000, progress=images_seen / max(total, 1))
+        report = _Report(stage, images_seen, total, disable=not self.main)
+        while images_seen < total:
+            torch.manual_seed(step_seed(self.seed, stage.name, ctx.rank, images_seen))
+            lr = self._set_lr(stage, ctx, images_seen)
+            stats = stage.step(ctx, images_seen)
+            for ema in stage.emas.values():
+                ema.update(ctx.raw[ema.source], stage.batch_size, images_seen)
+            before, images_seen = images_seen, images_seen + stage.batch_size
+            report.add(stats)
+            stop, done = self.stop(), images_seen >= total
+            if report.due() or done or stop:
+                self._report(stage, report.flush(images_seen, lr), images_seen, total, report.rates(images_seen))
+            self._after_step(stage, ctx, saved, before, images_seen, done, stop, report)
+        report.close()
+        if self.main:
+            state = {"stage": stage.name, "images_seen": images_seen, **stage.final_state}
+            save_checkpoint(self.run_dir.checkpoint(stage.final_checkpoint), {n: e.module for n, e in stage.emas.items()},
+                            self.network_config, state, self.preset_toml)
+        acc.wait_for_everyone()
+        return images_seen
+
+    def _resume(self, stage: Stage) -> int:
+        """Load ``<stage>-latest`` into the bare networks, EMAs and optimisers; returns its images seen (0 without one)."""
+        latest = self.run_dir.latest(stage.name)
+        if not checkpoint_exists(latest):
+            return 0
+        ck = load_checkpoint(latest)
+        for name, (module, _) in stage.trained.items():
+            ck.load_weights(name, module)
+        for name, ema in stage.emas.items():
+            ck.load_weights(name, ema.module)
+        ck.load_optimizers({name: opt for name, (_, opt) in stage.trained.items()})
+        images_seen = int(ck.state["images_seen"])
+        log.info("%s: resumed at %.3f kimg from %s", stage.name, images_seen / 1000, ck.path)
+        return images_seen
+
+    @staticmethod
+    def _set_lr(stage: Stage, ctx: StepContext, images_seen: int) -> float | None:
+        if stage.lr is None:
+            return None
+        lr = stage.lr(images_seen)
+        for opt in ctx.optimizers.values():
+            for group in opt.param_groups:
+                group["lr"] = lr
+        return lr
+
+    def _after_step(self, stage: Stage, ctx: StepContext, saved: dict, before: int, images_seen: int, done: bool, stop: bool, report: "_Report") -> None:
+        """Checkpoint (every ``checkpoint_every_kimg``, at the end and on stop), live evaluation (every
+        ``evaluate_every_kimg`` and at the end, not on stop), and the stop itself.
+
+        Raises:
+            StopRequested: after the checkpoint, when a stop was requested.
+        """
+        if _crossed(before, images_seen, stage.checkpoint_every_kimg) or done or stop:
+            self._save_latest(stage, saved, ctx.optimizers, images_seen)
+        if (_crossed(before, images_seen, stage.evaluate_every_kimg) or done) and not stop:
+            stage.evaluate(images_seen)
+        if stop:
+            report.close()
+            raise StopRequested()
+
+    def _save_latest(self, stage: Stage, networks: dict, optimizers: dict, images_seen: int) -> None:
+        if self.main:
+            name = self.run_dir.latest(stage.name).name
+            save_checkpoint(self.run_dir.latest(stage.name), networks, self.network_config,
+                            {"stage": stage.name, "images_seen": images_seen, **self.state}, self.preset_toml, optimizers)
+            self.run_dir.append_event(stage.name, "checkpoint", kimg=images_seen / 1000, name=name)
+        self.accelerator.wait_for_everyone()
+
+    def _report(self, stage: Stage, values: dict, images_seen: int, total: int, rates: tuple[float, float]) -> None:
+        """A ``progress`` event with the stage's stats, and the status line (kimg, progress, speed, ETA)."""
+        ips, eta = rates
+        for key, what in stage.totals.items():
+            if values.get(key):
+                log.warning("%s: %d %s so far", stage.name, values[key], what)
+        if self.main:
+            self.run_dir.append_event(stage.name, "progress", kimg=images_seen / 1000, images_per_s=ips, **values)
+        self._status(kimg=images_seen / 1000, progress=images_seen / total, it_per_s=ips / stage.batch_size, images_per_s=ips,
+                     eta_s=None if math.isinf(eta) else eta)
+
+    def _status(self, **fields) -> None:
+        if self.main:
+            self.run_dir.write_status(**fields)
+
+
+def _crossed(before: int, after: int, every_kimg: float) -> bool:
+    """Whether a multiple of ``every_kimg`` thousand images lies in (before, after]."""
+    every = max(int(every_kimg * 1000), 1)
+    return before // every != after // every
+
+
+class _Report:
+    """Progress bar, throughput clock and the stats of the current report window of one stage."""
+
+    def __init__(self, stage: Stage, images_seen: int, total: int, disable: bool):
+        self.totals = {key: 0 for key in stage.totals}
+        self.sums: dict[str, float] = {}
+        self.steps = 0
+        self.batch = stage.batch_size
+        self.start_images, self.total = images_seen, total
+        self.t0 = self.last = time.perf_counter()
+        self.bar = tqdm(total=total, initial=images_seen, unit="img", unit_scale=True, desc=stage.name, disable=disable, dynamic_ncols=True)
+
+    def add(self, stats: dict[str, Any]) -> None:
+        """Account one step's stats (tensors are read as Python numbers)."""
+        for key, value in stats.items():
+            if key in self.totals:
+                self.totals[key] += int(value)
+            else:
+                self.sums[key] = self.sums.get(key, 0.0) + float(value.detach() if torch.is_tensor(value) else value)
+        self.steps += 1
+        self.bar.update(self.batch)
+
+    def due(self) -> bool:
+        """Whether the last report is more than 5 s old."""
+        return time.perf_counter() - self.last > 5
+
+    def rates(self, images_seen: int) -> tuple[float, float]:
+        """(images per second since the stage (re)started, seconds left; ∞ before the first image)."""
+        ips = (images_seen - self.start_images) / max(time.perf_counter() - self.t0, 1e-9)
+        return ips, ((self.total - images_seen) / ips if ips > 0 else math.inf)
+
+    def flush(self, images_seen: int, lr: float | None) -> dict[str, float]:
+        """The window's means, the stage's totals and the current ``lr``; starts a new window."""
+        values = {key: total / self.steps for key, total in self.sums.items()}
+        values.update(self.totals)
+        if lr is not None:
+            values["lr"] = lr
+        self.bar.set_postfix({key: f"{v:.4g}" for key, v in values.items()}, img_s=f"{self.rates(images_seen)[0]:.1f}")
+        self.sums, self.steps, self.last = {}, 0, time.perf_counter()
+        return values
+
+    def close(self) -> None:
+        """Close the progress bar."""
+        self.bar.close()
