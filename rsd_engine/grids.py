@@ -1,4 +1,4 @@
-"""PNG sample grids (always PNG: CASES.md 20), made with the single quantiser of ``metrics``."""
+"""PNG sample grids (always PNG: docs/method.md §4.2), made with the single quantiser of ``metrics``."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""EMA by half-life with EDM's ramp-up (CASES.md 9), in closed form."""
+"""EMA by half-life with EDM's ramp-up (docs/method.md §5), in closed form."""
 
 import torch
 

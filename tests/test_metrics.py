@@ -1,5 +1,5 @@
 """Metrics: the quantiser, FID/KID through torchmetrics with the offline TF-Inception, PSNR/SSIM,
-the reference cache (CASES.md 1–6)."""
+the reference cache (docs/method.md §4.2)."""
 
 
 import pytest

@@ -1,4 +1,4 @@
-"""EDM preconditioning (Karras et al. 2022, Table 1) around the diffusers UNet (CASES.md 11)."""
+"""EDM preconditioning (Karras et al. 2022, Table 1) around the diffusers UNet (docs/method.md §2.1)."""
 
 import math
 

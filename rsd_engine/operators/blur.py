@@ -1,4 +1,4 @@
-"""Gaussian deblurring operator: a depthwise Gaussian convolution with reflection padding (METHOD.md §1).
+"""Gaussian deblurring operator: a depthwise Gaussian convolution with reflection padding (docs/method.md §1).
 
 A(x) = K ∗ pad_reflect(x), the same 2-D kernel K on every channel, no bias. K is
 ``scipy.ndimage.gaussian_filter`` (default ``mode="reflect"``, ``truncate=4.0``) applied to a
@@ -71,7 +71,7 @@ def reflect_pad_adjoint(z: torch.Tensor, pad: int) -> torch.Tensor:
 
 
 class GaussianBlur(Operator):
-    """Depthwise Gaussian blur A(x) = K ∗ reflect_pad(x) (METHOD.md §1, "Gaussian deblur").
+    """Depthwise Gaussian blur A(x) = K ∗ reflect_pad(x) (docs/method.md §1).
 
     Linear; :meth:`adjoint` is the exact transpose (transposed convolution, then the padded border
     folded back onto the pixels it reflects). No random parts: :meth:`sample_params` returns ``{}``.

@@ -1,4 +1,4 @@
-"""The identity operator: pure denoising, y = x + σε (DSD setting, METHOD.md §1)."""
+"""The identity operator: pure denoising, y = x + σε (DSD setting, docs/method.md §1)."""
 
 from __future__ import annotations
 

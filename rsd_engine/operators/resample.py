@@ -1,8 +1,8 @@
 """Super-resolution ×k in image space: average-pool down by k, then up by k back to the image size
-(METHOD.md §1 and its "Our choices": teacher, fake score and generator share one resolution).
+(docs/method.md §1 and §6: teacher, fake score and generator share one resolution).
 
 The paper's SR code is not released; this image-space variant keeps "initialise G from the teacher"
-valid (METHOD.md pitfall 15).
+valid (docs/method.md §7, pitfall 13).
 """
 
 from __future__ import annotations
