@@ -62,7 +62,8 @@ class Experiment:
         self.sampler = ModelSampler.from_preset(preset, self.objective)
         self.network_config = network_config(preset, self.measurement.op.cond_channels)
 
-        def stop() -> bool:  # looked up at each call, so that a test may replace the method
+        def stop() -> bool:
+            """:meth:`stop_requested`, looked up at each call (so a test may replace the method)."""
             return self.stop_requested()
 
         self.evaluation = Evaluation(preset, run, accelerator, self.dataset, self.sampler, stop)
