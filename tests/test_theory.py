@@ -188,3 +188,16 @@ def test_theory_quick_cli_writes_table_json_and_plot(tmp_path, capsys):
     # the noisy data keep (d − r)σ² off the clean subspace (sampling error only)
     assert row["clean"]["var_perp"] == pytest.approx((cfg["dim"] - cfg["rank"]) * 0.25, rel=0.15)
     assert "What this run says" in capsys.readouterr().out
+
+
+def test_results_do_not_depend_on_the_number_of_worker_processes():
+    from rsd_engine.theory.experiment import run_theory
+
+    cfg = TheoryConfig.quick(operators=("identity",), teacher_steps=10, distill_steps=5, gauss_distill_steps=5, n_samples=200,
+                             drift_variances=(0.04,), drift_batch=800, hidden=16, depth=1)
+    one = run_theory(cfg, progress=False, workers=1)
+    two = run_theory(cfg, progress=False, workers=2)
+    assert len(one["rows"]) == len(two["rows"]) == 2 * (2 + 4 + len(cfg.generators))
+    for a, b in zip(one["rows"], two["rows"]):
+        assert (a["operator"], a["noise_sigma"], a["model"], a["teacher"]) == (b["operator"], b["noise_sigma"], b["model"], b["teacher"])
+        assert a["clean"] == pytest.approx(b["clean"], rel=1e-9, abs=1e-12)

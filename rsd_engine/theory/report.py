@@ -69,6 +69,29 @@ def _findings(results: dict) -> list[str]:
                 if row is not None:
                     yield spec, row
 
+    # Summary: how often each generator beats the truncated teacher of its own row (W2, identifiable law).
+    for t, name in (("mlp", "trained (MLP) teacher and fake score"), ("gauss", "exact teacher and fake score")):
+        parts = []
+        for spec in specs:
+            if spec["teacher"] != t:
+                continue
+            wins = diverged = total = 0
+            for op in cfg["operators"]:
+                space = "clean" if op == "identity" else "measurement"
+                for s in sigmas:
+                    tr = find_row(results, op, s, "teacher-truncated", t)
+                    row = find_row(results, op, s, _spec_label(results, spec), t)
+                    if tr is None or row is None:
+                        continue
+                    total += 1
+                    wins += row[space]["w2"] < tr[space]["w2"]
+                    diverged += row[space]["fro"] > _DIVERGED
+            if total:
+                parts.append(f"{_short(_spec_label(results, spec))}: closer in {wins} of {total}"
+                             + (f", diverged in {diverged}" if diverged else ""))
+        if parts:
+            out.append(f"**Summary, {name}** (W2 to the identifiable law, against the truncated teacher of the same setting): "
+                       + "; ".join(parts) + ".")
     if "identity" in cfg["operators"]:
         for s in sigmas:
             data = find_row(results, "identity", s, "data y")
