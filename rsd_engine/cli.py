@@ -1,4 +1,4 @@
-"""Command line: ``rsd-engine run|validate|sample|evaluate|preview`` (also ``python -m rsd_engine``).
+"""Command line: ``rsd-engine run|validate|sample|evaluate|preview|theory`` (also ``python -m rsd_engine``).
 
 Exit codes: 0 success; 2 invalid preset or arguments; 1 a run failed (status ``failed``, error in
 status.json and log.txt); 130 stopped by SIGTERM/SIGINT (status ``stopped``, checkpoint kept).
@@ -54,6 +54,12 @@ def build_parser() -> argparse.ArgumentParser:
     pv.add_argument("--n", type=int, default=16)
     pv.add_argument("--out", default="preview.png")
     pv.add_argument("--set", dest="overrides", action="append", default=[], metavar="SECTION.KEY=VALUE")
+
+    th = sub.add_parser("theory", help="the linear-Gaussian theory, computed: table (theory.md/json) and plot (theory.png)")
+    th.add_argument("--out", default="runs/theory", help="output folder (default runs/theory)")
+    th.add_argument("--seed", type=int, default=0)
+    th.add_argument("--quick", action="store_true", help="a few-second smoke run (far fewer steps; numbers not meaningful)")
+    th.add_argument("--workers", type=int, default=None, help="settings run in parallel processes (default 2, 1 with --quick; results do not depend on it)")
     return p
 
 
@@ -194,7 +200,20 @@ def _cmd_preview(args) -> int:
     return 0
 
 
-_COMMANDS = {"run": _cmd_run, "validate": _cmd_validate, "sample": _cmd_sample, "evaluate": _cmd_evaluate, "preview": _cmd_preview}
+def _cmd_theory(args) -> int:
+    from .theory.experiment import TheoryConfig, run_theory
+    from .theory.report import markdown, write_report
+
+    cfg = TheoryConfig.quick(seed=args.seed) if args.quick else TheoryConfig(seed=args.seed)
+    workers = args.workers if args.workers is not None else (1 if args.quick else 2)
+    results = run_theory(cfg, workers=workers)
+    paths = write_report(results, args.out)
+    print(markdown(results))
+    print(f"wrote {paths['md']}, {paths['json']}, {paths['png']} in {results['wall_s']:.0f} s")
+    return 0
+
+
+_COMMANDS = {"run": _cmd_run, "validate": _cmd_validate, "sample": _cmd_sample, "evaluate": _cmd_evaluate, "preview": _cmd_preview, "theory": _cmd_theory}
 
 
 def main(argv: list[str] | None = None) -> int:
