@@ -1,7 +1,8 @@
-"""EDM preconditioning around a diffusers ``UNet2DModel`` (Karras et al. 2022, "Elucidating the Design
-Space of Diffusion-Based Generative Models", Table 1 and eq. 7).
+"""EDM preconditioning (Karras et al. 2022, "Elucidating the Design Space of Diffusion-Based
+Generative Models", Table 1 and eq. 7) and the engine's denoiser around a diffusers ``UNet2DModel``.
 
-This module is the only place that knows c_skip, c_out, c_in and c_noise.
+:class:`EDMDenoiser` is the only place that knows c_skip, c_out, c_in, c_noise and the loss weight;
+backbones (the UNet here, the theory study's MLP) subclass it.
 """
 
 from __future__ import annotations
@@ -10,7 +11,7 @@ import torch
 from diffusers import UNet2DModel
 from torch import nn
 
-__all__ = ["EDMPrecond", "build_network", "network_config", "count_parameters", "unwrap"]
+__all__ = ["EDMDenoiser", "EDMPrecond", "build_network", "network_config", "count_parameters", "unwrap"]
 
 
 def network_config(preset, cond_channels: int = 0) -> dict:
@@ -36,12 +37,13 @@ def network_config(preset, cond_channels: int = 0) -> dict:
     }
 
 
-class EDMPrecond(nn.Module):
-    """Denoiser D(x; σ) = c_skip(σ)·x + c_out(σ)·F([c_in(σ)·x, cond]; c_noise(σ)).
+class EDMDenoiser(nn.Module):
+    """EDM's preconditioning around a backbone F: D(x; σ) = c_skip(σ)·x + c_out(σ)·F([c_in(σ)·x, cond]; c_noise(σ)).
 
     c_skip = σ_d²/(σ²+σ_d²), c_out = σ·σ_d/√(σ²+σ_d²), c_in = 1/√(σ²+σ_d²), c_noise = ¼·ln σ
-    (EDM Table 1). F is a diffusers ``UNet2DModel`` whose timestep input is c_noise. Mask channels
-    ``cond`` are concatenated to c_in·x unscaled (docs/method.md §2.1).
+    (EDM Table 1). Subclasses give the backbone as :meth:`raw`; this class is the only place that
+    knows the four coefficients and the loss weight λ = 1/c_out². Mask channels ``cond`` are
+    concatenated to c_in·x unscaled (docs/method.md §2.1).
 
     With a mask m = ``cond`` (1 = the network sees the pixel), the skip and output scales are taken per
     pixel: EDM's on seen pixels, and c_skip = 0, c_out = σ_d on unseen ones, so that
@@ -54,53 +56,17 @@ class EDMPrecond(nn.Module):
     not published).
 
     Args:
-        resolution: image side H = W.
-        channels: image channels C.
-        cond_channels: extra input channels k (0 for none).
-        block_out_channels, layers_per_block, attention_levels, norm_groups, dropout: UNet sizes.
         sigma_data: σ_d (0.5 for images in [-1, 1]).
-        sigma_min, sigma_max: the noise range the teacher was trained for (used by samplers).
+        sigma_min, sigma_max: the noise range the network was trained for (read by the samplers).
+        cond_channels: extra mask channels k the backbone takes beside the image (0 for none).
     """
 
-    def __init__(
-        self,
-        resolution: int,
-        channels: int,
-        cond_channels: int = 0,
-        block_out_channels=(32, 64, 64),
-        layers_per_block: int = 1,
-        attention_levels=(),
-        norm_groups: int = 8,
-        dropout: float = 0.0,
-        sigma_data: float = 0.5,
-        sigma_min: float = 0.002,
-        sigma_max: float = 80.0,
-    ):
+    def __init__(self, sigma_data: float = 0.5, sigma_min: float = 0.002, sigma_max: float = 80.0, cond_channels: int = 0):
         super().__init__()
-        self.resolution = resolution
-        self.channels = channels
-        self.cond_channels = cond_channels
         self.sigma_data = float(sigma_data)
         self.sigma_min = float(sigma_min)
         self.sigma_max = float(sigma_max)
-        levels = len(block_out_channels)
-        down = ["AttnDownBlock2D" if i in attention_levels else "DownBlock2D" for i in range(levels)]
-        up = ["AttnUpBlock2D" if i in attention_levels else "UpBlock2D" for i in reversed(range(levels))]
-        self.unet = UNet2DModel(
-            sample_size=resolution,
-            in_channels=channels + cond_channels,
-            out_channels=channels,
-            block_out_channels=tuple(block_out_channels),
-            layers_per_block=layers_per_block,
-            down_block_types=tuple(down),
-            up_block_types=tuple(up),
-            norm_num_groups=norm_groups,
-            dropout=dropout,
-            attention_head_dim=min(8, block_out_channels[0]),
-            time_embedding_type="positional",
-            flip_sin_to_cos=True,
-            freq_shift=0,
-        )
+        self.cond_channels = int(cond_channels)
 
     def coefficients(
         self, sigma: torch.Tensor, mask: torch.Tensor | None = None
@@ -147,8 +113,12 @@ class EDMPrecond(nn.Module):
         return m * weight + (1 - m) / sd**2
 
     def raw(self, x_in: torch.Tensor, c_noise: torch.Tensor) -> torch.Tensor:
-        """F: the bare UNet on an already scaled input (B, C+k, H, W) at c_noise (B,); returns (B, C, H, W)."""
-        return self.unet(x_in, c_noise).sample
+        """F, the backbone, on an already scaled input (B, C+k, H, W) at c_noise (B,); returns (B, C, H, W).
+
+        Raises:
+            NotImplementedError: in this base class.
+        """
+        raise NotImplementedError(f"{type(self).__name__} must define raw(x_in, c_noise)")
 
     def forward(self, x: torch.Tensor, sigma: torch.Tensor | float, cond: torch.Tensor | None = None) -> torch.Tensor:
         """Denoise: E[clean | x] estimate.
@@ -160,7 +130,7 @@ class EDMPrecond(nn.Module):
                 pixel counts as unseen (c_skip = 0, c_out = σ_d). Callers pass x already masked.
 
         Returns:
-            D(x; σ), shape (B, C, H, W), the clean-signal prediction.
+            D(x; σ), shape (B, C, H, W), the clean-signal prediction, float32.
 
         Raises:
             ValueError: when ``cond`` is missing or extra for this network's ``cond_channels``.
@@ -177,6 +147,60 @@ class EDMPrecond(nn.Module):
             x_in = torch.cat([x_in, cond.to(x_in.dtype)], dim=1)
         f = self.raw(x_in, c_noise).to(torch.float32)
         return c_skip * x32 + c_out * f
+
+
+class EDMPrecond(EDMDenoiser):
+    """The engine's denoiser: :class:`EDMDenoiser` with a diffusers ``UNet2DModel`` as F, whose
+    timestep input is c_noise.
+
+    Args:
+        resolution: image side H = W.
+        channels: image channels C.
+        cond_channels: extra input channels k (0 for none).
+        block_out_channels, layers_per_block, attention_levels, norm_groups, dropout: UNet sizes.
+        sigma_data: σ_d (0.5 for images in [-1, 1]).
+        sigma_min, sigma_max: the noise range the teacher was trained for (used by samplers).
+    """
+
+    def __init__(
+        self,
+        resolution: int,
+        channels: int,
+        cond_channels: int = 0,
+        block_out_channels=(32, 64, 64),
+        layers_per_block: int = 1,
+        attention_levels=(),
+        norm_groups: int = 8,
+        dropout: float = 0.0,
+        sigma_data: float = 0.5,
+        sigma_min: float = 0.002,
+        sigma_max: float = 80.0,
+    ):
+        super().__init__(sigma_data, sigma_min, sigma_max, cond_channels)
+        self.resolution = resolution
+        self.channels = channels
+        levels = len(block_out_channels)
+        down = ["AttnDownBlock2D" if i in attention_levels else "DownBlock2D" for i in range(levels)]
+        up = ["AttnUpBlock2D" if i in attention_levels else "UpBlock2D" for i in reversed(range(levels))]
+        self.unet = UNet2DModel(
+            sample_size=resolution,
+            in_channels=channels + cond_channels,
+            out_channels=channels,
+            block_out_channels=tuple(block_out_channels),
+            layers_per_block=layers_per_block,
+            down_block_types=tuple(down),
+            up_block_types=tuple(up),
+            norm_num_groups=norm_groups,
+            dropout=dropout,
+            attention_head_dim=min(8, block_out_channels[0]),
+            time_embedding_type="positional",
+            flip_sin_to_cos=True,
+            freq_shift=0,
+        )
+
+    def raw(self, x_in: torch.Tensor, c_noise: torch.Tensor) -> torch.Tensor:
+        """F: the bare UNet on an already scaled input (B, C+k, H, W) at c_noise (B,); returns (B, C, H, W)."""
+        return self.unet(x_in, c_noise).sample
 
 
 def build_network(config: dict) -> EDMPrecond:

@@ -8,6 +8,7 @@ import pytest
 import torch
 
 from rsd_engine.cli import main
+from rsd_engine.networks import EDMDenoiser
 from rsd_engine.objectives import ambient_tweedie_loss
 from rsd_engine.sampling import heun_sample
 from rsd_engine.theory.experiment import CleanLaw, TheoryConfig, distill_linear, null_direction_drift
@@ -66,12 +67,11 @@ def test_exact_denoiser_matches_a_monte_carlo_regression():
 
 class _Affine:
     """D(v; σ) = M v + c on (B, d, 1, 1) tensors, M and c read from a flat parameter vector θ (d² + d,),
-    with the attribute the engine's loss reads."""
-
-    sigma_data = 0.5
+    with the loss weight the engine's loss reads (EDM's λ(σ), from an EDMDenoiser)."""
 
     def __init__(self, theta, d):
         self.m, self.c = theta[: d * d].reshape(d, d), theta[d * d:]
+        self.loss_weight = EDMDenoiser(sigma_data=0.5).loss_weight
 
     def __call__(self, x, sigma):
         v = x.reshape(x.shape[0], -1)

@@ -13,7 +13,7 @@ The study sees only N measurements y = A x + σ_c ε, for A the identity, a fixe
   run to σ = 0 ("teacher-full") or stopped at σ_c with the denoiser's output ("teacher-truncated").
 - Generator G(z) = W z + b, W of shape (d, d) or (d, r), distilled with the engine's
   :func:`rsd_engine.distill.sid_generator_loss` (u = A G(z) without noise, σ_t =
-  :func:`rsd_engine.distill.sid_sigma` of t ~ U[0, t_max/1000], α = 1.2 as in the paper, or 1.0;
+  :func:`rsd_engine.sampling.karras_sigma` of 1 − t, t ~ U[0, t_max/1000], α = 1.2 as in the paper, or 1.0;
   RSD arXiv 2505.13377 and SiD, Zhou et al. 2024) against a fake score that is either the exact
   denoiser of the generator's clean measurement law N(Ab, AWWᵀAᵀ) ("gauss") or an MLP trained by
   ambient_tweedie_loss on A G(z) + σ_c ε, initialised from the teacher ("mlp"), one fake step per
@@ -34,9 +34,9 @@ from typing import Callable
 import numpy as np
 import torch
 
-from ..distill import sid_generator_loss, sid_sigma
+from ..distill import sid_generator_loss
 from ..objectives import ambient_tweedie_loss
-from ..sampling import heun_sample
+from ..sampling import heun_sample, karras_sigma
 from .gaussian import (
     GaussianDenoiser,
     ambient_affine_minimiser,
@@ -245,7 +245,7 @@ def observe(law: CleanLaw, a: np.ndarray, noise_sigma: float, n: int, rng: np.ra
 
 
 def sid_t_of_sigma(sigma: float, sigma_min: float, sigma_max: float, rho: float) -> float:
-    """The inverse of :func:`rsd_engine.distill.sid_sigma`: t with sid_sigma(t) = σ, for σ in [σ_min, σ_max]."""
+    """The inverse of SiD's σ_t = :func:`rsd_engine.sampling.karras_sigma` (1 − t): t with σ_t(t) = σ, for σ in [σ_min, σ_max]."""
     a, b = sigma_max ** (1 / rho), sigma_min ** (1 / rho)
     return float(1.0 - (sigma ** (1 / rho) - a) / (b - a))
 
@@ -301,7 +301,7 @@ def distill_linear(
 
     Per step (RSD arXiv 2505.13377 §3 / SiD; docs/method.md, distillation):
     1. fake ``"mlp"`` only: one Adam step of the fake score on ambient_tweedie_loss(f_ψ, A G(z) + σ_c ε);
-    2. u = A G(z) (no noise), t ~ U[0, t_max/1000], σ_t = sid_sigma(t), u_t = u + σ_t n,
+    2. u = A G(z) (no noise), t ~ U[0, t_max/1000], σ_t = karras_sigma(1 − t), u_t = u + σ_t n,
        L = mean sid_generator_loss(u, f_φ(u_t; σ_t), f_ψ(u_t; σ_t), α); one Adam step on (W, b).
     Fake ``"gauss"`` uses the exact denoiser of the current N(Ab, AWWᵀAᵀ) (the minimiser of step 1),
     rebuilt from the detached (W, b) every step: its parameters are frozen, its input is not.
@@ -363,7 +363,7 @@ def distill_linear(
             fake_net = GaussianDenoiser(a64 @ mean, a64 @ cov @ a64.T)
         u = _as_images(g(torch.randn(cfg.batch, rank)) @ a_t.T)
         t = t_floor + torch.rand(cfg.batch) * (cfg.t_max / 1000.0 - t_floor)
-        sigma_t = sid_sigma(t, teacher.sigma_min, teacher.sigma_max, cfg.rho)
+        sigma_t = karras_sigma(1 - t, teacher.sigma_min, teacher.sigma_max, cfg.rho)
         u_t = u + sigma_t.reshape(-1, 1, 1, 1) * torch.randn_like(u)
         loss_g = sid_generator_loss(u, teacher(u_t, sigma_t), fake_net(u_t, sigma_t), alpha).mean()
         opt_g.zero_grad(set_to_none=True)
@@ -453,7 +453,7 @@ def null_direction_drift(law: CleanLaw, alpha: float, variance: float, *, sigma_
     and fake score are the exact denoisers of N(μ, Σ) and N(μ, Σ + v P⊥) (the fake's parameters
     frozen, its input differentiable, as in the engine's generator step). Returns the Monte-Carlo
     estimate of d E[L_G] / d ln v with L_G = :func:`rsd_engine.distill.sid_generator_loss` (per-sample
-    weight included) and σ_t = :func:`rsd_engine.distill.sid_sigma` of t ~ U[0, t_max/1000], and its
+    weight included) and σ_t = :func:`rsd_engine.sampling.karras_sigma` of 1 − t, t ~ U[0, t_max/1000], and its
     standard error over ``chunks`` batches.
 
     Sign: > 0 means gradient descent shrinks v (the generator drops the σ²I component); < 0 means it
@@ -491,7 +491,7 @@ def null_direction_drift(law: CleanLaw, alpha: float, variance: float, *, sigma_
         w = root + torch.exp(0.5 * log_v) * perp
         z = torch.randn(n, d, generator=gen, dtype=f64)
         u = _as_images(mean + z @ w.T)
-        s = sid_sigma(torch.rand(n, generator=gen, dtype=f64) * (t_max / 1000.0), teacher.sigma_min, teacher.sigma_max, rho)
+        s = karras_sigma(1 - torch.rand(n, generator=gen, dtype=f64) * (t_max / 1000.0), teacher.sigma_min, teacher.sigma_max, rho)
         u_t = u + s.reshape(-1, 1, 1, 1) * torch.randn(u.shape, generator=gen, dtype=f64)
         per = sid_generator_loss(u, teacher(u_t, s), fake(u_t, s), alpha) * (s >= sigma_floor)
         (g,) = torch.autograd.grad(per.mean(), log_v)

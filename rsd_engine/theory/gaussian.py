@@ -22,6 +22,8 @@ import numpy as np
 import torch
 from torch import nn
 
+from ..networks import EDMDenoiser
+
 __all__ = [
     "gaussian_denoiser",
     "GaussianDenoiser",
@@ -61,15 +63,15 @@ def gaussian_denoiser(v: torch.Tensor, mean: torch.Tensor, cov: torch.Tensor, si
     return mean + ((v - mean).unsqueeze(1) @ gain.transpose(1, 2)).squeeze(1)
 
 
-class GaussianDenoiser(nn.Module):
+class GaussianDenoiser(EDMDenoiser):
     """The exact denoiser of N(mean, cov) as an engine-style network ``net(x, sigma)``.
 
     D(x; s) = mean + Q diag(c / (c + s²)) Qᵀ (x − mean) with cov = Q diag(c) Qᵀ, i.e.
     :func:`gaussian_denoiser` through one eigendecomposition. Eigenvalues below 0 (an unclipped
     moment estimate) are clipped to 0 so that D is defined at every s > 0.
 
-    It has the attributes the engine's samplers and losses read (``sigma_data``, ``sigma_min``,
-    ``sigma_max``), so it can stand in for a teacher or a fake score in
+    As an :class:`rsd_engine.networks.EDMDenoiser` whose forward is the exact formula, it has what the
+    engine's samplers and losses read (``sigma_data``, ``sigma_min``, ``sigma_max``, ``loss_weight``), so it can stand in for a teacher or a fake score in
     :func:`rsd_engine.sampling.heun_sample`, :func:`rsd_engine.objectives.ambient_tweedie_loss` and
     :func:`rsd_engine.distill.sid_generator_loss`.
 
@@ -84,7 +86,7 @@ class GaussianDenoiser(nn.Module):
     """
 
     def __init__(self, mean: torch.Tensor, cov: torch.Tensor, sigma_data: float = 0.5, sigma_min: float = 0.002, sigma_max: float = 80.0):
-        super().__init__()
+        super().__init__(sigma_data, sigma_min, sigma_max)
         d = mean.numel()
         if mean.shape != (d,) or cov.shape != (d, d):
             raise ValueError(f"mean {tuple(mean.shape)} / cov {tuple(cov.shape)}: expected (d,) and (d, d)")
@@ -93,7 +95,6 @@ class GaussianDenoiser(nn.Module):
         self.register_buffer("mean", mean.detach().clone())
         self.register_buffer("evals", evals.detach().clamp(min=0))
         self.register_buffer("evecs", evecs.detach())
-        self.sigma_data, self.sigma_min, self.sigma_max = float(sigma_data), float(sigma_min), float(sigma_max)
 
     @property
     def dim(self) -> int:

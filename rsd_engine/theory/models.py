@@ -1,8 +1,8 @@
 """Small networks of the linear-Gaussian study (docs/method.md, linear-Gaussian theory).
 
-:class:`MLPDenoiser` is an EDM-preconditioned MLP (Karras et al. 2022, Table 1, the same c_skip,
-c_out, c_in, c_noise as :class:`rsd_engine.networks.EDMPrecond`) on d-vectors stored as (B, d, 1, 1)
-tensors (d channels of a 1×1 image), so the engine's own losses and samplers take it unchanged.
+:class:`MLPDenoiser` is the engine's EDM preconditioning (:class:`rsd_engine.networks.EDMDenoiser`)
+around an MLP, on d-vectors stored as (B, d, 1, 1) tensors (d channels of a 1×1 image), so the
+engine's own losses and samplers take it unchanged.
 :class:`LinearGenerator` is the linear one-step generator G(z) = W z + b of the theory.
 """
 
@@ -13,14 +13,15 @@ import math
 import torch
 from torch import nn
 
+from ..networks import EDMDenoiser
+
 __all__ = ["MLPDenoiser", "LinearGenerator"]
 
 
-class MLPDenoiser(nn.Module):
-    """D(x; σ) = c_skip(σ)·x + c_out(σ)·F([c_in(σ)·x, e(c_noise(σ))]) with an MLP F.
-
-    c_skip = σ_d²/(σ²+σ_d²), c_out = σσ_d/√(σ²+σ_d²), c_in = 1/√(σ²+σ_d²), c_noise = ¼ ln σ
-    (EDM Table 1); e = [c_noise, sin(k·c_noise), cos(k·c_noise)] for k = 1 … ``n_freq``.
+class MLPDenoiser(EDMDenoiser):
+    """:class:`rsd_engine.networks.EDMDenoiser` (EDM's preconditioning, Table 1) with an MLP backbone
+    F([c_in·x, e(c_noise)]), e = [c_noise, sin(k·c_noise), cos(k·c_noise)] for k = 1 … ``n_freq``,
+    on d-vectors stored as (B, d, 1, 1) tensors (d channels of a 1×1 image).
 
     Args:
         dim: d, the vector length.
@@ -35,11 +36,10 @@ class MLPDenoiser(nn.Module):
 
     def __init__(self, dim: int, hidden: int = 128, depth: int = 3, n_freq: int = 4,
                  sigma_data: float = 0.5, sigma_min: float = 0.002, sigma_max: float = 80.0):
-        super().__init__()
+        super().__init__(sigma_data, sigma_min, sigma_max)
         if min(dim, hidden, depth) < 1:
             raise ValueError(f"dim {dim}, hidden {hidden}, depth {depth}: all must be ≥ 1")
         self.dim, self.n_freq = int(dim), int(n_freq)
-        self.sigma_data, self.sigma_min, self.sigma_max = float(sigma_data), float(sigma_min), float(sigma_max)
         layers: list[nn.Module] = []
         width = dim + 1 + 2 * n_freq
         for _ in range(depth):
@@ -49,34 +49,18 @@ class MLPDenoiser(nn.Module):
         self.f = nn.Sequential(*layers)
         self.register_buffer("freqs", torch.arange(1, n_freq + 1, dtype=torch.float32) * math.pi)
 
-    def forward(self, x: torch.Tensor, sigma: torch.Tensor | float) -> torch.Tensor:
-        """Clean-signal prediction.
-
-        Args:
-            x: noisy vectors, (B, d) or (B, …) with d elements per sample, e.g. (B, d, 1, 1).
-            sigma: σ > 0, a float, 0-dim or shape (B,).
-
-        Returns:
-            D(x; σ) in x's shape, float32.
+    def raw(self, x_in: torch.Tensor, c_noise: torch.Tensor) -> torch.Tensor:
+        """F on the scaled input (B, d, 1, 1) at c_noise (B,); returns (B, d, 1, 1).
 
         Raises:
-            ValueError: x does not hold d elements per sample.
+            ValueError: x_in does not hold d values per sample.
         """
-        shape = x.shape
-        v = x.reshape(shape[0], -1).to(torch.float32)
+        v = x_in.reshape(x_in.shape[0], -1)
         if v.shape[1] != self.dim:
-            raise ValueError(f"input of shape {tuple(shape)} holds {v.shape[1]} values per sample, expected {self.dim}")
-        s = torch.as_tensor(sigma, dtype=torch.float32, device=v.device).reshape(-1)
-        s = s.expand(shape[0]) if s.numel() == 1 else s
-        sd = self.sigma_data
-        s1 = s.reshape(-1, 1)
-        c_skip = sd**2 / (s1**2 + sd**2)
-        c_out = s1 * sd / (s1**2 + sd**2).sqrt()
-        c_in = 1 / (s1**2 + sd**2).sqrt()
-        c_noise = s1.log() / 4
-        emb = torch.cat([c_noise, torch.sin(c_noise * self.freqs), torch.cos(c_noise * self.freqs)], dim=1)
-        f = self.f(torch.cat([c_in * v, emb], dim=1))
-        return (c_skip * v + c_out * f).reshape(shape)
+            raise ValueError(f"input of shape {tuple(x_in.shape)} holds {v.shape[1]} values per sample, expected {self.dim}")
+        c = c_noise.reshape(-1, 1)
+        emb = torch.cat([c, torch.sin(c * self.freqs), torch.cos(c * self.freqs)], dim=1)
+        return self.f(torch.cat([v, emb], dim=1)).reshape(x_in.shape)
 
 
 class LinearGenerator(nn.Module):

@@ -223,7 +223,7 @@ def markdown(results: dict) -> str:
         f"trained on y with the engine's `ambient_tweedie_loss` ({cfg['teacher_steps']} steps), whose minimiser is that "
         "denoiser for s > σ_c only. Teacher samples come from the engine's Heun sampler "
         f"({cfg['heun_steps']} steps), run to σ = 0 (teacher-full) or stopped at σ_c (teacher-truncated). Generators "
-        "G(z) = W z + b are distilled with the engine's `sid_generator_loss` (u = A G(z) without noise, σ_t = `sid_sigma` of "
+        "G(z) = W z + b are distilled with the engine's `sid_generator_loss` (u = A G(z) without noise, σ_t = `karras_sigma` of 1 − t, "
         f"t ~ U[0, {cfg['t_max'] / 1000:g}]) against the exact fake score of the generator's clean measurement law (gauss) "
         f"or an MLP fake score trained with `ambient_tweedie_loss` on A G(z) + σ ε (mlp, initialised from the teacher, "
         f"{cfg['distill_steps']} steps, Adam {cfg['lr_generator']:g}/{cfg['lr_fake']:g}). W starts at σ_d·I (full rank: "
