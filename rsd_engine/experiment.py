@@ -17,7 +17,6 @@ from .data import training_measurements
 from .evaluation import Evaluation
 from .generate import ModelSampler
 from .measurement import Measurement
-from .networks import network_config
 from .objectives import Objective
 from .runs import GENERATOR_FINAL, MODELS, RunDir
 from .signals import stop_agreed
@@ -60,14 +59,13 @@ class Experiment:
         self.dataset = training_measurements(preset, self.measurement)
         self.objective = Objective.from_preset(preset, self.measurement)
         self.sampler = ModelSampler.from_preset(preset, self.objective)
-        self.network_config = network_config(preset, self.measurement.op.cond_channels)
 
         def stop() -> bool:
             """:meth:`stop_requested`, looked up at each call (so a test may replace the method)."""
             return self.stop_requested()
 
         self.evaluation = Evaluation(preset, run, accelerator, self.dataset, self.sampler, stop)
-        self.runner = StageRunner(accelerator=accelerator, run_dir=run, seed=preset.run.seed, network_config=self.network_config,
+        self.runner = StageRunner(accelerator=accelerator, run_dir=run, seed=preset.run.seed,
                                   preset_toml=cfg.dumps(preset), state={"objective": self.objective.name}, stop=stop)
 
     def stop_requested(self) -> bool:
@@ -84,7 +82,7 @@ class Experiment:
         Raises:
             StopRequested: after SIGTERM/SIGINT, with ``teacher-latest`` written.
         """
-        self.runner.run(teacher_stage(self.preset, self.dataset, self.objective, self.network_config, self.evaluation.live))
+        self.runner.run(teacher_stage(self.preset, self.dataset, self.objective, self.evaluation.live))
 
     def distill(self) -> None:
         """Phase II (docs/method.md §3): RSD from the teacher EMA; writes ``generator-final``.
@@ -93,7 +91,7 @@ class Experiment:
             StopRequested: after SIGTERM/SIGINT, with ``distill-latest`` written.
             FileNotFoundError, ValueError: no teacher, or one of another network (see :func:`rsd_stage`).
         """
-        stage = rsd_stage(self.preset, self.teacher_final(), self.objective, self.network_config, self.evaluation.live, self.acc.device)
+        stage = rsd_stage(self.preset, self.teacher_final(), self.objective, self.evaluation.live, self.acc.device)
         self.runner.run(stage)
 
     def evaluate(self, models: tuple[str, ...] = MODELS) -> dict:

@@ -22,6 +22,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import shutil
 import tempfile
 import time
 from collections.abc import Callable
@@ -32,6 +33,7 @@ __all__ = [
     "atomic_write_bytes",
     "atomic_write_text",
     "atomic_write_json",
+    "replace_folder",
     "read_json_object",
     "RunDir",
     "STATES",
@@ -134,6 +136,46 @@ def atomic_write_text(path: Path, text: str) -> None:
 def atomic_write_json(path: Path, obj: Any) -> None:
     """JSON (indented, UTF-8) version of :func:`atomic_write_bytes`."""
     atomic_write_text(path, json.dumps(obj, indent=2, sort_keys=True) + "\n")
+
+
+def _fsync(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def replace_folder(complete: Path, folder: Path, old: Path | None = None) -> None:
+    """Put the finished folder ``complete`` at ``folder``: the one atomic folder swap of the project
+    (checkpoints, exports).
+
+    Every file and folder under ``complete`` is fsynced; an existing ``folder`` is renamed to ``old``,
+    ``complete`` renamed to ``folder``, and ``old`` removed. A crash leaves ``folder`` or ``old``
+    complete, never a mix (:func:`rsd_engine.checkpoints.load_checkpoint` falls back to ``old``).
+
+    Args:
+        complete: the new folder, written beside ``folder`` (same file system, so renames are atomic).
+        folder: the target.
+        old: where the previous ``folder`` waits during the swap (default ``<folder>.old``); a
+            leftover there from an earlier crash is removed first.
+
+    Raises:
+        OSError: a rename or fsync failed (``complete`` is left in place for the caller to remove).
+    """
+    complete, folder = Path(complete), Path(folder)
+    old = Path(old) if old is not None else folder.with_name(folder.name + ".old")
+    for root, _, files in os.walk(complete):
+        for name in files:
+            _fsync(Path(root) / name)
+        _fsync(Path(root))
+    if old.exists():
+        shutil.rmtree(old)
+    if folder.exists():
+        os.replace(folder, old)
+    os.replace(complete, folder)
+    _fsync(folder.parent)
+    shutil.rmtree(old, ignore_errors=True)
 
 
 def read_json_object(path: Path) -> dict:

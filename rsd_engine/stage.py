@@ -153,7 +153,6 @@ class StageRunner:
         accelerator: the run's ``Accelerator``.
         run_dir: the run folder (checkpoints, events, status).
         seed: run seed (per-step seeds, :func:`rsd_engine.seeding.step_seed`).
-        network_config: stored with every checkpoint (:func:`rsd_engine.networks.network_config`).
         preset_toml: the effective preset, stored with every checkpoint.
         state: extra numbers for every ``<stage>-latest`` state.json (e.g. the objective).
         stop: whether a stop was requested, the same answer on every process
@@ -163,7 +162,6 @@ class StageRunner:
     accelerator: Any
     run_dir: RunDir
     seed: int
-    network_config: dict
     preset_toml: str
     state: dict
     stop: Callable[[], bool]
@@ -213,7 +211,7 @@ class StageRunner:
         if self.main:
             state = {"stage": stage.name, "images_seen": images_seen, **stage.final_state}
             save_checkpoint(self.run_dir.checkpoint(stage.final_checkpoint), {n: e.module for n, e in stage.emas.items()},
-                            self.network_config, state, self.preset_toml)
+                            state, self.preset_toml)
         acc.wait_for_everyone()
         return images_seen
 
@@ -260,7 +258,7 @@ class StageRunner:
     def _save_latest(self, stage: Stage, networks: dict, optimizers: dict, images_seen: int) -> None:
         if self.main:
             name = self.run_dir.latest(stage.name).name
-            save_checkpoint(self.run_dir.latest(stage.name), networks, self.network_config,
+            save_checkpoint(self.run_dir.latest(stage.name), networks,
                             {"stage": stage.name, "images_seen": images_seen, **self.state}, self.preset_toml, optimizers)
             self.run_dir.append_event(stage.name, "checkpoint", kimg=images_seen / 1000, name=name)
         self.accelerator.wait_for_everyone()

@@ -16,7 +16,7 @@ import torch
 from .checkpoints import load_checkpoint
 from .data import CorruptedDataset, IndexStream
 from .distill import fake_score_loss, generator_loss
-from .networks import EDMPrecond, build_network, count_parameters
+from .networks import EDMPrecond, count_parameters
 from .objectives import Objective
 from .runs import FINAL_NETWORK, GENERATOR_FINAL, TEACHER_FINAL
 from .stage import EMA, Stage, StepContext
@@ -83,8 +83,7 @@ def warmup(lr: float, warmup_kimg: float) -> Callable[[int], float]:
     return lambda images_seen: lr * min(images_seen / max(warmup_kimg * 1000, 1e-8), 1.0)
 
 
-def teacher_stage(preset, data: CorruptedDataset, objective: Objective, network_config: dict,
-                  evaluate: Callable[[str, EDMPrecond, int], object]) -> Stage:
+def teacher_stage(preset, data: CorruptedDataset, objective: Objective, evaluate: Callable[[str, EDMPrecond, int], object]) -> Stage:
     """Phase I: the corruption-aware teacher (docs/method.md §2) and its EMA, from fresh weights.
 
     The initial weights depend on ``run.seed`` only (the same on every process and every try).
@@ -92,13 +91,12 @@ def teacher_stage(preset, data: CorruptedDataset, objective: Objective, network_
     Args:
         preset: validated preset (``[teacher]``, ``run.seed``, ``eval.teacher_every_kimg``).
         data: the frozen training measurements.
-        objective: the teacher objective.
-        network_config: :func:`rsd_engine.networks.network_config` of the preset.
+        objective: the teacher objective (its operator fixes the network's mask channels).
         evaluate: live evaluation ``evaluate(stage, net, images_seen)``, given the teacher EMA.
     """
     t = preset.teacher
     torch.manual_seed(preset.run.seed)
-    net = build_network(network_config)
+    net = EDMPrecond.from_preset(preset, objective.measurement.op.cond_channels)
     ema = copy.deepcopy(net).eval().requires_grad_(False)
     opt = torch.optim.Adam(net.parameters(), lr=t.lr, betas=(0.9, 0.999), eps=1e-8)
     log.info("teacher: %s parameters, objective %s, σ_c = %g, %g kimg", f"{count_parameters(net):,}", objective.name, objective.noise_sigma, t.kimg)
@@ -113,29 +111,28 @@ def teacher_stage(preset, data: CorruptedDataset, objective: Objective, network_
     )
 
 
-def rsd_stage(preset, teacher_checkpoint: Path, objective: Objective, network_config: dict,
-              evaluate: Callable[[str, EDMPrecond, int], object], device=None) -> Stage:
+def rsd_stage(preset, teacher_checkpoint: Path, objective: Objective, evaluate: Callable[[str, EDMPrecond, int], object],
+              device=None) -> Stage:
     """Phase II: RSD (docs/method.md §3). Fake score, generator and generator EMA start from the teacher EMA.
 
     Args:
         preset: validated preset (``[distill]``, ``network.rho``, ``eval.distill_every_kimg``).
         teacher_checkpoint: folder of the teacher EMA (``teacher-final``).
         objective: the teacher's objective (the fake score trains with it).
-        network_config: the preset's network; must equal the teacher's.
         evaluate: live evaluation ``evaluate(stage, net, images_seen)``, given the generator EMA.
         device: where the frozen teacher runs.
 
     Raises:
         FileNotFoundError: no teacher checkpoint there.
-        ValueError: the teacher was trained with another network or preconditioning.
+        ValueError: the teacher was trained with another network or preconditioning than the preset's.
     """
     d = preset.distill
     teacher_ck = load_checkpoint(teacher_checkpoint)
-    stored = teacher_ck.network_config(FINAL_NETWORK[TEACHER_FINAL])
-    if stored != network_config:
-        diff = {k: (stored.get(k), network_config.get(k)) for k in set(stored) | set(network_config) if stored.get(k) != network_config.get(k)}
+    teacher = teacher_ck.build(FINAL_NETWORK[TEACHER_FINAL])
+    diff = teacher.differences(EDMPrecond.preset_arguments(preset, objective.measurement.op.cond_channels))
+    if diff:
         raise ValueError(f"teacher checkpoint {teacher_ck.path} was trained with another network/preconditioning: {diff} (stored, preset)")
-    teacher = teacher_ck.build(FINAL_NETWORK[TEACHER_FINAL]).eval().requires_grad_(False).to(device)
+    teacher = teacher.eval().requires_grad_(False).to(device)
     fake = copy.deepcopy(teacher).train().requires_grad_(True)
     gen = copy.deepcopy(teacher).train().requires_grad_(True)
     gen_ema = copy.deepcopy(teacher).eval()
