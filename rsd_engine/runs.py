@@ -9,6 +9,8 @@ Layout of a run folder::
     run_dir/log.txt            the log (also on the terminal)
     run_dir/checkpoints/       <stage>-latest/ (resumable), teacher-final/, generator-final/
     run_dir/samples/           PNG grids: <grid>.png (latest) and <model>-kimg<NNNNNN>.png (snapshots)
+    run_dir/export-<model>/    a diffusers pipeline folder written by ``rsd-engine export`` (optional;
+                               ``export-<model>-raw`` for the weights before averaging)
 
 States: ``running`` | ``done`` | ``failed`` | ``stopped``. Stages: ``teacher`` | ``distill`` | ``evaluate``.
 The engine writes these files atomically; the workbench reads them with the readers here (which
@@ -48,6 +50,9 @@ __all__ = [
     "TEACHER_FINAL",
     "GENERATOR_FINAL",
     "FINAL_NETWORK",
+    "RAW_NETWORK",
+    "EXPORT_MODELS",
+    "EXPORT_WEIGHTS",
     "NAME_RULE",
     "is_valid_name",
     "default_run_folder",
@@ -74,6 +79,12 @@ CLEAN_GRID = "clean"
 TEACHER_FINAL = "teacher-final"
 GENERATOR_FINAL = "generator-final"
 FINAL_NETWORK = {TEACHER_FINAL: "ema", GENERATOR_FINAL: "generator_ema"}
+#: The trained (not averaged) network of each stage, kept in that stage's ``<stage>-latest`` checkpoint.
+RAW_NETWORK = {TEACHER_FINAL: "net", GENERATOR_FINAL: "generator"}
+
+#: What ``rsd-engine export`` writes: the one-step generator or the teacher, from its EMA or raw weights.
+EXPORT_MODELS = ("generator", "teacher")
+EXPORT_WEIGHTS = ("ema", "raw")
 
 NAME_RULE = "letters, digits, '-', '_' and '.', at most 80 characters, starting with a letter or digit, no '..'"
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.\-]{0,79}$")
@@ -254,6 +265,17 @@ class RunDir:
             path = Path(source)
             return path / "checkpoints" / TEACHER_FINAL if (path / "checkpoints").is_dir() else path
         return self.checkpoint(TEACHER_FINAL)
+
+    def export_folder(self, model: str, weights: str = "ema") -> Path:
+        """Default folder of an export (:data:`EXPORT_MODELS`, :data:`EXPORT_WEIGHTS`):
+        ``export-<model>``, or ``export-<model>-raw`` for the raw weights.
+
+        Raises:
+            ValueError: an unknown model or weights name.
+        """
+        if model not in EXPORT_MODELS or weights not in EXPORT_WEIGHTS:
+            raise ValueError(f"model {model!r}, weights {weights!r}: allowed models {', '.join(EXPORT_MODELS)}, weights {', '.join(EXPORT_WEIGHTS)}")
+        return self.path / (f"export-{model}" if weights == "ema" else f"export-{model}-{weights}")
 
     def grid_path(self, grid: str, kimg: float | None = None) -> Path:
         """PNG of grid ``grid`` (a model, :data:`MEASUREMENTS_GRID` or :data:`CLEAN_GRID`): the latest
