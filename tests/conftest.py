@@ -6,6 +6,9 @@ import pytest
 import torch
 
 from rsd_engine import config as cfg
+from rsd_engine.checkpoints import save_checkpoint
+from rsd_engine.networks import EDMPrecond
+from rsd_engine.runs import GENERATOR_FINAL, TEACHER_FINAL, RunDir
 
 TINY_PRESET = """
 [run]
@@ -60,3 +63,22 @@ def tiny_preset_text() -> str:
 def tiny_preset(tiny_preset_text) -> cfg.Preset:
     """The validated tiny preset."""
     return cfg.loads(tiny_preset_text)
+
+
+@pytest.fixture
+def finished_run():
+    """Factory ``finished_run(path, preset_text=TINY_PRESET, cond=0) -> RunDir``: a run folder with final
+    teacher and generator checkpoints of freshly initialised networks (no training), for tests of what
+    reads finished runs (export, workbench)."""
+
+    def make(path, preset_text: str = TINY_PRESET, cond: int = 0) -> RunDir:
+        preset = cfg.loads(preset_text)
+        toml = cfg.dumps(preset)
+        run = RunDir.create(path, toml)
+        torch.manual_seed(0)
+        teacher, generator = EDMPrecond.from_preset(preset, cond), EDMPrecond.from_preset(preset, cond)
+        save_checkpoint(run.checkpoint(TEACHER_FINAL), {"ema": teacher}, {"stage": "teacher", "images_seen": 64}, toml)
+        save_checkpoint(run.checkpoint(GENERATOR_FINAL), {"generator_ema": generator}, {"stage": "distill", "images_seen": 32, "sigma_init": 2.5}, toml)
+        return run
+
+    return make

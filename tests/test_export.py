@@ -1,6 +1,6 @@
 """Networks as diffusers models and the export of a run as a diffusers pipeline folder: save_pretrained /
 from_pretrained round trips, old checkpoints, ``rsd-engine export`` of a real tiny run reproduced in a
-fresh interpreter, the bare UNet with diffusers alone and the refusals."""
+fresh interpreter, the bare UNet with diffusers alone, the refusals, and the workbench's export."""
 
 from __future__ import annotations
 
@@ -24,7 +24,7 @@ from rsd_engine.export import ExportError, export_run
 from rsd_engine.generate import ModelSampler, latents
 from rsd_engine.networks import EDMPrecond
 from rsd_engine.pipelines import RSDHeunPipeline, RSDOneStepPipeline
-from rsd_engine.runs import GENERATOR_FINAL, TEACHER_FINAL, RunDir
+from rsd_engine.runs import RunDir
 from rsd_engine.sampling import one_step_generate
 
 from conftest import TINY_PRESET
@@ -42,17 +42,6 @@ def _fresh(code: str, *args: str) -> str:
     out = subprocess.run([sys.executable, "-c", code, *args], capture_output=True, text=True, timeout=300, env=OFFLINE)
     assert out.returncode == 0, out.stderr
     return out.stdout
-
-
-def _finished_run(path: Path, preset_text: str = TINY_PRESET, cond: int = 0) -> RunDir:
-    """A run folder with final teacher and generator checkpoints of random weights, no training."""
-    preset = cfg.loads(preset_text)
-    run = RunDir.create(path, cfg.dumps(preset))
-    toml = cfg.dumps(preset)
-    teacher, generator = EDMPrecond.from_preset(preset, cond), EDMPrecond.from_preset(preset, cond)
-    save_checkpoint(run.checkpoint(TEACHER_FINAL), {"ema": teacher}, {"stage": "teacher", "images_seen": 64}, toml)
-    save_checkpoint(run.checkpoint(GENERATOR_FINAL), {"generator_ema": generator}, {"stage": "distill", "images_seen": 32, "sigma_init": 2.5}, toml)
-    return run
 
 
 # ------------------------------------------------------------------------------------------------
@@ -215,7 +204,7 @@ def test_teacher_and_raw_exports(tiny_run, tmp_path):
 
 # ------------------------------------------------------------------------------------------------
 # refusals
-def test_refusals_are_clear_and_leave_nothing_behind(tmp_path, capsys):
+def test_refusals_are_clear_and_leave_nothing_behind(tmp_path, capsys, finished_run):
     assert main(["export", str(tmp_path / "nowhere"), "--out", str(tmp_path / "x")]) == 2
     assert "holds no run" in capsys.readouterr().err
     unfinished = RunDir.create(tmp_path / "unfinished", TINY_PRESET)
@@ -224,7 +213,7 @@ def test_refusals_are_clear_and_leave_nothing_behind(tmp_path, capsys):
     assert "no final generator" in err and "--resume" in err
     assert not (tmp_path / "x").exists()
 
-    run = _finished_run(tmp_path / "run")
+    run = finished_run(tmp_path / "run")
     with pytest.raises(ExportError, match="raw generator weights of the last step are not kept"):
         export_run(run.path, tmp_path / "x", weights="raw")
     busy = tmp_path / "busy"
@@ -246,8 +235,8 @@ def test_refusals_are_clear_and_leave_nothing_behind(tmp_path, capsys):
     assert not (tmp_path / "elsewhere").exists()
 
 
-def test_a_failed_export_leaves_nothing_half_written(tmp_path, monkeypatch):
-    run = _finished_run(tmp_path / "run")
+def test_a_failed_export_leaves_nothing_half_written(tmp_path, monkeypatch, finished_run):
+    run = finished_run(tmp_path / "run")
 
     def broken(self, folder, **kwargs):
         (Path(folder) / "model_index.json").write_text("{")
@@ -265,3 +254,28 @@ def test_a_failed_export_leaves_nothing_half_written(tmp_path, monkeypatch):
         export_run(run.path, earlier, force=True)
     assert [p.name for p in earlier.iterdir()] == ["model_index.json"] and (earlier / "model_index.json").read_text() == "{}"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["earlier", "run"]
+
+
+# ------------------------------------------------------------------------------------------------
+# the workbench
+def test_workbench_export_writes_inside_the_run_and_reports_errors(tmp_path, finished_run):
+    from workbench.api import Workbench, WorkbenchError
+
+    runs = tmp_path / "runs"
+    finished_run(runs / "done-run")
+    RunDir.create(runs / "half-run", TINY_PRESET)
+    wb = Workbench(runs, tmp_path / "presets")
+    try:
+        info = wb.export("done-run")
+        assert info == {"run": "done-run", "model": "generator", "weights": "ema", "folder": str(runs.resolve() / "done-run" / "export-generator")}
+        assert (Path(info["folder"]) / "unet" / "config.json").is_file()
+        with pytest.raises(WorkbenchError, match="replace"):
+            wb.export("done-run")
+        assert wb.export("done-run", replace=True)["folder"] == info["folder"]
+        with pytest.raises(WorkbenchError, match="no final generator"):
+            wb.export("half-run")
+        for bad in (("../done-run",), ("done-run", "fake-score"), ("nope",)):
+            with pytest.raises(WorkbenchError):
+                wb.export(*bad)
+    finally:
+        wb.close()
