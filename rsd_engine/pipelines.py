@@ -67,9 +67,10 @@ class _EDMPipeline(DiffusionPipeline):
         h, w = (size, size) if isinstance(size, int) else tuple(size)
         return self.unet.config.out_channels, h, w
 
-    def _latents(self, batch_size: int | None, generator, latents: torch.Tensor | None, seeds) -> torch.Tensor:
-        """Standard-normal latents (B, C, H, W) on the CPU or the generator's device: from ``latents``,
-        ``seeds`` (the engine's one-generator-per-seed rule) or ``generator``; B from whichever is given.
+    def _latents(self, batch_size: int | None, generator, latents: torch.Tensor | None, seeds, device) -> torch.Tensor:
+        """Standard-normal latents (B, C, H, W): from ``latents`` (as given), ``seeds`` (the engine's
+        one-CPU-generator-per-seed rule) or ``generator`` (drawn on its device, else on ``device``);
+        B from whichever is given.
 
         Raises:
             ValueError: more than one source given, a batch size that contradicts them, or latents
@@ -93,7 +94,7 @@ class _EDMPipeline(DiffusionPipeline):
                 raise ValueError(f"{len(generator)} generators for batch_size {n}: give one per image or a single one")
             if n < 1:
                 raise ValueError(f"batch_size {n}: must be ≥ 1")
-            z = randn_tensor((n, *shape), generator=generator, dtype=torch.float32)
+            z = randn_tensor((n, *shape), generator=generator, device=torch.device(device), dtype=torch.float32)
         if batch_size is not None and int(batch_size) != z.shape[0]:
             raise ValueError(f"batch_size {batch_size} but {z.shape[0]} {given[0] if given else 'latents'}; leave batch_size out or make them agree")
         if z.shape[0] == 0:
@@ -190,7 +191,7 @@ class RSDOneStepPipeline(_EDMPipeline):
                 an unknown output type.
         """
         device = self._execution_device
-        z = self._latents(batch_size, generator, latents, seeds)
+        z = self._latents(batch_size, generator, latents, seeds, device)
         cond = self._mask(mask, z.shape[0], device)
         images = one_step_generate(self.denoiser(), z.to(device, torch.float32), self.config.sigma_init, cond)
         return self._output(images.float(), output_type, return_dict)
@@ -246,7 +247,7 @@ class RSDHeunPipeline(_EDMPipeline):
             raise ValueError(f"num_inference_steps {steps}: the Heun sampler needs ≥ 2")
         stop = self.config.stop_sigma if stop_sigma is None else float(stop_sigma)
         device = self._execution_device
-        z = self._latents(batch_size, generator, latents, seeds)
+        z = self._latents(batch_size, generator, latents, seeds, device)
         cond = self._mask(mask, z.shape[0], device)
         res = heun_sample(self.denoiser(), z.to(device, torch.float32), steps, self.config.rho, stop or None, cond)
         return self._output(res.images, output_type, return_dict)
