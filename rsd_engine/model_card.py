@@ -97,6 +97,7 @@ def _kimg(state: dict | None, planned: float) -> str:
 
 
 def _weights(model: str, weights: str) -> str:
+    """Which weights the export holds, in words."""
     name = "generator" if model == "generator" else "teacher"
     return f"{name} EMA" if weights == "ema" else f"{name} raw weights of the last step (not averaged)"
 

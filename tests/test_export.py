@@ -79,6 +79,20 @@ def test_checkpoints_store_the_diffusers_config_and_old_checkpoints_still_load(t
         load_checkpoint(tmp_path / "ck").build("ema")
 
 
+def test_distillation_refuses_a_teacher_of_another_network(tmp_path, finished_run):
+    from rsd_engine.measurement import Measurement
+    from rsd_engine.objectives import Objective
+    from rsd_engine.training import rsd_stage
+
+    run = finished_run(tmp_path / "run")
+    wider = cfg.loads(TINY_PRESET, ["network.block_out_channels=[16, 48]"])
+    objective = Objective.from_preset(wider, Measurement.from_preset(wider))
+    with pytest.raises(ValueError, match=r"block_out_channels.*\[16, 32\].*\[16, 48\]"):
+        rsd_stage(wider, run.checkpoint("teacher-final"), objective, lambda *a: None)
+    same = cfg.loads(TINY_PRESET)
+    assert rsd_stage(same, run.checkpoint("teacher-final"), Objective.from_preset(same, Measurement.from_preset(same)), lambda *a: None).name == "distill"
+
+
 def test_mask_pipeline_needs_the_mask_and_equals_the_engine(tmp_path):
     net = _tiny_net(cond=1)
     pipe = RSDOneStepPipeline(net.unet, sigma_init=2.5, cond_channels=1)
@@ -119,11 +133,12 @@ def test_pipeline_latent_sources_and_output_types():
 # a real tiny run, exported
 @pytest.fixture(scope="module")
 def tiny_run(tmp_path_factory) -> Path:
-    """A tiny run trained end to end with the CLI (teacher → distillation → evaluation)."""
+    """A tiny run trained end to end with the CLI (teacher → distillation → evaluation without FID and
+    PSNR, the slow part on 2 cores; the model card's metrics are checked on a written metrics.json)."""
     root = tmp_path_factory.mktemp("export")
     preset = root / "tiny.toml"
     preset.write_text(TINY_PRESET)
-    assert main(["run", str(preset), "--out", str(root / "run")]) == 0
+    assert main(["run", str(preset), "--out", str(root / "run"), "--set", "eval.final_fid_n=0", "--set", "eval.psnr_n=0"]) == 0
     return root / "run"
 
 
@@ -172,17 +187,25 @@ def test_bare_unet_loads_with_diffusers_alone(tiny_run, tmp_path):
     assert all(torch.equal(exported[k.removeprefix("unet.")], v) for k, v in stored.items())
 
 
-def test_model_card_states_preset_kimg_and_final_metrics(tiny_run, tmp_path):
+def test_model_card_states_preset_kimg_and_final_metrics(tiny_run, tmp_path, finished_run):
     out = export_run(tiny_run, tmp_path / "gen")
     card = (out / "README.md").read_text()
-    rec = RunDir(tiny_run).read_metrics()["generator"]
     assert "library_name: diffusers" in card and "`identity`" in card and "σ_c = 0.2" in card
     assert "0.064 kimg (64 images seen)" in card and "0.032 kimg (32 images seen)" in card and "σ_init = 2.5" in card
-    assert f"| generator | {rec['fid']:.2f} |" in card and f"| {rec['n']} | 0–3 | {rec['reference']} |" in card
+    assert "| generator | — |" in card and "final FID disabled" in card  # this run measured no FID, and the card says so
     assert "at most 8 seeds" in card and "RSDOneStepPipeline.from_pretrained" in card
     assert (out / "preset.toml").read_text() == RunDir(tiny_run).preset_path.read_text()
     index = json.loads((out / "model_index.json").read_text())
     assert index["_class_name"] == "RSDOneStepPipeline" and index["sigma_init"] == 2.5 and index["unet"] == ["diffusers", "UNet2DModel"]
+
+    measured = finished_run(tmp_path / "measured", TINY_PRESET + "[corruption]\noperator = \"gaussian_blur\"\n")
+    rec = {"model": "generator", "fid": 87.654, "kid": 0.0123, "n": 500, "seeds": [0, 499], "weights": "generator EMA", "nfe": 1,
+           "images_per_s": 238.0, "reference": "fashion-mnist test split (clean, n=1000)", "proximal_fid": 57.7,
+           "proximal_reference": "corrupted training measurements (n=1000)"}
+    measured.write_metrics({"generator": rec})
+    card = (export_run(measured.path, tmp_path / "measured-gen") / "README.md").read_text()
+    assert "| generator | 87.65 | 0.0123 | 500 | 0–499 | fashion-mnist test split (clean, n=1000) | generator EMA | 1 | 238.0 |" in card
+    assert "57.70" in card and "`gaussian_blur` (kernel_size = 9, std = 2.0)" in card
 
 
 def test_teacher_and_raw_exports(tiny_run, tmp_path):
