@@ -557,7 +557,7 @@ def schema_fields() -> list[dict[str, Any]]:
             entry = {
                 "section": section,
                 "key": prefix + key,
-                "default": field.default,
+                "default": field.get_default(call_default_factory=True),
                 "type": "enum" if "enum" in main or "const" in main else main.get("type", "string"),
                 "nullable": any(v.get("type") == "null" for v in variants),
                 "description": field.description or "",
