@@ -85,13 +85,16 @@ class Experiment:
         self.runner.run(teacher_stage(self.preset, self.dataset, self.objective, self.evaluation.live))
 
     def distill(self) -> None:
-        """Phase II (docs/method.md §3): RSD from the teacher EMA; writes ``generator-final``.
+        """Phase II (docs/method.md §3): RSD from the teacher EMA; writes ``generator-final``. First the
+        teacher's live-FID baseline that the generator's live FIDs are compared with
+        (:meth:`rsd_engine.evaluation.Evaluation.teacher_baseline`).
 
         Raises:
             StopRequested: after SIGTERM/SIGINT, with ``distill-latest`` written.
             FileNotFoundError, ValueError: no teacher, or one of another network (see :func:`rsd_stage`).
         """
         stage = rsd_stage(self.preset, self.teacher_final(), self.objective, self.evaluation.live, self.acc.device)
+        self.evaluation.teacher_baseline()
         self.runner.run(stage)
 
     def evaluate(self, models: tuple[str, ...] = MODELS) -> dict:
@@ -99,7 +102,8 @@ class Experiment:
         return self.evaluation.final(models)
 
     def run_all(self) -> None:
-        """Teacher (unless already final or given), distillation (unless final), evaluation; status ``done``.
+        """Teacher (unless already final or given), distillation (unless final), evaluation of
+        ``eval.models``; status ``done``.
 
         Raises:
             StopRequested: after SIGTERM/SIGINT, with a checkpoint written.
@@ -111,6 +115,6 @@ class Experiment:
             self.train_teacher()
         if not checkpoint_exists(self.run.checkpoint(GENERATOR_FINAL)):
             self.distill()
-        self.evaluate()
+        self.evaluate(tuple(self.preset.eval.models))
         if self.acc.is_main_process:
             self.run.write_status(state="done", stage="evaluate", progress=1.0, eta_s=0)

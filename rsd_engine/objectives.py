@@ -10,6 +10,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import math
+
 import torch
 
 from .measurement import Measurement
@@ -22,10 +24,17 @@ __all__ = ["sample_training_sigma", "ambient_tweedie_loss", "edm_loss", "ambient
 OBJECTIVES = ("edm", "ambient_tweedie", "ambient_mask")
 
 
-def sample_training_sigma(batch: int, p_mean: float, p_std: float, device=None, generator=None) -> torch.Tensor:
-    """Draw σ with ln σ ~ N(p_mean, p_std²) (EDM eq. 8 / Table 1). Returns shape (B,), σ > 0."""
-    z = torch.randn(batch, device=device, generator=generator)
-    return (z * p_std + p_mean).exp()
+def sample_training_sigma(batch: int, p_mean: float, p_std: float, device=None, generator=None, floor: float = 0.0) -> torch.Tensor:
+    """Draw σ with ln σ ~ N(p_mean, p_std²) (EDM eq. 8 / Table 1); with ``floor`` > 0, from that law
+    conditioned on σ > floor (inverse CDF of the truncated normal in ln σ, float64; ``teacher.sigma_sampling =
+    "above_noise"``, docs/method.md §2.2). Returns shape (B,), σ > 0 (> floor). The losses compute in
+    float32, where a draw within rounding of σ_c (probability ≈ 1e-7) counts as clamped."""
+    if floor <= 0:
+        z = torch.randn(batch, device=device, generator=generator)
+        return (z * p_std + p_mean).exp()
+    low = 0.5 * math.erfc(-(math.log(floor) - p_mean) / (p_std * math.sqrt(2)))  # Φ((ln floor − p_mean)/p_std)
+    u = low + (1 - low) * torch.rand(batch, device=device, generator=generator, dtype=torch.float64)
+    return (torch.special.ndtri(u.clamp(max=1 - 1e-12)) * p_std + p_mean).exp()
 
 
 def _noise_levels(sigma: torch.Tensor, noise_sigma: float, device) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -168,6 +177,9 @@ class Objective:
         p_mean, p_std: training σ distribution, ln σ ~ N(p_mean, p_std²) (EDM: −1.2, 1.2).
         delta: δ ∈ [0, 1) of the Ambient further corruption Ã = A ⊙ B (``ambient_mask`` only; paper 0.1).
             A training setting of the objective, not part of A.
+        above_noise: draw σ from the log-normal conditioned on σ > σ_c instead of clamping the draws
+            below σ_c, where the loss is exactly 0 (``teacher.sigma_sampling``; the same objective up to
+            a constant factor, docs/method.md §2.2).
 
     Raises:
         ValueError: unknown name, δ outside [0, 1), or ``ambient_mask`` with an operator without masks.
@@ -178,6 +190,7 @@ class Objective:
     p_mean: float = -1.2
     p_std: float = 1.2
     delta: float = 0.0
+    above_noise: bool = False
 
     def __post_init__(self):
         if self.name not in OBJECTIVES:
@@ -190,11 +203,11 @@ class Objective:
     @classmethod
     def from_preset(cls, preset, measurement: Measurement) -> "Objective":
         """The preset's objective (:func:`rsd_engine.config.resolve_objective`), its σ distribution
-        (``teacher.p_mean``, ``teacher.p_std``) and δ (:func:`rsd_engine.config.ambient_delta`)."""
+        (``teacher.p_mean``, ``teacher.p_std``, ``teacher.sigma_sampling``) and δ (:func:`rsd_engine.config.ambient_delta`)."""
         from .config import ambient_delta, resolve_objective
 
         t = preset.teacher
-        return cls(resolve_objective(preset), measurement, t.p_mean, t.p_std, ambient_delta(preset))
+        return cls(resolve_objective(preset), measurement, t.p_mean, t.p_std, ambient_delta(preset), t.sigma_sampling == "above_noise")
 
     @property
     def noise_sigma(self) -> float:
@@ -202,7 +215,8 @@ class Objective:
         return self.measurement.noise_sigma
 
     def loss(self, net: EDMPrecond, y: torch.Tensor, mask: torch.Tensor | None = None, loss_on: str = "A") -> torch.Tensor:
-        """Per-sample loss (B,) of ``net`` on measurements y (B, C, H, W), σ drawn from torch's global RNG.
+        """Per-sample loss (B,) of ``net`` on measurements y (B, C, H, W), σ drawn from torch's global RNG
+        (:func:`sample_training_sigma`, conditioned on σ > σ_c when ``above_noise``).
 
         ``mask`` (B, 1, H, W), the measurement mask A, and ``loss_on`` (``"A"`` for the teacher,
         ``"A_tilde"`` for the fake score, docs/method.md §3.2) are used by ``ambient_mask`` only.
@@ -210,13 +224,15 @@ class Objective:
         Raises:
             ValueError: ``ambient_mask`` without a mask, or a bad ``loss_on``.
         """
-        if self.name == "ambient_tweedie":
-            return ambient_tweedie_loss(net, y, self.noise_sigma, self.p_mean, self.p_std)
-        if self.name == "edm":
-            return edm_loss(net, y, self.p_mean, self.p_std)
-        if mask is None:
+        if self.name == "ambient_mask" and mask is None:
             raise ValueError("objective 'ambient_mask' needs the measurement mask (objective.loss(net, y, params['mask']))")
-        return ambient_mask_loss(net, y, mask, self.noise_sigma, self.delta, self.p_mean, self.p_std, loss_on=loss_on)
+        floor = self.noise_sigma if self.above_noise else 0.0
+        sigma = sample_training_sigma(y.shape[0], self.p_mean, self.p_std, device=y.device, floor=floor)
+        if self.name == "ambient_tweedie":
+            return ambient_tweedie_loss(net, y, self.noise_sigma, sigma=sigma)
+        if self.name == "edm":
+            return edm_loss(net, y, sigma=sigma)
+        return ambient_mask_loss(net, y, mask, self.noise_sigma, self.delta, sigma=sigma, loss_on=loss_on)
 
     def network_mask(self, batch: int, generator: torch.Generator | None = None, device=None) -> torch.Tensor | None:
         """A fresh mask Ã = A ⊙ B for the networks' mask input: a measurement mask drawn like the data's,

@@ -58,6 +58,11 @@ __all__ = [
     "default_run_folder",
     "snapshot_name",
     "parse_snapshot",
+    "TEACHER_BASELINE",
+    "GENERATOR_BEATS_TEACHER",
+    "teacher_baseline",
+    "first_crossing",
+    "RACE",
 ]
 
 STATES = ("running", "done", "failed", "stopped")
@@ -85,6 +90,14 @@ RAW_NETWORK = {TEACHER_FINAL: "net", GENERATOR_FINAL: "generator"}
 #: What ``rsd-engine export`` writes: the one-step generator or the teacher, from its EMA or raw weights.
 EXPORT_MODELS = ("generator", "teacher")
 EXPORT_WEIGHTS = ("ema", "raw")
+
+#: Event kinds of the race between the generator and its teacher (docs/method.md §4.1): the teacher
+#: sampler's live FID that the generator's live FIDs are compared with (same n, seeds and reference),
+#: and the first live evaluation at which the generator's FID went below it.
+TEACHER_BASELINE = "teacher_baseline"
+GENERATOR_BEATS_TEACHER = "generator_beats_teacher"
+#: Key of metrics.json summarising that race (not a model): the live comparison and the final one.
+RACE = "generator_vs_teacher"
 
 NAME_RULE = "letters, digits, '-', '_' and '.', at most 80 characters, starting with a letter or digit, no '..'"
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.\-]{0,79}$")
@@ -117,6 +130,25 @@ def parse_snapshot(file_name: str) -> tuple[str, int] | None:
     """(model, kimg) of a snapshot file name written by :func:`snapshot_name`; ``None`` for other names."""
     m = _SNAPSHOT.match(file_name)
     return (m.group("model"), int(m.group("kimg"))) if m else None
+
+
+def teacher_baseline(events: list[dict], n: int | None = None, reference: str | None = None) -> dict | None:
+    """The last :data:`TEACHER_BASELINE` event (with this ``n`` and ``reference`` when given), else ``None``.
+
+    Its fields: ``model`` (teacher-truncated, or teacher-full when the sampler is not truncated),
+    ``fid``, ``kid``, ``n``, ``seeds``, ``reference``, ``weights`` and ``source`` (how it was obtained).
+    """
+    for e in reversed(events):
+        if e.get("kind") == TEACHER_BASELINE and (n is None or e.get("n") == n) and (reference is None or e.get("reference") == reference):
+            return e
+    return None
+
+
+def first_crossing(events: list[dict]) -> dict | None:
+    """The first :data:`GENERATOR_BEATS_TEACHER` event, else ``None``. Its fields: ``kimg`` (of
+    distillation), ``minutes`` (distillation training time, evaluation excluded), ``fid`` (the
+    generator's live FID), ``teacher_fid``, ``teacher_model`` and ``n``."""
+    return next((e for e in events if e.get("kind") == GENERATOR_BEATS_TEACHER), None)
 
 
 def atomic_write_bytes(path: Path, data: bytes) -> None:
@@ -297,8 +329,9 @@ class RunDir:
     def append_event(self, stage: str, kind: str, **fields: Any) -> dict:
         """Append one event line ``{"time", "stage", "kind", **fields}`` to events.jsonl and return it.
 
-        Kinds used by the engine: ``progress`` (losses, kimg, it/s), ``fid`` (live FID with n),
-        ``checkpoint``, ``grid``, ``metrics``, ``stopped``. Non-finite numbers (a NaN loss) are
+        Kinds used by the engine: ``progress`` (losses, kimg, it/s, train_seconds), ``fid`` (live FID
+        with n), :data:`TEACHER_BASELINE`, :data:`GENERATOR_BEATS_TEACHER`, ``checkpoint``, ``grid``,
+        ``metrics``, ``stopped``. Non-finite numbers (a NaN loss) are
         written as ``null`` so every line stays valid JSON.
         """
         event = _finite({"time": round(time.time(), 3), "stage": stage, "kind": kind, **fields})

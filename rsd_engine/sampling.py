@@ -12,7 +12,7 @@ import torch
 
 from .networks import EDMPrecond
 
-__all__ = ["karras_sigma", "karras_sigmas", "heun_sample", "one_step_generate", "SampleResult"]
+__all__ = ["karras_sigma", "karras_position", "karras_sigmas", "heun_sample", "one_step_generate", "SampleResult"]
 
 
 def karras_sigma(u, sigma_min: float, sigma_max: float, rho: float = 7.0):
@@ -28,6 +28,18 @@ def karras_sigma(u, sigma_min: float, sigma_max: float, rho: float = 7.0):
         rho: ρ > 0 (EDM: 7).
     """
     return (sigma_max ** (1 / rho) + u * (sigma_min ** (1 / rho) - sigma_max ** (1 / rho))) ** rho
+
+
+def karras_position(sigma: float, sigma_min: float, sigma_max: float, rho: float = 7.0) -> float:
+    """The inverse of :func:`karras_sigma`: u in [0, 1] with karras_sigma(u) = σ, for σ in [σ_min, σ_max].
+
+    Raises:
+        ValueError: σ outside [σ_min, σ_max].
+    """
+    if not sigma_min <= sigma <= sigma_max:
+        raise ValueError(f"σ = {sigma} is outside the schedule's range [{sigma_min}, {sigma_max}]")
+    top, bottom = sigma_max ** (1 / rho), sigma_min ** (1 / rho)
+    return (sigma ** (1 / rho) - top) / (bottom - top)
 
 
 def karras_sigmas(steps: int, sigma_min: float, sigma_max: float, rho: float = 7.0, device=None) -> torch.Tensor:
