@@ -1,5 +1,5 @@
 """The linear-Gaussian experiment: teacher from noisy measurements, linear generator by RSD/SiD
-(docs/method.md, linear-Gaussian theory).
+(docs/method.md §8).
 
 Setting. Clean x ~ N(μ, Σ), Σ = U Λ Uᵀ of rank r in R^d, U a random orthonormal (d, r) basis.
 The study sees only N measurements y = A x + σ_c ε, for A the identity, a fixed 0/1 pixel mask
@@ -452,8 +452,7 @@ def null_direction_drift(law: CleanLaw, alpha: float, variance: float, *, sigma_
     Sign: > 0 means gradient descent shrinks v (the generator drops the σ²I component); < 0 means it
     grows. Per direction, with k_b = v/(v + s²) the fake's gain and the teacher's gain 0, the
     unweighted expected gradient on the scale of the direction is ∝ k_b (1 − α k_b): negative
-    wherever s² < (α − 1) v, so α > 1 pushes v up at the smallest σ_t (docs/method.md,
-    linear-Gaussian theory). ``sigma_floor`` drops the draws with σ_t < floor (as if teacher and fake
+    wherever s² < (α − 1) v, so α > 1 pushes v up at the smallest σ_t (docs/method.md §8). ``sigma_floor`` drops the draws with σ_t < floor (as if teacher and fake
     agreed there, which is what two networks never trained below σ_c approximately do).
 
     Args:
