@@ -35,7 +35,9 @@ spurious texture adds some.
 
 Writes OUT/study.json (all curves and records), OUT/study.png (FID against kimg and against minutes,
 one curve per setting, each teacher's FID as a dashed line), OUT/study.md (the table), and the same
-section at the top of benchmarks/RESULTS.md (or --results).
+section at the top of benchmarks/RESULTS.md (or --results), with the plot beside it as
+study-<grid stem>.png. A setting that was stopped is reported with its last live FID (and its latest
+EMA generator for the high-pass FID), marked "stopped at … kimg".
 """
 
 from __future__ import annotations
@@ -56,7 +58,8 @@ sys.path.insert(0, str(ROOT / "benchmarks"))
 from results_file import prepend_section  # noqa: E402
 
 from rsd_engine import config as cfg  # noqa: E402
-from rsd_engine.runs import GENERATOR, TEACHER_FULL, TEACHER_TRUNCATED, RunDir, first_crossing, is_valid_name, teacher_baseline  # noqa: E402
+from rsd_engine.runs import (FINAL_NETWORK, GENERATOR, GENERATOR_FINAL, TEACHER_FULL, TEACHER_TRUNCATED,  # noqa: E402
+                             RunDir, first_crossing, is_valid_name, teacher_baseline)
 
 
 class StudyError(ValueError):
@@ -152,6 +155,7 @@ def high_pass_fid(run_dir: Path, model: str, n: int) -> float | None:
     import torch.nn.functional as F
 
     from rsd_engine.data import clean_reference, to_float, training_measurements
+    from rsd_engine.checkpoints import load_network
     from rsd_engine.evaluation import Evaluator, final_network
     from rsd_engine.generate import ModelSampler
     from rsd_engine.measurement import Measurement
@@ -164,6 +168,12 @@ def high_pass_fid(run_dir: Path, model: str, n: int) -> float | None:
 
     run = RunDir(run_dir)
     preset = cfg.load(run.preset_path)
+    try:
+        network = final_network(run, preset, model)
+    except FileNotFoundError:
+        if model != GENERATOR or not run.latest("distill").is_dir():
+            return None
+        network = load_network(run.latest("distill"), FINAL_NETWORK[GENERATOR_FINAL])  # a stopped setting
     measurement = Measurement.from_preset(preset)
     evaluator = Evaluator(preset, training_measurements(preset, measurement))
     if evaluator.feature_net is None:
@@ -172,7 +182,7 @@ def high_pass_fid(run_dir: Path, model: str, n: int) -> float | None:
     ref = cached_features(f"highpass|{identity}|n{images.shape[0]}", lambda: quantize(high_pass(to_float(images))),
                           evaluator.feature_net, preset.eval.fid_cache_dir, preset.eval.batch_size)
     sampler = ModelSampler.from_preset(preset, Objective.from_preset(preset, measurement))
-    samples = sampler.generate(model, final_network(run, preset, model), range(n))
+    samples = sampler.generate(model, network.eval(), range(n))
     return fid_from_features(ref, evaluator.features(high_pass(samples.images)))
 
 
@@ -207,19 +217,29 @@ def collect(grid: dict, out: Path) -> dict:
         folder = out / s["name"]
         run = RunDir(folder)
         events = run.read_events()
-        curve = [{"kimg": e["kimg"], "minutes": e.get("train_seconds", 0.0) / 60, "fid": e["fid"], "kid": e.get("kid")}
+        curve = [{"kimg": e["kimg"], "minutes": _minutes(e), "fid": e["fid"], "kid": e.get("kid")}
                  for e in events if e.get("kind") == "fid" and e.get("stage") == "distill" and e.get("n") == n]
-        rec = _record(folder, GENERATOR)
+        rec = _record(folder, GENERATOR) or _last_live(curve)
         base = teacher_baseline(events, n)
         progress = [e for e in events if e.get("kind") == "progress" and e.get("stage") == "distill"]
         settings.append({
             "name": s["name"], "teacher": s["teacher"], "set": s["set"], "curve": curve,
             "fid": rec.get("fid"), "kid": rec.get("kid"), "n": rec.get("n"), "highpass_fid": hp(folder, GENERATOR),
             "baseline_fid": None if base is None else base["fid"], "crossing": first_crossing(events),
-            "minutes": progress[-1].get("train_seconds", 0.0) / 60 if progress else None,
+            "minutes": _minutes(progress[-1]) if progress else None, "finished": "kimg" not in rec,
             "images_per_s": progress[-1].get("images_per_s") if progress else None,
         })
     return {"study": study, "teachers": teachers, "settings": settings, "machine": _machine()}
+
+
+def _minutes(event: dict) -> float | None:
+    """Training minutes of an event (``None`` for runs written before the engine recorded them)."""
+    return event["train_seconds"] / 60 if "train_seconds" in event else None
+
+
+def _last_live(curve: list[dict]) -> dict:
+    """A stopped setting's generator record: its last live FID, with the kimg it was measured at."""
+    return {"fid": curve[-1]["fid"], "kid": curve[-1]["kid"], "kimg": curve[-1]["kimg"]} if curve else {}
 
 
 def _machine() -> str:
@@ -247,8 +267,9 @@ def table(data: dict) -> str:
         kid = f"{_fmt(s['kid'], '{:.3f}')} / {_fmt(t['kid'], '{:.3f}')}"
         hp = f"{_fmt(s['highpass_fid'])} / {_fmt(t['highpass_fid'])}"
         cross = f"{s['crossing']['kimg']:g} kimg, {s['crossing']['minutes']:.1f} min" if s["crossing"] else "no"
+        gen = _fmt(s["fid"]) if s["finished"] else f"{_fmt(s['fid'])} (stopped at {s['curve'][-1]['kimg']:g} kimg)"
         lines.append(
-            f"| {s['name']} | {s['teacher']} ({t['kimg']:g} kimg) | {', '.join(s['set']) or '—'} | {_fmt(s['fid'])} | "
+            f"| {s['name']} | {s['teacher']} ({t['kimg']:g} kimg) | {', '.join(s['set']) or '—'} | {gen} | "
             f"{_fmt(best and best['fid'])} ({_fmt(best and best['kimg'], '{:g}')}) | {_fmt(t['fid'])} | {_fmt(ratio, '{:.2f}')} | "
             f"{kid} | {hp} | {cross} | {_fmt(s['minutes'])} |")
     lines.append("")
@@ -270,7 +291,8 @@ def plot(data: dict, path: Path) -> None:
     for i, s in enumerate(data["settings"]):
         c = colours[i % len(colours)]
         for ax, key in zip(axes, ("kimg", "minutes")):
-            ax.plot([p[key] for p in s["curve"]], [p["fid"] for p in s["curve"]], "o-", color=c, label=s["name"], ms=3)
+            points = [p for p in s["curve"] if p[key] is not None]
+            ax.plot([p[key] for p in points], [p["fid"] for p in points], "o-", color=c, label=s["name"], ms=3)
     for j, (name, t) in enumerate(data["teachers"].items()):
         if t["fid"] is not None:
             for ax in axes:
@@ -292,7 +314,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("grid", type=Path, help="grid TOML file")
     p.add_argument("--out", type=Path, help="study folder (default runs/study-<grid stem>)")
     p.add_argument("--only", nargs="*", default=None, help="run only these settings (teachers they need are trained)")
-    p.add_argument("--report-only", action="store_true", help="do not run anything; report what is finished")
+    p.add_argument("--report-only", action="store_true", help="do not run anything; report what has been measured")
     p.add_argument("--results", type=Path, default=ROOT / "benchmarks" / "RESULTS.md", help="results file to prepend the section to")
     args = p.parse_args(argv)
     try:
@@ -317,17 +339,20 @@ def main(argv: list[str] | None = None) -> int:
         for s in settings:
             print(f"setting {s['name']} …", flush=True)
             _run(out / s["name"], preset, setting_overrides(study, s, out / "teachers" / s["teacher"]))
-    finished = [s for s in grid["settings"] if RunDir(out / s["name"]).read_status().get("state") == "done"]
-    used = {s["teacher"] for s in finished}
-    data = collect({**grid, "settings": finished, "teachers": {k: v for k, v in grid["teachers"].items() if k in used}}, out)
+    started = [s for s in grid["settings"] if RunDir(out / s["name"]).exists()]
+    used = {s["teacher"] for s in started}
+    data = collect({**grid, "settings": started, "teachers": {k: v for k, v in grid["teachers"].items() if k in used}}, out)
+    data["settings"] = [s for s in data["settings"] if s["curve"] or s["fid"] is not None]
     (out / "study.json").write_text(json.dumps(data, indent=1))
+    figure = args.results.parent / f"study-{args.grid.stem}.png"
     plot(data, out / "study.png")
+    plot(data, figure)
     text = table(data)
     (out / "study.md").write_text(text + "\n")
     print(text)
     command = f"python benchmarks/fidelity_study.py {args.grid.relative_to(ROOT) if args.grid.resolve().is_relative_to(ROOT) else args.grid}"
     section = (f"## {study['title']}\n\nWritten {time.strftime('%Y-%m-%d %H:%M')} by `{command}` on {data['machine']} "
-               f"({(time.time() - start) / 60:.0f} min this call; plot: {out.name}/study.png).\n\n{text}\n")
+               f"({(time.time() - start) / 60:.0f} min this call).\n\n![{study['title']}]({figure.name})\n\n{text}\n")
     prepend_section(args.results, section)
     return 0
 
