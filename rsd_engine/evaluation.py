@@ -266,7 +266,7 @@ class Evaluation:
         """Grid from fixed seeds and a small-n live FID (labelled with n) of the stage's model: the
         teacher model of :class:`ModelSampler` for ``stage="teacher"``, the generator otherwise.
 
-        Writes ``samples/<model>.png``, its snapshot ``<model>-kimg<NNNNNN>.png`` and the events
+        Writes ``samples/<model>.png``, its snapshot ``<model>-kimg<NNNNNN.NNN>.png`` and the events
         ``grid`` and ``fid`` (with ``train_seconds``, the stage's training time so far). During
         distillation the generator's live FID is compared with :meth:`teacher_baseline`; the first
         time it is lower, a :data:`~rsd_engine.runs.GENERATOR_BEATS_TEACHER` event and the status
