@@ -223,8 +223,8 @@ class Evaluation:
 
     Every evaluation is also interrupted between its sampling and feature batches as soon as this
     process sees SIGTERM/SIGINT (:data:`rsd_engine.signals.STOP`): the processes agree on it and raise
-    :class:`~rsd_engine.signals.StopRequested`, and nothing of the interrupted evaluation (FID, grid,
-    metrics) is recorded.
+    :class:`~rsd_engine.signals.StopRequested`, and no FID or metric of the interrupted evaluation is
+    recorded (a grid only once all its images are drawn).
     """
 
     def __init__(self, preset, run: RunDir, accelerator, dataset: CorruptedDataset, sampler: ModelSampler, stop: Callable[[], bool]):
@@ -274,6 +274,9 @@ class Evaluation:
 
         Returns:
             the FID record on the main process when a live FID was computed, else ``None``.
+
+        Raises:
+            StopRequested: a stop signal during the sampling or the features (no FID recorded).
         """
         e = self.preset.eval
         model = self.sampler.teacher_model if stage == "teacher" else GENERATOR

@@ -17,8 +17,8 @@ STOP = threading.Event()
 
 class StopRequested(Exception):
     """Raised inside a stage after SIGTERM/SIGINT, once the final checkpoint is written; raised by an
-    evaluation between its sampling or feature batches (nothing of the interrupted evaluation is
-    recorded: the stage checkpoints and stops, a final evaluation restarts from scratch on resume)."""
+    evaluation between its sampling or feature batches (no FID or metric of the interrupted evaluation
+    is recorded: the stage checkpoints and stops, a final evaluation restarts from scratch on resume)."""
 
 
 def install_signal_handlers() -> None:

@@ -249,7 +249,7 @@ class StageRunner:
         """Checkpoint (every ``checkpoint_every_kimg``, at the end and on stop), live evaluation (every
         ``evaluate_every_kimg`` and at the end, not on stop), and the stop itself. A stop that
         interrupts the live evaluation (between its batches) is a stop at this step: the checkpoint
-        is written and the evaluation is not recorded nor repeated on resume.
+        is written, and the evaluation's FID is neither recorded nor measured again on resume.
 
         Raises:
             StopRequested: after the checkpoint, when a stop was requested.

@@ -73,11 +73,11 @@ def register(wb: Workbench) -> None:
         return wb.launch(text, run_name)
 
     def list_runs() -> list:
-        """Every run: [{"run", "state", "stage", "progress", "kimg", "kimg_total", "images_per_s", "it_per_s", "eta_s", "updated", "error"}]."""
+        """Every run: [{"run", "state", "stage", "progress", "kimg", "kimg_total", "images_per_s", "it_per_s", "eta_s", "updated", "error", "exit_code", "beats_teacher"}]."""
         return wb.run_rows()
 
     def run_status(run: str) -> dict:
-        """status.json of `run` plus "alive" (any of its processes running)."""
+        """status.json of `run` plus "alive" (any of its processes running), "exit_code" (once ended) and "has_checkpoint"."""
         return wb.run_status(run)
 
     def run_events(run: str) -> list:
