@@ -275,11 +275,12 @@ class Launcher:
         run, run_dir = self._existing_run(run)
         if self.is_alive(run):
             raise LaunchError(f"run {run!r} is still running; stop it first")
-        shutil.rmtree(run_dir)
+        with self._finalizing:  # not while the watcher records the run's end in its folder
+            shutil.rmtree(run_dir)
+            with self._lock:
+                self._procs.pop(run, None)
         preset = self.runs_dir / ".workbench" / "launch" / f"{run}.toml"
         preset.unlink(missing_ok=True)
-        with self._lock:
-            self._procs.pop(run, None)
 
     # -- state ---------------------------------------------------------------------------------
     def is_alive(self, run: str) -> bool:
