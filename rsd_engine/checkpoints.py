@@ -34,7 +34,7 @@ from safetensors.torch import save as safetensors_bytes
 from torch import nn
 
 from .networks import EDMPrecond
-from .runs import atomic_write_bytes, atomic_write_text, replace_folder
+from .runs import atomic_write_bytes, atomic_write_text, complete_checkpoint, replace_folder
 
 __all__ = ["save_checkpoint", "load_checkpoint", "checkpoint_exists", "load_network", "Checkpoint", "CONFIG_KEY", "LEGACY_CONFIG_KEY"]
 
@@ -88,19 +88,9 @@ def save_checkpoint(
     return folder
 
 
-def _resolve(folder: Path) -> Path | None:
-    folder = Path(folder)
-    if (folder / "state.json").is_file():
-        return folder
-    old = folder.with_name(folder.name + ".old")
-    if (old / "state.json").is_file():
-        return old
-    return None
-
-
 def checkpoint_exists(folder: Path) -> bool:
     """Whether a complete checkpoint (or its ``.old`` predecessor) is at ``folder``."""
-    return _resolve(folder) is not None
+    return complete_checkpoint(folder) is not None
 
 
 class Checkpoint:
@@ -170,7 +160,7 @@ def load_checkpoint(folder: Path) -> Checkpoint:
     Raises:
         FileNotFoundError: no complete checkpoint at ``folder``.
     """
-    path = _resolve(folder)
+    path = complete_checkpoint(folder)
     if path is None:
         raise FileNotFoundError(f"no checkpoint at {folder} (expected state.json and *.safetensors)")
     return Checkpoint(path)

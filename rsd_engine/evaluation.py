@@ -9,7 +9,8 @@ seeds give the same FID, on one process or split across several.
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 
 import torch
 from accelerate.utils import broadcast_object_list
@@ -47,7 +48,7 @@ from .runs import (
     teacher_baseline,
 )
 from .seeding import EVAL_NOISE_SEED, PROXIMAL_NOISE_SEED
-from .signals import StopRequested
+from .signals import STOP, StopRequested, any_process
 
 __all__ = ["Evaluator", "Evaluation", "final_network"]
 
@@ -80,13 +81,17 @@ class Evaluator:
         dataset: the corrupted training set (proximal-FID references); its measurement corrupts
             samples and test images alike.
         device: torch device of the teacher denoiser.
+        stop: asked before each feature batch; ``True`` raises
+            :class:`~rsd_engine.signals.StopRequested` from the method computing features
+            (nothing is recorded or cached). Default: never stop.
     """
 
-    def __init__(self, preset, dataset: CorruptedDataset, device=None):
+    def __init__(self, preset, dataset: CorruptedDataset, device=None, stop: Callable[[], bool] | None = None):
         self.preset = preset
         self.dataset = dataset
         self.measurement = dataset.measurement
         self.device = device
+        self.stop = stop
         self._net = None
         self.fid_error: str | None = None
         self._refs: dict[str, tuple[torch.Tensor, str]] = {}
@@ -111,7 +116,8 @@ class Evaluator:
             n = self.preset.eval.reference_n
             images, identity = clean_reference(self.preset, n)
             ident = f"clean|{identity}|n{images.shape[0]}"
-            feats = cached_features(ident, lambda: images, net, self.preset.eval.fid_cache_dir, self.preset.eval.batch_size, "reference features")
+            feats = cached_features(ident, lambda: images, net, self.preset.eval.fid_cache_dir, self.preset.eval.batch_size, "reference features",
+                                    self.stop)
             self._refs["clean"] = (feats, f"{identity} (clean, n={images.shape[0]})")
         return self._refs["clean"]
 
@@ -126,14 +132,14 @@ class Evaluator:
             ident = f"measured|{self.preset.data.model_dump_json()}|{c.model_dump_json()}|n{n}"
             feats = cached_features(
                 ident, lambda: quantize(self.dataset.measurements(range(n))[0]), net, self.preset.eval.fid_cache_dir,
-                self.preset.eval.batch_size, "measurement features",
+                self.preset.eval.batch_size, "measurement features", self.stop,
             )
             self._refs["measured"] = (feats, f"corrupted training measurements (n={n})")
         return self._refs["measured"]
 
     def features(self, images: torch.Tensor, label: str | None = None) -> torch.Tensor:
         """Features of float images in [-1, 1] (quantised first). Requires the feature network."""
-        return extract_features(self.feature_net, quantize(images), self.preset.eval.batch_size, label)
+        return extract_features(self.feature_net, quantize(images), self.preset.eval.batch_size, label, self.stop)
 
     def fid_record(self, model: str, samples: Samples, seeds: range, proximal: bool = False) -> dict:
         """FID/KID (and proximal FID) of one model's samples, with n, seeds, weights and reference.
@@ -214,6 +220,11 @@ class Evaluation:
         sampler: how each model draws its samples.
         stop: whether a stop was requested, the same answer on every process
             (:func:`rsd_engine.signals.stop_agreed`); checked before each model of the final evaluation.
+
+    Every evaluation is also interrupted between its sampling and feature batches as soon as this
+    process sees SIGTERM/SIGINT (:data:`rsd_engine.signals.STOP`): the processes agree on it and raise
+    :class:`~rsd_engine.signals.StopRequested`, and no FID or metric of the interrupted evaluation is
+    recorded (a grid only once all its images are drawn).
     """
 
     def __init__(self, preset, run: RunDir, accelerator, dataset: CorruptedDataset, sampler: ModelSampler, stop: Callable[[], bool]):
@@ -223,7 +234,7 @@ class Evaluation:
         self.dataset = dataset
         self.sampler = sampler
         self.stop = stop
-        self.evaluator = Evaluator(preset, dataset, accelerator.device)
+        self.evaluator = Evaluator(preset, dataset, accelerator.device, stop=STOP.is_set)
         self._baseline: dict | None = None
         self._baseline_known = False
         self._crossing: dict | None = None
@@ -233,11 +244,29 @@ class Evaluation:
         """Whether this is the process that writes files."""
         return self.acc.is_main_process
 
+    def _samples(self, model: str, net: EDMPrecond, seeds: range) -> Samples:
+        """:meth:`ModelSampler.generate_across`, interrupted by this process's stop flag (every process calls it)."""
+        return self.sampler.generate_across(self.acc, model, net, seeds, stop=STOP.is_set)
+
+    @contextmanager
+    def _main_work(self) -> Iterator[None]:
+        """Around work that only the main process does (features, files) while the others wait: at
+        the end every process learns whether the main one was interrupted (or any process saw a stop
+        signal) and all raise :class:`~rsd_engine.signals.StopRequested` together (a collective that
+        also stands for ``wait_for_everyone``)."""
+        interrupted = False
+        try:
+            yield
+        except StopRequested:
+            interrupted = True
+        if any_process(self.acc, interrupted or STOP.is_set()):
+            raise StopRequested()
+
     def live(self, stage: str, net: EDMPrecond, images_seen: int, train_seconds: float = 0.0) -> dict | None:
         """Grid from fixed seeds and a small-n live FID (labelled with n) of the stage's model: the
         teacher model of :class:`ModelSampler` for ``stage="teacher"``, the generator otherwise.
 
-        Writes ``samples/<model>.png``, its snapshot ``<model>-kimg<NNNNNN>.png`` and the events
+        Writes ``samples/<model>.png``, its snapshot ``<model>-kimg<NNNNNN.NNN>.png`` and the events
         ``grid`` and ``fid`` (with ``train_seconds``, the stage's training time so far). During
         distillation the generator's live FID is compared with :meth:`teacher_baseline`; the first
         time it is lower, a :data:`~rsd_engine.runs.GENERATOR_BEATS_TEACHER` event and the status
@@ -245,17 +274,22 @@ class Evaluation:
 
         Returns:
             the FID record on the main process when a live FID was computed, else ``None``.
+
+        Raises:
+            StopRequested: a stop signal during the sampling or the features (no FID recorded).
         """
         e = self.preset.eval
         model = self.sampler.teacher_model if stage == "teacher" else GENERATOR
         kimg = images_seen / 1000
         baseline = self.teacher_baseline() if stage == "distill" else None
-        grid = self.sampler.generate_across(self.acc, model, net, range(e.grid_n))
+        grid = self._samples(model, net, range(e.grid_n))
         samples = None
         if e.live_fid_n >= 2:
-            samples = grid if e.live_fid_n == e.grid_n else self.sampler.generate_across(self.acc, model, net, range(e.live_fid_n))
+            samples = grid if e.live_fid_n == e.grid_n else self._samples(model, net, range(e.live_fid_n))
         rec = None
-        if self.main:
+        with self._main_work():
+            if not self.main:
+                return None
             save_grid(grid.images, self.run.grid_path(model))
             save_grid(grid.images, self.run.grid_path(model, kimg))
             self.run.append_event(stage, "grid", kimg=kimg, model=model, file=self.run.grid_path(model).relative_to(self.run.path).as_posix())
@@ -270,7 +304,6 @@ class Evaluation:
                                           train_seconds=round(train_seconds, 3))
                     if baseline is not None:
                         self._race(rec, baseline, kimg, train_seconds)
-        self.acc.wait_for_everyone()
         return rec
 
     def teacher_baseline(self) -> dict | None:
@@ -292,26 +325,28 @@ class Evaluation:
             return self._baseline
         n, model = self.preset.eval.live_fid_n, self.sampler.teacher_model
         compute = False
-        if self.main and n >= 2:
-            ref = self.evaluator.clean_reference_features()
-            if ref is not None:
-                events = self.run.read_events()
-                self._crossing = first_crossing(events)
-                self._baseline = teacher_baseline(events, n, ref[1])
-                if self._baseline is None:
-                    found = self._teacher_run_fid(n, ref[1])
-                    if found is not None:
-                        self._baseline = self._record_baseline(*found)
-                compute = self._baseline is None
+        with self._main_work():
+            if self.main and n >= 2:
+                ref = self.evaluator.clean_reference_features()
+                if ref is not None:
+                    events = self.run.read_events()
+                    self._crossing = first_crossing(events)
+                    self._baseline = teacher_baseline(events, n, ref[1])
+                    if self._baseline is None:
+                        found = self._teacher_run_fid(n, ref[1])
+                        if found is not None:
+                            self._baseline = self._record_baseline(*found)
+                    compute = self._baseline is None
         if self.acc.num_processes > 1:
             compute = broadcast_object_list([compute])[0]
         if compute:
             teacher = final_network(self.run, self.preset, model, self.acc.device)
-            samples = self.sampler.generate_across(self.acc, model, teacher, range(n))
-            if self.main:
-                rec = self.evaluator.fid_record(model, samples, range(n))
-                if rec["fid"] is not None:
-                    self._baseline = self._record_baseline(rec, "computed from teacher-final at the start of distillation")
+            samples = self._samples(model, teacher, range(n))
+            with self._main_work():
+                if self.main:
+                    rec = self.evaluator.fid_record(model, samples, range(n))
+                    if rec["fid"] is not None:
+                        self._baseline = self._record_baseline(rec, "computed from teacher-final at the start of distillation")
         self._baseline_known = True
         return self._baseline
 
@@ -369,7 +404,8 @@ class Evaluation:
             the merged metrics (on processes other than the main one: metrics.json as it was).
 
         Raises:
-            StopRequested: a stop was requested; checked before each model.
+            StopRequested: a stop was requested; checked before each model and between the batches of
+                its sampling and features (metrics.json is then left as it was).
             FileNotFoundError: no teacher checkpoint.
             ValueError: an unknown model name.
         """
@@ -377,7 +413,9 @@ class Evaluation:
         metrics: dict = self.run.read_metrics()
         models = self.sampler.models(models)
         if self.main:
-            self.run.write_status(state="running", stage="evaluate", progress=0.0)
+            # the training stages' numbers do not describe the evaluation
+            self.run.write_status(state="running", stage="evaluate", progress=0.0, kimg=None, kimg_total=None, eta_s=None,
+                                  it_per_s=None, images_per_s=None)
             save_grid(self.dataset.measurements(range(min(e.grid_n, len(self.dataset))))[0], self.run.grid_path(MEASUREMENTS_GRID))
             clean_u8, _ = clean_reference(self.preset, e.grid_n)
             save_grid(to_float(clean_u8), self.run.grid_path(CLEAN_GRID))
@@ -390,12 +428,13 @@ class Evaluation:
             if net is None:
                 continue
             seeds = range(e.final_fid_n)
-            samples = self.sampler.generate_across(self.acc, model, net, seeds)
-            grid = samples if e.final_fid_n >= e.grid_n else self.sampler.generate_across(self.acc, model, net, range(e.grid_n))
-            if self.main:
-                save_grid(grid.images[: e.grid_n], self.run.grid_path(model))
-                metrics[model] = self._final_record(model, samples, seeds)
-                self.run.write_status(progress=(i + 1) / (len(models) + 1))
+            samples = self._samples(model, net, seeds)
+            grid = samples if e.final_fid_n >= e.grid_n else self._samples(model, net, range(e.grid_n))
+            with self._main_work():
+                if self.main:
+                    metrics[model] = self._final_record(model, samples, seeds)
+                    save_grid(grid.images[: e.grid_n], self.run.grid_path(model))
+                    self.run.write_status(progress=(i + 1) / (len(models) + 1))
         if self.main:
             race = self._race_summary(metrics)
             if race:

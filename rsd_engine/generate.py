@@ -10,6 +10,7 @@ is drawn in, so the same weights, n and seeds give the same images and the same 
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
@@ -20,6 +21,7 @@ from .objectives import Objective
 from .runs import GENERATOR, MODELS, TEACHER_FULL, TEACHER_TRUNCATED
 from .sampling import heun_sample, one_step_generate
 from .seeding import EVAL_MASK_SEED, item_generator
+from .signals import StopRequested, any_process
 
 __all__ = ["latents", "Samples", "ModelSampler", "WEIGHTS"]
 
@@ -121,7 +123,7 @@ class ModelSampler:
         return torch.cat([self.objective.network_mask(1, item_generator(EVAL_MASK_SEED, s)) for s in seeds]).to(device)
 
     @torch.no_grad()
-    def generate(self, model: str, net: EDMPrecond, seeds, device=None) -> Samples:
+    def generate(self, model: str, net: EDMPrecond, seeds, device=None, stop: Callable[[], bool] | None = None) -> Samples:
         """Sample ``len(seeds)`` images of ``model`` on this process (net in eval mode meanwhile).
 
         Args:
@@ -129,9 +131,12 @@ class ModelSampler:
             net: teacher EMA for the teacher models, generator EMA for ``generator``.
             seeds: sequence of int seeds (a range, or this process's share of one).
             device: where the networks run.
+            stop: asked before each batch (e.g. :data:`rsd_engine.signals.STOP`'s ``is_set``);
+                ``True`` abandons the sampling.
 
         Raises:
             ValueError: unknown model.
+            StopRequested: ``stop()`` said so before a batch.
         """
         if model not in MODELS:
             raise ValueError(f"unknown model {model!r}; allowed: {', '.join(MODELS)}")
@@ -141,14 +146,16 @@ class ModelSampler:
         start = time.perf_counter()
         try:
             for s in range(0, len(seeds), self.batch_size):
+                if stop is not None and stop():
+                    raise StopRequested()
                 chunk = seeds[s : s + self.batch_size]
                 z = latents(chunk, self.shape, device)
                 cond = self.seed_masks(chunk, device)
                 if model == GENERATOR:
                     outs.append(one_step_generate(net, z, self.sigma_init, cond).float().cpu())
                 else:
-                    stop = self.truncation_sigma if model == TEACHER_TRUNCATED else None
-                    res = heun_sample(net, z, self.steps, self.rho, stop, cond)
+                    stop_sigma = self.truncation_sigma if model == TEACHER_TRUNCATED else None
+                    res = heun_sample(net, z, self.steps, self.rho, stop_sigma, cond)
                     outs.append(res.images.cpu())
                     nfe = res.nfe
         finally:
@@ -156,7 +163,7 @@ class ModelSampler:
         images = torch.cat(outs) if outs else torch.empty(0, *self.shape)
         return Samples(images, nfe, time.perf_counter() - start)
 
-    def generate_across(self, accelerator, model: str, net: EDMPrecond, seeds: range) -> Samples:
+    def generate_across(self, accelerator, model: str, net: EDMPrecond, seeds: range, stop: Callable[[], bool] | None = None) -> Samples:
         """Sample ``len(seeds)`` images of ``model`` with every process of ``accelerator`` drawing a
         contiguous share of the seeds (``split_between_processes``), collected on every process in
         seed order with ``gather_for_metrics``: exactly ``len(seeds)`` images, no padded duplicates.
@@ -164,12 +171,24 @@ class ModelSampler:
         Every process must call it with the same arguments. ``seconds`` is this process's wall time
         including the gather; ``nfe`` is the main process's (it always holds a share when n ≥ 1).
 
+        Args:
+            stop: this process's stop check, asked before each of its batches (see :meth:`generate`).
+                When given, the processes agree after sampling whether any of them stopped (a
+                collective) and then all raise, before the gather.
+
         Raises:
             ValueError: unknown model.
+            StopRequested: ``stop()`` said so on some process; no samples are returned.
         """
         start = time.perf_counter()
+        stopped = False
         with accelerator.split_between_processes(list(seeds)) as mine:
-            local = self.generate(model, net, mine, accelerator.device)
+            try:
+                local = self.generate(model, net, mine, accelerator.device, stop)
+            except StopRequested:
+                stopped = True
+        if stop is not None and any_process(accelerator, stopped):
+            raise StopRequested()
         images = _gather_rows(accelerator, local.images) if accelerator.num_processes > 1 else local.images
         return Samples(images, local.nfe, time.perf_counter() - start)
 

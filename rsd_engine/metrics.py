@@ -14,6 +14,7 @@ import importlib.util
 import io
 import os
 import warnings
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -22,6 +23,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .runs import atomic_write_bytes, atomic_write_text
+from .signals import StopRequested
 
 __all__ = [
     "quantize",
@@ -135,13 +137,23 @@ def load_feature_network(path: str | None = None) -> InceptionFeatures:
     return _NETWORKS[key]
 
 
-def extract_features(net: InceptionFeatures, images_u8: torch.Tensor, batch_size: int = 32, progress: str | None = None) -> torch.Tensor:
-    """Features of uint8 images (N, C, H, W) → (N, 2048) float32, in batches, with an optional tqdm bar."""
+def extract_features(net: InceptionFeatures, images_u8: torch.Tensor, batch_size: int = 32, progress: str | None = None,
+                     stop: Callable[[], bool] | None = None) -> torch.Tensor:
+    """Features of uint8 images (N, C, H, W) → (N, 2048) float32, in batches, with an optional tqdm bar.
+
+    Args:
+        stop: asked before each batch (e.g. :data:`rsd_engine.signals.STOP`'s ``is_set``).
+
+    Raises:
+        StopRequested: ``stop()`` said so before a batch (no features are returned).
+    """
     from tqdm.auto import tqdm
 
     chunks = []
     starts = range(0, images_u8.shape[0], batch_size)
     for s in tqdm(starts, desc=progress, disable=progress is None, leave=False, unit="batch"):
+        if stop is not None and stop():
+            raise StopRequested()
         chunks.append(net(images_u8[s : s + batch_size]).cpu())
     return torch.cat(chunks) if chunks else torch.empty(0, net.num_features)
 
@@ -228,7 +240,8 @@ def _file_fingerprint(path: Path) -> str:
     return f"{path.resolve()}:{st.st_size}:{int(st.st_mtime)}"
 
 
-def cached_features(identity: str, images_fn, net: InceptionFeatures, cache_dir: Path | None = None, batch_size: int = 32, progress: str | None = None) -> torch.Tensor:
+def cached_features(identity: str, images_fn, net: InceptionFeatures, cache_dir: Path | None = None, batch_size: int = 32,
+                    progress: str | None = None, stop: Callable[[], bool] | None = None) -> torch.Tensor:
     """Features of a reference collection, computed once and cached on disk.
 
     Args:
@@ -236,16 +249,20 @@ def cached_features(identity: str, images_fn, net: InceptionFeatures, cache_dir:
         images_fn: zero-argument callable returning uint8 images (N, C, H, W) (only called on a miss).
         net: the feature network; its file fingerprint is part of the key.
         cache_dir: default :func:`default_cache_dir`.
+        stop: asked before each feature batch (see :func:`extract_features`).
 
     Returns:
         (N, 2048) float32 features.
+
+    Raises:
+        StopRequested: ``stop()`` said so; nothing is cached.
     """
     cache_dir = Path(cache_dir) if cache_dir else default_cache_dir()
     key = hashlib.sha256(f"{identity}|{_file_fingerprint(net.weights)}".encode()).hexdigest()[:24]
     path = cache_dir / f"features-{key}.npy"
     if path.is_file():
         return torch.from_numpy(np.load(path))
-    feats = extract_features(net, images_fn(), batch_size, progress)
+    feats = extract_features(net, images_fn(), batch_size, progress, stop)
     buf = io.BytesIO()
     np.save(buf, feats.numpy())
     atomic_write_bytes(path, buf.getvalue())

@@ -8,7 +8,7 @@ Layout of a run folder::
     run_dir/metrics.json       final metrics per model (FID, KID, NFE, images/s, each with n)
     run_dir/log.txt            the log (also on the terminal)
     run_dir/checkpoints/       <stage>-latest/ (resumable), teacher-final/, generator-final/
-    run_dir/samples/           PNG grids: <grid>.png (latest) and <model>-kimg<NNNNNN>.png (snapshots)
+    run_dir/samples/           PNG grids: <grid>.png (latest) and <model>-kimg<NNNNNN.NNN>.png (snapshots)
     run_dir/export-<model>/    a diffusers pipeline folder written by ``rsd-engine export`` (optional;
                                ``export-<model>-raw`` for the weights before averaging)
 
@@ -58,6 +58,7 @@ __all__ = [
     "default_run_folder",
     "snapshot_name",
     "parse_snapshot",
+    "complete_checkpoint",
     "TEACHER_BASELINE",
     "GENERATOR_BEATS_TEACHER",
     "teacher_baseline",
@@ -101,7 +102,7 @@ RACE = "generator_vs_teacher"
 
 NAME_RULE = "letters, digits, '-', '_' and '.', at most 80 characters, starting with a letter or digit, no '..'"
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.\-]{0,79}$")
-_SNAPSHOT = re.compile(r"^(?P<model>.+)-kimg(?P<kimg>\d{6})\.png$")
+_SNAPSHOT = re.compile(r"^(?P<model>.+)-kimg(?P<kimg>\d{6}(?:\.\d{3})?)\.png$")
 
 
 def is_valid_name(name: str) -> bool:
@@ -121,15 +122,16 @@ def default_run_folder(name: str, taken: Callable[[str], bool] = lambda _: False
 
 
 def snapshot_name(model: str, kimg: float) -> str:
-    """File name of the grid of ``model`` written at ``kimg`` thousand images of its stage (rounded down):
-    ``<model>-kimg<NNNNNN>.png``."""
-    return f"{model}-kimg{int(kimg):06d}.png"
+    """File name of the grid of ``model`` written at ``kimg`` thousand images of its stage, to the
+    image (three decimals, so snapshots below 1 kimg keep apart): ``<model>-kimg<NNNNNN.NNN>.png``."""
+    return f"{model}-kimg{kimg:010.3f}.png"
 
 
-def parse_snapshot(file_name: str) -> tuple[str, int] | None:
-    """(model, kimg) of a snapshot file name written by :func:`snapshot_name`; ``None`` for other names."""
+def parse_snapshot(file_name: str) -> tuple[str, float] | None:
+    """(model, kimg) of a snapshot file name written by :func:`snapshot_name` (or by earlier versions,
+    ``<model>-kimg<NNNNNN>.png`` in whole kimg); ``None`` for other names."""
     m = _SNAPSHOT.match(file_name)
-    return (m.group("model"), int(m.group("kimg"))) if m else None
+    return (m.group("model"), float(m.group("kimg"))) if m else None
 
 
 def teacher_baseline(events: list[dict], n: int | None = None, reference: str | None = None) -> dict | None:
@@ -221,6 +223,19 @@ def replace_folder(complete: Path, folder: Path, old: Path | None = None) -> Non
     shutil.rmtree(old, ignore_errors=True)
 
 
+def complete_checkpoint(folder: Path) -> Path | None:
+    """The complete checkpoint at ``folder``: the folder itself when its ``state.json`` (written last)
+    is there, else its ``.old`` predecessor left by an interrupted swap (:func:`replace_folder`), else
+    ``None``."""
+    folder = Path(folder)
+    if (folder / "state.json").is_file():
+        return folder
+    old = folder.with_name(folder.name + ".old")
+    if (old / "state.json").is_file():
+        return old
+    return None
+
+
 def read_json_object(path: Path) -> dict:
     """A JSON object file as a dict; ``{}`` when missing, unreadable, half-written or not an object."""
     try:
@@ -286,6 +301,15 @@ class RunDir:
         """Folder of checkpoint ``name`` (e.g. :data:`TEACHER_FINAL`, or :meth:`latest` of a stage)."""
         return self.checkpoints / name
 
+    def has_checkpoint(self) -> bool:
+        """Whether the run holds a complete checkpoint (a stage's latest or a final one,
+        :func:`complete_checkpoint`), so that a resume continues from it rather than from nothing."""
+        try:
+            folders = [p for p in self.checkpoints.iterdir() if p.is_dir() and not p.name.startswith(".") and not p.name.endswith(".old")]
+        except OSError:
+            return False
+        return any(complete_checkpoint(p) is not None for p in folders)
+
     def latest(self, stage: str) -> Path:
         """Folder of the resumable checkpoint of ``stage`` (``teacher`` | ``distill``): ``<stage>-latest``."""
         return self.checkpoint(f"{stage}-latest")
@@ -314,7 +338,7 @@ class RunDir:
         ``samples/<grid>.png``, or the snapshot written at ``kimg`` (:func:`snapshot_name`)."""
         return self.samples / (f"{grid}.png" if kimg is None else snapshot_name(grid, kimg))
 
-    def snapshots(self) -> list[tuple[str, int, Path]]:
+    def snapshots(self) -> list[tuple[str, float, Path]]:
         """(model, kimg, path) of every snapshot grid in ``samples/``, sorted by model then kimg."""
         if not self.samples.is_dir():
             return []

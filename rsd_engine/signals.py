@@ -10,14 +10,15 @@ import logging
 import signal
 import threading
 
-__all__ = ["STOP", "StopRequested", "install_signal_handlers", "stop_agreed"]
+__all__ = ["STOP", "StopRequested", "install_signal_handlers", "stop_agreed", "any_process"]
 
 STOP = threading.Event()
 
 
 class StopRequested(Exception):
-    """Raised inside a stage after SIGTERM/SIGINT, once the final checkpoint is written (or between
-    the models of an evaluation, which restarts from scratch on resume)."""
+    """Raised inside a stage after SIGTERM/SIGINT, once the final checkpoint is written; raised by an
+    evaluation between its sampling or feature batches (no FID or metric of the interrupted evaluation
+    is recorded: the stage checkpoints and stops, a final evaluation restarts from scratch on resume)."""
 
 
 def install_signal_handlers() -> None:
@@ -33,11 +34,17 @@ def install_signal_handlers() -> None:
 
 
 def stop_agreed(accelerator) -> bool:
-    """Whether any process of the run received SIGTERM/SIGINT, the same answer on every process.
+    """Whether any process of the run received SIGTERM/SIGINT, the same answer on every process
+    (:func:`any_process` of the stop flag; a collective)."""
+    return any_process(accelerator, STOP.is_set())
 
-    A process that saw the signal sets Accelerate's trigger (``set_trigger``); ``check_trigger``
-    all-reduces the flags. Every process must call this at the same points (a collective).
+
+def any_process(accelerator, flag: bool) -> bool:
+    """Whether ``flag`` is true on any process of the run, the same answer on every process.
+
+    A process whose flag is true sets Accelerate's trigger (``set_trigger``); ``check_trigger``
+    all-reduces the triggers. Every process must call this at the same points (a collective).
     """
-    if STOP.is_set():
+    if flag:
         accelerator.set_trigger()
     return bool(accelerator.check_trigger())

@@ -195,7 +195,7 @@ class StageRunner:
         for ema in stage.emas.values():
             ema.module.to(acc.device)
         saved = {**ctx.raw, **{name: ema.module for name, ema in stage.emas.items()}}
-        self._status(state="running", stage=stage.name, kimg=images_seen / 1000, kimg_total=total / 1000, progress=images_seen / max(total, 1))
+        self._status(state="running", stage=stage.name, kimg=images_seen / 1000, kimg_total=total / 1000, progress=min(images_seen / max(total, 1), 1.0))
         report = _Report(stage, images_seen, total, train_seconds, disable=not self.main)
         while images_seen < total:
             started = time.perf_counter()
@@ -247,15 +247,24 @@ class StageRunner:
 
     def _after_step(self, stage: Stage, ctx: StepContext, saved: dict, before: int, images_seen: int, done: bool, stop: bool, report: "_Report") -> None:
         """Checkpoint (every ``checkpoint_every_kimg``, at the end and on stop), live evaluation (every
-        ``evaluate_every_kimg`` and at the end, not on stop), and the stop itself.
+        ``evaluate_every_kimg`` and at the end, not on stop), and the stop itself. A stop that
+        interrupts the live evaluation (between its batches) is a stop at this step: the checkpoint
+        is written, and the evaluation's FID is neither recorded nor measured again on resume.
 
         Raises:
             StopRequested: after the checkpoint, when a stop was requested.
         """
-        if _crossed(before, images_seen, stage.checkpoint_every_kimg) or done or stop:
+        saved_now = _crossed(before, images_seen, stage.checkpoint_every_kimg) or done or stop
+        if saved_now:
             self._save_latest(stage, saved, ctx.optimizers, images_seen, report.train_seconds)
         if (_crossed(before, images_seen, stage.evaluate_every_kimg) or done) and not stop:
-            stage.evaluate(images_seen, report.train_seconds)
+            try:
+                stage.evaluate(images_seen, report.train_seconds)
+            except StopRequested:
+                log.warning("%s: live evaluation at %.3f kimg interrupted by a stop request; not recorded", stage.name, images_seen / 1000)
+                stop = True
+                if not saved_now:
+                    self._save_latest(stage, saved, ctx.optimizers, images_seen, report.train_seconds)
         if stop:
             report.close()
             raise StopRequested()
@@ -276,7 +285,7 @@ class StageRunner:
                 log.warning("%s: %d %s so far", stage.name, values[key], what)
         if self.main:
             self.run_dir.append_event(stage.name, "progress", kimg=images_seen / 1000, images_per_s=ips, train_seconds=values.pop("train_seconds"), **values)
-        self._status(kimg=images_seen / 1000, progress=images_seen / total, it_per_s=ips / stage.batch_size, images_per_s=ips,
+        self._status(kimg=images_seen / 1000, progress=min(images_seen / total, 1.0), it_per_s=ips / stage.batch_size, images_per_s=ips,
                      eta_s=None if math.isinf(eta) else eta)
 
     def _status(self, **fields) -> None:

@@ -107,3 +107,80 @@ def test_resume_takes_the_edited_learning_rate_not_the_saved_one(tmp_path):
     assert group["lr"] == 3e-5 and group["betas"] == (0.9, 0.99)
     saved_moment = opt.state[next(iter(net.parameters()))]["exp_avg_sq"]
     assert torch.equal(edited.state[next(iter(net.parameters()))]["exp_avg_sq"], saved_moment)
+
+
+# --------------------------------------------------------------------------------------------
+# a stop signal during a live evaluation (the workbench's Stop sends SIGTERM to the whole run)
+@pytest.fixture
+def stop_flag():
+    """The engine's process-wide stop flag (what SIGTERM sets), cleared before and after."""
+    from rsd_engine.signals import STOP
+
+    STOP.clear()
+    yield STOP
+    STOP.clear()
+
+
+def _evaluating_teacher(tiny_preset, path, *extra):
+    """A tiny teacher run whose only live evaluation comes after its second step (32 of 64 images)
+    and whose only scheduled checkpoint is the last one."""
+    preset = cfg.loads(cfg.dumps(tiny_preset), ["eval.teacher_every_kimg=0.032", "teacher.checkpoint_every_kimg=1000",
+                                                "eval.grid_n=4", "eval.batch_size=2", *extra])
+    return _pipeline(preset, path)
+
+
+def _assert_stopped_at_the_evaluation(exp):
+    from rsd_engine.checkpoints import load_checkpoint
+
+    assert load_checkpoint(exp.run.latest("teacher")).state["images_seen"] == 32  # checkpoint of the evaluated step
+    assert not (exp.run.checkpoints / "teacher-final").exists()
+    assert not [e for e in exp.run.read_events() if e["kind"] == "fid"], "an interrupted evaluation recorded a FID"
+
+
+def test_stop_signal_interrupts_the_live_sampling_between_batches(tiny_preset, tmp_path, monkeypatch, stop_flag):
+    from rsd_engine import generate
+
+    exp = _evaluating_teacher(tiny_preset, tmp_path / "run")
+    batches = []
+    heun = generate.heun_sample
+
+    def heun_then_signal(*args, **kwargs):
+        batches.append(1)
+        stop_flag.set()  # SIGTERM arrives while the first of two grid batches is drawn
+        return heun(*args, **kwargs)
+
+    monkeypatch.setattr(generate, "heun_sample", heun_then_signal)
+    with pytest.raises(StopRequested):
+        exp.train_teacher()
+    assert len(batches) == 1, "sampling went on after the stop signal"
+    _assert_stopped_at_the_evaluation(exp)
+    assert not [e for e in exp.run.read_events() if e["kind"] == "grid"]
+
+
+def test_stop_signal_interrupts_the_live_fid_features_between_batches(tiny_preset, tmp_path, monkeypatch, stop_flag):
+    from rsd_engine import evaluation
+
+    weights = tmp_path / "fake-inception.pt"
+    weights.write_bytes(b"fake")
+
+    class SignalledFeatures(torch.nn.Module):
+        """Stands in for TF-Inception: zero features, and SIGTERM arrives during the first batch."""
+
+        num_features = 2048
+
+        def __init__(self):
+            super().__init__()
+            self.weights, self.calls = weights, 0
+
+        def forward(self, images):
+            self.calls += 1
+            stop_flag.set()
+            return torch.zeros(images.shape[0], self.num_features)
+
+    net = SignalledFeatures()
+    monkeypatch.setattr(evaluation, "load_feature_network", lambda path=None: net)
+    exp = _evaluating_teacher(tiny_preset, tmp_path / "run", "eval.live_fid_n=4", "eval.reference_n=8")
+    with pytest.raises(StopRequested):
+        exp.train_teacher()
+    assert net.calls == 1, "feature extraction went on after the stop signal"
+    _assert_stopped_at_the_evaluation(exp)

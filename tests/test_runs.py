@@ -35,9 +35,32 @@ def test_default_run_folder_obeys_the_rule_and_avoids_taken_names():
 
 
 def test_snapshot_names_round_trip():
-    assert snapshot_name("teacher-truncated", 12.9) == "teacher-truncated-kimg000012.png"
+    assert snapshot_name("teacher-truncated", 12.9) == "teacher-truncated-kimg000012.900.png"
     assert parse_snapshot(snapshot_name("generator", 3)) == ("generator", 3)
     assert parse_snapshot("generator.png") is None
+    assert parse_snapshot("generator-kimg000012.png") == ("generator", 12)  # earlier runs' whole-kimg names
+
+
+def test_snapshots_below_one_kimg_keep_apart(tmp_path):
+    """Snapshots every 16 images (a tiny run) each get their own file, to the image."""
+    kimgs = [i * 16 / 1000 for i in range(1, 5)]
+    names = {snapshot_name("generator", k) for k in kimgs}
+    assert len(names) == len(kimgs)
+    run = RunDir.create(tmp_path / "r", "")
+    for k in kimgs:
+        run.grid_path("generator", k).write_bytes(b"png")
+    assert [k for _, k, _ in run.snapshots()] == kimgs
+
+
+def test_has_checkpoint_needs_a_complete_one(tmp_path):
+    run = RunDir.create(tmp_path / "r", "")
+    assert not run.has_checkpoint()
+    (run.checkpoints / ".teacher-latest.tmp-1").mkdir(parents=True)
+    (run.checkpoints / ".teacher-latest.tmp-1" / "state.json").write_text("{}")  # a partial write is no checkpoint
+    (run.checkpoints / "teacher-latest").mkdir()
+    assert not run.has_checkpoint()
+    (run.checkpoints / "teacher-latest" / "state.json").write_text("{}")
+    assert run.has_checkpoint()
 
 
 def test_readers_tolerate_partial_and_foreign_content(tmp_path):

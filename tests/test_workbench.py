@@ -92,6 +92,9 @@ if mode == "crash":
     sys.exit(3)
 if mode == "child":
     subprocess.Popen([sys.executable, "-c", "import time; time.sleep(300)"])
+if mode == "engine-error":  # the engine's own verdict, as rsd_engine.cli writes it, then exit code 1
+    status(run, state="failed", stage="teacher", pid=os.getpid(), error="ValueError: teacher.lr = 1.0 made the loss non-finite")
+    sys.exit(1)
 stop = {"flag": False}
 if mode != "ignore-term":
     signal.signal(signal.SIGTERM, lambda *a: stop.update(flag=True))
@@ -326,6 +329,10 @@ def test_stop_ends_the_whole_process_group(tmp_path, fake_engine, mode):
         assert status["state"] == "stopped"
         if mode == "child":  # the engine handled SIGTERM and kept a checkpoint
             assert (tmp_path / "runs" / "long" / "checkpoints" / "teacher-latest" / "state.json").exists()
+        if mode == "ignore-term":  # killed before any checkpoint: nothing to resume from
+            with pytest.raises(Exception, match="no checkpoint"):
+                lau.resume("long")
+            return
         # a new run can start at once, and the stopped one resumes
         lau.resume("long")
         assert _wait(lambda: lau.state("long") == "running", 20)
@@ -486,13 +493,11 @@ def test_client_tiny_run_to_done_metrics_and_gallery(served):
     assert {"teacher-full", "teacher-truncated", "generator"} <= set(metrics)
     assert all("n" in metrics[m] for m in ("teacher-full", "teacher-truncated", "generator"))
     assert any(e["kind"] == "progress" for e in client.predict("tiny-done", api_name="/run_events"))
-    out = client.predict("tiny-done", "latest", "", "latest", api_name="/gallery")
+    out = client.predict("tiny-done", "latest", api_name="/gallery")
     samples = root / "runs" / "tiny-done" / "samples"
-    for got, model in zip(out[:4], run_reader.GALLERY_MODELS):
-        path = got if isinstance(got, str) else (got or {}).get("path") or (got or {}).get("value")
-        assert path and Path(path).read_bytes() == (samples / f"{model}.png").read_bytes(), model  # PNG, byte for byte
-    table = out[8]
-    assert {"teacher-full", "generator"} <= {row[1] for row in table["data"]}
+    for model in run_reader.GALLERY_MODELS:
+        assert Path(out["grids"][model]).read_bytes() == (samples / f"{model}.png").read_bytes(), model  # PNG, byte for byte
+    assert {"teacher-full", "generator"} <= {row[1] for row in out["metrics"]["data"]}
     assert _wait(lambda: _group_gone(info["pid"]), 30), "the finished run left a process behind"
 
 
@@ -614,3 +619,126 @@ def test_client_preview_shows_the_corruption_of_real_images(served):
     bad = client.predict(text, "data.resolution", "30", api_name="/set_field")["text"]
     image, info = client.predict(bad, 8, api_name="/preview")
     assert image is None and "data.resolution" in info
+
+
+# --------------------------------------------------------------------------------------------
+# robustness of what the page shows (issue 11, items 7 and 8)
+def test_failed_run_shows_its_exit_code_and_resume_needs_a_checkpoint(tmp_path, fake_engine):
+    from workbench.ui import runs_view
+
+    wb = Workbench(tmp_path / "runs", tmp_path / "presets", SHIPPED, engine_cmd=fake_engine)
+    try:
+        for run, mode, code in (("engine-error", "engine-error", 1), ("crash", "crash", 3)):
+            _launch(wb.launcher, run, mode)
+            assert wb.wait_state(run, timeout_s=20) == "failed"
+            assert _wait(lambda: wb.run_status(run)["exit_code"] == code, 10)
+            detail = runs_view.detail_md(wb, run)
+            assert f"exit code {code}" in detail, detail
+            assert run_reader.runs_frame(wb.run_rows()).set_index("run").loc[run, "state"].endswith(f"exit code {code}")
+            assert runs_view.buttons_for(wb, run) == (False, False), "Resume offered on a run without a checkpoint"
+            with pytest.raises(WorkbenchError, match="no checkpoint"):
+                wb.resume(run)
+        assert "non-finite" in runs_view.detail_md(wb, "engine-error")
+        latest = tmp_path / "runs" / "engine-error" / "checkpoints" / "teacher-latest"
+        latest.mkdir(parents=True)
+        (latest / "state.json").write_text("{}")
+        assert runs_view.buttons_for(wb, "engine-error") == (False, True)
+    finally:
+        wb.close()
+
+
+def test_stopping_message_is_replaced_once_the_run_has_stopped(tmp_path, fake_engine):
+    from types import SimpleNamespace
+
+    from workbench.ui import runs_view
+
+    wb = Workbench(tmp_path / "runs", tmp_path / "presets", SHIPPED, engine_cmd=fake_engine, grace_s=5)
+    comps = SimpleNamespace(**{k: object() for k in ("table", "selected", "detail", "log", "stop_btn", "resume_btn", "sig", "action_msg", "stopping")})
+    tick = runs_view.refresh(wb, comps, follow=[])[0]
+    try:
+        _launch(wb.launcher, "long", "child")
+        assert _wait(lambda: wb.launcher.state("long") == "running", 20)
+        assert comps.action_msg not in tick("long", {}, "long"), "replaced while the run still runs"
+        assert wb.stop("long", wait_s=15)["state"] == "stopped"
+        out = tick("long", {}, "long")
+        assert "stopped" in out[comps.action_msg] and "stopping" not in out[comps.action_msg]
+        assert "Resume" in out[comps.action_msg] and out[comps.stopping] is None
+    finally:
+        wb.close()
+
+
+def test_detail_and_table_show_sane_progress_kimg_and_eta(tmp_path):
+    from workbench.ui import runs_view
+
+    run = _fake_run_folder(tmp_path / "runs")
+    wb = Workbench(tmp_path / "runs", tmp_path / "presets", SHIPPED, engine_cmd=["true"])
+    try:
+        RunDir(run).write_status(progress=1.12, eta_s=-3.0)  # a stage that overshoots its length; a meaningless ETA
+        detail = runs_view.detail_md(wb, "r1")
+        assert "100 % of the stage" in detail and "112" not in detail
+        assert "ETA" not in detail
+        assert run_reader.runs_frame(wb.run_rows()).loc[0, "progress"] == "100 %"
+        RunDir(run).write_status(stage="evaluate", progress=0.25, kimg=3.0, kimg_total=3.0, eta_s=0)  # a status of an older engine
+        detail = runs_view.detail_md(wb, "r1")
+        assert "stage **evaluate**" in detail and "kimg" not in detail, detail
+        assert run_reader.runs_frame(wb.run_rows()).loc[0, "images seen (kimg)"] == ""
+    finally:
+        wb.close()
+
+
+def test_messages_show_backslashes_and_markdown_characters_as_typed():
+    from workbench.ui.common import err_md
+
+    assert pe.md_text(r"a\b") == r"a\\b"  # Markdown shows the backslash instead of swallowing it
+    assert err_md(r"name 'a\b_*c*_' is not allowed") == r"✗ name 'a\\b\_\*c\*\_' is not allowed"
+    assert pe.md_text("<b>&") == "&lt;b&gt;&amp;"
+    with pytest.raises(BadName) as e:
+        check_name(r"a\b", "preset name")
+    assert r"without '/', '\' or" in str(e.value)
+    assert r"without '/', '\\' or" in err_md(e.value)  # was rendered as "without '/', '' or"
+
+
+def test_snapshots_below_one_kimg_each_show_in_the_gallery(tmp_path):
+    run = _fake_run_folder(tmp_path / "runs")
+    for kimg, fill in ((0.016, b"A"), (0.032, b"B")):
+        RunDir(run).grid_path("generator", kimg).write_bytes(b"\x89PNG " + fill)
+    wb = Workbench(tmp_path / "runs", tmp_path / "presets", SHIPPED, engine_cmd=["true"])
+    try:
+        assert wb.snapshots("r1") == [0, 0.016, 0.032, 1]
+        assert wb.gallery("r1", 0.016)["generator"].read_bytes().endswith(b"A")
+        assert wb.gallery("r1", 0.032)["generator"].read_bytes().endswith(b"B")
+        assert wb.gallery("r1", 1)["generator"].name == "generator-kimg000001.png"  # an earlier run's whole-kimg name
+        from workbench.ui import gallery_view
+
+        assert [c[1] for c in gallery_view._snap_choices(wb, "r1")] == ["latest", "0", "0.016", "0.032", "1"]
+    finally:
+        wb.close()
+
+
+def test_repeated_launch_clicks_start_one_run_and_say_so(tmp_path, fake_engine):
+    wb = Workbench(tmp_path / "runs", tmp_path / "presets", SHIPPED, engine_cmd=fake_engine, grace_s=2)
+    text = "# fake-mode: child\n" + SHIPPED.joinpath("quickstart.toml").read_text()
+    try:
+        first = wb.launch(text)
+        with pytest.raises(WorkbenchError, match="not launched again.*give a run name"):
+            wb.launch(text)
+        assert wb.run_names() == [first["run"]]
+        named = wb.launch(text, "second-on-purpose")  # a deliberate second run has a name
+        assert sorted(wb.run_names()) == sorted([first["run"], named["run"]])
+    finally:
+        for run in wb.launcher.running():
+            wb.launcher.stop(run, wait_s=10)
+        wb.close()
+
+
+def test_client_gallery_returns_paths_and_a_table(served):
+    client, wb, root = served
+    run = _fake_run_folder(root / "runs", "gallery-api")
+    out = client.predict("gallery-api", "1", api_name="/gallery")
+    assert out["run"] == "gallery-api" and out["snapshot"] == "1" and out["state"] == "running"
+    assert out["grids"]["generator"] == str(run / "samples" / "generator-kimg000001.png")
+    assert out["grids"]["measurements"] == str(run / "samples" / "measurements.png") and out["grids"]["teacher-full"] is None
+    assert out["metrics"]["headers"] == run_reader.METRICS_COLUMNS
+    assert out["metrics"]["data"][0][:4] == ["gallery-api", "generator", "generator EMA", "12.35"]
+    with pytest.raises(Exception, match="latest"):
+        client.predict("gallery-api", "soon", api_name="/gallery")

@@ -103,3 +103,43 @@ def test_browser_edit_launch_gallery(tmp_path):
             wb.launcher.stop(run, wait_s=30)
         demo.close()
         wb.close()
+
+
+def test_browser_phone_shows_every_tab_the_whole_preset_name_and_a_read_only_save(tmp_path):
+    """On a phone-sized viewport every tab is in view (none behind a "⋯" menu), the preset picker shows
+    the longest shipped preset's whole name, and Save is disabled on read-only presets."""
+    from workbench.app import create_app, launch_kwargs
+
+    longest = max((p.stem for p in (REPO / "presets").glob("*.toml")), key=len)
+    demo, wb = create_app(tmp_path / "runs", tmp_path / "presets", REPO / "presets")
+    port = _free_port()
+    demo.queue().launch(prevent_thread_lock=True, quiet=True, **launch_kwargs(wb, "127.0.0.1", port))
+    try:
+        with playwright_api.sync_playwright() as p:
+            browser = p.chromium.launch(executable_path=str(CHROMIUM), args=ARGS)
+            page = browser.new_page(viewport={"width": 390, "height": 844}, is_mobile=True, has_touch=True)
+            page.goto(f"http://127.0.0.1:{port}/")
+            page.wait_for_selector("#preset-editor .cm-content", timeout=120_000)
+            tabs = page.get_by_role("tab").all()
+            assert [t.inner_text().strip() for t in tabs] == ["1 · Presets", "2 · Preview", "3 · Runs", "4 · Live plots", "5 · Gallery"]
+            for tab in tabs:
+                box = tab.bounding_box()
+                assert tab.is_visible() and box and 0 <= box["x"] and box["x"] + box["width"] <= 390, tab.inner_text()
+            assert page.locator("#preset-save").is_disabled(), "Save is offered on a read-only preset"
+
+            picker = page.locator("#preset-select input").first
+            picker.click()
+            page.get_by_role("option").filter(has_text=longest).first.click()
+            page.locator("#preset-current").get_by_text(longest).wait_for(timeout=20_000)
+            assert picker.input_value().startswith(longest)
+            shown, room = picker.evaluate("e => [e.scrollWidth, e.clientWidth]")
+            assert shown <= room, f"the preset name is cut: {shown} px of text in {room} px"
+
+            page.locator("#preset-new-name input, #preset-new-name textarea").first.fill("mine")
+            page.locator("#preset-save-as").click()
+            page.locator("#preset-msg").get_by_text("Saved as").wait_for(timeout=20_000)
+            page.wait_for_function("() => !document.querySelector('#preset-save').disabled", timeout=20_000)
+            browser.close()
+    finally:
+        demo.close()
+        wb.close()

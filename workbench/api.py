@@ -10,14 +10,15 @@ from __future__ import annotations
 
 import hashlib
 import subprocess
+import threading
 import time
 from pathlib import Path
 from typing import Any
 
-from rsd_engine.runs import EXPORT_MODELS, EXPORT_WEIGHTS, FINAL_STATES, RunDir, default_run_folder
+from rsd_engine.runs import EXPORT_MODELS, EXPORT_WEIGHTS, FINAL_STATES, RunDir, default_run_folder, read_json_object
 
 from . import preset_edit, run_reader
-from .launcher import LaunchError, Launcher
+from .launcher import RECORD_NAME, LaunchError, Launcher
 from .names import BadName, check_name
 from .presets_store import PresetStore, StoreError, default_shipped_dir
 
@@ -60,6 +61,8 @@ class Workbench:
         grace_s: seconds between SIGTERM and SIGKILL when stopping a run.
         preview_timeout_s: limit of one preview computation.
         export_timeout_s: limit of one export (``rsd-engine export``).
+        repeat_guard_s: a launch of the same preset text without a run name, less than this many
+            seconds after the previous one whose run still runs, is refused as a repeated click.
     """
 
     def __init__(
@@ -71,13 +74,17 @@ class Workbench:
         grace_s: float = 60.0,
         preview_timeout_s: float = 600.0,
         export_timeout_s: float = 600.0,
+        repeat_guard_s: float = 30.0,
     ):
         self.runs_dir = Path(runs_dir).expanduser().resolve()
         self.store = PresetStore(shipped_dir or default_shipped_dir(), presets_dir or default_presets_dir())
         self.launcher = Launcher(self.runs_dir, engine_cmd=engine_cmd, grace_s=grace_s)
         self.preview_timeout_s = preview_timeout_s
         self.export_timeout_s = export_timeout_s
+        self.repeat_guard_s = repeat_guard_s
         self.work_dir = self.runs_dir / ".workbench"
+        self._last_launch: tuple[str, float, str] | None = None  # (preset text, monotonic time, run)
+        self._launching = threading.Lock()
 
     def close(self) -> None:
         """Stop background threads. Runs keep going."""
@@ -256,11 +263,22 @@ class Workbench:
             ``{"run", "pid", "command"}``.
 
         Raises:
-            WorkbenchError: invalid preset (named fields), bad or taken run name, engine not startable.
+            WorkbenchError: invalid preset (named fields), bad or taken run name, engine not startable,
+                or a repeated launch: the same text without a run name less than ``repeat_guard_s``
+                after the previous launch, whose run still runs (quick repeated clicks start one run).
         """
         v = self._require_valid(text, "launch")
-        name = check_name(run_name, "run name") if (run_name or "").strip() else self.default_run_name(v.run_name)
-        return self.launcher.launch(text, name, v.num_processes, v.mixed_precision)
+        named = bool((run_name or "").strip())
+        with self._launching:
+            last = self._last_launch
+            if not named and last and last[0] == text and time.monotonic() - last[1] < self.repeat_guard_s and self.launcher.is_alive(last[2]):
+                raise WorkbenchError(f"not launched again: {last[2]} was started from this same preset "
+                                     f"{time.monotonic() - last[1]:.0f} s ago and is running. To start a second run of it, "
+                                     "give a run name (or launch again after stopping the first)")
+            name = check_name(run_name, "run name") if named else self.default_run_name(v.run_name)
+            info = self.launcher.launch(text, name, v.num_processes, v.mixed_precision)
+            self._last_launch = (text, time.monotonic(), info["run"])
+        return info
 
     @_wrap
     def stop(self, run: str, wait_s: float = 5.0) -> dict:
@@ -280,7 +298,7 @@ class Workbench:
         """Continue a stopped or failed run from its latest checkpoint, in a new process group.
 
         Raises:
-            WorkbenchError: no such run, still running, done already.
+            WorkbenchError: no such run, still running, done already, or no checkpoint yet.
         """
         run = check_name(run, "run name")
         frozen = self.launcher.run_dir(run) / "preset.toml"
@@ -362,13 +380,18 @@ class Workbench:
 
     @_wrap
     def run_status(self, run: str) -> dict:
-        """status.json of a run, with ``state`` filled in (``starting`` before the engine writes it)
-        and ``alive`` telling whether any of its processes still runs."""
+        """status.json of a run, with ``state`` filled in (``starting`` before the engine writes it),
+        ``alive`` telling whether any of its processes still runs, ``exit_code`` (the engine process's,
+        once a workbench saw it end; else ``None``) and ``has_checkpoint`` (whether Resume has a
+        checkpoint to continue from)."""
         path = self.run_dir(run)
         self.launcher.reconcile(run)
-        status = RunDir(path).read_status()
+        folder = RunDir(path)
+        status = folder.read_status()
         status["state"] = status.get("state") or self.launcher.state(run)
         status["alive"] = self.launcher.is_alive(run)
+        status["exit_code"] = read_json_object(path / RECORD_NAME).get("exit_code")
+        status["has_checkpoint"] = folder.has_checkpoint()
         status["run"] = run
         return status
 
@@ -384,11 +407,11 @@ class Workbench:
         """The end of the run's log (and of console.txt when the run crashed)."""
         return run_reader.log_tail(self.run_dir(run), int(lines))
 
-    def snapshots(self, run: str) -> list[int]:
-        """kimg values of the snapshot grids of a run."""
+    def snapshots(self, run: str) -> list[float]:
+        """kimg values (to the image) of the snapshot grids of a run."""
         return run_reader.snapshots(self.run_dir(run))
 
-    def gallery(self, run: str, snapshot: int | None = None, models: tuple[str, ...] = run_reader.GALLERY_MODELS) -> dict[str, Path | None]:
+    def gallery(self, run: str, snapshot: float | None = None, models: tuple[str, ...] = run_reader.GALLERY_MODELS) -> dict[str, Path | None]:
         """PNG grid per model (latest, or the snapshot at ``snapshot`` kimg); ``None`` where missing."""
         return run_reader.gallery_paths(self.run_dir(run), snapshot, models)
 

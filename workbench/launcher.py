@@ -9,7 +9,7 @@ comes from the run folder.
 Beside the engine's own files the workbench keeps, in the run folder:
 
 - ``workbench.json``  launch record: pid/pgid, the leader's start time (guards against pid reuse),
-  the command, who asked for a stop;
+  the command, who asked for a stop, and the exit code once the workbench saw the process end;
 - ``console.txt``     the processes' stdout and stderr (tracebacks of a crash before logging starts).
 
 The preset handed to the engine is written to ``RUNS/.workbench/launch/<run>.toml``; the engine
@@ -38,7 +38,7 @@ from rsd_engine.runs import FINAL_STATES, RunDir, atomic_write_json, read_json_o
 
 from .names import BadName, check_name, inside
 
-__all__ = ["Launcher", "LaunchError", "RECORD_NAME"]
+__all__ = ["Launcher", "LaunchError", "RECORD_NAME", "describe_exit"]
 
 #: The launch record the workbench keeps in each run folder it started.
 RECORD_NAME = "workbench.json"
@@ -48,6 +48,18 @@ _REPO_ROOT = Path(__file__).resolve().parent.parent
 
 class LaunchError(RuntimeError):
     """A launch/stop/resume/delete was refused or failed; the message says why."""
+
+
+def describe_exit(code: Any) -> str:
+    """``"exit code 1"``, ``"killed by SIGKILL"`` (a negative code: the signal), or ``""`` when unknown."""
+    if not isinstance(code, int) or isinstance(code, bool):
+        return ""
+    if code < 0:
+        try:
+            return f"killed by {signal.Signals(-code).name}"
+        except ValueError:
+            return f"killed by signal {-code}"
+    return f"exit code {code}"
 
 
 class Launcher:
@@ -195,7 +207,8 @@ class Launcher:
 
         Raises:
             BadName: not a plain name.
-            LaunchError: no such run, the run is still running, or it has no frozen preset.
+            LaunchError: no such run, the run is still running, it has no frozen preset, or no
+                checkpoint to continue from (:meth:`rsd_engine.runs.RunDir.has_checkpoint`).
         """
         run, run_dir = self._existing_run(run)
         if self.is_alive(run):
@@ -205,6 +218,9 @@ class Launcher:
             raise LaunchError(f"run {run!r} is done; nothing to resume")
         if not (run_dir / "preset.toml").is_file():
             raise LaunchError(f"run {run!r} has no preset.toml; it never started and cannot be resumed (launch it again)")
+        if not RunDir(run_dir).has_checkpoint():
+            raise LaunchError(f"run {run!r} has no checkpoint yet, so a resume would only start it over; launch its preset again "
+                              f"(the frozen copy is {run_dir / 'preset.toml'})")
         cmd = self.command(["run", "--resume", str(run_dir)], num_processes, mixed_precision)
         pid = self._spawn(run, cmd, "resume")
         return {"run": run, "pid": pid, "command": cmd}
@@ -259,11 +275,12 @@ class Launcher:
         run, run_dir = self._existing_run(run)
         if self.is_alive(run):
             raise LaunchError(f"run {run!r} is still running; stop it first")
-        shutil.rmtree(run_dir)
+        with self._finalizing:  # not while the watcher records the run's end in its folder
+            shutil.rmtree(run_dir)
+            with self._lock:
+                self._procs.pop(run, None)
         preset = self.runs_dir / ".workbench" / "launch" / f"{run}.toml"
         preset.unlink(missing_ok=True)
-        with self._lock:
-            self._procs.pop(run, None)
 
     # -- state ---------------------------------------------------------------------------------
     def is_alive(self, run: str) -> bool:
@@ -323,15 +340,18 @@ class Launcher:
         with self._lock:
             proc = self._procs.pop(run, None)
         code = proc.poll() if proc is not None else None
+        record = read_json_object(run_dir / RECORD_NAME)
+        if code is not None and record:
+            atomic_write_json(run_dir / RECORD_NAME, {**record, "exit_code": code})
         folder = RunDir(run_dir)
         status = folder.read_status()
         if status.get("state") in FINAL_STATES:
             return
-        if read_json_object(run_dir / RECORD_NAME).get("stop_requested"):
+        if record.get("stop_requested"):
             folder.mark_ended("stopped", status.get("error") or "stopped from the workbench; the engine ended before writing its final state")
         else:
             where = "before writing its first status" if not status else "without writing a final state"
-            code_text = f" with exit code {code}" if code is not None else ""
+            code_text = f" ({describe_exit(code)})" if code is not None else ""
             folder.mark_ended("failed", f"the engine process ended{code_text} {where}; see console.txt")
 
     def _watch(self) -> None:

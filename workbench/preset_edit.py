@@ -9,8 +9,10 @@ Gradio-free, so it is tested directly. The form is generated from
 
 from __future__ import annotations
 
+import html
 import json
 import math
+import re
 from dataclasses import dataclass, field
 from functools import lru_cache
 from typing import Any
@@ -19,6 +21,7 @@ import tomlkit
 import tomli
 
 __all__ = [
+    "md_text",
     "SECTIONS",
     "FormField",
     "FieldInputError",
@@ -380,12 +383,18 @@ class Validation:
         if self.ok:
             return "✓ **Valid preset** — every field checked by the engine."
         lines = [f"✗ **{len(self.problems)} problem{'s' if len(self.problems) != 1 else ''}** — fix before saving or launching:"]
-        lines += [f"- `{f}`: {_md_escape(m)}" for f, m in self.problems]
+        lines += [f"- `{f}`: {md_text(' '.join(m.splitlines()))}" for f, m in self.problems]
         return "\n".join(lines)
 
 
-def _md_escape(text: str) -> str:
-    return text.replace("<", "&lt;").replace(">", "&gt;").replace("\n", " ")
+_MD_SPECIAL = re.compile(r"([\\`*_\[\]~])")
+
+
+def md_text(text: str) -> str:
+    """``text`` to be shown as it is inside Markdown: ``&``, ``<`` and ``>`` as HTML entities, and the
+    characters that Markdown would swallow or turn into formatting (backslash, backtick, ``*``, ``_``,
+    brackets, ``~``) escaped with a backslash."""
+    return _MD_SPECIAL.sub(r"\\\1", html.escape(str(text), quote=False))
 
 
 def validate(text: str, source: str | None = None) -> Validation:

@@ -32,8 +32,9 @@ class PresetInfo:
 
     @property
     def label(self) -> str:
-        """What the dropdown shows, e.g. ``"quickstart  · ready preset, read-only"``."""
-        return f"{self.name}  · ready preset, read-only" if self.kind == "shipped" else f"{self.name}  · yours"
+        """What the dropdown shows, short enough for a phone: ``"quickstart · ready"`` (read-only) or
+        ``"my-exp · yours"``."""
+        return f"{self.name} · ready" if self.kind == "shipped" else f"{self.name} · yours"
 
 
 def default_shipped_dir() -> Path:

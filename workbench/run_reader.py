@@ -32,7 +32,7 @@ from rsd_engine.runs import (
     teacher_baseline,
 )
 
-from .launcher import RECORD_NAME
+from .launcher import RECORD_NAME, describe_exit
 
 __all__ = [
     "GALLERY_MODELS",
@@ -50,6 +50,9 @@ __all__ = [
     "metrics_frame",
     "log_tail",
     "fmt_duration",
+    "progress_text",
+    "stage_kimg",
+    "kimg_text",
 ]
 
 #: Side-by-side order of the gallery (issue 4): what the teacher saw, then the two teacher samplers, then the generator.
@@ -113,6 +116,28 @@ def fmt_duration(seconds: Any) -> str:
     return f"{int(s // 3600)} h {int(s % 3600 // 60)} min"
 
 
+def progress_text(progress: Any) -> str:
+    """``"37 %"`` for a status ``progress`` (a fraction of the stage), clipped to 0–100 %; ``""`` when
+    missing or not a finite number."""
+    p = _finite(progress)
+    return "" if p is None else f"{min(max(p, 0.0), 1.0) * 100:.0f} %"
+
+
+def stage_kimg(status: dict) -> tuple[float, float | None] | None:
+    """(images seen, the stage's length or ``None``) in kimg from a status, for the training stages
+    only: during the evaluation (and before the first stage) there is no stage kimg, so ``None``."""
+    kimg = _finite(status.get("kimg"))
+    if status.get("stage") not in ("teacher", "distill") or kimg is None:
+        return None
+    return kimg, _finite(status.get("kimg_total"))
+
+
+def kimg_text(kimg: float) -> str:
+    """A snapshot's kimg as shown and as the gallery's choice value: to the image, no trailing zeros
+    (``1``, ``1.6``, ``0.016``)."""
+    return f"{kimg:.3f}".rstrip("0").rstrip(".")
+
+
 def _num(value: Any, fmt: str = "{:.3g}") -> str:
     if value is None or value == "":
         return ""
@@ -130,12 +155,15 @@ def run_row(run_dir: Path, state_override: str | None = None) -> dict:
 
     Returns:
         ``{"run", "state", "stage", "progress", "kimg", "kimg_total", "images_per_s", "it_per_s",
-        "eta_s", "updated", "error", "beats_teacher"}``; numbers may be ``None``; ``beats_teacher`` is
-        the status's ``generator_beats_teacher`` (kimg, minutes, FIDs of the first live FID of the
-        generator below its teacher's) or ``None``.
+        "eta_s", "updated", "error", "exit_code", "beats_teacher"}``; numbers may be ``None`` (``kimg``
+        and ``kimg_total`` outside the training stages, :func:`stage_kimg`); ``exit_code`` is the
+        engine process's, when the workbench saw it end; ``beats_teacher`` is the status's
+        ``generator_beats_teacher`` (kimg, minutes, FIDs of the first live FID of the generator below
+        its teacher's) or ``None``.
     """
     run = RunDir(run_dir)
     status = run.read_status()
+    kimg, kimg_total = stage_kimg(status) or (None, None)
     state = status.get("state") or state_override or "unknown"
     images_per_s = status.get("images_per_s")
     if images_per_s is None:
@@ -147,13 +175,14 @@ def run_row(run_dir: Path, state_override: str | None = None) -> dict:
         "state": state,
         "stage": status.get("stage") or "",
         "progress": status.get("progress"),
-        "kimg": status.get("kimg"),
-        "kimg_total": status.get("kimg_total"),
+        "kimg": kimg,
+        "kimg_total": kimg_total,
         "images_per_s": images_per_s,
         "it_per_s": status.get("it_per_s"),
         "eta_s": status.get("eta_s") if state == "running" else None,
         "updated": status.get("updated"),
         "error": status.get("error") or "",
+        "exit_code": read_json_object(run_dir / RECORD_NAME).get("exit_code"),
         "beats_teacher": status.get("generator_beats_teacher"),
     }
 
@@ -173,8 +202,7 @@ def runs_frame(rows: list[dict]) -> pd.DataFrame:
     out = []
     now = time.time()
     for r in rows:
-        prog = r.get("progress")
-        progress = f"{float(prog) * 100:.0f} %" if isinstance(prog, (int, float)) and math.isfinite(prog) else ""
+        progress = progress_text(r.get("progress"))
         kimg = _num(r.get("kimg"), "{:.3g}")
         if kimg and r.get("kimg_total") is not None:
             kimg += f" / {_num(r.get('kimg_total'), '{:.3g}')}"
@@ -186,8 +214,8 @@ def runs_frame(rows: list[dict]) -> pd.DataFrame:
         updated = r.get("updated")
         ago = fmt_duration(now - float(updated)) + " ago" if isinstance(updated, (int, float)) else ""
         state = r.get("state", "")
-        if state == "failed" and r.get("error"):
-            state = "failed ⚠"
+        if state == "failed":
+            state = " ".join(filter(None, ["failed", "⚠" if r.get("error") else "", describe_exit(r.get("exit_code"))]))
         out.append([r["run"], state, r.get("stage", ""), progress, kimg, " · ".join(thr), fmt_duration(r.get("eta_s")),
                     crossing_text(r.get("beats_teacher")), ago])
     return pd.DataFrame(out, columns=RUNS_COLUMNS)
@@ -273,23 +301,24 @@ def latest_values(events: list[dict]) -> str:
     return "Latest: " + " · ".join(parts) if events else "No events yet."
 
 
-def snapshots(run_dir: Path) -> list[int]:
-    """kimg values (rounded down) of the snapshot grids in ``samples/``, ascending."""
+def snapshots(run_dir: Path) -> list[float]:
+    """kimg values (to the image) of the snapshot grids in ``samples/``, ascending."""
     return sorted({kimg for _, kimg, _ in RunDir(run_dir).snapshots()})
 
 
-def gallery_paths(run_dir: Path, snapshot: int | None = None, models: tuple[str, ...] = GALLERY_MODELS) -> dict[str, Path | None]:
+def gallery_paths(run_dir: Path, snapshot: float | None = None, models: tuple[str, ...] = GALLERY_MODELS) -> dict[str, Path | None]:
     """The PNG grid of each model: ``samples/{model}.png`` (latest) or the snapshot at ``snapshot`` kimg.
 
     Measurements do not change during training, so they always come from ``measurements.png``
     when no snapshot of them exists. Missing grids are ``None``.
     """
     run = RunDir(run_dir)
+    written = {(model, kimg): path for model, kimg, path in run.snapshots()} if snapshot is not None else {}
     out: dict[str, Path | None] = {}
     for model in models:
         candidates = []
-        if snapshot is not None:
-            candidates.append(run.grid_path(model, snapshot))
+        if (model, snapshot) in written:
+            candidates.append(written[model, snapshot])
         if snapshot is None or model in (MEASUREMENTS_GRID, CLEAN_GRID):
             candidates.append(run.grid_path(model))
         out[model] = next((p for p in candidates if p.is_file()), None)

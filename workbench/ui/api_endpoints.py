@@ -1,20 +1,23 @@
 """The headless API: plain named endpoints (``gr.api``) that gradio_client can call.
 
 Each endpoint is a thin typed wrapper around :class:`workbench.api.Workbench`; a refused action
-raises ``gr.Error`` whose message reaches the client. Files (preview PNG, gallery grids) are
-served by the ``/preview`` and ``/gallery`` events of their views.
+raises ``gr.Error`` whose message reaches the client. The preview PNG is served by the ``/preview``
+event of its view; ``/gallery`` names the grids' files by their paths on the server.
 
 Endpoints: ``/list_presets``, ``/get_preset``, ``/validate_preset``, ``/effective_preset``,
 ``/set_field``, ``/save_preset``, ``/save_preset_as``, ``/duplicate_preset``, ``/delete_preset``,
 ``/launch_run``, ``/list_runs``, ``/run_status``, ``/run_events``, ``/run_metrics``, ``/log_tail``,
-``/snapshots``, ``/stop_run``, ``/resume_run``, ``/delete_run``, ``/export_run``.
+``/snapshots``, ``/gallery``, ``/stop_run``, ``/resume_run``, ``/delete_run``, ``/export_run``.
 """
 
 from __future__ import annotations
 
 import gradio as gr
 
-from ..api import Workbench
+from rsd_engine.runs import CLEAN_GRID
+
+from .. import run_reader
+from ..api import Workbench, WorkbenchError
 from .common import as_gr_error
 
 __all__ = ["register"]
@@ -70,11 +73,11 @@ def register(wb: Workbench) -> None:
         return wb.launch(text, run_name)
 
     def list_runs() -> list:
-        """Every run: [{"run", "state", "stage", "progress", "kimg", "kimg_total", "images_per_s", "it_per_s", "eta_s", "updated", "error"}]."""
+        """Every run: [{"run", "state", "stage", "progress", "kimg", "kimg_total", "images_per_s", "it_per_s", "eta_s", "updated", "error", "exit_code", "beats_teacher"}]."""
         return wb.run_rows()
 
     def run_status(run: str) -> dict:
-        """status.json of `run` plus "alive" (any of its processes running)."""
+        """status.json of `run` plus "alive" (any of its processes running), "exit_code" (once ended) and "has_checkpoint"."""
         return wb.run_status(run)
 
     def run_events(run: str) -> list:
@@ -92,6 +95,17 @@ def register(wb: Workbench) -> None:
     def snapshots(run: str) -> list:
         """kimg values of the snapshot grids written during training."""
         return wb.snapshots(run)
+
+    def gallery(run: str, snapshot: str) -> dict:
+        """The grids of `run` at `snapshot` ("latest", or a kimg from /snapshots) and its metrics table:
+        {"run", "snapshot", "state", "grids": {grid name: PNG path on the server, or null}, "metrics":
+        {"headers", "data"}}. Grids: measurements, teacher-truncated, teacher-full, generator, clean."""
+        kimg = None if snapshot in ("", "latest", None) else _kimg(snapshot)
+        grids = wb.gallery(run, kimg, (*run_reader.GALLERY_MODELS, CLEAN_GRID))
+        frame = run_reader.metrics_frame(run_reader.metrics_rows(run, wb.run_metrics(run)), drop_empty=False)
+        return {"run": run, "snapshot": "latest" if kimg is None else run_reader.kimg_text(kimg), "state": wb.run_status(run)["state"],
+                "grids": {name: str(path) if path else None for name, path in grids.items()},
+                "metrics": {"headers": list(frame.columns), "data": frame.values.tolist()}}
 
     def stop_run(run: str) -> dict:
         """Stop `run`: SIGTERM to its process group (final checkpoint), SIGKILL after the grace period. {"run", "state"}."""
@@ -112,11 +126,23 @@ def register(wb: Workbench) -> None:
         return wb.export(run, model, weights, replace)
 
     for fn in (list_presets, get_preset, validate_preset, effective_preset, set_field, save_preset, save_preset_as, duplicate_preset,
-               delete_preset, launch_run, list_runs, run_status, run_events, run_metrics, log_tail, snapshots, stop_run, resume_run,
+               delete_preset, launch_run, list_runs, run_status, run_events, run_metrics, log_tail, snapshots, gallery, stop_run, resume_run,
                delete_run, export_run):
         gr.api(as_gr_error(fn), api_name=fn.__name__, concurrency_limit=None if fn.__name__ in _READ_ONLY else 1,
                concurrency_id=None if fn.__name__ in _READ_ONLY else "actions")
 
 
 _READ_ONLY = {"list_presets", "get_preset", "validate_preset", "effective_preset", "set_field", "list_runs", "run_status", "run_events",
-              "run_metrics", "log_tail", "snapshots"}
+              "run_metrics", "log_tail", "snapshots", "gallery"}
+
+
+def _kimg(snapshot: str) -> float:
+    """The kimg of a snapshot argument.
+
+    Raises:
+        WorkbenchError: not "latest" and not a number.
+    """
+    try:
+        return float(snapshot)
+    except (TypeError, ValueError):
+        raise WorkbenchError(f"snapshot {str(snapshot)[:40]!r}: give \"latest\" or a kimg from /snapshots") from None

@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-import html
 from types import SimpleNamespace
 
 import gradio as gr
 
 from ..api import WorkbenchError
+from ..preset_edit import md_text
 
 __all__ = ["View", "ok_md", "err_md", "as_gr_error", "confirm_row"]
 
@@ -32,8 +32,9 @@ def ok_md(text: str) -> str:
 
 
 def err_md(text: str) -> str:
-    """An error line for a view's message area (the message is shown as text, not as Markdown)."""
-    return f"✗ {html.escape(str(text), quote=False)}"
+    """An error line for a view's message area (the message is shown as text, not as Markdown:
+    :func:`workbench.preset_edit.md_text`)."""
+    return f"✗ {md_text(text)}"
 
 
 def as_gr_error(fn):

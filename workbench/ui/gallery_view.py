@@ -72,17 +72,17 @@ def _snap_choices(wb: Workbench, run: str | None) -> list[tuple[str, str]]:
     out = [(LATEST, LATEST)]
     if run:
         try:
-            out += [(f"{k} kimg", str(k)) for k in wb.snapshots(run)]
+            out += [(f"{run_reader.kimg_text(k)} kimg", run_reader.kimg_text(k)) for k in wb.snapshots(run)]
         except WorkbenchError:
             pass
     return out
 
 
-def _snapshot(value: str | None) -> int | None:
+def _snapshot(value: str | None) -> float | None:
     if not value or value == LATEST:
         return None
     try:
-        return int(value)
+        return float(value)
     except ValueError:
         return None
 
@@ -96,12 +96,12 @@ def _grids(wb: Workbench, run: str | None, snap: str | None) -> tuple[list, list
         status = wb.run_status(run)
     except WorkbenchError as e:
         return [None] * len(MODELS), [run_reader.MODEL_LABELS[m] for m in MODELS], f"✗ {e}"
-    when = "latest grids" if _snapshot(snap) is None else f"snapshot at {_snapshot(snap)} kimg"
+    when = "latest grids" if _snapshot(snap) is None else f"snapshot at {snap} kimg"
     labels = []
     for m in MODELS:
         label = run_reader.MODEL_LABELS[m]
         if paths[m] is None:
-            label += " — not written yet" if _snapshot(snap) is None or m == "measurements" else f" — no grid at {_snapshot(snap)} kimg"
+            label += " — not written yet" if _snapshot(snap) is None or m == "measurements" else f" — no grid at {snap} kimg"
         labels.append(label)
     title = f"**{run}** — {when} · state {status.get('state', '?')}"
     return [str(p) if p else None for p in paths.values()], labels, title
@@ -116,7 +116,7 @@ def _progress_items(wb: Workbench, run: str | None) -> list[tuple[str, str]]:
         return []
     order = {m: i for i, m in enumerate(MODELS)}
     items = sorted((order.get(model, 99), model, kimg, path) for model, kimg, path in snapshots)
-    return [(str(p), f"{model} · {kimg} kimg") for _, model, kimg, p in items]
+    return [(str(p), f"{model} · {run_reader.kimg_text(kimg)} kimg") for _, model, kimg, p in items]
 
 
 def _metrics(wb: Workbench, runs: list[str | None]):
@@ -200,14 +200,14 @@ def _outputs(v: View) -> list:
 
 
 def wire(wb: Workbench, v: View) -> None:
-    """Attach the Gallery tab's events; ``Show`` is the named endpoint ``/gallery``."""
+    """Attach the Gallery tab's events (the API's ``/gallery`` is :mod:`workbench.ui.api_endpoints`'s)."""
 
     def show(run_a: str, snapshot_a: str, run_b: str, snapshot_b: str, sig: dict, sel_name: str | None):
         """Grids of run A (and B) at ``latest`` or a snapshot kimg, plus the metrics table."""
         return _render(wb, v, run_a or None, snapshot_a, run_b or None, snapshot_b, sig, sel_name, force=True)
 
     inputs = [v.run_a, v.snap_a, v.run_b, v.snap_b, v.sig, v.progress_sel]
-    v.show_btn.click(show, inputs, _outputs(v), api_name="gallery")
+    v.show_btn.click(show, inputs, _outputs(v), api_visibility="private")
     for comp in (v.run_a, v.snap_a, v.run_b, v.snap_b):
         comp.input(show, inputs, _outputs(v), api_visibility="private", show_progress="hidden")
 

@@ -23,6 +23,14 @@ footer { display: none !important; }
 /* sample grids: scale up small PNGs without smoothing, so every pixel stays visible */
 .png-grid img { image-rendering: pixelated; width: 100%; height: 100%; object-fit: contain; }
 #preview-image img { image-rendering: pixelated; width: 100%; height: 100%; object-fit: contain; }
+/* phones: the preset picker takes the whole width with less padding, so the preset's name is not cut */
+@media (max-width: 640px) {
+  #preset-row { flex-direction: column; }
+  #preset-row > * { min-width: 100% !important; }
+  #preset-select { padding-left: 6px !important; padding-right: 6px !important; }
+  #preset-select .wrap-inner { padding-left: 6px !important; padding-right: 4px !important; }
+  #preset-select input { font-size: 12px; }
+}
 """
 
 #: Theme arguments: system fonts only, so the page makes no request to font servers.
@@ -39,7 +47,7 @@ def build_blocks(wb: Workbench) -> gr.Blocks:
             f"Your presets: `{wb.store.user_dir}` · runs: `{wb.runs_dir}`. Runs keep going when this page is closed.",
             elem_id="wb-header",
         )
-        with gr.Tabs():
+        with gr.Tabs(overflow_behavior="wrap"):  # every tab in view on a narrow screen, none behind "⋯"
             with gr.Tab("1 · Presets", id="presets"):
                 pv = presets_view.build(wb)
             with gr.Tab("2 · Preview", id="preview"):

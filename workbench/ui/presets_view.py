@@ -55,7 +55,7 @@ def build(wb: Workbench) -> View:
     v.name_state = gr.State(first)
     v.loaded_state = gr.State(text)
     v.flagged_state = gr.State({})
-    with gr.Row(equal_height=True):
+    with gr.Row(equal_height=True, elem_id="preset-row"):
         v.dropdown = gr.Dropdown(choices=choices, value=first, label="Preset", scale=2, elem_id="preset-select",
                                  info="Pick a ready preset (read-only) or one of yours; picking one loads it into the editor.")
         v.current = gr.Markdown(_current_md(first, wb.preset_kind(first) if first else None, False), elem_id="preset-current")
@@ -89,7 +89,8 @@ def build(wb: Workbench) -> View:
             v.editor = gr.Code(value=text, language=None, label="Preset TOML — edit here or in the form; both stay in sync",
                                lines=22, max_lines=40, interactive=True, elem_id="preset-editor", wrap_lines=True)
             with gr.Row():
-                v.save_btn = gr.Button("Save changes to this preset", variant="primary", elem_id="preset-save", scale=3)
+                v.save_btn = gr.Button("Save changes to this preset", variant="primary", elem_id="preset-save", scale=3,
+                                       interactive=_can_save(wb.preset_kind(first) if first else None))
                 v.delete_btn = gr.Button("Delete…", variant="stop", elem_id="preset-delete", scale=1, min_width=80)
             with gr.Group():
                 v.new_name = gr.Textbox(label="New preset name", placeholder="e.g. my-blur-experiment", elem_id="preset-new-name", max_lines=1,
@@ -103,6 +104,12 @@ def build(wb: Workbench) -> View:
                 v.effective = gr.Code(value=pe.validate(text).effective if text else "", language=None, interactive=False, lines=12, max_lines=40,
                                       elem_id="preset-effective")
     return v
+
+
+def _can_save(kind: str | None) -> bool:
+    """Whether *Save changes* applies: only to a user preset (ready presets are read-only, and an
+    unsaved text has no name yet; both use *Save as new preset*)."""
+    return kind == "user"
 
 
 def _current_md(name: str | None, kind: str | None, modified: bool) -> str:
@@ -121,7 +128,7 @@ def wire(wb: Workbench, v: View, launch_summary=None) -> None:
     accordions = list(v.accordions.values())
     groups = list(v.op_groups.values())
     extra = [launch_summary] if launch_summary is not None else []
-    render_outputs = [v.editor, v.validation, v.effective, v.current, v.flagged_state, *accordions, *groups, *widget_list, *extra]
+    render_outputs = [v.editor, v.validation, v.effective, v.current, v.save_btn, v.flagged_state, *accordions, *groups, *widget_list, *extra]
 
     def render(text: str, loaded: str, name: str | None, flagged: dict, *, set_text: bool, refill: dict | None, edited: str | None = None) -> dict:
         """Updates after any change: validation, effective TOML, section badges, field flags,
@@ -134,6 +141,7 @@ def wire(wb: Workbench, v: View, launch_summary=None) -> None:
         out[v.effective] = val.effective if val.ok else "# (shown once the preset is valid)"
         kind = _safe_kind(wb, name)
         out[v.current] = _current_md(name, kind, text != loaded)
+        out[v.save_btn] = gr.Button(interactive=_can_save(kind))
         problems: dict[str, str] = {}
         for fname, msg in val.problems:
             problems.setdefault(_field_of(fname, msg, v.widgets), msg)
@@ -228,9 +236,9 @@ def wire(wb: Workbench, v: View, launch_summary=None) -> None:
         except WorkbenchError as e:
             return {v.msg: err_md(e)}
         return {v.msg: ok_md(f"Saved {saved!r} in {wb.store.user_dir}"), v.loaded_state: text, v.name_state: saved,
-                v.current: _current_md(saved, "user", False), v.dropdown: choices_update(saved)}
+                v.current: _current_md(saved, "user", False), v.dropdown: choices_update(saved), v.save_btn: gr.Button(interactive=True)}
 
-    save_outputs = [v.msg, v.loaded_state, v.name_state, v.current, v.dropdown]
+    save_outputs = [v.msg, v.loaded_state, v.name_state, v.current, v.dropdown, v.save_btn]
     v.save_btn.click(save, [v.name_state, v.editor], save_outputs, api_name="ui_save_preset", api_visibility="undocumented")
 
     def save_as(new_name, text):
@@ -240,7 +248,8 @@ def wire(wb: Workbench, v: View, launch_summary=None) -> None:
         except WorkbenchError as e:
             return {v.msg: err_md(e)}
         return {v.msg: ok_md(f"Saved as {saved!r} in {wb.store.user_dir}; you are now editing it"), v.loaded_state: text,
-                v.name_state: saved, v.current: _current_md(saved, "user", False), v.dropdown: choices_update(saved), v.new_name: ""}
+                v.name_state: saved, v.current: _current_md(saved, "user", False), v.dropdown: choices_update(saved), v.new_name: "",
+                v.save_btn: gr.Button(interactive=True)}
 
     v.save_as_btn.click(save_as, [v.new_name, v.editor], [*save_outputs, v.new_name], api_name="ui_save_preset_as", api_visibility="undocumented")
 

@@ -10,8 +10,12 @@ import html
 
 import gradio as gr
 
+from rsd_engine.runs import FINAL_STATES
+
 from .. import run_reader
 from ..api import Workbench, WorkbenchError
+from ..launcher import describe_exit
+from ..preset_edit import md_text
 from .common import View, confirm_row, err_md, ok_md
 
 __all__ = ["build", "wire", "detail_md"]
@@ -43,11 +47,13 @@ def build(wb: Workbench, launch_text: str) -> View:
     v.log = gr.Textbox(label="Log tail (log.txt; console output when the engine crashed)", lines=14, max_lines=14, autoscroll=True,
                        interactive=False, elem_id="run-log", value=wb.log_tail(names[0]) if names else "")
     v.sig = gr.State({})
+    v.stopping = gr.State(None)  # the run whose "is stopping" message the refresh replaces once it has ended
     return v
 
 
 def detail_md(wb: Workbench, run: str | None) -> str:
-    """One paragraph about the selected run: state, stage, images seen, ETA, error, folder."""
+    """One paragraph about the selected run: state, stage, progress (at most 100 %), images seen in a
+    training stage, ETA (when known), error with the exit code, folder."""
     if not run:
         return ""
     try:
@@ -60,34 +66,50 @@ def detail_md(wb: Workbench, run: str | None) -> str:
     parts = [f"{icon} **{html.escape(run)}** — **{state}**"]
     if st.get("stage"):
         parts.append(f"stage **{st['stage']}**")
-    if isinstance(st.get("progress"), (int, float)):
-        parts.append(f"{st['progress'] * 100:.0f} % of the stage")
-    if st.get("kimg") is not None:
-        total = f" / {st['kimg_total']:.3g}" if isinstance(st.get("kimg_total"), (int, float)) else ""
-        parts.append(f"{st['kimg']:.3g}{total} kimg seen in this stage")
-    if state == "running" and st.get("eta_s") is not None:
-        parts.append(f"ETA {run_reader.fmt_duration(st['eta_s'])}")
+    if run_reader.progress_text(st.get("progress")):
+        parts.append(f"{run_reader.progress_text(st['progress'])} of the stage")
+    seen = run_reader.stage_kimg(st)
+    if seen is not None:
+        total = "" if seen[1] is None else f" / {seen[1]:.3g}"
+        parts.append(f"{seen[0]:.3g}{total} kimg seen in this stage")
+    eta = run_reader.fmt_duration(st.get("eta_s")) if state == "running" else ""
+    if eta:
+        parts.append(f"ETA {eta}")
     beat = st.get("generator_beats_teacher")
     if isinstance(beat, dict):
         parts.append(f"generator's live FID first below the {beat.get('teacher_model')}'s (n={beat.get('n')}) "
                      f"{run_reader.crossing_text(beat)} of distillation")
     text = " · ".join(parts)
-    if st.get("error"):
-        text += f"\n\n⚠ {html.escape(str(st['error']))}"
+    ended = describe_exit(st.get("exit_code")) if state == "failed" else ""
+    if st.get("error") or ended:
+        text += "\n\n⚠ " + " — ".join(filter(None, [md_text(st.get("error") or ""), ended and f"the engine process ended with {ended}"]))
     text += f"\n\nFolder: `{folder}`"
     return text
 
 
 def buttons_for(wb: Workbench, run: str | None) -> tuple[bool, bool]:
     """(Stop enabled, Resume enabled) for the selected run: Stop while any of its processes runs,
-    Resume when it is stopped or failed."""
+    Resume when it is stopped or failed and holds a checkpoint to continue from."""
     if not run:
         return False, False
     try:
         st = wb.run_status(run)
     except WorkbenchError:
         return False, False
-    return bool(st.get("alive")), (not st.get("alive")) and st.get("state") in ("stopped", "failed")
+    return bool(st.get("alive")), (not st.get("alive")) and st.get("state") in ("stopped", "failed") and bool(st.get("has_checkpoint"))
+
+
+def ended_md(wb: Workbench, run: str) -> str:
+    """The action message once a stopped run's processes have ended: its final state and whether
+    Resume has a checkpoint to continue from."""
+    try:
+        st = wb.run_status(run)
+    except WorkbenchError as e:
+        return err_md(e)
+    if st.get("state") != "stopped":
+        return ok_md(f"{run} has ended: {st.get('state')}.")
+    kept = "its latest checkpoint is kept; ↻ Resume continues from it" if st.get("has_checkpoint") else "no checkpoint had been written yet"
+    return ok_md(f"{run} stopped; {kept}.")
 
 
 def preferred_run(wb: Workbench) -> str | None:
@@ -176,11 +198,15 @@ def wire(wb: Workbench, v: View, editor, follow: list) -> None:
             res = wb.stop(run, wait_s=3.0)
         except WorkbenchError as e:
             return {v.action_msg: err_md(e)}
-        word = "is stopping (final checkpoint being written)" if res["state"] == "stopping" else f"is {res['state']}"
-        return {v.action_msg: ok_md(f"{run} {word}; its whole process group was signalled."), v.detail: detail_md(wb, run),
-                v.table: run_reader.runs_frame(wb.run_rows()), v.stop_btn: gr.Button(interactive=False)}
+        if res["state"] != "stopping":
+            return {v.action_msg: ended_md(wb, run), v.detail: detail_md(wb, run), v.table: run_reader.runs_frame(wb.run_rows()),
+                    v.stop_btn: gr.Button(interactive=False), v.stopping: None}
+        return {v.action_msg: ok_md(f"{run} is stopping (final checkpoint being written); its whole process group was signalled."),
+                v.detail: detail_md(wb, run), v.table: run_reader.runs_frame(wb.run_rows()), v.stop_btn: gr.Button(interactive=False),
+                v.stopping: run}
 
-    v.stop_btn.click(stop, [v.selected], [v.action_msg, v.detail, v.table, v.stop_btn], api_name="ui_stop", api_visibility="undocumented")
+    v.stop_btn.click(stop, [v.selected], [v.action_msg, v.detail, v.table, v.stop_btn, v.stopping], api_name="ui_stop",
+                     api_visibility="undocumented")
 
     def resume(run):
         """Resume the selected run from its latest checkpoint."""
@@ -231,10 +257,18 @@ def refresh(wb: Workbench, v: View, follow: list, others: list = ()):
     follow = list(follow)
     others = list(others)
 
-    def tick(selected, sig, *followed):
+    def tick(selected, sig, stopping, *followed):
         """One timer refresh; sends only what changed."""
         sig = dict(sig or {})
         out: dict = {}
+        if stopping:
+            try:
+                st = wb.run_status(stopping)
+                ended = not st["alive"] and st["state"] in FINAL_STATES
+            except WorkbenchError:
+                ended = True
+            if ended:
+                out[v.action_msg], out[v.stopping] = ended_md(wb, stopping), None
         rows = wb.run_rows()
         names = [r["run"] for r in rows]
         frame = run_reader.runs_frame(rows)
@@ -266,4 +300,5 @@ def refresh(wb: Workbench, v: View, follow: list, others: list = ()):
         out[v.sig] = sig
         return out
 
-    return tick, [v.selected, v.sig, *follow, *others], [v.table, v.selected, v.detail, v.log, v.stop_btn, v.resume_btn, v.sig, *follow, *others]
+    return tick, [v.selected, v.sig, v.stopping, *follow, *others], [v.table, v.selected, v.detail, v.log, v.stop_btn, v.resume_btn, v.sig,
+                                                                    v.action_msg, v.stopping, *follow, *others]
