@@ -14,6 +14,7 @@ from dataclasses import dataclass
 
 import torch
 
+from .finite import require_finite
 from .measurement import Measurement
 from .networks import EDMPrecond
 from .objectives import Objective
@@ -132,6 +133,7 @@ class ModelSampler:
 
         Raises:
             ValueError: unknown model.
+            NonFiniteError: a sample is not finite (no metric may score it).
         """
         if model not in MODELS:
             raise ValueError(f"unknown model {model!r}; allowed: {', '.join(MODELS)}")
@@ -154,6 +156,8 @@ class ModelSampler:
         finally:
             net.train(was_training)
         images = torch.cat(outs) if outs else torch.empty(0, *self.shape)
+        if len(seeds):
+            require_finite(images, f"{model} samples (seeds {seeds[0]}…{seeds[-1]})")
         return Samples(images, nfe, time.perf_counter() - start)
 
     def generate_across(self, accelerator, model: str, net: EDMPrecond, seeds: range) -> Samples:
@@ -166,6 +170,7 @@ class ModelSampler:
 
         Raises:
             ValueError: unknown model.
+            NonFiniteError: a sample of this process's share is not finite.
         """
         start = time.perf_counter()
         with accelerator.split_between_processes(list(seeds)) as mine:
