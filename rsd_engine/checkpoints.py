@@ -23,7 +23,6 @@ from __future__ import annotations
 import io
 import json
 import shutil
-import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -33,8 +32,9 @@ from safetensors.torch import load_file, safe_open
 from safetensors.torch import save as safetensors_bytes
 from torch import nn
 
+from .finite import require_finite_weights
 from .networks import EDMPrecond
-from .runs import atomic_write_bytes, atomic_write_text, complete_checkpoint, replace_folder
+from .runs import atomic_write_bytes, atomic_write_text, complete_checkpoint, partial_folder, replace_folder
 
 __all__ = ["save_checkpoint", "load_checkpoint", "checkpoint_exists", "load_network", "Checkpoint", "CONFIG_KEY", "LEGACY_CONFIG_KEY"]
 
@@ -54,7 +54,8 @@ def save_checkpoint(
     """Write a checkpoint folder atomically: build it beside the target, fsync, swap by rename.
 
     A previous checkpoint of the same name is replaced only once the new one is complete; a crash
-    leaves either the old or the new folder (``<name>.old`` is picked up by :func:`load_checkpoint`).
+    leaves either the old or the new folder (``<name>.old`` is picked up by :func:`load_checkpoint`)
+    and a partial ``.<name>.tmp-*`` folder, removed on resume (:meth:`rsd_engine.runs.RunDir.remove_partial_writes`).
 
     Args:
         folder: target folder, e.g. ``run_dir/checkpoints/teacher-latest``.
@@ -66,10 +67,13 @@ def save_checkpoint(
 
     Returns:
         the folder written.
+
+    Raises:
+        NonFiniteError: a network's weights are not finite (nothing is written).
     """
     folder = Path(folder)
-    folder.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(dir=folder.parent, prefix=f".{folder.name}.tmp-"))
+    require_finite_weights(networks, f"checkpoint {folder.name}")
+    tmp = partial_folder(folder)
     try:
         for name, module in networks.items():
             tensors = {k: v.detach().to("cpu", torch.float32).contiguous() for k, v in module.state_dict().items()}
@@ -125,14 +129,17 @@ class Checkpoint:
 
         Raises:
             RuntimeError: shapes or keys differ (e.g. the preset's network changed).
+            NonFiniteError: the stored weights are not finite (``"checkpoint <path>: non-finite weights in <name> …"``).
         """
         module.load_state_dict(load_file(str(self.path / f"{name}.safetensors")), strict=True)
+        require_finite_weights({name: module}, f"checkpoint {self.path}")
 
     def build(self, name: str) -> EDMPrecond:
         """A new :class:`EDMPrecond` built from the stored config (:meth:`config`), with the stored weights.
 
         Raises:
             FileNotFoundError, ValueError: as :meth:`config`.
+            NonFiniteError: as :meth:`load_weights`.
         """
         net = EDMPrecond.from_config(self.config(name))
         self.load_weights(name, net)

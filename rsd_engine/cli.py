@@ -1,7 +1,7 @@
 """Command line: ``rsd-engine run|validate|sample|evaluate|export|preview|theory`` (also ``python -m rsd_engine``).
 
 Exit codes: 0 success; 2 invalid preset or arguments, or a refused export; 1 a run failed (status ``failed``, error in
-status.json and log.txt); 130 stopped by SIGTERM/SIGINT (status ``stopped``, checkpoint kept).
+status.json and log.txt; also ``sample``/``evaluate`` of weights that are not finite); 130 stopped by SIGTERM/SIGINT (status ``stopped``, checkpoint kept).
 """
 
 from __future__ import annotations
@@ -14,6 +14,7 @@ import traceback
 from pathlib import Path
 
 from . import config as cfg
+from .processes import parent_command_line, process_shortfall
 from .runs import EXPORT_MODELS, EXPORT_WEIGHTS, GENERATOR, MODELS, RunDir, default_run_folder
 from .signals import StopRequested, install_signal_handlers
 
@@ -92,6 +93,7 @@ def _setup_logging(log_file: Path | None, main_process: bool) -> None:
 
 def _cmd_validate(args) -> int:
     preset = cfg.load(args.preset, args.overrides)
+    cfg.check_paths(preset, args.preset)
     sys.stdout.write(cfg.dumps(preset))
     return 0
 
@@ -108,10 +110,12 @@ def _cmd_run(args) -> int:
         if not run.exists():
             raise cfg.PresetError([("--resume", f"{args.resume} holds no run (no preset.toml)")])
         preset = cfg.load(run.preset_path)
+        cfg.check_paths(preset, str(run.preset_path))
     else:
         if not args.preset:
             raise cfg.PresetError([("preset", "give a preset file or --resume RUN_DIR")])
         preset = cfg.load(args.preset, args.overrides)
+        cfg.check_paths(preset, args.preset)
     acc = make_accelerator(preset)
     if not args.resume:
         target = [args.out or f"runs/{default_run_folder(preset.run.name, lambda name: Path('runs', name).exists())}"]
@@ -123,8 +127,15 @@ def _cmd_run(args) -> int:
         acc.wait_for_everyone()
     _setup_logging(run.log_path, acc.is_main_process)
     log.info("run folder %s (%d process%s on %s)", run.path, acc.num_processes, "es" if acc.num_processes > 1 else "", acc.device)
+    shortfall = process_shortfall(acc.num_processes, preset.accelerate.num_processes, os.environ, parent_command_line())
+    if shortfall:
+        log.warning(shortfall)
     if acc.is_main_process:
-        run.write_status(state="running", pid=os.getpid(), error=None, num_processes=acc.num_processes, device=str(acc.device))
+        if args.resume:
+            for path in run.remove_partial_writes():
+                log.info("removed %s, left by an interrupted write", path)
+        run.write_status(state="running", pid=os.getpid(), error=None, num_processes=acc.num_processes, device=str(acc.device),
+                         warnings=[shortfall] if shortfall else [])
     try:
         Experiment(preset, run, acc).run_all()
     except StopRequested:
@@ -173,7 +184,8 @@ def _cmd_evaluate(args) -> int:
     run = RunDir(args.run_dir)
     if not run.exists():
         raise cfg.PresetError([("run_dir", f"{args.run_dir} holds no run (no preset.toml)")])
-    preset = cfg.loads(run.preset_path.read_text(), args.overrides, str(run.preset_path))
+    preset = cfg.load(run.preset_path, args.overrides)
+    cfg.check_paths(preset, str(run.preset_path))
     acc = make_accelerator(preset)
     _setup_logging(run.log_path, acc.is_main_process)
     models = tuple(m.strip() for m in args.models.split(",") if m.strip())
@@ -206,6 +218,7 @@ def _cmd_preview(args) -> int:
     from .preview import preview_grid
 
     preset = cfg.load(args.preset, args.overrides)
+    cfg.check_paths(preset, args.preset)
     measurement = Measurement.from_preset(preset)
     preview_grid(preset, measurement, args.n, Path(args.out))
     d, c = preset.data, preset.corruption
@@ -239,6 +252,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "run":
         install_signal_handlers()
     from .data.sources import DataError  # imports torch: after the handlers are in place
+    from .finite import NonFiniteError
 
     try:
         return _COMMANDS[args.command](args)
@@ -248,3 +262,6 @@ def main(argv: list[str] | None = None) -> int:
     except (DataError, FileNotFoundError, FileExistsError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
+    except NonFiniteError as e:  # sample / evaluate of a run whose weights are not finite
+        print(f"error: {e}", file=sys.stderr)
+        return 1

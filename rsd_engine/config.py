@@ -1,9 +1,11 @@
 """Experiment presets: schema, TOML load/save, dotted overrides and validation.
 
 A preset is a TOML file with the sections ``[run] [data] [corruption] [network] [teacher]
-[distill] [eval] [accelerate]``. Every field has a default, unknown keys are errors, and every
-error names the field, the bad value and what is allowed (:class:`PresetError`). Schedules are in
-images seen (kimg = thousands of images), as in EDM (Karras et al. 2022).
+[distill] [eval] [accelerate]``. Every field has a default, unknown keys are errors, every float
+is finite and within a physically sensible range, and every error names the field, the bad value
+(at most 80 characters of it) and what is allowed (:class:`PresetError`). Paths are checked by
+:func:`check_paths` before any work starts. Schedules are in images seen (kimg = thousands of
+images), as in EDM (Karras et al. 2022).
 
 The schema is built with pydantic: each field carries its unit and allowed range as help text,
 which the workbench uses to build its form (``schema_fields``).
@@ -20,7 +22,17 @@ import tomli
 import tomli_w
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from .runs import MODELS, NAME_RULE, atomic_write_text, is_valid_name
+from .runs import MODELS, NAME_RULE, atomic_write_text, is_valid_name, teacher_checkpoint_folder
+
+#: Characters of a bad value quoted in an error message; longer values are cut (:func:`_quote`).
+_QUOTE_LIMIT = 80
+
+
+def _quote(value: Any) -> str:
+    """``repr(value)`` cut to :data:`_QUOTE_LIMIT` characters (``…`` and the full length appended), so an
+    error message never repeats a huge bad value."""
+    text = repr(value)
+    return text if len(text) <= _QUOTE_LIMIT else f"{text[:_QUOTE_LIMIT]}… ({len(text)} characters)"
 
 __all__ = [
     "PresetError",
@@ -31,6 +43,7 @@ __all__ = [
     "dumps",
     "apply_overrides",
     "parse_override",
+    "check_paths",
     "resolve_objective",
     "operator_params",
     "ambient_delta",
@@ -46,6 +59,7 @@ class PresetError(ValueError):
     """
 
     def __init__(self, problems: list[tuple[str, str]], source: str | None = None):
+        problems = [(field if len(field) <= _QUOTE_LIMIT else _quote(field), msg) for field, msg in problems]
         self.problems = problems
         self.source = source
         head = f"invalid preset {source}" if source else "invalid preset"
@@ -54,7 +68,9 @@ class PresetError(ValueError):
 
 
 class _Section(BaseModel):
-    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+    """A preset table: unknown keys refused, every float finite (NaN/±Inf refused), checked on assignment too."""
+
+    model_config = ConfigDict(extra="forbid", validate_assignment=True, allow_inf_nan=False)
 
 
 class RunConfig(_Section):
@@ -146,7 +162,7 @@ class CorruptionConfig(_Section):
         from .operators import OPERATORS
 
         if v not in OPERATORS:
-            raise ValueError(f"unknown operator {v!r}; allowed: {', '.join(sorted(OPERATORS))}")
+            raise ValueError(f"unknown operator {_quote(v)}; allowed: {', '.join(sorted(OPERATORS))}")
         return v
 
 
@@ -158,10 +174,10 @@ class NetworkConfig(_Section):
     attention_levels: list[int] = Field([], description="indices of levels with self-attention (0 = full resolution)")
     norm_groups: int = Field(8, ge=1, description="GroupNorm groups; must divide every entry of block_out_channels")
     dropout: float = Field(0.1, ge=0.0, lt=1.0, description="dropout probability in residual blocks")
-    sigma_data: float = Field(0.5, gt=0.0, description="σ_data of the EDM preconditioning")
-    sigma_min: float = Field(0.002, gt=0.0, description="smallest σ of the EDM noise schedule")
-    sigma_max: float = Field(80.0, gt=0.0, description="largest σ of the EDM noise schedule")
-    rho: float = Field(7.0, gt=0.0, description="ρ of the EDM (Karras) σ discretisation")
+    sigma_data: float = Field(0.5, gt=0.0, le=10.0, description="σ_data of the EDM preconditioning, on the [-1, 1] image scale, 0 < σ_data ≤ 10")
+    sigma_min: float = Field(0.002, gt=0.0, le=10.0, description="smallest σ of the EDM noise schedule, 0 < σ_min ≤ 10")
+    sigma_max: float = Field(80.0, gt=0.0, le=1000.0, description="largest σ of the EDM noise schedule, ≤ 1000")
+    rho: float = Field(7.0, gt=0.0, le=100.0, description="ρ of the EDM (Karras) σ discretisation, 0 < ρ ≤ 100")
 
     @model_validator(mode="after")
     def _check(self) -> "NetworkConfig":
@@ -172,7 +188,7 @@ class NetworkConfig(_Section):
         n = len(self.block_out_channels)
         bad_levels = [a for a in self.attention_levels if not 0 <= a < n]
         if bad_levels:
-            problems.append(("network.attention_levels", f"{self.attention_levels}: each must be a level index in 0..{n - 1}"))
+            problems.append(("network.attention_levels", f"{_quote(self.attention_levels)}: each must be a level index in 0..{n - 1}"))
         if self.sigma_min >= self.sigma_max:
             problems.append(("network.sigma_min", f"{self.sigma_min} must be < network.sigma_max = {self.sigma_max}"))
         if problems:
@@ -183,14 +199,18 @@ class NetworkConfig(_Section):
 ObjectiveName = Literal["auto", "edm", "ambient_tweedie", "ambient_mask"]
 
 
+#: Longest schedule a preset may ask for, in thousands of images (10⁹ images; EDM's CIFAR-10 runs see 2·10⁸).
+MAX_KIMG = 1e6
+
+
 def _ema_rampup() -> Any:
     """The EMA ramp-up field of both stages (EDM's rule, :func:`rsd_engine.ema.ema_beta`)."""
-    return Field(0.05, ge=0.0, description="EMA ramp-up: half-life ≤ ratio × images seen (0 = off)")
+    return Field(0.05, ge=0.0, le=1.0, description="EMA ramp-up: half-life ≤ ratio × images seen, 0 ≤ ratio ≤ 1 (0 = off)")
 
 
 def _checkpoint_every(default_kimg: float) -> Any:
     """The checkpoint period field of both stages."""
-    return Field(default_kimg, gt=0.0, description="write a resumable checkpoint every this many kimg")
+    return Field(default_kimg, gt=0.0, le=MAX_KIMG, description="write a resumable checkpoint every this many kimg")
 
 
 class TeacherConfig(_Section):
@@ -198,14 +218,14 @@ class TeacherConfig(_Section):
 
     objective: ObjectiveName = Field("auto", description="auto | edm | ambient_tweedie | ambient_mask (auto picks from operator and σ; mask operators need ambient_mask)")
     checkpoint: Optional[str] = Field(None, description="skip training: load the teacher EMA from this run folder or checkpoint")
-    kimg: float = Field(64.0, ge=0.0, description="training length in thousands of images seen")
+    kimg: float = Field(64.0, ge=0.0, le=MAX_KIMG, description="training length in thousands of images seen, ≤ 10⁶")
     batch_size: int = Field(64, ge=1, description="global batch (all processes together)")
-    lr: float = Field(2e-4, gt=0.0, le=1.0, description="Adam learning rate")
-    lr_warmup_kimg: float = Field(10.0, ge=0.0, description="linear learning-rate warm-up, thousands of images")
-    ema_halflife_kimg: float = Field(10.0, gt=0.0, description="EMA half-life, thousands of images")
+    lr: float = Field(2e-4, gt=0.0, le=0.1, description="Adam learning rate, 0 < lr ≤ 0.1 (EDM 1e-3 … 2e-4)")
+    lr_warmup_kimg: float = Field(10.0, ge=0.0, le=MAX_KIMG, description="linear learning-rate warm-up, thousands of images")
+    ema_halflife_kimg: float = Field(10.0, gt=0.0, le=MAX_KIMG, description="EMA half-life, thousands of images")
     ema_rampup_ratio: float = _ema_rampup()
-    p_mean: float = Field(-1.2, description="mean of ln σ during training")
-    p_std: float = Field(1.2, gt=0.0, description="std of ln σ during training")
+    p_mean: float = Field(-1.2, ge=-10.0, le=10.0, description="mean of ln σ during training, −10 ≤ P_mean ≤ 10 (EDM −1.2)")
+    p_std: float = Field(1.2, gt=0.0, le=10.0, description="std of ln σ during training, 0 < P_std ≤ 10 (EDM 1.2)")
     sigma_sampling: Literal["clamp", "above_noise"] = Field(
         "clamp", description="clamp: the paper's rule, draws below σ_c are clamped to σ_c where the Ambient-Tweedie loss is exactly 0 "
         "(about a third of each batch at σ_c = 0.2 does no work); above_noise: the same log-normal conditioned on σ > σ_c, "
@@ -217,19 +237,19 @@ class TeacherConfig(_Section):
 class DistillConfig(_Section):
     """``[distill]``: Phase II, RSD/SiD distillation into a one-step generator (docs/method.md §3)."""
 
-    kimg: float = Field(8.0, ge=0.0, description="length in thousands of generator images seen (one generator batch per iteration)")
+    kimg: float = Field(8.0, ge=0.0, le=MAX_KIMG, description="length in thousands of generator images seen (one generator batch per iteration), ≤ 10⁶")
     batch_size: int = Field(32, ge=1, description="global batch of each generator and fake-score step")
     alpha: float = Field(1.2, gt=0.0, le=2.0, description="SiD α (paper 1.2; AFHQ 1.0); tested range 0.5–1.2")
     sigma_init: float = Field(2.5, gt=0.0, description="σ_init: the generator is D(σ_init·z; σ_init)")
     t_max: float = Field(800.0, gt=0.0, le=1000.0, description="generator step draws t ~ U[0, t_max/1000] on the Karras schedule")
     sigma_t_min: Optional[float] = Field(None, gt=0.0, description="lowest σ_t of the generator step (none = network.sigma_min, the paper; "
                                          "σ_c keeps out the draws below the data noise, where neither score network was trained)")
-    lr_generator: float = Field(1e-5, gt=0.0, le=1.0, description="Adam learning rate of the generator")
-    lr_fake_score: float = Field(1e-5, gt=0.0, le=1.0, description="Adam learning rate of the fake score")
+    lr_generator: float = Field(1e-5, gt=0.0, le=0.1, description="Adam learning rate of the generator, 0 < lr ≤ 0.1 (paper 1e-5)")
+    lr_fake_score: float = Field(1e-5, gt=0.0, le=0.1, description="Adam learning rate of the fake score, 0 < lr ≤ 0.1 (paper 1e-5)")
     generator_beta1: float = Field(0.0, ge=0.0, lt=1.0, description="Adam β1 of the generator (0; 0.9 for FFHQ/CelebA)")
     fake_score_beta1: float = Field(0.0, ge=0.0, lt=1.0, description="Adam β1 of the fake score")
-    loss_scale_generator: float = Field(100.0, gt=0.0, description="generator loss scale")
-    ema_halflife_kimg: float = Field(0.5, gt=0.0, description="generator EMA half-life, thousands of images")
+    loss_scale_generator: float = Field(100.0, gt=0.0, le=1e6, description="generator loss scale, 0 < scale ≤ 10⁶")
+    ema_halflife_kimg: float = Field(0.5, gt=0.0, le=MAX_KIMG, description="generator EMA half-life, thousands of images")
     ema_rampup_ratio: float = _ema_rampup()
     grad_clip_fake_score: Optional[float] = Field(None, gt=0.0, description="max gradient norm of the fake score (none = off)")
     checkpoint_every_kimg: float = _checkpoint_every(2.0)
@@ -238,8 +258,8 @@ class DistillConfig(_Section):
 class EvalConfig(_Section):
     """``[eval]``: sample grids, live and final FID/KID, PSNR/SSIM."""
 
-    teacher_every_kimg: float = Field(16.0, gt=0.0, description="teacher grid and live FID every this many kimg of teacher training")
-    distill_every_kimg: float = Field(2.0, gt=0.0, description="generator grid and live FID every this many kimg of distillation")
+    teacher_every_kimg: float = Field(16.0, gt=0.0, le=MAX_KIMG, description="teacher grid and live FID every this many kimg of teacher training")
+    distill_every_kimg: float = Field(2.0, gt=0.0, le=MAX_KIMG, description="generator grid and live FID every this many kimg of distillation")
     live_fid_n: int = Field(64, ge=0, description="samples per live FID (0 = no live FID); labelled with n")
     final_fid_n: int = Field(256, ge=0, description="samples per final FID/KID of each model (0 = no final FID)")
     reference_n: int = Field(1000, ge=2, description="clean held-out images in the reference statistics")
@@ -259,7 +279,7 @@ class EvalConfig(_Section):
     def _known_models(cls, v: list[str]) -> list[str]:
         bad = [m for m in v if m not in MODELS]
         if bad or len(set(v)) != len(v):
-            raise ValueError(f"{v}: each model once, allowed: {', '.join(MODELS)}")
+            raise ValueError(f"{_quote(v)}: each model once, allowed: {', '.join(MODELS)}")
         return v
 
 
@@ -422,7 +442,7 @@ def _problems_from_validation(err: ValidationError, data: dict) -> list[tuple[st
             continue
         value = e.get("input")
         msg = e["msg"].removeprefix("Value error, ")
-        shown = "" if isinstance(value, dict) else f"{value!r}: "
+        shown = "" if isinstance(value, dict) else f"{_quote(value)}: "
         problems.append((field, shown + msg))
     return problems
 
@@ -468,14 +488,45 @@ def load(path: str | Path, overrides: list[str] | None = None) -> Preset:
     """Read and validate a preset file.
 
     Raises:
-        PresetError: a missing/unreadable file or any invalid field (named).
+        PresetError: a missing/unreadable file, a file that is not UTF-8 text, or any invalid field (named).
     """
     path = Path(path)
     try:
         text = path.read_text(encoding="utf-8")
     except OSError as e:
         raise PresetError([("(file)", f"cannot read {path}: {e.strerror}")], str(path)) from None
+    except UnicodeDecodeError as e:
+        raise PresetError([("(file)", f"{path} is not UTF-8 text (byte 0x{e.object[e.start]:02x} at offset {e.start}); "
+                                      "a preset is a UTF-8 TOML file")], str(path)) from None
     return loads(text, overrides, str(path))
+
+
+def check_paths(preset: Preset, source: str | None = None) -> None:
+    """Check every path of a preset before any work starts: ``data.path`` and ``data.eval_path`` (a file
+    for npz, else a folder), ``teacher.checkpoint`` (a run folder or checkpoint folder holding a teacher
+    checkpoint) and ``eval.fid_cache_dir`` (a folder, or not yet there). ``eval.fid_weights`` is not
+    refused: a missing FID weights file only disables FID/KID (logged when the run starts).
+
+    Raises:
+        PresetError: naming each path field, the path and what is expected there.
+    """
+    from .checkpoints import checkpoint_exists
+
+    d, problems = preset.data, []
+    for key, path, npz in (("data.path", d.path, d.source == "npz"), ("data.eval_path", d.eval_path, (d.eval_path or "").endswith(".npz"))):
+        if path and npz and not Path(path).is_file():
+            problems.append((key, f"{_quote(path)}: no such file (an .npz file is expected)"))
+        elif path and not npz and not Path(path).is_dir():
+            problems.append((key, f"{_quote(path)}: no such folder (a folder of images is expected here)"))
+    ck = preset.teacher.checkpoint
+    if ck and not checkpoint_exists(teacher_checkpoint_folder(ck)):
+        problems.append(("teacher.checkpoint", f"{_quote(ck)}: holds no teacher checkpoint (a run folder with checkpoints/teacher-final, "
+                                               "or a checkpoint folder with state.json)"))
+    cache = preset.eval.fid_cache_dir
+    if cache and Path(cache).exists() and not Path(cache).is_dir():
+        problems.append(("eval.fid_cache_dir", f"{_quote(cache)}: is a file; a folder (or a path to create) is expected"))
+    if problems:
+        raise PresetError(problems, source)
 
 
 def dumps(preset: Preset) -> str:
@@ -488,21 +539,23 @@ def save(preset: Preset, path: str | Path) -> None:
     atomic_write_text(Path(path), dumps(preset))
 
 
-_OVERRIDE = re.compile(r"^([A-Za-z_][A-Za-z0-9_]*)\.([A-Za-z_][A-Za-z0-9_]*)=(.*)$", re.S)
+_OVERRIDE = re.compile(r"^([A-Za-z_][A-Za-z0-9_]*)\.([A-Za-z_][A-Za-z0-9_]*(?:\.[A-Za-z_][A-Za-z0-9_]*)*)=(.*)$", re.S)
 
 
 def parse_override(text: str) -> tuple[str, str, Any]:
-    """Parse ``section.key=value``; the value is read as a TOML value, else as a plain string.
+    """Parse ``section.key=value`` (``key`` may be dotted into a nested table, e.g. an operator's
+    ``corruption.random_inpainting.p=0.8``); the value is read as a TOML value, else as a plain string.
 
     Examples: ``distill.alpha=1.0`` → ("distill", "alpha", 1.0);
-    ``network.block_out_channels=[32,64]`` → list; ``run.name=abc`` → "abc".
+    ``network.block_out_channels=[32,64]`` → list; ``run.name=abc`` → "abc";
+    ``corruption.random_inpainting.p=0.9`` → ("corruption", "random_inpainting.p", 0.9).
 
     Raises:
         PresetError: when ``text`` is not of the form ``section.key=value``.
     """
     m = _OVERRIDE.match(text.strip())
     if not m:
-        raise PresetError([(text, "override must look like section.key=value, e.g. distill.alpha=1.0")])
+        raise PresetError([(text, "override must look like section.key=value, e.g. distill.alpha=1.0 or corruption.random_inpainting.p=0.8")])
     section, key, raw = m.groups()
     raw = raw.strip()
     if raw.lower() in ("none", "null"):
@@ -515,17 +568,21 @@ def parse_override(text: str) -> tuple[str, str, Any]:
 
 
 def apply_overrides(data: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
-    """Return a copy of ``data`` with each ``section.key=value`` applied (``none`` removes the key → default).
+    """Return a copy of ``data`` with each ``section.key=value`` (or ``section.table.key=value``) applied
+    (``none`` removes the key → default).
 
     Raises:
         PresetError: malformed override or a section that is not a table.
     """
     out = copy.deepcopy(data)
     for text in overrides:
-        section, key, value = parse_override(text)
-        table = out.setdefault(section, {})
-        if not isinstance(table, dict):
-            raise PresetError([(section, "is not a table; overrides need section.key=value")])
+        section, dotted, value = parse_override(text)
+        *tables, key = [section, *dotted.split(".")]
+        table = out
+        for depth, name in enumerate(tables):
+            table = table.setdefault(name, {})
+            if not isinstance(table, dict):
+                raise PresetError([(".".join(tables[: depth + 1]), "is not a table; overrides need section.key=value")])
         if value is None:
             table.pop(key, None)
         else:

@@ -17,6 +17,7 @@ from accelerate.utils import broadcast_object_list
 
 from .checkpoints import checkpoint_exists, load_checkpoint, load_network
 from .data import CorruptedDataset, clean_reference, to_float
+from .finite import NonFiniteError
 from .generate import WEIGHTS, ModelSampler, Samples
 from .grids import save_grid
 from .metrics import (
@@ -407,8 +408,17 @@ class Evaluation:
             StopRequested: a stop was requested; checked before each model and between the batches of
                 its sampling and features (metrics.json is then left as it was).
             FileNotFoundError: no teacher checkpoint.
+            NonFiniteError: a final network, a sample or a denoiser output is not finite
+                (``"evaluate: …"``); metrics.json is left as it was.
             ValueError: an unknown model name.
         """
+        try:
+            return self._final(models)
+        except NonFiniteError as err:
+            raise NonFiniteError(f"evaluate: {err}") from None
+
+    def _final(self, models: tuple[str, ...]) -> dict:
+        """:meth:`final` without the ``evaluate:`` prefix on non-finite errors."""
         e, device = self.preset.eval, self.acc.device
         metrics: dict = self.run.read_metrics()
         models = self.sampler.models(models)

@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import os
 import shutil
-import tempfile
 from pathlib import Path
 
 from . import config as cfg
@@ -28,7 +27,7 @@ from .generate import ModelSampler
 from .model_card import model_card
 from .networks import EDMPrecond, count_parameters
 from .pipelines import RSDHeunPipeline, RSDOneStepPipeline
-from .runs import EXPORT_MODELS, EXPORT_WEIGHTS, FINAL_NETWORK, GENERATOR_FINAL, RAW_NETWORK, TEACHER_FINAL, RunDir, replace_folder
+from .runs import EXPORT_MODELS, EXPORT_WEIGHTS, FINAL_NETWORK, GENERATOR_FINAL, RAW_NETWORK, TEACHER_FINAL, RunDir, partial_folder, replace_folder
 
 __all__ = ["ExportError", "export_run", "export_network"]
 
@@ -140,7 +139,7 @@ def _write(out: Path, pipe, files: dict[str, str]) -> Path:
     failure the temporary folder and the parent folders created for ``out`` are removed again."""
     created = [p for p in [out.parent, *out.parent.parents] if not p.exists()]
     out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(dir=out.parent, prefix=f".{out.name}.tmp-"))
+    tmp = partial_folder(out)
     try:
         tmp.chmod(0o755)  # a folder to share, not mkdtemp's private 0700
         pipe.save_pretrained(tmp)

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 
 import torch
 
+from .finite import require_finite
 from .measurement import Measurement
 from .networks import EDMPrecond
 from .objectives import Objective
@@ -137,6 +138,7 @@ class ModelSampler:
         Raises:
             ValueError: unknown model.
             StopRequested: ``stop()`` said so before a batch.
+            NonFiniteError: a sample is not finite (no metric may score it).
         """
         if model not in MODELS:
             raise ValueError(f"unknown model {model!r}; allowed: {', '.join(MODELS)}")
@@ -161,6 +163,8 @@ class ModelSampler:
         finally:
             net.train(was_training)
         images = torch.cat(outs) if outs else torch.empty(0, *self.shape)
+        if len(seeds):
+            require_finite(images, f"{model} samples (seeds {seeds[0]}…{seeds[-1]})")
         return Samples(images, nfe, time.perf_counter() - start)
 
     def generate_across(self, accelerator, model: str, net: EDMPrecond, seeds: range, stop: Callable[[], bool] | None = None) -> Samples:
@@ -179,6 +183,7 @@ class ModelSampler:
         Raises:
             ValueError: unknown model.
             StopRequested: ``stop()`` said so on some process; no samples are returned.
+            NonFiniteError: a sample of this process's share is not finite.
         """
         start = time.perf_counter()
         stopped = False

@@ -8,6 +8,8 @@ preset.
 
 from __future__ import annotations
 
+import math
+
 import torch
 
 from .operators import Operator, build_operator
@@ -26,14 +28,15 @@ class Measurement:
             :func:`rsd_engine.seeding.item_generator` (seed, i).
 
     Raises:
-        ValueError: σ_c < 0.
+        ValueError: σ_c is not a finite number ≥ 0 (negative, NaN or ±Inf).
     """
 
     def __init__(self, op: Operator, noise_sigma: float, seed: int = 0):
-        if noise_sigma < 0:
-            raise ValueError(f"noise_sigma {noise_sigma}: must be ≥ 0")
+        sigma = float(noise_sigma)
+        if not math.isfinite(sigma) or sigma < 0:
+            raise ValueError(f"noise_sigma {noise_sigma!r}: must be a finite number ≥ 0 (on the [-1, 1] image scale)")
         self.op = op
-        self.noise_sigma = float(noise_sigma)
+        self.noise_sigma = sigma
         self.seed = int(seed)
 
     @classmethod
@@ -77,7 +80,12 @@ class Measurement:
         Returns:
             (y of shape (B, *output_shape), never clipped; the operator parameters drawn, e.g.
             ``{"mask": (B, 1, H, W)}``), all on x's device. Differentiable in x.
+
+        Raises:
+            TypeError: ``x`` is not a float tensor (uint8 images: convert with u / 127.5 − 1 first).
         """
+        if not x.is_floating_point():
+            raise TypeError(f"Measurement: images of dtype {x.dtype}; expected float images in [-1, 1]")
         params = {k: v.to(x.device) for k, v in self.op.sample_params(x.shape[0], generator).items()}
         y = self.op(x, **params)
         if noisy and self.noise_sigma > 0:

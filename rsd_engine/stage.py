@@ -2,10 +2,14 @@
 and EMAs) run by a :class:`StageRunner`.
 
 Per step: reseed torch from (run seed, stage, rank, images seen) → learning rate → the stage's step
-(which updates its networks through :meth:`StepContext.update`) → EMA → report → checkpoint → live
-evaluation → stop. Around the loop: resume from ``<stage>-latest``, ``accelerator.prepare``, and the
-final checkpoint. Because the data order and every random draw are functions of the position in
-images seen, a stage stopped at a checkpoint and resumed continues bit for bit (docs/method.md §5).
+(which updates its networks through :meth:`StepContext.update`, skipping an update whose loss or
+gradient is not finite) → EMA → non-finite guard → report → checkpoint → live evaluation → stop.
+Around the loop: resume from ``<stage>-latest``, ``accelerator.prepare``, and the final checkpoint.
+A run of skipped steps, or non-finite weights, stops the stage with
+:class:`~rsd_engine.finite.NonFiniteError` naming the stage, the kimg and what went non-finite, before
+any checkpoint or evaluation of those weights. Because the data order and every random draw are
+functions of the position in images seen, a stage stopped at a checkpoint and resumed continues bit
+for bit (docs/method.md §5).
 """
 
 from __future__ import annotations
@@ -23,17 +27,23 @@ from tqdm.auto import tqdm
 
 from .checkpoints import checkpoint_exists, load_checkpoint, save_checkpoint
 from .ema import ema_beta, update_ema
+from .finite import NonFiniteError, grads_finite, require_finite_weights
 from .runs import RunDir
 from .seeding import step_seed
 from .signals import StopRequested
 
-__all__ = ["sanitise_grads", "StepContext", "EMA", "Stage", "StageRunner"]
+__all__ = ["SKIPPED", "sanitise_grads", "StepContext", "EMA", "Stage", "StageRunner"]
 
 log = logging.getLogger("rsd_engine")
 
 
+#: Stat (a total over the stage) counting the updates skipped for a non-finite loss or gradient.
+SKIPPED = "skipped_steps"
+
+
 def sanitise_grads(module: nn.Module) -> None:
-    """Replace NaN/±Inf gradient entries by 0 (EDM's ``nan_to_num`` on gradients)."""
+    """Replace NaN/±Inf gradient entries by 0 (EDM's ``nan_to_num`` on gradients): the part of the
+    gradient that flowed through samples dropped from a loss (:meth:`StepContext.update`'s ``dropped``)."""
     for p in module.parameters():
         if p.grad is not None:
             torch.nan_to_num(p.grad, nan=0.0, posinf=0.0, neginf=0.0, out=p.grad)
@@ -49,6 +59,8 @@ class StepContext:
         global_batch: images per step over all processes; ``local_batch`` = global_batch / processes.
         rank, world: this process's index and the number of processes.
         device: the accelerator's device.
+        skipped: why each update of the current step was skipped (``"<network>: <reason>"``); the
+            runner empties it before every step.
     """
 
     def __init__(self, accelerator, nets: dict[str, nn.Module], optimizers: dict[str, torch.optim.Optimizer], global_batch: int):
@@ -60,6 +72,7 @@ class StepContext:
         self.world, self.rank = accelerator.num_processes, accelerator.process_index
         self.local_batch = global_batch // self.world
         self.device = accelerator.device
+        self.skipped: list[str] = []
 
     def autocast(self):
         """The accelerator's autocast context (mixed precision when configured)."""
@@ -69,16 +82,45 @@ class StepContext:
         """Standard-normal latents (local_batch, *shape) from torch's global RNG, on the device."""
         return torch.randn(self.local_batch, *shape, device=self.device)
 
-    def update(self, name: str, loss: torch.Tensor, clip: float | None = None) -> None:
-        """One optimiser step of network ``name`` on the scalar ``loss``: backward, non-finite gradient
-        entries set to 0, gradient-norm clipping to ``clip`` (if set), the step, gradients cleared.
+    def update(self, name: str, loss: torch.Tensor, clip: float | None = None, dropped: int = 0) -> None:
+        """One optimiser step of network ``name`` on the scalar ``loss``: backward, the non-finite
+        guard, gradient-norm clipping to ``clip`` (if set), the step, gradients cleared.
 
-        The only place where the networks of a stage change, so a guard on the loss (skip and count a
-        non-finite step) belongs here.
+        The only place where the networks of a stage change. The step is skipped (gradients cleared,
+        weights and optimiser state untouched, the reason added to :attr:`skipped`) when the loss is
+        not finite on any process, when every sample of the global batch was dropped, or when the
+        gradient is not finite although no sample was dropped. When samples were dropped from the
+        loss (``dropped`` > 0, e.g. generator samples with a non-finite loss), non-finite gradient
+        entries come from their paths and are set to 0 instead. Under fp16 loss scaling, gradient
+        overflow is left to Accelerate's gradient scaler, which skips those steps itself. Every
+        process calls backward and takes the same decision (one all-reduce of the flags).
+
+        Args:
+            name: key of :attr:`nets`.
+            loss: scalar tensor, this process's mean loss.
+            clip: max gradient norm, or ``None``.
+            dropped: samples of this process's share left out of ``loss`` for a non-finite value.
         """
         net, opt = self.nets[name], self.optimizers[name]
+        flags = torch.tensor([0.0 if bool(torch.isfinite(loss.detach())) else 1.0, float(dropped)], device=self.device)
         self.accelerator.backward(loss)
-        sanitise_grads(net)
+        if self.world > 1:
+            flags = self.accelerator.reduce(flags, reduction="sum")
+        bad_loss, dropped_all = bool(flags[0] > 0), int(flags[1])
+        reason = None
+        if bad_loss:
+            reason = f"loss = {loss.item():g}" if self.world == 1 else "loss not finite"
+        elif dropped_all >= self.global_batch:
+            reason = "every sample dropped for a non-finite loss"
+        elif self.accelerator.scaler is None and not grads_finite(net):
+            if dropped_all:
+                sanitise_grads(net)
+            else:
+                reason = "gradient not finite"
+        if reason is not None:
+            opt.zero_grad(set_to_none=True)
+            self.skipped.append(f"{name}: {reason}")
+            return
         if clip:
             self.accelerator.clip_grad_norm_(net.parameters(), clip)
         opt.step()
@@ -159,6 +201,8 @@ class StageRunner:
         state: extra numbers for every ``<stage>-latest`` state.json (e.g. the objective).
         stop: whether a stop was requested, the same answer on every process
             (:func:`rsd_engine.signals.stop_agreed`); asked once per step.
+        max_skipped_in_a_row: consecutive steps with a skipped update (non-finite loss or gradient)
+            after which the stage stops with :class:`~rsd_engine.finite.NonFiniteError`.
     """
 
     accelerator: Any
@@ -167,6 +211,7 @@ class StageRunner:
     preset_toml: str
     state: dict
     stop: Callable[[], bool]
+    max_skipped_in_a_row: int = 10
 
     @property
     def main(self) -> bool:
@@ -182,6 +227,10 @@ class StageRunner:
 
         Raises:
             StopRequested: after the checkpoint of the step during which a stop was requested.
+            NonFiniteError: ``max_skipped_in_a_row`` steps in a row skipped an update, a network's
+                weights (trained or EMA) are not finite, or a live evaluation drew non-finite samples;
+                the message starts with ``"<stage> stage at <kimg> kimg"``. Nothing of that step is
+                checkpointed or evaluated.
             ValueError: a batch not divisible by the number of processes.
         """
         acc = self.accelerator
@@ -197,18 +246,25 @@ class StageRunner:
         saved = {**ctx.raw, **{name: ema.module for name, ema in stage.emas.items()}}
         self._status(state="running", stage=stage.name, kimg=images_seen / 1000, kimg_total=total / 1000, progress=min(images_seen / max(total, 1), 1.0))
         report = _Report(stage, images_seen, total, train_seconds, disable=not self.main)
+        in_a_row = 0
         while images_seen < total:
             started = time.perf_counter()
             torch.manual_seed(step_seed(self.seed, stage.name, ctx.rank, images_seen))
             lr = self._set_lr(stage, ctx, images_seen)
+            ctx.skipped = []
             stats = stage.step(ctx, images_seen)
             for ema in stage.emas.values():
                 ema.update(ctx.raw[ema.source], stage.batch_size, images_seen)
             before, images_seen = images_seen, images_seen + stage.batch_size
-            report.add(stats, time.perf_counter() - started)
+            in_a_row = in_a_row + 1 if ctx.skipped else 0
+            report.add({**stats, SKIPPED: len(ctx.skipped)}, time.perf_counter() - started)
+            failure = self._nonfinite(stage, ctx, saved, images_seen, in_a_row)
             stop, done = self.stop(), images_seen >= total
-            if report.due() or done or stop:
+            if report.due() or done or stop or failure:
                 self._report(stage, report.flush(images_seen, lr), images_seen, total, report.rates(images_seen))
+            if failure:
+                report.close()
+                raise failure
             self._after_step(stage, ctx, saved, before, images_seen, done, stop, report)
         report.close()
         if self.main:
@@ -234,6 +290,19 @@ class StageRunner:
         images_seen = int(ck.state["images_seen"])
         log.info("%s: resumed at %.3f kimg from %s", stage.name, images_seen / 1000, ck.path)
         return images_seen, float(ck.state.get("train_seconds", 0.0))
+
+    def _nonfinite(self, stage: Stage, ctx: StepContext, saved: dict, images_seen: int, in_a_row: int) -> NonFiniteError | None:
+        """The error that stops the stage after this step, naming the stage, the kimg and what went
+        non-finite: ``in_a_row`` ≥ ``max_skipped_in_a_row`` steps that skipped an update, or a saved
+        network (trained or EMA) that is not finite; else ``None``."""
+        where = _where(stage, images_seen)
+        if in_a_row >= self.max_skipped_in_a_row:
+            return NonFiniteError(f"{where}: {in_a_row} steps in a row skipped for a non-finite loss or gradient (last: {'; '.join(ctx.skipped)})")
+        try:
+            require_finite_weights(saved, where)
+        except NonFiniteError as e:
+            return e
+        return None
 
     @staticmethod
     def _set_lr(stage: Stage, ctx: StepContext, images_seen: int) -> float | None:
@@ -265,6 +334,9 @@ class StageRunner:
                 stop = True
                 if not saved_now:
                     self._save_latest(stage, saved, ctx.optimizers, images_seen, report.train_seconds)
+            except NonFiniteError as e:
+                report.close()
+                raise NonFiniteError(f"{_where(stage, images_seen)}: live evaluation: {e}") from None
         if stop:
             report.close()
             raise StopRequested()
@@ -280,7 +352,7 @@ class StageRunner:
     def _report(self, stage: Stage, values: dict, images_seen: int, total: int, rates: tuple[float, float]) -> None:
         """A ``progress`` event with the stage's stats, and the status line (kimg, progress, speed, ETA)."""
         ips, eta = rates
-        for key, what in stage.totals.items():
+        for key, what in _report_totals(stage).items():
             if values.get(key):
                 log.warning("%s: %d %s so far", stage.name, values[key], what)
         if self.main:
@@ -291,6 +363,16 @@ class StageRunner:
     def _status(self, **fields) -> None:
         if self.main:
             self.run_dir.write_status(**fields)
+
+
+def _report_totals(stage: Stage) -> dict[str, str]:
+    """Stats summed over ``stage`` (name → what it counts): the runner's skipped updates and the stage's own."""
+    return {SKIPPED: "steps skipped for a non-finite loss or gradient", **stage.totals}
+
+
+def _where(stage: Stage, images_seen: int) -> str:
+    """``"<stage> stage at <kimg> kimg"``, how non-finite errors of a stage begin."""
+    return f"{stage.name} stage at {images_seen / 1000:g} kimg"
 
 
 def _crossed(before: int, after: int, every_kimg: float) -> bool:
@@ -304,7 +386,7 @@ class _Report:
     across resumes) and the stats of the current report window of one stage."""
 
     def __init__(self, stage: Stage, images_seen: int, total: int, train_seconds: float, disable: bool):
-        self.totals = {key: 0 for key in stage.totals}
+        self.totals = {key: 0 for key in _report_totals(stage)}
         self.train_seconds = train_seconds
         self.sums: dict[str, float] = {}
         self.steps = 0

@@ -16,6 +16,7 @@ import torch
 from .checkpoints import load_checkpoint
 from .data import CorruptedDataset, IndexStream
 from .distill import fake_score_loss, generator_loss
+from .finite import NonFiniteError
 from .networks import EDMPrecond, count_parameters
 from .objectives import Objective
 from .runs import FINAL_NETWORK, GENERATOR_FINAL, TEACHER_FINAL
@@ -56,7 +57,8 @@ def rsd_iteration(ctx: StepContext, images_seen: int, *, teacher: EDMPrecond, ob
 
     Returns:
         ``{"loss_fake_score", "loss_generator"}`` (scalar tensors) and ``"nan_count"`` (generator
-        samples dropped for a non-finite loss).
+        samples dropped for a non-finite loss; their gradient paths are zeroed, a step with every
+        sample dropped is skipped, :meth:`StepContext.update`).
     """
     fake, gen = ctx.nets["fake_score"], ctx.nets["generator"]
     fake_raw, gen_raw = ctx.raw["fake_score"], ctx.raw["generator"]
@@ -72,7 +74,7 @@ def rsd_iteration(ctx: StepContext, images_seen: int, *, teacher: EDMPrecond, ob
     with ctx.autocast():
         step = generator_loss(gen, teacher, fake_raw, objective, z, sigma_init=sigma_init, alpha=alpha, t_max=t_max, rho=rho,
                               loss_scale=loss_scale, sigma_t_min=sigma_t_min)
-    ctx.update("generator", step.loss)
+    ctx.update("generator", step.loss, dropped=step.nan_count)
     fake_raw.requires_grad_(True)
     return {"loss_fake_score": loss_f, "loss_generator": step.loss, "nan_count": step.nan_count}
 
@@ -126,11 +128,15 @@ def rsd_stage(preset, teacher_checkpoint: Path, objective: Objective, evaluate: 
 
     Raises:
         FileNotFoundError: no teacher checkpoint there.
+        NonFiniteError: the teacher's weights are not finite (``"distill stage: teacher checkpoint …"``).
         ValueError: the teacher was trained with another network or preconditioning than the preset's.
     """
     d = preset.distill
     teacher_ck = load_checkpoint(teacher_checkpoint)
-    teacher = teacher_ck.build(FINAL_NETWORK[TEACHER_FINAL])
+    try:
+        teacher = teacher_ck.build(FINAL_NETWORK[TEACHER_FINAL])
+    except NonFiniteError as e:
+        raise NonFiniteError(f"distill stage: teacher {e}") from None
     diff = teacher.differences(EDMPrecond.preset_arguments(preset, objective.measurement.op.cond_channels))
     if diff:
         raise ValueError(f"teacher checkpoint {teacher_ck.path} was trained with another network/preconditioning: {diff} (stored, preset)")

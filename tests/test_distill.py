@@ -110,7 +110,7 @@ def test_generator_step_drops_non_finite_samples_and_counts_them():
     step = generator_loss(net, _Poisoned(), net, objective, torch.randn(4, 1, 8, 8), sigma_init=2.5, alpha=1.2, t_max=800, rho=7.0, loss_scale=100)
     assert step.nan_count == 1 and torch.isfinite(step.loss)
     step.loss.backward()
-    sanitise_grads(net)  # what the training loop does after every backward (EDM's nan_to_num)
+    sanitise_grads(net)  # what StepContext.update does when samples were dropped (EDM's nan_to_num)
     assert all(torch.isfinite(p.grad).all() for p in net.parameters() if p.grad is not None)
 
 

@@ -32,21 +32,31 @@ def _uniform(shape: tuple[int, ...], generator: torch.Generator | None, device=N
     return torch.rand(shape, device=device)
 
 
+def _check_binary(mask: torch.Tensor, what: str) -> None:
+    """Raise ValueError unless every entry of ``mask`` is exactly 0 or 1 (one host synchronisation)."""
+    binary = (mask == 0) | (mask == 1)
+    if not bool(binary.all()):
+        bad = mask[~binary]
+        raise ValueError(f"{what}: {bad.numel()} of {mask.numel()} mask values are neither 0 nor 1 (e.g. {bad[0].item()!r}); allowed: 0 or 1")
+
+
 def apply_mask(x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
     """M ⊙ x with a channel-shared mask.
 
     Args:
         x: (B, C, H, W).
-        mask: (B, 1, H, W) or (B, C, H, W), values 0/1 (any device/dtype; converted to x's).
+        mask: (B, 1, H, W) or (B, C, H, W), values exactly 0 or 1 (any device/dtype; converted to x's).
 
     Returns:
         (B, C, H, W), zero where the mask is 0. Differentiable in x.
 
     Raises:
-        ValueError: when the mask's batch or spatial size does not match x.
+        ValueError: when the mask's batch or spatial size does not match x, or a mask value is not 0
+            or 1 (a soft or NaN mask).
     """
     if mask.ndim != 4 or mask.shape[0] != x.shape[0] or mask.shape[-2:] != x.shape[-2:] or mask.shape[1] not in (1, x.shape[1]):
         raise ValueError(f"mask of shape {tuple(mask.shape)} does not fit images of shape {tuple(x.shape)}; expected (B, 1, H, W)")
+    _check_binary(mask, "apply_mask")
     return x * mask.to(device=x.device, dtype=x.dtype)
 
 
@@ -67,9 +77,10 @@ def further_mask(mask: torch.Tensor, delta: float, generator: torch.Generator | 
         Ã, same shape, dtype and device as ``mask``, values 0/1.
 
     Raises:
-        ValueError: δ outside [0, 1).
+        ValueError: δ outside [0, 1), or a mask value that is not 0 or 1.
     """
     delta = _check_fraction("delta", delta)
+    _check_binary(mask, "further_mask")
     if delta == 0.0:
         return mask.clone()
     keep = _uniform(tuple(mask.shape), generator, mask.device).to(mask.device) >= delta
