@@ -60,7 +60,7 @@ class Experiment:
         self.dataset = training_measurements(preset, self.measurement)
         self.objective = Objective.from_preset(preset, self.measurement)
         self.sampler = ModelSampler.from_preset(preset, self.objective)
-        self.network_config = network_config(preset, self.measurement.op.cond_channels)
+        self.network_config = network_config(preset, self.measurement.op.cond_channels, self.measurement.op.cond_kind)
 
         def stop() -> bool:
             """:meth:`stop_requested`, looked up at each call (so a test may replace the method)."""

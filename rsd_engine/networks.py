@@ -14,14 +14,17 @@ from torch import nn
 __all__ = ["EDMDenoiser", "EDMPrecond", "build_network", "network_config", "count_parameters", "unwrap"]
 
 
-def network_config(preset, cond_channels: int = 0) -> dict:
+def network_config(preset, cond_channels: int = 0, cond_kind: str = "pixel_mask") -> dict:
     """The constructor arguments of :class:`EDMPrecond` for a preset (stored with every checkpoint).
 
     Args:
         preset: a validated :class:`rsd_engine.config.Preset`.
         cond_channels: extra conditioning channels (masks) concatenated to the network input.
+        cond_kind: what they mean (:class:`EDMDenoiser`); stored only when it is not the default
+            ``"pixel_mask"``, so configurations stored before it existed compare equal.
     """
     n = preset.network
+    extra = {} if cond_kind == "pixel_mask" else {"cond_kind": cond_kind}
     return {
         "resolution": preset.data.resolution,
         "channels": preset.data.channels,
@@ -34,6 +37,7 @@ def network_config(preset, cond_channels: int = 0) -> dict:
         "sigma_data": n.sigma_data,
         "sigma_min": n.sigma_min,
         "sigma_max": n.sigma_max,
+        **extra,
     }
 
 
@@ -55,18 +59,39 @@ class EDMDenoiser(nn.Module):
     and §6: the paper's Ambient Diffusion teachers are released checkpoints whose parameterisation is
     not published).
 
+    A k-space mask (``cond_kind="kspace_mask"``, multi-coil MRI, docs/method.md §8) is not a pixel mask:
+    the input is the zero-filled projection P_Ã(x + σn), in which no pixel carries its clean value, so
+    every pixel is treated as unseen ((c_skip, c_out) = (0, σ_d), λ = 1/σ_d²) and the mask only enters
+    as input channels. With EDM's skip the denoiser would return the aliased input as σ → 0.
+
     Args:
         sigma_data: σ_d (0.5 for images in [-1, 1]).
         sigma_min, sigma_max: the noise range the network was trained for (read by the samplers).
         cond_channels: extra mask channels k the backbone takes beside the image (0 for none).
+        cond_kind: ``"pixel_mask"`` (1 = the pixel is seen) or ``"kspace_mask"``.
+
+    Raises:
+        ValueError: an unknown ``cond_kind``.
     """
 
-    def __init__(self, sigma_data: float = 0.5, sigma_min: float = 0.002, sigma_max: float = 80.0, cond_channels: int = 0):
+    COND_KINDS = ("pixel_mask", "kspace_mask")
+
+    def __init__(self, sigma_data: float = 0.5, sigma_min: float = 0.002, sigma_max: float = 80.0, cond_channels: int = 0,
+                 cond_kind: str = "pixel_mask"):
         super().__init__()
+        if cond_kind not in self.COND_KINDS:
+            raise ValueError(f"cond_kind {cond_kind!r}: allowed {', '.join(self.COND_KINDS)}")
         self.sigma_data = float(sigma_data)
         self.sigma_min = float(sigma_min)
         self.sigma_max = float(sigma_max)
         self.cond_channels = int(cond_channels)
+        self.cond_kind = cond_kind
+
+    def _seen(self, mask: torch.Tensor | None) -> torch.Tensor | None:
+        """The 0/1 map of pixels whose input carries their value: the mask itself, or zeros for a k-space mask."""
+        if mask is None or self.cond_kind == "pixel_mask":
+            return mask
+        return torch.zeros_like(mask[:, :1])
 
     def coefficients(
         self, sigma: torch.Tensor, mask: torch.Tensor | None = None
@@ -81,6 +106,7 @@ class EDMDenoiser(nn.Module):
         s = sigma.reshape(-1, 1, 1, 1)
         c_skip = sd**2 / (s**2 + sd**2)
         c_out = s * sd / (s**2 + sd**2).sqrt()
+        mask = self._seen(mask)
         if mask is not None:
             m = mask.to(c_out.dtype)
             c_skip, c_out = m * c_skip, m * c_out + (1 - m) * sd
@@ -107,6 +133,7 @@ class EDMDenoiser(nn.Module):
         sd = self.sigma_data
         s = sigma.reshape(-1, 1, 1, 1)
         weight = (s**2 + sd**2) / (s * sd) ** 2
+        mask = self._seen(mask)
         if mask is None:
             return weight
         m = mask.to(weight.dtype)
@@ -160,6 +187,7 @@ class EDMPrecond(EDMDenoiser):
         block_out_channels, layers_per_block, attention_levels, norm_groups, dropout: UNet sizes.
         sigma_data: σ_d (0.5 for images in [-1, 1]).
         sigma_min, sigma_max: the noise range the teacher was trained for (used by samplers).
+        cond_kind: what the conditioning channels mean (:class:`EDMDenoiser`).
     """
 
     def __init__(
@@ -175,8 +203,9 @@ class EDMPrecond(EDMDenoiser):
         sigma_data: float = 0.5,
         sigma_min: float = 0.002,
         sigma_max: float = 80.0,
+        cond_kind: str = "pixel_mask",
     ):
-        super().__init__(sigma_data, sigma_min, sigma_max, cond_channels)
+        super().__init__(sigma_data, sigma_min, sigma_max, cond_channels, cond_kind)
         self.resolution = resolution
         self.channels = channels
         levels = len(block_out_channels)

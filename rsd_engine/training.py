@@ -29,18 +29,19 @@ log = logging.getLogger("rsd_engine")
 def teacher_step(ctx: StepContext, images_seen: int, *, data: CorruptedDataset, order: IndexStream, objective: Objective,
                  grad_clip: float | None) -> dict:
     """One teacher step: this process's share of the global batch at ``images_seen`` (frozen
-    measurements y, masks for mask operators), the objective's mean loss, one update of ``net``.
+    measurements y and their operator parameters: masks, MRI coil maps), the objective's mean loss, one
+    update of ``net``.
 
     Returns:
         ``{"loss": scalar tensor}``.
     """
     idx = order.batch(images_seen, ctx.global_batch, ctx.rank, ctx.world)
     y, params = data.measurements(idx)
-    mask = params["mask"].to(ctx.device) if "mask" in params else None
+    params = {k: v.to(ctx.device) for k, v in params.items()}
     net = ctx.nets["net"]
     net.train()
     with ctx.autocast():
-        loss = objective.loss(net, y.to(ctx.device), mask).mean()
+        loss = objective.loss(net, y.to(ctx.device), params).mean()
     ctx.update("net", loss, grad_clip)
     return {"loss": loss}
 
