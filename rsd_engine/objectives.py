@@ -159,18 +159,8 @@ def ambient_mask_loss(
     return per_pixel.flatten(1).sum(1)
 
 
-def ambient_fourier_loss(
-    net: EDMPrecond,
-    y: torch.Tensor,
-    op: MultiCoilMRI,
-    mask: torch.Tensor,
-    maps: torch.Tensor,
-    noise_sigma: float,
-    p_mean: float = -1.2,
-    p_std: float = 1.2,
-    sigma: torch.Tensor | None = None,
-    loss_on: str = "A",
-) -> torch.Tensor:
+def ambient_fourier_loss(net: EDMPrecond, y: torch.Tensor, op: MultiCoilMRI, params: dict[str, torch.Tensor], noise_sigma: float, *,
+                         p_mean: float = -1.2, p_std: float = 1.2, sigma: torch.Tensor | None = None, loss_on: str = "A") -> torch.Tensor:
     """Fourier-space Ambient Diffusion loss for multi-coil k-space y = A x (+ σ_c ε) (docs/method.md §8;
     Aali et al., "Ambient Diffusion Posterior Sampling", the MRI objective RSD's teacher uses), with the
     Ambient-Tweedie noise handling of §2.2 when σ_c > 0. P_M = A_Mᴴ A_M is the operator's projection
@@ -195,8 +185,7 @@ def ambient_fourier_loss(
         net: denoiser with one ``kspace_mask`` conditioning channel.
         y: k-space (B, 2C, H, W) of ``op``, zero off the measured lines.
         op: the multi-coil operator (projections, further mask).
-        mask: M, (B, 1, 1, W) 0/1.
-        maps: complex (B, C, H, W) coil maps of each measurement.
+        params: the measurements' ``"mask"`` M, (B, 1, 1, W) 0/1, and ``"maps"``, complex (B, C, H, W).
         noise_sigma: σ_c ≥ 0 of the k-space noise.
         p_mean, p_std: log-normal σ distribution.
         sigma: optional fixed σ (B,) (tests); clamped to ≥ σ_c like drawn ones.
@@ -206,10 +195,12 @@ def ambient_fourier_loss(
         per-sample loss (B,), ≥ 0.
 
     Raises:
-        ValueError: a bad ``loss_on``.
+        ValueError: a bad ``loss_on``; ``mask`` or ``maps`` missing.
     """
     if loss_on not in ("A", "A_tilde"):
         raise ValueError(f"loss_on {loss_on!r}: allowed 'A' (teacher) or 'A_tilde' (fake score)")
+    full = op.condition(**params)
+    mask, maps = full.lines, full.maps
     b = y.shape[0]
     if sigma is None:
         sigma = sample_training_sigma(b, p_mean, p_std, device=y.device)
@@ -222,7 +213,7 @@ def ambient_fourier_loss(
     x_hat = net(x_t, sigma, cond=seen.channels)
     correction = ratio * (x_t - seen.project(x_hat))
     if loss_on == "A":
-        y_hat, target = op.normal(x_hat, mask=mask, maps=maps) + correction, op.adjoint(y, mask=mask, maps=maps)
+        y_hat, target = full.project(x_hat) + correction, op.adjoint(y, mask=mask, maps=maps)
     else:
         y_hat, target = seen.project(x_hat) + correction, observed
     per_pixel = unwrap(net).loss_weight(sigma, seen.channels) * (y_hat - target) ** 2
@@ -294,8 +285,7 @@ class Objective:
         if "mask" not in params or (self.name == "ambient_fourier" and "maps" not in params):
             raise ValueError(f"objective {self.name!r} needs the measurement parameters (objective.loss(net, y, params))")
         if self.name == "ambient_fourier":
-            return ambient_fourier_loss(net, y, self.measurement.op, params["mask"], params["maps"], self.noise_sigma, self.p_mean, self.p_std,
-                                        loss_on=loss_on)
+            return ambient_fourier_loss(net, y, self.measurement.op, params, self.noise_sigma, p_mean=self.p_mean, p_std=self.p_std, loss_on=loss_on)
         return ambient_mask_loss(net, y, params["mask"], self.noise_sigma, self.delta, self.p_mean, self.p_std, loss_on=loss_on)
 
     def network_condition(self, batch: int, generator: torch.Generator | None = None, device=None) -> Condition | None:
