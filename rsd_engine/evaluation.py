@@ -200,9 +200,8 @@ class Evaluator:
         return {"psnr": psnr, "ssim": ssim, "psnr_noisy_input": psnr_noisy, "ssim_noisy_input": ssim_noisy,
                 "n": x.shape[0], "weights": "teacher EMA", "reference": identity}
 
-
     @torch.no_grad()
-    def restoration_baseline(self, teacher: EDMPrecond) -> dict[str, dict]:
+    def restoration_baseline(self, teacher: EDMPrecond) -> dict[str, tuple[dict, torch.Tensor]]:
         """The restoration records of an operator with a baseline (multi-coil MRI, docs/method.md §8), on
         the clean held-out images (at most ``eval.reference_n``), each measured with its frozen draw of
         the evaluation noise stream:
@@ -215,16 +214,20 @@ class Evaluator:
         The ``seeds`` of these records are held-out image indices.
 
         Each has FID/KID against the clean reference and PSNR/SSIM of the magnitude against the clean
-        magnitude (both mapped by :func:`display_images`). Empty for operators without a baseline.
+        magnitude (both mapped by :func:`display_images`).
+
+        Returns:
+            name → (record, restored images (n, C, H, W) in the order of the clean held-out images);
+            empty for operators without a baseline.
         """
         p, m = self.preset, self.measurement
         op = m.op
         if op.baseline is None:
             return {}
-        clean, identity = clean_reference(p, p.eval.reference_n)
+        clean, _ = clean_reference(p, p.eval.reference_n)
         x = to_float(clean)
         y, params = m.frozen(x, range(x.shape[0]), seed=EVAL_NOISE_SEED)
-        zero_filled = op.display(y, **params)
+        zero_filled = op.adjoint(y, **params)
         sigma = max(m.noise_sigma, RECONSTRUCTION_SIGMA)
         top_up = (sigma**2 - m.noise_sigma**2) ** 0.5
         noise = torch.stack([torch.randn(x.shape[1:], generator=item_generator(RECONSTRUCTION_NOISE_SEED, i)) for i in range(x.shape[0])])
@@ -245,7 +248,7 @@ class Evaluator:
             rec["psnr"], rec["ssim"] = psnr_ssim(display_images(images), display_images(x))
             quality = f"PSNR {rec['psnr']:.2f} dB, SSIM {rec['ssim']:.3f} of the magnitude against the {x.shape[0]} clean held-out images"
             rec["note"] = "; ".join(filter(None, [rec.get("note"), quality]))
-            out[name] = rec
+            out[name] = (rec, images)
         return out
 
 
@@ -316,8 +319,8 @@ class Evaluation:
     def final(self, models: tuple[str, ...] = MODELS) -> dict:
         """Final metrics of the given models (default teacher-full, teacher-truncated, generator), their
         grids, the teacher-denoiser PSNR/SSIM and, for operators with a restoration baseline (MRI), the
-        zero-filled and teacher-reconstruction records; merged into metrics.json (other models' records
-        are kept).
+        zero-filled and teacher-reconstruction records and grids; merged into metrics.json (other
+        models' records are kept).
 
         ``teacher-truncated`` is left out when the sampler is not truncated, ``generator`` when the run
         has no generator-final yet. Proximal FID is computed for the generator, the model it selects
@@ -355,8 +358,9 @@ class Evaluation:
                 metrics[model] = self._final_record(model, samples, seeds)
                 self.run.write_status(progress=(i + 1) / (len(models) + 1))
         if self.main:
-            for name, rec in self.evaluator.restoration_baseline(teacher).items():
+            for name, (rec, images) in self.evaluator.restoration_baseline(teacher).items():
                 metrics[name] = rec
+                save_grid(images[: e.grid_n], self.run.grid_path(name))  # tile i restores tile i of the clean grid
                 log.info("%s: FID %s, %s (n=%d)", name, _fmt(rec.get("fid")), rec["note"], rec["n"])
             den = self.evaluator.denoiser_psnr(teacher)
             if den:

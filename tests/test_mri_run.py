@@ -26,7 +26,7 @@ def test_tiny_mri_run_end_to_end(tmp_path, tiny_mri_preset_text, capsys):
         rec = metrics[model]
         assert rec["n"] == 6 and 0 < rec["psnr"] < 60 and -1 <= rec["ssim"] <= 1 and "PSNR" in rec["note"]
     assert metrics["zero-filled"]["nfe"] == 0 and "images_per_s" not in metrics["zero-filled"]
-    for grid in ("measurements", "clean", "teacher-full", "generator"):
+    for grid in ("measurements", "clean", "teacher-full", "generator", "zero-filled", "teacher-reconstruction"):
         assert (run.samples / f"{grid}.png").is_file()
     stored = load_checkpoint(run.checkpoint(TEACHER_FINAL)).network_config(FINAL_NETWORK[TEACHER_FINAL])
     assert stored["cond_kind"] == "kspace_mask" and stored["channels"] == 2 and stored["cond_channels"] == 1
