@@ -5,48 +5,48 @@ folder swapped in by rename).
 Folder layout (``run_dir/checkpoints/<name>/``)::
 
     <net>.safetensors   one per network (e.g. net, ema, generator, fake_score, generator_ema);
-                        metadata "network_config" = JSON of the EDMPrecond arguments
+                        metadata "config" = the network's diffusers config (config.json of
+                        ``save_pretrained``: the EDMPrecond arguments, ``_class_name``, version)
     optimizers.pt       {name: optimizer.state_dict()} — tensors and numbers only,
                         loaded with torch.load(weights_only=True)
     state.json          images seen, stage and any extra numbers
     preset.toml         the effective preset
 
 A checkpoint loads in a fresh interpreter with only this package installed: no pickled classes.
+
+Checkpoints written before the networks became diffusers models keep the same arguments under the
+metadata key "network_config"; they load unchanged.
 """
 
 from __future__ import annotations
 
 import io
 import json
-import os
 import shutil
 import tempfile
 from pathlib import Path
 from typing import Any
 
 import torch
+from diffusers import ConfigMixin
 from safetensors.torch import load_file, safe_open
 from safetensors.torch import save as safetensors_bytes
 from torch import nn
 
-from .networks import EDMPrecond, build_network
-from .runs import atomic_write_bytes, atomic_write_text
+from .networks import EDMPrecond
+from .runs import atomic_write_bytes, atomic_write_text, replace_folder
 
-__all__ = ["save_checkpoint", "load_checkpoint", "checkpoint_exists", "load_network", "Checkpoint"]
+__all__ = ["save_checkpoint", "load_checkpoint", "checkpoint_exists", "load_network", "Checkpoint", "CONFIG_KEY", "LEGACY_CONFIG_KEY"]
 
-
-def _fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
+#: safetensors metadata key of a network's diffusers config (JSON).
+CONFIG_KEY = "config"
+#: The key older checkpoints used for the same arguments (without ``_class_name``).
+LEGACY_CONFIG_KEY = "network_config"
 
 
 def save_checkpoint(
     folder: Path,
     networks: dict[str, nn.Module],
-    network_config: dict,
     state: dict[str, Any],
     preset_toml: str,
     optimizers: dict[str, torch.optim.Optimizer] | None = None,
@@ -58,8 +58,8 @@ def save_checkpoint(
 
     Args:
         folder: target folder, e.g. ``run_dir/checkpoints/teacher-latest``.
-        networks: name → module (weights saved as float32 safetensors).
-        network_config: :func:`rsd_engine.networks.network_config` output, stored in each file.
+        networks: name → module (weights saved as float32 safetensors; a diffusers model's config,
+            e.g. an :class:`~rsd_engine.networks.EDMPrecond`'s, is stored in its file's metadata).
         state: JSON-serialisable training state (``images_seen`` …).
         preset_toml: the effective preset.
         optimizers: name → optimizer, saved with their full state.
@@ -71,9 +71,9 @@ def save_checkpoint(
     folder.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(dir=folder.parent, prefix=f".{folder.name}.tmp-"))
     try:
-        meta = {"network_config": json.dumps(network_config)}
         for name, module in networks.items():
             tensors = {k: v.detach().to("cpu", torch.float32).contiguous() for k, v in module.state_dict().items()}
+            meta = {CONFIG_KEY: module.to_json_string()} if isinstance(module, ConfigMixin) else None
             atomic_write_bytes(tmp / f"{name}.safetensors", safetensors_bytes(tensors, metadata=meta))
         if optimizers:
             buf = io.BytesIO()
@@ -81,15 +81,7 @@ def save_checkpoint(
             atomic_write_bytes(tmp / "optimizers.pt", buf.getvalue())
         atomic_write_text(tmp / "state.json", json.dumps(state, indent=2, sort_keys=True))
         atomic_write_text(tmp / "preset.toml", preset_toml)
-        _fsync_dir(tmp)
-        old = folder.with_name(folder.name + ".old")
-        if old.exists():
-            shutil.rmtree(old)
-        if folder.exists():
-            os.replace(folder, old)
-        os.replace(tmp, folder)
-        _fsync_dir(folder.parent)
-        shutil.rmtree(old, ignore_errors=True)
+        replace_folder(tmp, folder)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
@@ -120,10 +112,23 @@ class Checkpoint:
         self.state = json.loads((path / "state.json").read_text())
         self.preset_toml = (path / "preset.toml").read_text()
 
-    def network_config(self, name: str) -> dict:
-        """The EDMPrecond arguments stored with network ``name``."""
-        with safe_open(str(self.path / f"{name}.safetensors"), framework="pt") as f:
-            return json.loads(f.metadata()["network_config"])
+    def config(self, name: str) -> dict:
+        """The diffusers config (the :class:`EDMPrecond` arguments) stored with network ``name``; from
+        older checkpoints, the same arguments under their ``network_config`` key.
+
+        Raises:
+            FileNotFoundError: the checkpoint holds no network ``name``.
+            ValueError: the file holds no network config (a module that is no diffusers model).
+        """
+        path = self.path / f"{name}.safetensors"
+        if not path.is_file():
+            raise FileNotFoundError(f"checkpoint {self.path} holds no network {name!r} ({path.name} is missing)")
+        with safe_open(str(path), framework="pt") as f:
+            meta = f.metadata() or {}
+        text = meta.get(CONFIG_KEY) or meta.get(LEGACY_CONFIG_KEY)
+        if text is None:
+            raise ValueError(f"{path} holds no network config (metadata {CONFIG_KEY!r}); it was not written by rsd_engine for a network")
+        return json.loads(text)
 
     def load_weights(self, name: str, module: nn.Module) -> None:
         """Copy the weights of network ``name`` into ``module`` (strict).
@@ -134,8 +139,12 @@ class Checkpoint:
         module.load_state_dict(load_file(str(self.path / f"{name}.safetensors")), strict=True)
 
     def build(self, name: str) -> EDMPrecond:
-        """A new :class:`EDMPrecond` built from the stored config, with the stored weights."""
-        net = build_network(self.network_config(name))
+        """A new :class:`EDMPrecond` built from the stored config (:meth:`config`), with the stored weights.
+
+        Raises:
+            FileNotFoundError, ValueError: as :meth:`config`.
+        """
+        net = EDMPrecond.from_config(self.config(name))
         self.load_weights(name, net)
         return net
 

@@ -1,6 +1,6 @@
-"""Command line: ``rsd-engine run|validate|sample|evaluate|preview|theory`` (also ``python -m rsd_engine``).
+"""Command line: ``rsd-engine run|validate|sample|evaluate|export|preview|theory`` (also ``python -m rsd_engine``).
 
-Exit codes: 0 success; 2 invalid preset or arguments; 1 a run failed (status ``failed``, error in
+Exit codes: 0 success; 2 invalid preset or arguments, or a refused export; 1 a run failed (status ``failed``, error in
 status.json and log.txt); 130 stopped by SIGTERM/SIGINT (status ``stopped``, checkpoint kept).
 """
 
@@ -14,7 +14,7 @@ import traceback
 from pathlib import Path
 
 from . import config as cfg
-from .runs import GENERATOR, MODELS, RunDir, default_run_folder
+from .runs import EXPORT_MODELS, EXPORT_WEIGHTS, GENERATOR, MODELS, RunDir, default_run_folder
 from .signals import StopRequested, install_signal_handlers
 
 __all__ = ["main", "build_parser"]
@@ -48,6 +48,13 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("run_dir")
     e.add_argument("--set", dest="overrides", action="append", default=[], metavar="eval.KEY=VALUE", help="override eval.* fields only")
     e.add_argument("--models", default=",".join(MODELS), help="comma-separated models to (re)evaluate")
+
+    x = sub.add_parser("export", help="write a run's generator (or teacher) as a diffusers pipeline folder")
+    x.add_argument("run_dir")
+    x.add_argument("--out", required=True, help="folder to write (refused when it exists and is not empty, unless --force)")
+    x.add_argument("--model", default="generator", choices=EXPORT_MODELS, help="generator: one-step pipeline; teacher: Heun pipeline")
+    x.add_argument("--weights", default="ema", choices=EXPORT_WEIGHTS, help="ema (the evaluated weights) or raw (last training step)")
+    x.add_argument("--force", action="store_true", help="replace a non-empty --out folder")
 
     pv = sub.add_parser("preview", help="PNG grid of clean | measurement | adjoint for a preset, before training")
     pv.add_argument("preset")
@@ -147,13 +154,11 @@ def _cmd_sample(args) -> int:
     from .evaluation import final_network
     from .generate import ModelSampler
     from .grids import save_grid
-    from .measurement import Measurement
-    from .objectives import Objective
 
     run = RunDir(args.run_dir)
     preset = cfg.load(run.preset_path)
     device = "cuda" if torch.cuda.is_available() and preset.accelerate.device != "cpu" else "cpu"
-    sampler = ModelSampler.from_preset(preset, Objective.from_preset(preset, Measurement.from_preset(preset)))
+    sampler = ModelSampler.from_preset(preset)
     net = final_network(run, preset, args.model, device)
     samples = sampler.generate(args.model, net, range(args.seed_start, args.seed_start + args.n), device)
     out = Path(args.out) if args.out else run.samples / f"{args.model}-n{args.n}.png"
@@ -183,6 +188,18 @@ def _cmd_evaluate(args) -> int:
         return 0
     for model, rec in metrics.items():
         print(model, {k: rec.get(k) for k in ("fid", "kid", "proximal_fid", "psnr", "ssim", "n", "nfe", "images_per_s") if k in rec})
+    return 0
+
+
+def _cmd_export(args) -> int:
+    from .export import ExportError, export_run
+
+    try:
+        out = export_run(args.run_dir, args.out, args.model, args.weights, args.force)
+    except ExportError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    print(out)
     return 0
 
 
@@ -219,7 +236,7 @@ def _cmd_theory(args) -> int:
     return 0
 
 
-_COMMANDS = {"run": _cmd_run, "validate": _cmd_validate, "sample": _cmd_sample, "evaluate": _cmd_evaluate, "preview": _cmd_preview, "theory": _cmd_theory}
+_COMMANDS = {"run": _cmd_run, "validate": _cmd_validate, "sample": _cmd_sample, "evaluate": _cmd_evaluate, "export": _cmd_export, "preview": _cmd_preview, "theory": _cmd_theory}
 
 
 def main(argv: list[str] | None = None) -> int:

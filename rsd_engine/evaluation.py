@@ -13,8 +13,9 @@ import time
 from collections.abc import Callable
 
 import torch
+from accelerate.utils import broadcast_object_list
 
-from .checkpoints import checkpoint_exists, load_network
+from .checkpoints import checkpoint_exists, load_checkpoint, load_network
 from .data import CorruptedDataset, clean_reference, to_float
 from .generate import WEIGHTS, ModelSampler, Samples
 from .grids import save_grid
@@ -31,7 +32,22 @@ from .metrics import (
     quantize,
 )
 from .networks import EDMPrecond
-from .runs import CLEAN_GRID, FINAL_NETWORK, GENERATOR, GENERATOR_FINAL, MEASUREMENTS_GRID, MODELS, TEACHER_FINAL, TEACHER_FULL, RunDir
+from .runs import (
+    CLEAN_GRID,
+    FINAL_NETWORK,
+    GENERATOR,
+    GENERATOR_BEATS_TEACHER,
+    GENERATOR_FINAL,
+    MEASUREMENTS_GRID,
+    MODELS,
+    RACE,
+    TEACHER_BASELINE,
+    TEACHER_FINAL,
+    TEACHER_FULL,
+    RunDir,
+    first_crossing,
+    teacher_baseline,
+)
 from .seeding import EVAL_NOISE_SEED, PROXIMAL_NOISE_SEED, RECONSTRUCTION_NOISE_SEED, item_generator
 from .signals import StopRequested
 
@@ -40,7 +56,7 @@ __all__ = ["Evaluator", "Evaluation", "final_network", "RECONSTRUCTION_SIGMA"]
 log = logging.getLogger("rsd_engine")
 
 #: Noise level σ_r of the teacher's one-step reconstruction when the data are noise-free (docs/method.md
-#: §8): low enough that D(·; σ_r) is close to the posterior mean at σ → 0, high enough to be well inside
+#: §9): low enough that D(·; σ_r) is close to the posterior mean at σ → 0, high enough to be well inside
 #: the log-normal range the teacher was trained on (ln σ ~ N(−1.2, 1.2²): 7 % of the draws lie below).
 RECONSTRUCTION_SIGMA = 0.05
 
@@ -173,7 +189,7 @@ class Evaluator:
     def proximal_fid(self, images: torch.Tensor, seeds: range) -> dict:
         """Proximal FID (docs/method.md §4.3): corrupt the samples with the same A and σ_c (sample of
         seed s with the generator of s in the proximal stream) and compare with the corrupted training
-        measurements, both shown as images (for MRI the zero-filled magnitudes, §8).
+        measurements, both shown as images (for MRI the zero-filled magnitudes, §9).
         Returns ``{"proximal_fid", "proximal_reference"}``."""
         ref = self.measurement_reference_features()
         y, params = self.measurement.frozen(images, seeds, seed=PROXIMAL_NOISE_SEED)
@@ -202,7 +218,7 @@ class Evaluator:
 
     @torch.no_grad()
     def restoration_baseline(self, teacher: EDMPrecond) -> dict[str, tuple[dict, torch.Tensor]]:
-        """The restoration records of an operator with a baseline (multi-coil MRI, docs/method.md §8), on
+        """The restoration records of an operator with a baseline (multi-coil MRI, docs/method.md §9), on
         the clean held-out images (at most ``eval.reference_n``), each measured with its frozen draw of
         the evaluation noise stream:
 
@@ -277,18 +293,24 @@ class Evaluation:
         self.sampler = sampler
         self.stop = stop
         self.evaluator = Evaluator(preset, dataset, accelerator.device)
+        self._baseline: dict | None = None
+        self._baseline_known = False
+        self._crossing: dict | None = None
 
     @property
     def main(self) -> bool:
         """Whether this is the process that writes files."""
         return self.acc.is_main_process
 
-    def live(self, stage: str, net: EDMPrecond, images_seen: int) -> dict | None:
+    def live(self, stage: str, net: EDMPrecond, images_seen: int, train_seconds: float = 0.0) -> dict | None:
         """Grid from fixed seeds and a small-n live FID (labelled with n) of the stage's model: the
         teacher model of :class:`ModelSampler` for ``stage="teacher"``, the generator otherwise.
 
         Writes ``samples/<model>.png``, its snapshot ``<model>-kimg<NNNNNN>.png`` and the events
-        ``grid`` and ``fid``.
+        ``grid`` and ``fid`` (with ``train_seconds``, the stage's training time so far). During
+        distillation the generator's live FID is compared with :meth:`teacher_baseline`; the first
+        time it is lower, a :data:`~rsd_engine.runs.GENERATOR_BEATS_TEACHER` event and the status
+        field ``generator_beats_teacher`` record the kimg and the training minutes.
 
         Returns:
             the FID record on the main process when a live FID was computed, else ``None``.
@@ -296,6 +318,7 @@ class Evaluation:
         e = self.preset.eval
         model = self.sampler.teacher_model if stage == "teacher" else GENERATOR
         kimg = images_seen / 1000
+        baseline = self.teacher_baseline() if stage == "distill" else None
         grid = self.sampler.generate_across(self.acc, model, net, range(e.grid_n))
         samples = None
         if e.live_fid_n >= 2:
@@ -312,9 +335,96 @@ class Evaluation:
                 else:
                     log.info("%s live FID %.2f (n=%d) at %.1f kimg", model, rec["fid"], rec["n"], kimg)
                     self.run.append_event(stage, "fid", kimg=kimg, model=model, fid=rec["fid"], kid=rec["kid"], n=rec["n"],
-                                          seeds=rec["seeds"], weights=rec["weights"], reference=rec["reference"])
+                                          seeds=rec["seeds"], weights=rec["weights"], reference=rec["reference"],
+                                          train_seconds=round(train_seconds, 3))
+                    if baseline is not None:
+                        self._race(rec, baseline, kimg, train_seconds)
         self.acc.wait_for_everyone()
         return rec
+
+    def teacher_baseline(self) -> dict | None:
+        """The teacher sampler's live FID that the generator's live FIDs are compared with: the
+        truncated teacher (the full one when σ_c = 0 and no ``eval.stop_sigma``), teacher EMA of
+        teacher-final, ``eval.live_fid_n`` samples from seeds 0…n−1, the same clean reference.
+
+        Taken from events.jsonl when there: a :data:`~rsd_engine.runs.TEACHER_BASELINE` event with this
+        n and reference, or the teacher stage's last live FID (measured on the final EMA), in this run
+        or in the run folder that ``teacher.checkpoint`` names; else computed from teacher-final.
+        Written as a TEACHER_BASELINE event once. Every process must call it (the computation is
+        split across them); the record is returned on the main process.
+
+        Returns:
+            the baseline event, or ``None`` when live FID is off (``eval.live_fid_n`` < 2), the FID
+            weights are missing, or on processes other than the main one.
+        """
+        if self._baseline_known:
+            return self._baseline
+        n, model = self.preset.eval.live_fid_n, self.sampler.teacher_model
+        compute = False
+        if self.main and n >= 2:
+            ref = self.evaluator.clean_reference_features()
+            if ref is not None:
+                events = self.run.read_events()
+                self._crossing = first_crossing(events)
+                self._baseline = teacher_baseline(events, n, ref[1])
+                if self._baseline is None:
+                    found = self._teacher_run_fid(n, ref[1])
+                    if found is not None:
+                        self._baseline = self._record_baseline(*found)
+                compute = self._baseline is None
+        if self.acc.num_processes > 1:
+            compute = broadcast_object_list([compute])[0]
+        if compute:
+            teacher = final_network(self.run, self.preset, model, self.acc.device)
+            samples = self.sampler.generate_across(self.acc, model, teacher, range(n))
+            if self.main:
+                rec = self.evaluator.fid_record(model, samples, range(n))
+                if rec["fid"] is not None:
+                    self._baseline = self._record_baseline(rec, "computed from teacher-final at the start of distillation")
+        self._baseline_known = True
+        return self._baseline
+
+    def _teacher_run_fid(self, n: int, reference: str) -> tuple[dict, str] | None:
+        """The teacher's live FID with this n and reference from the run folder that trained the
+        teacher (this run, or the run folder named by ``teacher.checkpoint``): its baseline event, or
+        its teacher stage's last live FID when that was measured on teacher-final's EMA. Returns
+        (record, source) or ``None``."""
+        source = self.preset.teacher.checkpoint
+        trainer = RunDir(source) if source and RunDir(source).exists() else (None if source else self.run)
+        if trainer is None:
+            return None
+        events = trainer.read_events() if trainer is not self.run else self.run.read_events()
+        where = "" if trainer is self.run else f" of {trainer.path}"
+        found = teacher_baseline(events, n, reference)
+        if found is not None:
+            return found, f"teacher baseline{where}"
+        final = trainer.checkpoint(TEACHER_FINAL)
+        if not checkpoint_exists(final):
+            return None
+        kimg = load_checkpoint(final).state.get("images_seen", -1) / 1000
+        for e in reversed(events):
+            if e.get("kind") == "fid" and e.get("stage") == "teacher":
+                same = e.get("model") == self.sampler.teacher_model and e.get("n") == n and e.get("reference") == reference
+                return (e, f"teacher stage's live FID{where} at {kimg:g} kimg (final EMA)") if same and e.get("kimg") == kimg else None
+        return None
+
+    def _record_baseline(self, rec: dict, source: str) -> dict:
+        """Write the TEACHER_BASELINE event of a FID record (main process); returns the event."""
+        event = self.run.append_event("distill", TEACHER_BASELINE, model=rec["model"], fid=rec["fid"], kid=rec.get("kid"), n=rec["n"],
+                                      seeds=rec["seeds"], weights=rec["weights"], reference=rec["reference"], source=source)
+        log.info("teacher baseline for the generator's live FID: %s FID %.2f (n=%d; %s)", rec["model"], rec["fid"], rec["n"], source)
+        return event
+
+    def _race(self, rec: dict, baseline: dict, kimg: float, train_seconds: float) -> None:
+        """Record the first live evaluation at which the generator's FID is below the baseline's (main process)."""
+        if self._crossing is not None or rec["fid"] >= baseline["fid"]:
+            return
+        info = {"kimg": kimg, "minutes": round(train_seconds / 60, 3), "fid": rec["fid"], "teacher_fid": baseline["fid"],
+                "teacher_model": baseline["model"], "n": rec["n"]}
+        self._crossing = self.run.append_event("distill", GENERATOR_BEATS_TEACHER, **info)
+        self.run.write_status(generator_beats_teacher=info)
+        log.info("generator live FID %.2f is below the %s's %.2f (n=%d) at %.1f kimg, %.1f min of distillation",
+                 rec["fid"], baseline["model"], baseline["fid"], rec["n"], kimg, train_seconds / 60)
 
     def final(self, models: tuple[str, ...] = MODELS) -> dict:
         """Final metrics of the given models (default teacher-full, teacher-truncated, generator), their
@@ -362,6 +472,9 @@ class Evaluation:
                 metrics[name] = rec
                 save_grid(images[: e.grid_n], self.run.grid_path(name))  # tile i restores tile i of the clean grid
                 log.info("%s: FID %s, %s (n=%d)", name, _fmt(rec.get("fid")), rec["note"], rec["n"])
+            race = self._race_summary(metrics)
+            if race:
+                metrics[RACE] = race
             den = self.evaluator.denoiser_psnr(teacher)
             if den:
                 metrics["teacher-denoiser"] = den
@@ -370,6 +483,26 @@ class Evaluation:
             self.run.append_event("evaluate", "metrics", metrics=metrics)
         self.acc.wait_for_everyone()
         return metrics
+
+    def _race_summary(self, metrics: dict) -> dict | None:
+        """The generator against the teacher sampler (metrics.json key :data:`~rsd_engine.runs.RACE`):
+        ``live`` (the baseline's n and FID, and the first live evaluation below it, or ``None``) and
+        ``final`` (both final FIDs at the same n, their ratio, and whether the generator's is lower).
+        ``None`` when neither comparison exists."""
+        events = self.run.read_events()
+        model = self.sampler.teacher_model
+        out: dict = {"teacher_model": model}
+        base = teacher_baseline(events)
+        if base is not None:
+            crossing = first_crossing(events)
+            keep = ("kimg", "minutes", "fid")
+            out["live"] = {"n": base["n"], "teacher_fid": base["fid"],
+                           "first_below": None if crossing is None else {k: crossing.get(k) for k in keep}}
+        t, g = metrics.get(model), metrics.get(GENERATOR)
+        if t and g and t.get("fid") is not None and g.get("fid") is not None and t.get("n") == g.get("n"):
+            out["final"] = {"n": g["n"], "teacher_fid": t["fid"], "generator_fid": g["fid"],
+                            "ratio": g["fid"] / t["fid"], "generator_better": g["fid"] < t["fid"]}
+        return out if len(out) > 1 else None
 
     def _final_record(self, model: str, samples: Samples, seeds: range) -> dict:
         """The metrics.json record of one model (FID disabled below 2 samples), logged."""

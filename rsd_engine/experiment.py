@@ -17,7 +17,6 @@ from .data import training_measurements
 from .evaluation import Evaluation
 from .generate import ModelSampler
 from .measurement import Measurement
-from .networks import network_config
 from .objectives import Objective
 from .runs import GENERATOR_FINAL, MODELS, RunDir
 from .signals import stop_agreed
@@ -60,14 +59,13 @@ class Experiment:
         self.dataset = training_measurements(preset, self.measurement)
         self.objective = Objective.from_preset(preset, self.measurement)
         self.sampler = ModelSampler.from_preset(preset, self.objective)
-        self.network_config = network_config(preset, self.measurement.op.cond_channels, self.measurement.op.cond_kind)
 
         def stop() -> bool:
             """:meth:`stop_requested`, looked up at each call (so a test may replace the method)."""
             return self.stop_requested()
 
         self.evaluation = Evaluation(preset, run, accelerator, self.dataset, self.sampler, stop)
-        self.runner = StageRunner(accelerator=accelerator, run_dir=run, seed=preset.run.seed, network_config=self.network_config,
+        self.runner = StageRunner(accelerator=accelerator, run_dir=run, seed=preset.run.seed,
                                   preset_toml=cfg.dumps(preset), state={"objective": self.objective.name}, stop=stop)
 
     def stop_requested(self) -> bool:
@@ -84,16 +82,19 @@ class Experiment:
         Raises:
             StopRequested: after SIGTERM/SIGINT, with ``teacher-latest`` written.
         """
-        self.runner.run(teacher_stage(self.preset, self.dataset, self.objective, self.network_config, self.evaluation.live))
+        self.runner.run(teacher_stage(self.preset, self.dataset, self.objective, self.evaluation.live))
 
     def distill(self) -> None:
-        """Phase II (docs/method.md §3): RSD from the teacher EMA; writes ``generator-final``.
+        """Phase II (docs/method.md §3): RSD from the teacher EMA; writes ``generator-final``. First the
+        teacher's live-FID baseline that the generator's live FIDs are compared with
+        (:meth:`rsd_engine.evaluation.Evaluation.teacher_baseline`).
 
         Raises:
             StopRequested: after SIGTERM/SIGINT, with ``distill-latest`` written.
             FileNotFoundError, ValueError: no teacher, or one of another network (see :func:`rsd_stage`).
         """
-        stage = rsd_stage(self.preset, self.teacher_final(), self.objective, self.network_config, self.evaluation.live, self.acc.device)
+        stage = rsd_stage(self.preset, self.teacher_final(), self.objective, self.evaluation.live, self.acc.device)
+        self.evaluation.teacher_baseline()
         self.runner.run(stage)
 
     def evaluate(self, models: tuple[str, ...] = MODELS) -> dict:
@@ -101,7 +102,8 @@ class Experiment:
         return self.evaluation.final(models)
 
     def run_all(self) -> None:
-        """Teacher (unless already final or given), distillation (unless final), evaluation; status ``done``.
+        """Teacher (unless already final or given), distillation (unless final), evaluation of
+        ``eval.models``; status ``done``.
 
         Raises:
             StopRequested: after SIGTERM/SIGINT, with a checkpoint written.
@@ -113,6 +115,6 @@ class Experiment:
             self.train_teacher()
         if not checkpoint_exists(self.run.checkpoint(GENERATOR_FINAL)):
             self.distill()
-        self.evaluate()
+        self.evaluate(tuple(self.preset.eval.models))
         if self.acc.is_main_process:
             self.run.write_status(state="done", stage="evaluate", progress=1.0, eta_s=0)

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 
 import torch
 
+from .measurement import Measurement
 from .networks import EDMPrecond
 from .objectives import Objective
 from .operators import Condition
@@ -77,9 +78,16 @@ class ModelSampler:
     sigma_init: float = 2.5
 
     @classmethod
-    def from_preset(cls, preset, objective: Objective) -> "ModelSampler":
+    def from_preset(cls, preset, objective: Objective | None = None) -> "ModelSampler":
         """The sampler of a validated preset. The truncation σ is ``eval.stop_sigma`` when set, else the
-        data noise σ_c (docs/method.md §4.1: stop when the next σ falls below σ_c)."""
+        data noise σ_c (docs/method.md §4.1: stop when the next σ falls below σ_c).
+
+        Args:
+            preset: a validated :class:`rsd_engine.config.Preset`.
+            objective: the run's objective; default: the preset's own (its measurement included).
+        """
+        if objective is None:
+            objective = Objective.from_preset(preset, Measurement.from_preset(preset))
         e = preset.eval
         stop = e.stop_sigma if e.stop_sigma is not None else objective.noise_sigma
         shape = (preset.data.channels, preset.data.resolution, preset.data.resolution)

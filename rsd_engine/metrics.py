@@ -61,7 +61,7 @@ def display_images(x: torch.Tensor) -> torch.Tensor:
 
     Complex images (N, 2, H, W) (re, im) become their magnitude |re + i·im| mapped to [-1, 1] by
     m ↦ 2m − 1 (N, 1, H, W): magnitude 0 is black and 1 white, the same map for real and generated
-    images (docs/method.md §8; the feature network replicates the one channel to RGB). 1- and 3-channel
+    images (docs/method.md §9; the feature network replicates the one channel to RGB). 1- and 3-channel
     images are returned unchanged.
 
     Args:

@@ -2,43 +2,19 @@
 Generative Models", Table 1 and eq. 7) and the engine's denoiser around a diffusers ``UNet2DModel``.
 
 :class:`EDMDenoiser` is the only place that knows c_skip, c_out, c_in, c_noise and the loss weight;
-backbones (the UNet here, the theory study's MLP) subclass it.
+backbones subclass it: :class:`UNetDenoiser` (a given UNet, as the exported pipelines load it),
+:class:`EDMPrecond` (the engine's network, a diffusers model with ``save_pretrained`` /
+``from_pretrained``) and the theory study's MLP.
 """
 
 from __future__ import annotations
 
 import torch
-from diffusers import UNet2DModel
+from diffusers import ConfigMixin, ModelMixin, UNet2DModel
+from diffusers.configuration_utils import register_to_config
 from torch import nn
 
-__all__ = ["EDMDenoiser", "EDMPrecond", "build_network", "network_config", "count_parameters", "unwrap"]
-
-
-def network_config(preset, cond_channels: int = 0, cond_kind: str = "pixel_mask") -> dict:
-    """The constructor arguments of :class:`EDMPrecond` for a preset (stored with every checkpoint).
-
-    Args:
-        preset: a validated :class:`rsd_engine.config.Preset`.
-        cond_channels: extra conditioning channels (masks) concatenated to the network input.
-        cond_kind: what they mean (:class:`EDMDenoiser`); stored only when it is not the default
-            ``"pixel_mask"``, so configurations stored before it existed compare equal.
-    """
-    n = preset.network
-    extra = {} if cond_kind == "pixel_mask" else {"cond_kind": cond_kind}
-    return {
-        "resolution": preset.data.resolution,
-        "channels": preset.data.channels,
-        "cond_channels": int(cond_channels),
-        "block_out_channels": list(n.block_out_channels),
-        "layers_per_block": n.layers_per_block,
-        "attention_levels": list(n.attention_levels),
-        "norm_groups": n.norm_groups,
-        "dropout": n.dropout,
-        "sigma_data": n.sigma_data,
-        "sigma_min": n.sigma_min,
-        "sigma_max": n.sigma_max,
-        **extra,
-    }
+__all__ = ["EDMDenoiser", "UNetDenoiser", "EDMPrecond", "count_parameters", "unwrap"]
 
 
 class EDMDenoiser(nn.Module):
@@ -59,7 +35,7 @@ class EDMDenoiser(nn.Module):
     and §6: the paper's Ambient Diffusion teachers are released checkpoints whose parameterisation is
     not published).
 
-    A k-space mask (``cond_kind="kspace_mask"``, multi-coil MRI, docs/method.md §8) is not a pixel mask:
+    A k-space mask (``cond_kind="kspace_mask"``, multi-coil MRI, docs/method.md §9) is not a pixel mask:
     the input is the zero-filled projection P_Ã(x + σn), in which no pixel carries its clean value, so
     every pixel is treated as unseen ((c_skip, c_out) = (0, σ_d), λ = 1/σ_d²) and the mask only enters
     as input channels. With EDM's skip the denoiser would return the aliased input as σ → 0.
@@ -176,20 +152,61 @@ class EDMDenoiser(nn.Module):
         return c_skip * x32 + c_out * f
 
 
-class EDMPrecond(EDMDenoiser):
-    """The engine's denoiser: :class:`EDMDenoiser` with a diffusers ``UNet2DModel`` as F, whose
-    timestep input is c_noise.
+class UNetDenoiser(EDMDenoiser):
+    """:class:`EDMDenoiser` around a given diffusers ``UNet2DModel`` F, whose timestep input is c_noise
+    (EDM eq. 7 with F = the UNet; docs/method.md §2.1).
+
+    The exported pipelines (:mod:`rsd_engine.pipelines`) wrap the bare UNet they load with it;
+    :class:`EDMPrecond` is the same denoiser with its UNet built from sizes.
 
     Args:
-        resolution: image side H = W.
-        channels: image channels C.
-        cond_channels: extra input channels k (0 for none).
-        block_out_channels, layers_per_block, attention_levels, norm_groups, dropout: UNet sizes.
-        sigma_data: σ_d (0.5 for images in [-1, 1]).
-        sigma_min, sigma_max: the noise range the teacher was trained for (used by samplers).
-        cond_kind: what the conditioning channels mean (:class:`EDMDenoiser`).
+        unet: F, taking C + k input channels (image and mask) and returning C channels.
+        sigma_data, sigma_min, sigma_max, cond_channels, cond_kind: as in :class:`EDMDenoiser`.
+
+    Raises:
+        ValueError: the UNet's input channels are not its output channels plus ``cond_channels``; an
+            unknown ``cond_kind``.
     """
 
+    def __init__(self, unet: UNet2DModel, sigma_data: float = 0.5, sigma_min: float = 0.002, sigma_max: float = 80.0, cond_channels: int = 0,
+                 cond_kind: str = "pixel_mask"):
+        c = unet.config
+        if c.in_channels != c.out_channels + int(cond_channels):
+            raise ValueError(f"the UNet takes {c.in_channels} input channels and returns {c.out_channels}; "
+                             f"with {cond_channels} mask channels it should take {c.out_channels + int(cond_channels)}")
+        super().__init__(sigma_data, sigma_min, sigma_max, cond_channels, cond_kind)
+        self.unet = unet
+
+    def raw(self, x_in: torch.Tensor, c_noise: torch.Tensor) -> torch.Tensor:
+        """F: the bare UNet on an already scaled input (B, C+k, H, W) at c_noise (B,); returns (B, C, H, W)."""
+        return self.unet(x_in, c_noise).sample
+
+
+class EDMPrecond(UNetDenoiser, ModelMixin, ConfigMixin):
+    """The engine's denoiser: :class:`UNetDenoiser` with its ``UNet2DModel`` built from sizes, as a
+    diffusers model.
+
+    Its constructor arguments are its diffusers config (``register_to_config``), the one record of the
+    architecture and the preconditioning: ``save_pretrained(folder)`` writes them to config.json beside
+    the weights and ``EDMPrecond.from_pretrained(folder)`` rebuilds the same network; checkpoints
+    store the same config (:mod:`rsd_engine.checkpoints`). The weights are under ``unet.*``.
+
+    Args:
+        resolution: image side H = W in pixels.
+        channels: image channels C.
+        cond_channels: extra mask input channels k (0 for none).
+        block_out_channels, layers_per_block, attention_levels, norm_groups, dropout: UNet sizes
+            (``[network]`` of a preset; attention at the listed level indices, 0 = full resolution).
+        sigma_data: σ_d (0.5 for images in [-1, 1]).
+        sigma_min, sigma_max: the noise range the teacher was trained for (used by samplers).
+        cond_kind: what the mask channels mean (:class:`EDMDenoiser`): ``"pixel_mask"``, or
+            ``"kspace_mask"`` for multi-coil MRI (C = 2 channels re, im; k = 1 line-mask channel).
+
+    Raises:
+        ValueError: an unknown ``cond_kind``.
+    """
+
+    @register_to_config
     def __init__(
         self,
         resolution: int,
@@ -205,13 +222,10 @@ class EDMPrecond(EDMDenoiser):
         sigma_max: float = 80.0,
         cond_kind: str = "pixel_mask",
     ):
-        super().__init__(sigma_data, sigma_min, sigma_max, cond_channels, cond_kind)
-        self.resolution = resolution
-        self.channels = channels
         levels = len(block_out_channels)
         down = ["AttnDownBlock2D" if i in attention_levels else "DownBlock2D" for i in range(levels)]
         up = ["AttnUpBlock2D" if i in attention_levels else "UpBlock2D" for i in reversed(range(levels))]
-        self.unet = UNet2DModel(
+        unet = UNet2DModel(
             sample_size=resolution,
             in_channels=channels + cond_channels,
             out_channels=channels,
@@ -226,21 +240,53 @@ class EDMPrecond(EDMDenoiser):
             flip_sin_to_cos=True,
             freq_shift=0,
         )
+        super().__init__(unet, sigma_data, sigma_min, sigma_max, cond_channels, cond_kind)
+        self.resolution = resolution
+        self.channels = channels
 
-    def raw(self, x_in: torch.Tensor, c_noise: torch.Tensor) -> torch.Tensor:
-        """F: the bare UNet on an already scaled input (B, C+k, H, W) at c_noise (B,); returns (B, C, H, W)."""
-        return self.unet(x_in, c_noise).sample
+    @staticmethod
+    def preset_arguments(preset, cond_channels: int = 0, cond_kind: str = "pixel_mask") -> dict:
+        """The constructor arguments (the diffusers config) of the network a preset trains.
 
+        Args:
+            preset: a validated :class:`rsd_engine.config.Preset` (``[data]`` shape, ``[network]``).
+            cond_channels: mask channels of the operator (``Measurement.op.cond_channels``).
+            cond_kind: what they mean (``Measurement.op.cond_kind``).
+        """
+        n = preset.network
+        return {
+            "resolution": preset.data.resolution,
+            "channels": preset.data.channels,
+            "cond_channels": int(cond_channels),
+            "block_out_channels": list(n.block_out_channels),
+            "layers_per_block": n.layers_per_block,
+            "attention_levels": list(n.attention_levels),
+            "norm_groups": n.norm_groups,
+            "dropout": n.dropout,
+            "sigma_data": n.sigma_data,
+            "sigma_min": n.sigma_min,
+            "sigma_max": n.sigma_max,
+            "cond_kind": cond_kind,
+        }
 
-def build_network(config: dict) -> EDMPrecond:
-    """Construct an :class:`EDMPrecond` from :func:`network_config` output (e.g. read from a checkpoint)."""
-    return EDMPrecond(**config)
+    @classmethod
+    def from_preset(cls, preset, cond_channels: int = 0, cond_kind: str = "pixel_mask") -> "EDMPrecond":
+        """A freshly initialised network for a preset (:meth:`preset_arguments`); torch's global RNG draws the weights."""
+        return cls(**cls.preset_arguments(preset, cond_channels, cond_kind))
+
+    def differences(self, arguments: dict) -> dict:
+        """``{name: (this network's value, the wanted value)}`` for every constructor argument in
+        ``arguments`` that differs from this network's config (lists and tuples compare equal);
+        ``{}`` when the network is the one ``arguments`` describe."""
+        def plain(v):
+            return list(v) if isinstance(v, (list, tuple)) else v
+
+        return {k: (plain(self.config.get(k)), plain(v)) for k, v in arguments.items() if plain(self.config.get(k)) != plain(v)}
 
 
 def count_parameters(module: nn.Module) -> int:
     """Number of trainable parameters."""
     return sum(p.numel() for p in module.parameters() if p.requires_grad)
-
 
 
 def unwrap(net: nn.Module) -> nn.Module:

@@ -1,5 +1,5 @@
 """Teacher objectives (Phase I, docs/method.md §2): plain EDM, Ambient-Tweedie for noisy measurements,
-Ambient Diffusion for masked measurements and its Fourier-space form for multi-coil MRI (§8), and
+Ambient Diffusion for masked measurements and its Fourier-space form for multi-coil MRI (§9), and
 :class:`Objective`, the one a preset trains with.
 
 The same objective trains the fake score in Phase II on A(x_g) + σ_c·ε (docs/method.md §3.2), so both
@@ -10,6 +10,8 @@ weight λ = 1/c_out² comes from the network (:meth:`rsd_engine.networks.EDMPrec
 from __future__ import annotations
 
 from dataclasses import dataclass
+
+import math
 
 import torch
 
@@ -24,10 +26,17 @@ __all__ = ["sample_training_sigma", "ambient_tweedie_loss", "edm_loss", "ambient
 OBJECTIVES = ("edm", "ambient_tweedie", "ambient_mask", "ambient_fourier")
 
 
-def sample_training_sigma(batch: int, p_mean: float, p_std: float, device=None, generator=None) -> torch.Tensor:
-    """Draw σ with ln σ ~ N(p_mean, p_std²) (EDM eq. 8 / Table 1). Returns shape (B,), σ > 0."""
-    z = torch.randn(batch, device=device, generator=generator)
-    return (z * p_std + p_mean).exp()
+def sample_training_sigma(batch: int, p_mean: float, p_std: float, device=None, generator=None, floor: float = 0.0) -> torch.Tensor:
+    """Draw σ with ln σ ~ N(p_mean, p_std²) (EDM eq. 8 / Table 1); with ``floor`` > 0, from that law
+    conditioned on σ > floor (inverse CDF of the truncated normal in ln σ, float64; ``teacher.sigma_sampling =
+    "above_noise"``, docs/method.md §2.2). Returns shape (B,), σ > 0 (> floor). The losses compute in
+    float32, where a draw within rounding of σ_c (probability ≈ 1e-7) counts as clamped."""
+    if floor <= 0:
+        z = torch.randn(batch, device=device, generator=generator)
+        return (z * p_std + p_mean).exp()
+    low = 0.5 * math.erfc(-(math.log(floor) - p_mean) / (p_std * math.sqrt(2)))  # Φ((ln floor − p_mean)/p_std)
+    u = low + (1 - low) * torch.rand(batch, device=device, generator=generator, dtype=torch.float64)
+    return (torch.special.ndtri(u.clamp(max=1 - 1e-12)) * p_std + p_mean).exp()
 
 
 def _noise_levels(sigma: torch.Tensor, noise_sigma: float, device) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -161,7 +170,7 @@ def ambient_mask_loss(
 
 def ambient_fourier_loss(net: EDMPrecond, y: torch.Tensor, op: MultiCoilMRI, params: dict[str, torch.Tensor], noise_sigma: float, *,
                          p_mean: float = -1.2, p_std: float = 1.2, sigma: torch.Tensor | None = None, loss_on: str = "A") -> torch.Tensor:
-    """Fourier-space Ambient Diffusion loss for multi-coil k-space y = A x (+ σ_c ε) (docs/method.md §8;
+    """Fourier-space Ambient Diffusion loss for multi-coil k-space y = A x (+ σ_c ε) (docs/method.md §9;
     Aali et al., "Ambient Diffusion Posterior Sampling", the MRI objective RSD's teacher uses), with the
     Ambient-Tweedie noise handling of §2.2 when σ_c > 0. P_M = A_Mᴴ A_M is the operator's projection
     through the lines M (``op.normal``).
@@ -227,11 +236,14 @@ class Objective:
     Args:
         name: ``"edm"`` (treats y as clean: the naive baseline), ``"ambient_tweedie"`` (accounts for
             σ_c, docs/method.md §2.2), ``"ambient_mask"`` (Ambient Diffusion for mask operators, §2.3)
-            or ``"ambient_fourier"`` (its Fourier-space form for multi-coil MRI, §8).
+            or ``"ambient_fourier"`` (its Fourier-space form for multi-coil MRI, §9).
         measurement: the forward model the data came from (σ_c, and fresh masks for the networks).
         p_mean, p_std: training σ distribution, ln σ ~ N(p_mean, p_std²) (EDM: −1.2, 1.2).
         delta: δ ∈ [0, 1) of the Ambient further corruption Ã = A ⊙ B (``ambient_mask`` only; paper 0.1).
             A training setting of the objective, not part of A.
+        above_noise: draw σ from the log-normal conditioned on σ > σ_c instead of clamping the draws
+            below σ_c, where the loss is exactly 0 (``teacher.sigma_sampling``; the same objective up to
+            a constant factor, docs/method.md §2.2).
 
     Raises:
         ValueError: unknown name, δ outside [0, 1), or an objective the operator's family does not allow
@@ -243,6 +255,7 @@ class Objective:
     p_mean: float = -1.2
     p_std: float = 1.2
     delta: float = 0.0
+    above_noise: bool = False
 
     def __post_init__(self):
         if self.name not in OBJECTIVES:
@@ -255,11 +268,11 @@ class Objective:
     @classmethod
     def from_preset(cls, preset, measurement: Measurement) -> "Objective":
         """The preset's objective (:func:`rsd_engine.config.resolve_objective`), its σ distribution
-        (``teacher.p_mean``, ``teacher.p_std``) and δ (:func:`rsd_engine.config.ambient_delta`)."""
+        (``teacher.p_mean``, ``teacher.p_std``, ``teacher.sigma_sampling``) and δ (:func:`rsd_engine.config.ambient_delta`)."""
         from .config import ambient_delta, resolve_objective
 
         t = preset.teacher
-        return cls(resolve_objective(preset), measurement, t.p_mean, t.p_std, ambient_delta(preset))
+        return cls(resolve_objective(preset), measurement, t.p_mean, t.p_std, ambient_delta(preset), t.sigma_sampling == "above_noise")
 
     @property
     def noise_sigma(self) -> float:
@@ -267,7 +280,8 @@ class Objective:
         return self.measurement.noise_sigma
 
     def loss(self, net: EDMPrecond, y: torch.Tensor, params: dict[str, torch.Tensor] | None = None, loss_on: str = "A") -> torch.Tensor:
-        """Per-sample loss (B,) of ``net`` on measurements y (B, C', H', W'), σ drawn from torch's global RNG.
+        """Per-sample loss (B,) of ``net`` on measurements y (B, C', H', W'), σ drawn from torch's global RNG
+        (:func:`sample_training_sigma`, conditioned on σ > σ_c when ``above_noise``).
 
         ``params`` are the measurements' operator parameters (:meth:`Measurement.frozen`), on y's
         device: ``ambient_mask`` uses ``"mask"`` (B, 1, H, W), ``ambient_fourier`` ``"mask"`` and
@@ -277,21 +291,23 @@ class Objective:
         Raises:
             ValueError: a mask objective without its parameters, or a bad ``loss_on``.
         """
-        if self.name == "ambient_tweedie":
-            return ambient_tweedie_loss(net, y, self.noise_sigma, self.p_mean, self.p_std)
-        if self.name == "edm":
-            return edm_loss(net, y, self.p_mean, self.p_std)
         params = params or {}
-        if "mask" not in params or (self.name == "ambient_fourier" and "maps" not in params):
+        if self.name in ("ambient_mask", "ambient_fourier") and ("mask" not in params or (self.name == "ambient_fourier" and "maps" not in params)):
             raise ValueError(f"objective {self.name!r} needs the measurement parameters (objective.loss(net, y, params))")
+        floor = self.noise_sigma if self.above_noise else 0.0
+        sigma = sample_training_sigma(y.shape[0], self.p_mean, self.p_std, device=y.device, floor=floor)
+        if self.name == "ambient_tweedie":
+            return ambient_tweedie_loss(net, y, self.noise_sigma, sigma=sigma)
+        if self.name == "edm":
+            return edm_loss(net, y, sigma=sigma)
         if self.name == "ambient_fourier":
-            return ambient_fourier_loss(net, y, self.measurement.op, params, self.noise_sigma, p_mean=self.p_mean, p_std=self.p_std, loss_on=loss_on)
-        return ambient_mask_loss(net, y, params["mask"], self.noise_sigma, self.delta, self.p_mean, self.p_std, loss_on=loss_on)
+            return ambient_fourier_loss(net, y, self.measurement.op, params, self.noise_sigma, sigma=sigma, loss_on=loss_on)
+        return ambient_mask_loss(net, y, params["mask"], self.noise_sigma, self.delta, sigma=sigma, loss_on=loss_on)
 
     def network_condition(self, batch: int, generator: torch.Generator | None = None, device=None) -> Condition | None:
         """A fresh condition for the networks' mask input: measurement parameters drawn like the data's,
         the mask further corrupted (δ of the surviving pixels erased for inpainting; ``further_lines``
-        lines removed for MRI) (docs/method.md §3.1, §8: the generator and the score networks see a
+        lines removed for MRI) (docs/method.md §3.1, §9: the generator and the score networks see a
         random further-corrupted mask, and for MRI random coil maps); ``None`` when the networks take no mask.
 
         Args:

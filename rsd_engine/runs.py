@@ -9,6 +9,8 @@ Layout of a run folder::
     run_dir/log.txt            the log (also on the terminal)
     run_dir/checkpoints/       <stage>-latest/ (resumable), teacher-final/, generator-final/
     run_dir/samples/           PNG grids: <grid>.png (latest) and <model>-kimg<NNNNNN>.png (snapshots)
+    run_dir/export-<model>/    a diffusers pipeline folder written by ``rsd-engine export`` (optional;
+                               ``export-<model>-raw`` for the weights before averaging)
 
 States: ``running`` | ``done`` | ``failed`` | ``stopped``. Stages: ``teacher`` | ``distill`` | ``evaluate``.
 The engine writes these files atomically; the workbench reads them with the readers here (which
@@ -22,6 +24,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import shutil
 import tempfile
 import time
 from collections.abc import Callable
@@ -32,6 +35,7 @@ __all__ = [
     "atomic_write_bytes",
     "atomic_write_text",
     "atomic_write_json",
+    "replace_folder",
     "read_json_object",
     "RunDir",
     "STATES",
@@ -46,11 +50,19 @@ __all__ = [
     "TEACHER_FINAL",
     "GENERATOR_FINAL",
     "FINAL_NETWORK",
+    "RAW_NETWORK",
+    "EXPORT_MODELS",
+    "EXPORT_WEIGHTS",
     "NAME_RULE",
     "is_valid_name",
     "default_run_folder",
     "snapshot_name",
     "parse_snapshot",
+    "TEACHER_BASELINE",
+    "GENERATOR_BEATS_TEACHER",
+    "teacher_baseline",
+    "first_crossing",
+    "RACE",
 ]
 
 STATES = ("running", "done", "failed", "stopped")
@@ -72,6 +84,20 @@ CLEAN_GRID = "clean"
 TEACHER_FINAL = "teacher-final"
 GENERATOR_FINAL = "generator-final"
 FINAL_NETWORK = {TEACHER_FINAL: "ema", GENERATOR_FINAL: "generator_ema"}
+#: The trained (not averaged) network of each stage, kept in that stage's ``<stage>-latest`` checkpoint.
+RAW_NETWORK = {TEACHER_FINAL: "net", GENERATOR_FINAL: "generator"}
+
+#: What ``rsd-engine export`` writes: the one-step generator or the teacher, from its EMA or raw weights.
+EXPORT_MODELS = ("generator", "teacher")
+EXPORT_WEIGHTS = ("ema", "raw")
+
+#: Event kinds of the race between the generator and its teacher (docs/method.md §4.1): the teacher
+#: sampler's live FID that the generator's live FIDs are compared with (same n, seeds and reference),
+#: and the first live evaluation at which the generator's FID went below it.
+TEACHER_BASELINE = "teacher_baseline"
+GENERATOR_BEATS_TEACHER = "generator_beats_teacher"
+#: Key of metrics.json summarising that race (not a model): the live comparison and the final one.
+RACE = "generator_vs_teacher"
 
 NAME_RULE = "letters, digits, '-', '_' and '.', at most 80 characters, starting with a letter or digit, no '..'"
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.\-]{0,79}$")
@@ -106,6 +132,25 @@ def parse_snapshot(file_name: str) -> tuple[str, int] | None:
     return (m.group("model"), int(m.group("kimg"))) if m else None
 
 
+def teacher_baseline(events: list[dict], n: int | None = None, reference: str | None = None) -> dict | None:
+    """The last :data:`TEACHER_BASELINE` event (with this ``n`` and ``reference`` when given), else ``None``.
+
+    Its fields: ``model`` (teacher-truncated, or teacher-full when the sampler is not truncated),
+    ``fid``, ``kid``, ``n``, ``seeds``, ``reference``, ``weights`` and ``source`` (how it was obtained).
+    """
+    for e in reversed(events):
+        if e.get("kind") == TEACHER_BASELINE and (n is None or e.get("n") == n) and (reference is None or e.get("reference") == reference):
+            return e
+    return None
+
+
+def first_crossing(events: list[dict]) -> dict | None:
+    """The first :data:`GENERATOR_BEATS_TEACHER` event, else ``None``. Its fields: ``kimg`` (of
+    distillation), ``minutes`` (distillation training time, evaluation excluded), ``fid`` (the
+    generator's live FID), ``teacher_fid``, ``teacher_model`` and ``n``."""
+    return next((e for e in events if e.get("kind") == GENERATOR_BEATS_TEACHER), None)
+
+
 def atomic_write_bytes(path: Path, data: bytes) -> None:
     """Write ``data`` to ``path`` atomically: temporary file in the same folder, fsync, rename.
 
@@ -134,6 +179,46 @@ def atomic_write_text(path: Path, text: str) -> None:
 def atomic_write_json(path: Path, obj: Any) -> None:
     """JSON (indented, UTF-8) version of :func:`atomic_write_bytes`."""
     atomic_write_text(path, json.dumps(obj, indent=2, sort_keys=True) + "\n")
+
+
+def _fsync(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def replace_folder(complete: Path, folder: Path, old: Path | None = None) -> None:
+    """Put the finished folder ``complete`` at ``folder``: the one atomic folder swap of the project
+    (checkpoints, exports).
+
+    Every file and folder under ``complete`` is fsynced; an existing ``folder`` is renamed to ``old``,
+    ``complete`` renamed to ``folder``, and ``old`` removed. A crash leaves ``folder`` or ``old``
+    complete, never a mix (:func:`rsd_engine.checkpoints.load_checkpoint` falls back to ``old``).
+
+    Args:
+        complete: the new folder, written beside ``folder`` (same file system, so renames are atomic).
+        folder: the target.
+        old: where the previous ``folder`` waits during the swap (default ``<folder>.old``); a
+            leftover there from an earlier crash is removed first.
+
+    Raises:
+        OSError: a rename or fsync failed (``complete`` is left in place for the caller to remove).
+    """
+    complete, folder = Path(complete), Path(folder)
+    old = Path(old) if old is not None else folder.with_name(folder.name + ".old")
+    for root, _, files in os.walk(complete):
+        for name in files:
+            _fsync(Path(root) / name)
+        _fsync(Path(root))
+    if old.exists():
+        shutil.rmtree(old)
+    if folder.exists():
+        os.replace(folder, old)
+    os.replace(complete, folder)
+    _fsync(folder.parent)
+    shutil.rmtree(old, ignore_errors=True)
 
 
 def read_json_object(path: Path) -> dict:
@@ -213,6 +298,17 @@ class RunDir:
             return path / "checkpoints" / TEACHER_FINAL if (path / "checkpoints").is_dir() else path
         return self.checkpoint(TEACHER_FINAL)
 
+    def export_folder(self, model: str, weights: str = "ema") -> Path:
+        """Default folder of an export (:data:`EXPORT_MODELS`, :data:`EXPORT_WEIGHTS`):
+        ``export-<model>``, or ``export-<model>-raw`` for the raw weights.
+
+        Raises:
+            ValueError: an unknown model or weights name.
+        """
+        if model not in EXPORT_MODELS or weights not in EXPORT_WEIGHTS:
+            raise ValueError(f"model {model!r}, weights {weights!r}: allowed models {', '.join(EXPORT_MODELS)}, weights {', '.join(EXPORT_WEIGHTS)}")
+        return self.path / (f"export-{model}" if weights == "ema" else f"export-{model}-{weights}")
+
     def grid_path(self, grid: str, kimg: float | None = None) -> Path:
         """PNG of grid ``grid`` (a model, :data:`MEASUREMENTS_GRID` or :data:`CLEAN_GRID`): the latest
         ``samples/<grid>.png``, or the snapshot written at ``kimg`` (:func:`snapshot_name`)."""
@@ -233,8 +329,9 @@ class RunDir:
     def append_event(self, stage: str, kind: str, **fields: Any) -> dict:
         """Append one event line ``{"time", "stage", "kind", **fields}`` to events.jsonl and return it.
 
-        Kinds used by the engine: ``progress`` (losses, kimg, it/s), ``fid`` (live FID with n),
-        ``checkpoint``, ``grid``, ``metrics``, ``stopped``. Non-finite numbers (a NaN loss) are
+        Kinds used by the engine: ``progress`` (losses, kimg, it/s, train_seconds), ``fid`` (live FID
+        with n), :data:`TEACHER_BASELINE`, :data:`GENERATOR_BEATS_TEACHER`, ``checkpoint``, ``grid``,
+        ``metrics``, ``stopped``. Non-finite numbers (a NaN loss) are
         written as ``null`` so every line stays valid JSON.
         """
         event = _finite({"time": round(time.time(), 3), "stage": stage, "kind": kind, **fields})

@@ -13,7 +13,7 @@ import torch
 from .networks import EDMPrecond
 from .operators import Condition
 
-__all__ = ["karras_sigma", "karras_sigmas", "heun_sample", "one_step_generate", "SampleResult"]
+__all__ = ["karras_sigma", "karras_position", "karras_sigmas", "heun_sample", "one_step_generate", "SampleResult"]
 
 
 def karras_sigma(u, sigma_min: float, sigma_max: float, rho: float = 7.0):
@@ -29,6 +29,18 @@ def karras_sigma(u, sigma_min: float, sigma_max: float, rho: float = 7.0):
         rho: ρ > 0 (EDM: 7).
     """
     return (sigma_max ** (1 / rho) + u * (sigma_min ** (1 / rho) - sigma_max ** (1 / rho))) ** rho
+
+
+def karras_position(sigma: float, sigma_min: float, sigma_max: float, rho: float = 7.0) -> float:
+    """The inverse of :func:`karras_sigma`: u in [0, 1] with karras_sigma(u) = σ, for σ in [σ_min, σ_max].
+
+    Raises:
+        ValueError: σ outside [σ_min, σ_max].
+    """
+    if not sigma_min <= sigma <= sigma_max:
+        raise ValueError(f"σ = {sigma} is outside the schedule's range [{sigma_min}, {sigma_max}]")
+    top, bottom = sigma_max ** (1 / rho), sigma_min ** (1 / rho)
+    return (sigma ** (1 / rho) - top) / (bottom - top)
 
 
 def karras_sigmas(steps: int, sigma_min: float, sigma_max: float, rho: float = 7.0, device=None) -> torch.Tensor:
@@ -67,7 +79,7 @@ def heun_sample(
             (teacher-full, whose samples keep the data noise).
         cond: optional fixed :class:`~rsd_engine.operators.Condition` for networks with mask channels:
             every call sees ``cond.project(x)`` (m ⊙ x for inpainting, P_Ã x for MRI) and
-            ``cond.channels`` (Ambient Diffusion's fixed-mask sampling; docs/method.md §4.1, §8).
+            ``cond.channels`` (Ambient Diffusion's fixed-mask sampling; docs/method.md §4.1, §9).
 
     Returns:
         :class:`SampleResult` with images (B, C, H, W) and the NFE used.
@@ -100,7 +112,7 @@ def heun_sample(
 def one_step_generate(generator: EDMPrecond, z: torch.Tensor, sigma_init: float, cond: Condition | None = None) -> torch.Tensor:
     """The one-step RSD generator x = G(σ_init·z; σ_init) (docs/method.md §3.1; SiD); with a condition
     x = G([cond.project(σ_init·z), cond.channels]; σ_init) (m ⊙ σ_init·z for inpainting, §3.1;
-    P_Ã(σ_init·z) for MRI, §8).
+    P_Ã(σ_init·z) for MRI, §9).
 
     Args:
         generator: G (use G_ema for evaluation).

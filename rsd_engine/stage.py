@@ -121,7 +121,9 @@ class Stage:
         emas: name → :class:`EMA`; all are saved in the final checkpoint.
         checkpoint_every_kimg: resumable checkpoint period (also written at the end and on stop).
         evaluate_every_kimg: live-evaluation period (also at the end, never on stop).
-        evaluate: ``evaluate(images_seen)``, the live evaluation (every process calls it).
+        evaluate: ``evaluate(images_seen, train_seconds)``, the live evaluation (every process calls
+            it); ``train_seconds`` is the stage's wall time spent in steps so far (evaluation and
+            checkpoints excluded, carried across resumes).
         final_checkpoint: name of the checkpoint written at the end (the EMAs only).
         final_state: extra numbers for the final checkpoint's state.json.
         lr: optional schedule ``lr(images_seen)`` applied to every optimiser before each step
@@ -138,7 +140,7 @@ class Stage:
     emas: dict[str, EMA]
     checkpoint_every_kimg: float
     evaluate_every_kimg: float
-    evaluate: Callable[[int], Any]
+    evaluate: Callable[[int, float], Any]
     final_checkpoint: str
     final_state: dict[str, Any] = field(default_factory=dict)
     lr: Callable[[int], float] | None = None
@@ -153,7 +155,6 @@ class StageRunner:
         accelerator: the run's ``Accelerator``.
         run_dir: the run folder (checkpoints, events, status).
         seed: run seed (per-step seeds, :func:`rsd_engine.seeding.step_seed`).
-        network_config: stored with every checkpoint (:func:`rsd_engine.networks.network_config`).
         preset_toml: the effective preset, stored with every checkpoint.
         state: extra numbers for every ``<stage>-latest`` state.json (e.g. the objective).
         stop: whether a stop was requested, the same answer on every process
@@ -163,7 +164,6 @@ class StageRunner:
     accelerator: Any
     run_dir: RunDir
     seed: int
-    network_config: dict
     preset_toml: str
     state: dict
     stop: Callable[[], bool]
@@ -188,7 +188,7 @@ class StageRunner:
         if stage.batch_size % acc.num_processes:
             raise ValueError(f"{stage.name}.batch_size = {stage.batch_size} must be divisible by the number of processes ({acc.num_processes})")
         total = int(round(stage.kimg * 1000))
-        images_seen = self._resume(stage)
+        images_seen, train_seconds = self._resume(stage)
         names = list(stage.trained)
         prepared = acc.prepare(*(m for m, _ in stage.trained.values()), *(o for _, o in stage.trained.values()))
         ctx = StepContext(acc, dict(zip(names, prepared[: len(names)])), dict(zip(names, prepared[len(names) :])), stage.batch_size)
@@ -196,32 +196,35 @@ class StageRunner:
             ema.module.to(acc.device)
         saved = {**ctx.raw, **{name: ema.module for name, ema in stage.emas.items()}}
         self._status(state="running", stage=stage.name, kimg=images_seen / 1000, kimg_total=total / 1000, progress=images_seen / max(total, 1))
-        report = _Report(stage, images_seen, total, disable=not self.main)
+        report = _Report(stage, images_seen, total, train_seconds, disable=not self.main)
         while images_seen < total:
+            started = time.perf_counter()
             torch.manual_seed(step_seed(self.seed, stage.name, ctx.rank, images_seen))
             lr = self._set_lr(stage, ctx, images_seen)
             stats = stage.step(ctx, images_seen)
             for ema in stage.emas.values():
                 ema.update(ctx.raw[ema.source], stage.batch_size, images_seen)
             before, images_seen = images_seen, images_seen + stage.batch_size
-            report.add(stats)
+            report.add(stats, time.perf_counter() - started)
             stop, done = self.stop(), images_seen >= total
             if report.due() or done or stop:
                 self._report(stage, report.flush(images_seen, lr), images_seen, total, report.rates(images_seen))
             self._after_step(stage, ctx, saved, before, images_seen, done, stop, report)
         report.close()
         if self.main:
-            state = {"stage": stage.name, "images_seen": images_seen, **stage.final_state}
+            state = {"stage": stage.name, "images_seen": images_seen, "train_seconds": report.train_seconds, **stage.final_state}
             save_checkpoint(self.run_dir.checkpoint(stage.final_checkpoint), {n: e.module for n, e in stage.emas.items()},
-                            self.network_config, state, self.preset_toml)
+                            state, self.preset_toml)
         acc.wait_for_everyone()
         return images_seen
 
-    def _resume(self, stage: Stage) -> int:
-        """Load ``<stage>-latest`` into the bare networks, EMAs and optimisers; returns its images seen (0 without one)."""
+    def _resume(self, stage: Stage) -> tuple[int, float]:
+        """Load ``<stage>-latest`` into the bare networks, EMAs and optimisers; returns its images seen
+        and training seconds (``(0, 0.0)`` without one; checkpoints written before the seconds were
+        recorded count 0 seconds)."""
         latest = self.run_dir.latest(stage.name)
         if not checkpoint_exists(latest):
-            return 0
+            return 0, 0.0
         ck = load_checkpoint(latest)
         for name, (module, _) in stage.trained.items():
             ck.load_weights(name, module)
@@ -230,7 +233,7 @@ class StageRunner:
         ck.load_optimizers({name: opt for name, (_, opt) in stage.trained.items()})
         images_seen = int(ck.state["images_seen"])
         log.info("%s: resumed at %.3f kimg from %s", stage.name, images_seen / 1000, ck.path)
-        return images_seen
+        return images_seen, float(ck.state.get("train_seconds", 0.0))
 
     @staticmethod
     def _set_lr(stage: Stage, ctx: StepContext, images_seen: int) -> float | None:
@@ -250,18 +253,18 @@ class StageRunner:
             StopRequested: after the checkpoint, when a stop was requested.
         """
         if _crossed(before, images_seen, stage.checkpoint_every_kimg) or done or stop:
-            self._save_latest(stage, saved, ctx.optimizers, images_seen)
+            self._save_latest(stage, saved, ctx.optimizers, images_seen, report.train_seconds)
         if (_crossed(before, images_seen, stage.evaluate_every_kimg) or done) and not stop:
-            stage.evaluate(images_seen)
+            stage.evaluate(images_seen, report.train_seconds)
         if stop:
             report.close()
             raise StopRequested()
 
-    def _save_latest(self, stage: Stage, networks: dict, optimizers: dict, images_seen: int) -> None:
+    def _save_latest(self, stage: Stage, networks: dict, optimizers: dict, images_seen: int, train_seconds: float) -> None:
         if self.main:
             name = self.run_dir.latest(stage.name).name
-            save_checkpoint(self.run_dir.latest(stage.name), networks, self.network_config,
-                            {"stage": stage.name, "images_seen": images_seen, **self.state}, self.preset_toml, optimizers)
+            state = {"stage": stage.name, "images_seen": images_seen, "train_seconds": train_seconds, **self.state}
+            save_checkpoint(self.run_dir.latest(stage.name), networks, state, self.preset_toml, optimizers)
             self.run_dir.append_event(stage.name, "checkpoint", kimg=images_seen / 1000, name=name)
         self.accelerator.wait_for_everyone()
 
@@ -272,7 +275,7 @@ class StageRunner:
             if values.get(key):
                 log.warning("%s: %d %s so far", stage.name, values[key], what)
         if self.main:
-            self.run_dir.append_event(stage.name, "progress", kimg=images_seen / 1000, images_per_s=ips, **values)
+            self.run_dir.append_event(stage.name, "progress", kimg=images_seen / 1000, images_per_s=ips, train_seconds=values.pop("train_seconds"), **values)
         self._status(kimg=images_seen / 1000, progress=images_seen / total, it_per_s=ips / stage.batch_size, images_per_s=ips,
                      eta_s=None if math.isinf(eta) else eta)
 
@@ -288,10 +291,12 @@ def _crossed(before: int, after: int, every_kimg: float) -> bool:
 
 
 class _Report:
-    """Progress bar, throughput clock and the stats of the current report window of one stage."""
+    """Progress bar, throughput clock, the stage's training seconds (wall time inside steps, carried
+    across resumes) and the stats of the current report window of one stage."""
 
-    def __init__(self, stage: Stage, images_seen: int, total: int, disable: bool):
+    def __init__(self, stage: Stage, images_seen: int, total: int, train_seconds: float, disable: bool):
         self.totals = {key: 0 for key in stage.totals}
+        self.train_seconds = train_seconds
         self.sums: dict[str, float] = {}
         self.steps = 0
         self.batch = stage.batch_size
@@ -299,8 +304,9 @@ class _Report:
         self.t0 = self.last = time.perf_counter()
         self.bar = tqdm(total=total, initial=images_seen, unit="img", unit_scale=True, desc=stage.name, disable=disable, dynamic_ncols=True)
 
-    def add(self, stats: dict[str, Any]) -> None:
-        """Account one step's stats (tensors are read as Python numbers)."""
+    def add(self, stats: dict[str, Any], seconds: float) -> None:
+        """Account one step's stats (tensors are read as Python numbers) and the wall seconds it took."""
+        self.train_seconds += seconds
         for key, value in stats.items():
             if key in self.totals:
                 self.totals[key] += int(value)
@@ -319,12 +325,13 @@ class _Report:
         return ips, ((self.total - images_seen) / ips if ips > 0 else math.inf)
 
     def flush(self, images_seen: int, lr: float | None) -> dict[str, float]:
-        """The window's means, the stage's totals and the current ``lr``; starts a new window."""
+        """The window's means, the stage's totals, the current ``lr`` and ``train_seconds``; starts a new window."""
         values = {key: total / self.steps for key, total in self.sums.items()}
         values.update(self.totals)
         if lr is not None:
             values["lr"] = lr
         self.bar.set_postfix({key: f"{v:.4g}" for key, v in values.items()}, img_s=f"{self.rates(images_seen)[0]:.1f}")
+        values["train_seconds"] = round(self.train_seconds, 3)
         self.sums, self.steps, self.last = {}, 0, time.perf_counter()
         return values
 

@@ -16,7 +16,7 @@ import torch
 from .checkpoints import load_checkpoint
 from .data import CorruptedDataset, IndexStream
 from .distill import fake_score_loss, generator_loss
-from .networks import EDMPrecond, build_network, count_parameters
+from .networks import EDMPrecond, count_parameters
 from .objectives import Objective
 from .runs import FINAL_NETWORK, GENERATOR_FINAL, TEACHER_FINAL
 from .stage import EMA, Stage, StepContext
@@ -47,7 +47,8 @@ def teacher_step(ctx: StepContext, images_seen: int, *, data: CorruptedDataset, 
 
 
 def rsd_iteration(ctx: StepContext, images_seen: int, *, teacher: EDMPrecond, objective: Objective, shape: tuple[int, int, int],
-                  sigma_init: float, alpha: float, t_max: float, rho: float, loss_scale: float, grad_clip_fake_score: float | None) -> dict:
+                  sigma_init: float, alpha: float, t_max: float, rho: float, loss_scale: float, sigma_t_min: float | None,
+                  grad_clip_fake_score: float | None) -> dict:
     """One RSD iteration (docs/method.md §3; SiD's loop): a fake-score step, then a generator step.
 
     Fake score: the teacher's objective on A(x_g) + σ_c ε with G frozen. Generator: the SiD loss
@@ -70,7 +71,8 @@ def rsd_iteration(ctx: StepContext, images_seen: int, *, teacher: EDMPrecond, ob
     gen.train()
     z = ctx.latents(shape)
     with ctx.autocast():
-        step = generator_loss(gen, teacher, fake_raw, objective, z, sigma_init=sigma_init, alpha=alpha, t_max=t_max, rho=rho, loss_scale=loss_scale)
+        step = generator_loss(gen, teacher, fake_raw, objective, z, sigma_init=sigma_init, alpha=alpha, t_max=t_max, rho=rho,
+                              loss_scale=loss_scale, sigma_t_min=sigma_t_min)
     ctx.update("generator", step.loss)
     fake_raw.requires_grad_(True)
     return {"loss_fake_score": loss_f, "loss_generator": step.loss, "nan_count": step.nan_count}
@@ -84,8 +86,7 @@ def warmup(lr: float, warmup_kimg: float) -> Callable[[int], float]:
     return lambda images_seen: lr * min(images_seen / max(warmup_kimg * 1000, 1e-8), 1.0)
 
 
-def teacher_stage(preset, data: CorruptedDataset, objective: Objective, network_config: dict,
-                  evaluate: Callable[[str, EDMPrecond, int], object]) -> Stage:
+def teacher_stage(preset, data: CorruptedDataset, objective: Objective, evaluate: Callable[[str, EDMPrecond, int, float], object]) -> Stage:
     """Phase I: the corruption-aware teacher (docs/method.md §2) and its EMA, from fresh weights.
 
     The initial weights depend on ``run.seed`` only (the same on every process and every try).
@@ -93,13 +94,12 @@ def teacher_stage(preset, data: CorruptedDataset, objective: Objective, network_
     Args:
         preset: validated preset (``[teacher]``, ``run.seed``, ``eval.teacher_every_kimg``).
         data: the frozen training measurements.
-        objective: the teacher objective.
-        network_config: :func:`rsd_engine.networks.network_config` of the preset.
-        evaluate: live evaluation ``evaluate(stage, net, images_seen)``, given the teacher EMA.
+        objective: the teacher objective (its operator fixes the network's mask channels).
+        evaluate: live evaluation ``evaluate(stage, net, images_seen, train_seconds)``, given the teacher EMA.
     """
     t = preset.teacher
     torch.manual_seed(preset.run.seed)
-    net = build_network(network_config)
+    net = EDMPrecond.from_preset(preset, objective.measurement.op.cond_channels, objective.measurement.op.cond_kind)
     ema = copy.deepcopy(net).eval().requires_grad_(False)
     opt = torch.optim.Adam(net.parameters(), lr=t.lr, betas=(0.9, 0.999), eps=1e-8)
     log.info("teacher: %s parameters, objective %s, σ_c = %g, %g kimg", f"{count_parameters(net):,}", objective.name, objective.noise_sigma, t.kimg)
@@ -109,50 +109,51 @@ def teacher_stage(preset, data: CorruptedDataset, objective: Objective, network_
         name="teacher", kimg=t.kimg, batch_size=t.batch_size, step=step,
         trained={"net": (net, opt)}, emas={ema_name: EMA(ema, "net", t.ema_halflife_kimg, t.ema_rampup_ratio)},
         checkpoint_every_kimg=t.checkpoint_every_kimg, evaluate_every_kimg=preset.eval.teacher_every_kimg,
-        evaluate=lambda images_seen: evaluate("teacher", ema, images_seen),
+        evaluate=lambda images_seen, seconds: evaluate("teacher", ema, images_seen, seconds),
         final_checkpoint=TEACHER_FINAL, final_state={"objective": objective.name}, lr=warmup(t.lr, t.lr_warmup_kimg),
     )
 
 
-def rsd_stage(preset, teacher_checkpoint: Path, objective: Objective, network_config: dict,
-              evaluate: Callable[[str, EDMPrecond, int], object], device=None) -> Stage:
+def rsd_stage(preset, teacher_checkpoint: Path, objective: Objective, evaluate: Callable[[str, EDMPrecond, int, float], object],
+              device=None) -> Stage:
     """Phase II: RSD (docs/method.md §3). Fake score, generator and generator EMA start from the teacher EMA.
 
     Args:
         preset: validated preset (``[distill]``, ``network.rho``, ``eval.distill_every_kimg``).
         teacher_checkpoint: folder of the teacher EMA (``teacher-final``).
         objective: the teacher's objective (the fake score trains with it).
-        network_config: the preset's network; must equal the teacher's.
-        evaluate: live evaluation ``evaluate(stage, net, images_seen)``, given the generator EMA.
+        evaluate: live evaluation ``evaluate(stage, net, images_seen, train_seconds)``, given the generator EMA.
         device: where the frozen teacher runs.
 
     Raises:
         FileNotFoundError: no teacher checkpoint there.
-        ValueError: the teacher was trained with another network or preconditioning.
+        ValueError: the teacher was trained with another network or preconditioning than the preset's.
     """
     d = preset.distill
     teacher_ck = load_checkpoint(teacher_checkpoint)
-    stored = teacher_ck.network_config(FINAL_NETWORK[TEACHER_FINAL])
-    if stored != network_config:
-        diff = {k: (stored.get(k), network_config.get(k)) for k in set(stored) | set(network_config) if stored.get(k) != network_config.get(k)}
+    teacher = teacher_ck.build(FINAL_NETWORK[TEACHER_FINAL])
+    diff = teacher.differences(EDMPrecond.preset_arguments(preset, objective.measurement.op.cond_channels, objective.measurement.op.cond_kind))
+    if diff:
         raise ValueError(f"teacher checkpoint {teacher_ck.path} was trained with another network/preconditioning: {diff} (stored, preset)")
-    teacher = teacher_ck.build(FINAL_NETWORK[TEACHER_FINAL]).eval().requires_grad_(False).to(device)
+    teacher = teacher.eval().requires_grad_(False).to(device)
     fake = copy.deepcopy(teacher).train().requires_grad_(True)
     gen = copy.deepcopy(teacher).train().requires_grad_(True)
     gen_ema = copy.deepcopy(teacher).eval()
     opt_f = torch.optim.Adam(fake.parameters(), lr=d.lr_fake_score, betas=(d.fake_score_beta1, 0.999), eps=1e-8)
     opt_g = torch.optim.Adam(gen.parameters(), lr=d.lr_generator, betas=(d.generator_beta1, 0.999), eps=1e-8)
-    log.info("distill: α = %g, σ_init = %g, t_max = %g, %g kimg, batch %d", d.alpha, d.sigma_init, d.t_max, d.kimg, d.batch_size)
+    log.info("distill: α = %g, σ_init = %g, t_max = %g, σ_t ≥ %g, %g kimg, batch %d", d.alpha, d.sigma_init, d.t_max,
+             d.sigma_t_min or teacher.sigma_min, d.kimg, d.batch_size)
     shape = (preset.data.channels, preset.data.resolution, preset.data.resolution)
     step = partial(rsd_iteration, teacher=teacher, objective=objective, shape=shape, sigma_init=d.sigma_init, alpha=d.alpha, t_max=d.t_max,
-                   rho=preset.network.rho, loss_scale=d.loss_scale_generator, grad_clip_fake_score=d.grad_clip_fake_score)
+                   rho=preset.network.rho, loss_scale=d.loss_scale_generator, sigma_t_min=d.sigma_t_min,
+                   grad_clip_fake_score=d.grad_clip_fake_score)
     ema_name = FINAL_NETWORK[GENERATOR_FINAL]
     return Stage(
         name="distill", kimg=d.kimg, batch_size=d.batch_size, step=step,
         trained={"fake_score": (fake, opt_f), "generator": (gen, opt_g)},
         emas={ema_name: EMA(gen_ema, "generator", d.ema_halflife_kimg, d.ema_rampup_ratio)},
         checkpoint_every_kimg=d.checkpoint_every_kimg, evaluate_every_kimg=preset.eval.distill_every_kimg,
-        evaluate=lambda images_seen: evaluate("distill", gen_ema, images_seen),
+        evaluate=lambda images_seen, seconds: evaluate("distill", gen_ema, images_seen, seconds),
         final_checkpoint=GENERATOR_FINAL, final_state={"sigma_init": d.sigma_init},
         totals={"nan_count": "generator samples with a non-finite loss dropped"},
     )

@@ -6,6 +6,10 @@ import pytest
 import torch
 
 from rsd_engine import config as cfg
+from rsd_engine.checkpoints import save_checkpoint
+from rsd_engine.networks import EDMPrecond
+from rsd_engine.operators import OPERATORS
+from rsd_engine.runs import GENERATOR_FINAL, TEACHER_FINAL, RunDir
 
 TINY_PRESET = """
 [run]
@@ -130,3 +134,23 @@ batch_size = 8
 def tiny_mri_preset_text(tiny_nifti) -> str:
     """TOML of a tiny MRI preset (16×16 slices of the synthetic volume, R = 4, a few steps per stage)."""
     return TINY_MRI_PRESET.format(path=tiny_nifti)
+
+
+@pytest.fixture
+def finished_run():
+    """Factory ``finished_run(path, preset_text=TINY_PRESET) -> RunDir``: a run folder with final
+    teacher and generator checkpoints of freshly initialised networks (no training; mask channels as the
+    preset's operator takes them), for tests of what reads finished runs (export, workbench)."""
+
+    def make(path, preset_text: str = TINY_PRESET) -> RunDir:
+        preset = cfg.loads(preset_text)
+        toml = cfg.dumps(preset)
+        run = RunDir.create(path, toml)
+        op = OPERATORS[preset.corruption.operator]
+        torch.manual_seed(0)
+        teacher, generator = (EDMPrecond.from_preset(preset, op.cond_channels, op.cond_kind) for _ in range(2))
+        save_checkpoint(run.checkpoint(TEACHER_FINAL), {"ema": teacher}, {"stage": "teacher", "images_seen": 64}, toml)
+        save_checkpoint(run.checkpoint(GENERATOR_FINAL), {"generator_ema": generator}, {"stage": "distill", "images_seen": 32, "sigma_init": 2.5}, toml)
+        return run
+
+    return make

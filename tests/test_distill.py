@@ -112,3 +112,38 @@ def test_generator_step_drops_non_finite_samples_and_counts_them():
     step.loss.backward()
     sanitise_grads(net)  # what the training loop does after every backward (EDM's nan_to_num)
     assert all(torch.isfinite(p.grad).all() for p in net.parameters() if p.grad is not None)
+
+
+@pytest.mark.parametrize("floor", [None, 0.2])
+def test_generator_step_sigma_t_range(floor):
+    """σ_t of the generator step spans [σ_min, σ(t_max)] (the paper), or [floor, σ(t_max)] with distill.sigma_t_min."""
+    torch.manual_seed(0)
+    net = EDMPrecond(resolution=8, channels=1, block_out_channels=(8, 16), norm_groups=4)
+    seen = []
+
+    class _Recording(torch.nn.Module):
+        sigma_min, sigma_max, sigma_data = 0.002, 80.0, 0.5
+
+        def forward(self, x, sigma):
+            seen.append(sigma.detach())
+            return net(x, sigma)
+
+    objective = Objective("ambient_tweedie", Measurement(OPERATORS["identity"](1, 8), 0.2, 0))
+    generator_loss(net, _Recording(), net, objective, torch.randn(512, 1, 8, 8), sigma_init=2.5, alpha=1.2, t_max=800, rho=7.0,
+                   loss_scale=100, sigma_t_min=floor)
+    sigma = torch.cat(seen)
+    top = karras_sigma(1 - 0.8, 0.002, 80.0, 7.0)
+    assert float(sigma.max()) <= top + 1e-4
+    if floor is None:
+        assert float(sigma.min()) < 0.01 and 0.25 < float((sigma < 0.2).double().mean()) < 0.42
+    else:
+        assert float(sigma.min()) >= floor - 1e-6 and float(sigma.max()) > 10
+
+
+def test_sigma_t_min_outside_the_generator_range_is_refused():
+    from rsd_engine import config as cfg
+
+    for bad in (0.001, 30.0):
+        with pytest.raises(cfg.PresetError, match="distill.sigma_t_min"):
+            cfg.loads(f"[distill]\nsigma_t_min = {bad}")
+    assert cfg.loads("[distill]\nsigma_t_min = 0.2").distill.sigma_t_min == 0.2

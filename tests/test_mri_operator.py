@@ -12,7 +12,7 @@ from rsd_engine.distill import fake_score_loss, generator_loss
 from rsd_engine.generate import ModelSampler
 from rsd_engine.measurement import Measurement
 from rsd_engine.metrics import display_images, quantize
-from rsd_engine.networks import EDMPrecond, network_config
+from rsd_engine.networks import EDMPrecond
 from rsd_engine.objectives import Objective, ambient_fourier_loss
 from rsd_engine.operators import KSpaceLines, MultiCoilMRI
 from rsd_engine.operators.coils import birdcage_maps, normalise_maps
@@ -171,7 +171,9 @@ def test_kspace_preconditioning_has_no_skip():
     assert (c_skip == 0).all() and torch.allclose(c_out, torch.full_like(c_out, 0.5))
     assert torch.allclose(net.loss_weight(sigma, cond), torch.full((2, 1, 8, 8), 4.0))
     p = config.loads('[data]\nresolution = 8\n[network]\nblock_out_channels = [8]\nnorm_groups = 4\n')
-    assert "cond_kind" not in network_config(p, 1) and network_config(p, 1, "kspace_mask")["cond_kind"] == "kspace_mask"
+    assert EDMPrecond.preset_arguments(p, 1)["cond_kind"] == "pixel_mask"
+    stored = EDMPrecond.from_preset(p, 1, "kspace_mask")
+    assert stored.config.cond_kind == "kspace_mask" and EDMPrecond.from_config(stored.config).cond_kind == "kspace_mask"
     with pytest.raises(ValueError, match="cond_kind"):
         EDMPrecond(resolution=8, channels=2, cond_kind="nope")
 

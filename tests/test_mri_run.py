@@ -28,7 +28,7 @@ def test_tiny_mri_run_end_to_end(tmp_path, tiny_mri_preset_text, capsys):
     assert metrics["zero-filled"]["nfe"] == 0 and "images_per_s" not in metrics["zero-filled"]
     for grid in ("measurements", "clean", "teacher-full", "generator", "zero-filled", "teacher-reconstruction"):
         assert (run.samples / f"{grid}.png").is_file()
-    stored = load_checkpoint(run.checkpoint(TEACHER_FINAL)).network_config(FINAL_NETWORK[TEACHER_FINAL])
+    stored = load_checkpoint(run.checkpoint(TEACHER_FINAL)).config(FINAL_NETWORK[TEACHER_FINAL])
     assert stored["cond_kind"] == "kspace_mask" and stored["channels"] == 2 and stored["cond_channels"] == 1
     capsys.readouterr()
     assert main(["sample", str(out), "--n", "3", "--out", str(tmp_path / "s.png")]) == 0

@@ -91,3 +91,43 @@ def test_training_sigma_is_log_normal():
     torch.manual_seed(0)
     s = sample_training_sigma(100_000, -1.2, 1.2)
     assert abs(float(s.log().mean()) + 1.2) < 0.02 and abs(float(s.log().std()) - 1.2) < 0.02
+
+
+def test_above_noise_sampling_is_the_lognormal_conditioned_on_sigma_above_the_noise():
+    """teacher.sigma_sampling = "above_noise": σ > σ_c always, with the conditional law of the
+    log-normal (checked at two quantiles), and the default draws are the plain log-normal's, bit for bit."""
+    import math
+
+    from rsd_engine.objectives import sample_training_sigma
+
+    torch.manual_seed(0)
+    plain = sample_training_sigma(7, -1.2, 1.2)
+    torch.manual_seed(0)
+    assert torch.equal(plain, (torch.randn(7) * 1.2 - 1.2).exp())
+    torch.manual_seed(1)
+    s = sample_training_sigma(100_000, -1.2, 1.2, floor=0.2)
+    assert float(s.min()) > 0.2
+
+    def tail(x):  # P(σ > x) of the log-normal
+        return 0.5 * math.erfc((math.log(x) + 1.2) / (1.2 * math.sqrt(2)))
+
+    for x in (0.5, 2.0):
+        assert abs(float((s > x).double().mean()) - tail(x) / tail(0.2)) < 0.006
+
+
+def test_above_noise_objective_has_no_idle_draws():
+    """With clamping about a third of the draws sit at σ_c, where the Ambient-Tweedie loss is exactly 0;
+    conditioned on σ > σ_c none does."""
+    from rsd_engine.measurement import Measurement
+    from rsd_engine.objectives import Objective
+    from rsd_engine.operators import OPERATORS
+
+    net = EDMPrecond(resolution=8, channels=1, block_out_channels=(8, 16), norm_groups=4)
+    measurement = Measurement(OPERATORS["identity"](1, 8), 0.2, 0)
+    y = torch.randn(256, 1, 8, 8) * 0.5
+    torch.manual_seed(0)
+    clamp = Objective("ambient_tweedie", measurement).loss(net, y).detach()
+    torch.manual_seed(0)
+    above = Objective("ambient_tweedie", measurement, above_noise=True).loss(net, y).detach()
+    assert 0.25 < float((clamp == 0).double().mean()) < 0.5
+    assert bool((above > 0).all())

@@ -85,7 +85,7 @@ def test_interrupted_checkpoint_swap_falls_back_to_previous(tmp_path):
     from rsd_engine.checkpoints import checkpoint_exists, load_checkpoint, save_checkpoint
 
     net = torch.nn.Linear(2, 2)
-    save_checkpoint(tmp_path / "ck", {"net": net}, {}, {"images_seen": 1}, "")
+    save_checkpoint(tmp_path / "ck", {"net": net}, {"images_seen": 1}, "")
     (tmp_path / "ck").rename(tmp_path / "ck.old")  # as if the crash came between the two renames
     assert checkpoint_exists(tmp_path / "ck")
     assert load_checkpoint(tmp_path / "ck").state["images_seen"] == 1
@@ -100,7 +100,7 @@ def test_resume_takes_the_edited_learning_rate_not_the_saved_one(tmp_path):
     opt = torch.optim.Adam(net.parameters(), lr=1e-4, betas=(0.0, 0.999))
     net(torch.ones(1, 2)).sum().backward()
     opt.step()
-    save_checkpoint(tmp_path / "ck", {"net": net}, {}, {"images_seen": 1}, "", {"net": opt})
+    save_checkpoint(tmp_path / "ck", {"net": net}, {"images_seen": 1}, "", {"net": opt})
     edited = torch.optim.Adam(net.parameters(), lr=3e-5, betas=(0.9, 0.99))
     load_checkpoint(tmp_path / "ck").load_optimizers({"net": edited})
     group = edited.param_groups[0]

@@ -496,6 +496,25 @@ def test_client_tiny_run_to_done_metrics_and_gallery(served):
     assert _wait(lambda: _group_gone(info["pid"]), 30), "the finished run left a process behind"
 
 
+def test_client_export_run_writes_the_pipeline_inside_the_run(served, finished_run):
+    client, wb, root = served
+    finished_run(root / "runs" / "exported")
+    res = client.predict("exported", "generator", "ema", False, api_name="/export_run")
+    folder = wb.runs_dir / "exported" / "export-generator"
+    assert res == {"run": "exported", "model": "generator", "weights": "ema", "folder": str(folder)}
+    assert (folder / "model_index.json").is_file() and (folder / "unet" / "config.json").is_file() and (folder / "README.md").is_file()
+    with pytest.raises(Exception, match="replace"):
+        client.predict("exported", "generator", "ema", False, api_name="/export_run")
+    with pytest.raises(Exception, match="raw generator weights"):
+        client.predict("exported", "generator", "raw", False, api_name="/export_run")
+    with pytest.raises(Exception, match="path|not allowed"):
+        client.predict("../exported", "generator", "ema", True, api_name="/export_run")
+    shown = client.predict("exported", "teacher", "ema", False, api_name="/ui_export")  # the Gallery tab's Export button
+    assert shown.startswith("✓") and str(wb.runs_dir / "exported" / "export-teacher") in shown
+    assert client.predict("exported", "teacher", "ema", False, api_name="/ui_export").startswith("✗")  # shown, not raised
+    assert "exported" in {r["run"] for r in client.predict(api_name="/list_runs")}  # the page goes on
+
+
 def test_client_stop_leaves_no_process_and_keeps_a_checkpoint(served):
     client, wb, root = served
     text = _tiny_text(client, **{"teacher.kimg": "50"})

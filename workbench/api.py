@@ -14,7 +14,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from rsd_engine.runs import FINAL_STATES, RunDir, default_run_folder
+from rsd_engine.runs import EXPORT_MODELS, EXPORT_WEIGHTS, FINAL_STATES, RunDir, default_run_folder
 
 from . import preset_edit, run_reader
 from .launcher import LaunchError, Launcher
@@ -59,6 +59,7 @@ class Workbench:
             pass a fake engine.
         grace_s: seconds between SIGTERM and SIGKILL when stopping a run.
         preview_timeout_s: limit of one preview computation.
+        export_timeout_s: limit of one export (``rsd-engine export``).
     """
 
     def __init__(
@@ -69,11 +70,13 @@ class Workbench:
         engine_cmd: list[str] | None = None,
         grace_s: float = 60.0,
         preview_timeout_s: float = 600.0,
+        export_timeout_s: float = 600.0,
     ):
         self.runs_dir = Path(runs_dir).expanduser().resolve()
         self.store = PresetStore(shipped_dir or default_shipped_dir(), presets_dir or default_presets_dir())
         self.launcher = Launcher(self.runs_dir, engine_cmd=engine_cmd, grace_s=grace_s)
         self.preview_timeout_s = preview_timeout_s
+        self.export_timeout_s = export_timeout_s
         self.work_dir = self.runs_dir / ".workbench"
 
     def close(self) -> None:
@@ -188,19 +191,30 @@ class Workbench:
         info_path = folder / f"{key}.txt"
         if not (png.is_file() and info_path.is_file()):
             preset_path.write_text(text, encoding="utf-8")
-            cmd = [*self.launcher.engine_cmd, "preview", str(preset_path), "--n", str(n), "--out", str(png)]
-            try:
-                proc = subprocess.run(cmd, capture_output=True, text=True, timeout=self.preview_timeout_s,
-                                      env=self.launcher._env(), stdin=subprocess.DEVNULL)
-            except subprocess.TimeoutExpired:
-                raise WorkbenchError(f"preview took longer than {self.preview_timeout_s:.0f} s and was stopped") from None
-            if proc.returncode != 0 or not png.is_file():
-                err = (proc.stderr or proc.stdout or "").strip().splitlines()[-8:]
-                raise WorkbenchError("preview failed: " + (" ".join(err) or f"exit code {proc.returncode}"))
+            proc = self._engine(["preview", str(preset_path), "--n", str(n), "--out", str(png)], self.preview_timeout_s, "preview")
+            if not png.is_file():
+                raise WorkbenchError(f"preview failed: the engine wrote no {png.name}")
             engine_lines = [ln for ln in (proc.stdout + "\n" + proc.stderr).splitlines()
                             if ln.strip() and ln.strip() != str(png) and "Warning" not in ln]
             info_path.write_text("\n".join(engine_lines[-12:]), encoding="utf-8")
         return png, self._preview_info(v.effective, info_path.read_text(encoding="utf-8"), n, png)
+
+    def _engine(self, args: list[str], timeout_s: float, action: str) -> subprocess.CompletedProcess:
+        """Run the engine CLI with ``args`` and wait for it (stdout and stderr captured).
+
+        Raises:
+            WorkbenchError: it ran longer than ``timeout_s`` (and was stopped), or exited non-zero
+                (the last lines of its error output are in the message).
+        """
+        cmd = [*self.launcher.engine_cmd, *args]
+        try:
+            proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout_s, env=self.launcher._env(), stdin=subprocess.DEVNULL)
+        except subprocess.TimeoutExpired:
+            raise WorkbenchError(f"{action} took longer than {timeout_s:.0f} s and was stopped") from None
+        if proc.returncode != 0:
+            err = [ln.removeprefix("error: ") for ln in (proc.stderr or proc.stdout or "").strip().splitlines()[-8:]]
+            raise WorkbenchError(f"{action} failed: " + (" ".join(err) or f"exit code {proc.returncode}"))
+        return proc
 
     @staticmethod
     def _preview_info(effective: str, engine_text: str, n: int, png: Path) -> str:
@@ -308,6 +322,35 @@ class Workbench:
         if not path.is_dir():
             raise WorkbenchError(f"no run named {run!r}")
         return path
+
+    @_wrap
+    def export(self, run: str, model: str = "generator", weights: str = "ema", replace: bool = False) -> dict:
+        """Export a run's generator (or teacher) as a diffusers pipeline folder inside the run folder,
+        ``<run>/export-<model>`` (``-raw`` appended for raw weights), with ``rsd-engine export``.
+
+        Args:
+            run: the run's name.
+            model: ``generator`` | ``teacher``.
+            weights: ``ema`` | ``raw``.
+            replace: replace an earlier export in that folder.
+
+        Returns:
+            ``{"run", "model", "weights", "folder"}``, the folder as an absolute path (the key is not
+            "path": Gradio's client would take the dict for a file to download).
+
+        Raises:
+            WorkbenchError: a path for a name, no such run, an unknown model or weights, or the engine
+                refused (no final generator yet, an earlier export without ``replace`` …).
+        """
+        if model not in EXPORT_MODELS or weights not in EXPORT_WEIGHTS:
+            raise WorkbenchError(f"model {model!r}, weights {weights!r}: allowed models {', '.join(EXPORT_MODELS)}; weights {', '.join(EXPORT_WEIGHTS)}")
+        folder = self.run_dir(run)
+        out = RunDir(folder).export_folder(model, weights)
+        if out.is_dir() and any(out.iterdir()) and not replace:
+            raise WorkbenchError(f"{run} already has an export at {out}; tick “replace” to write it again")
+        self._engine(["export", str(folder), "--out", str(out), "--model", model, "--weights", weights, *(["--force"] if replace else [])],
+                     self.export_timeout_s, "export")
+        return {"run": run, "model": model, "weights": weights, "folder": str(out)}
 
     def run_rows(self) -> list[dict]:
         """One table row per run (see :func:`workbench.run_reader.run_row`), dead runs reconciled."""

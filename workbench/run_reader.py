@@ -21,11 +21,15 @@ from rsd_engine.runs import (
     GENERATOR,
     MEASUREMENTS_GRID,
     MODELS,
+    RACE,
+    TEACHER_BASELINE,
     TEACHER_FULL,
     TEACHER_TRUNCATED,
     RunDir,
+    first_crossing,
     is_valid_name,
     read_json_object,
+    teacher_baseline,
 )
 
 from .launcher import RECORD_NAME
@@ -36,6 +40,7 @@ __all__ = [
     "list_runs",
     "run_row",
     "runs_frame",
+    "crossing_text",
     "plot_frames",
     "snapshots",
     "gallery_paths",
@@ -125,7 +130,9 @@ def run_row(run_dir: Path, state_override: str | None = None) -> dict:
 
     Returns:
         ``{"run", "state", "stage", "progress", "kimg", "kimg_total", "images_per_s", "it_per_s",
-        "eta_s", "updated", "error"}``; numbers may be ``None``.
+        "eta_s", "updated", "error", "beats_teacher"}``; numbers may be ``None``; ``beats_teacher`` is
+        the status's ``generator_beats_teacher`` (kimg, minutes, FIDs of the first live FID of the
+        generator below its teacher's) or ``None``.
     """
     run = RunDir(run_dir)
     status = run.read_status()
@@ -147,10 +154,18 @@ def run_row(run_dir: Path, state_override: str | None = None) -> dict:
         "eta_s": status.get("eta_s") if state == "running" else None,
         "updated": status.get("updated"),
         "error": status.get("error") or "",
+        "beats_teacher": status.get("generator_beats_teacher"),
     }
 
 
-RUNS_COLUMNS = ["run", "state", "stage", "progress", "images seen (kimg)", "throughput", "ETA", "updated"]
+RUNS_COLUMNS = ["run", "state", "stage", "progress", "images seen (kimg)", "throughput", "ETA", "generator below teacher", "updated"]
+
+
+def crossing_text(crossing: dict | None) -> str:
+    """``"at 4.8 kimg, 3.2 min"`` for a generator-beats-teacher record (status field or event), else ``""``."""
+    if not isinstance(crossing, dict):
+        return ""
+    return f"at {_num(crossing.get('kimg'), '{:.3g}')} kimg, {_num(crossing.get('minutes'), '{:.1f}')} min"
 
 
 def runs_frame(rows: list[dict]) -> pd.DataFrame:
@@ -173,7 +188,8 @@ def runs_frame(rows: list[dict]) -> pd.DataFrame:
         state = r.get("state", "")
         if state == "failed" and r.get("error"):
             state = "failed ⚠"
-        out.append([r["run"], state, r.get("stage", ""), progress, kimg, " · ".join(thr), fmt_duration(r.get("eta_s")), ago])
+        out.append([r["run"], state, r.get("stage", ""), progress, kimg, " · ".join(thr), fmt_duration(r.get("eta_s")),
+                    crossing_text(r.get("beats_teacher")), ago])
     return pd.DataFrame(out, columns=RUNS_COLUMNS)
 
 
@@ -191,7 +207,9 @@ def plot_frames(events: list[dict]) -> dict[str, pd.DataFrame]:
     Returns:
         ``{"teacher_loss", "distill_loss", "fid", "throughput"}``, each a DataFrame with columns
         ``kimg`` (images seen in that stage, thousands), ``value`` and ``series`` (the legend:
-        loss name, ``"<model> FID (n=…)"``, or ``"<stage> img/s"``).
+        loss name, ``"<model> FID (n=…)"``, or ``"<stage> img/s"``). The FID frame also holds the
+        teacher baseline of the distillation (its final live FID at the same n) as a horizontal
+        line over the distillation's kimg, the reference the generator's live FID is to go below.
     """
     rows: dict[str, list[tuple[float, float, str]]] = {"teacher_loss": [], "distill_loss": [], "fid": [], "throughput": []}
     for e in events:
@@ -211,6 +229,11 @@ def plot_frames(events: list[dict]) -> dict[str, pd.DataFrame]:
         elif kind == "fid" and _finite(e.get("fid")) is not None:
             n = e.get("n")
             rows["fid"].append((kimg, _finite(e["fid"]), f"{e.get('model', stage)} FID (n={n})"))
+    base = teacher_baseline(events)
+    if base is not None and _finite(base.get("fid")) is not None:
+        end = max((_finite(e.get("kimg")) or 0.0 for e in events if e.get("stage") == "distill"), default=0.0)
+        label = f"{base.get('model')} FID (n={base.get('n')}), the generator's target"
+        rows["fid"] += [(0.0, _finite(base["fid"]), label), (max(end, 1e-3), _finite(base["fid"]), label)]
     return {k: pd.DataFrame(v, columns=["kimg", "value", "series"]) for k, v in rows.items()}
 
 
@@ -239,6 +262,12 @@ def latest_values(events: list[dict]) -> str:
             parts.append(f"live FID {e.get('model')} **{_num(e.get('fid'), '{:.2f}')}** (n={e.get('n')}) at {_num(e.get('kimg'), '{:.3g}')} kimg")
     if not any(k.startswith("fid-") for k in last):
         parts.append("no live FID yet (eval.live_fid_n = 0, or the first eval.teacher_every_kimg / eval.distill_every_kimg not reached)")
+    base = teacher_baseline(events)
+    if base is not None:
+        crossing = first_crossing(events)
+        target = f"{base.get('model')} FID {_num(base.get('fid'), '{:.2f}')} (n={base.get('n')})"
+        parts.append(f"generator first below the {target} **{crossing_text(crossing)}** of distillation" if crossing
+                     else f"generator not yet below the {target}")
     if "warning" in last:
         parts.append(f"⚠ last warning: {last['warning'].get('message', '')}")
     return "Latest: " + " · ".join(parts) if events else "No events yet."
@@ -273,7 +302,7 @@ METRICS_COLUMNS = ["run", "model", "weights", "FID", "KID ×10³", "proximal FID
 def metrics_rows(run: str, metrics: dict) -> list[list[str]]:
     """Rows of the metrics table for one run (FID, KID, proximal FID, NFE, images/s, each with n)."""
     out = []
-    for model in (*MODELS, *sorted(k for k in metrics if k not in MODELS and k != "teacher-denoiser")):
+    for model in (*MODELS, *sorted(k for k in metrics if k not in MODELS and k not in ("teacher-denoiser", RACE))):
         m = metrics.get(model)
         if not isinstance(m, dict):
             continue
@@ -314,6 +343,27 @@ def metrics_rows(run: str, metrics: dict) -> list[list[str]]:
             _num(den.get("images_per_s"), "{:.1f}"),
             _short(den.get("reference")),
             _denoiser_note(den),
+        ])
+    race = metrics.get(RACE)
+    final = race.get("final") if isinstance(race, dict) else None
+    if isinstance(final, dict):
+        live = race.get("live") or {}
+        note = "generator better" if final.get("generator_better") else "teacher better"
+        if live.get("first_below"):
+            note += f"; live FID (n={live.get('n')}) first below the teacher's {crossing_text(live['first_below'])}"
+        out.append([
+            run,
+            f"generator vs {race.get('teacher_model')}",
+            "EMA",
+            f"{_num(final.get('generator_fid'), '{:.2f}')} vs {_num(final.get('teacher_fid'), '{:.2f}')}",
+            f"ratio {_num(final.get('ratio'), '{:.3f}')}",
+            "",
+            str(final.get("n", "")),
+            "",
+            "",
+            "",
+            "",
+            note,
         ])
     return out
 

@@ -1,4 +1,4 @@
-"""Readers of clean complex MRI slices (docs/method.md §8): 2-D slices of NIfTI magnitude volumes with a
+"""Readers of clean complex MRI slices (docs/method.md §9): 2-D slices of NIfTI magnitude volumes with a
 simulated phase (``mri-nifti``), and coil-combined fully sampled fastMRI multi-coil k-space (``fastmri``).
 
 Both return float32 tensors (N, 2, R, R) holding (re, im) of square complex images at the preset's

@@ -11,7 +11,7 @@ from torch import nn
 
 __all__ = ["Operator", "Condition", "FAMILY_OBJECTIVES"]
 
-#: The teacher objectives (docs/method.md §2, §8) each ``Operator.objective_family`` allows; the first is
+#: The teacher objectives (docs/method.md §2, §9) each ``Operator.objective_family`` allows; the first is
 #: the one ``teacher.objective = "auto"`` picks.
 FAMILY_OBJECTIVES = {"tweedie": ("ambient_tweedie", "edm"), "mask": ("ambient_mask",), "fourier": ("ambient_fourier",)}
 
@@ -20,7 +20,7 @@ FAMILY_OBJECTIVES = {"tweedie": ("ambient_tweedie", "edm"), "mask": ("ambient_ma
 class Condition:
     """The network input of a mask (or k-space mask) operator for one batch: how an image is shown to
     the networks (:meth:`project`), the extra input channels (:attr:`channels`) and where the SiD
-    integrand of the generator step lives (:attr:`sid_mask`) (docs/method.md §3.1, §3.3, §8).
+    integrand of the generator step lives (:attr:`sid_mask`) (docs/method.md §3.1, §3.3, §9).
 
     Subclasses are frozen dataclasses whose tensor fields all have the batch as first dimension;
     :meth:`to` and :meth:`cat` act on those fields and keep the others.
@@ -66,7 +66,7 @@ class Operator(nn.Module):
             (⟨A x, y⟩ = ⟨x, Aᵀ y⟩).
         objective_family: which teacher objective family fits the measurements:
             ``"tweedie"`` (EDM / Ambient-Tweedie, docs/method.md §2.2), ``"mask"`` (Ambient Diffusion,
-            §2.3) or ``"fourier"`` (Fourier-space Ambient Diffusion, §8).
+            §2.3) or ``"fourier"`` (Fourier-space Ambient Diffusion, §9).
         cond_channels: mask channels the networks take beside the image (0, or 1 for mask operators,
             whose :meth:`sample_params` then returns at least ``{"mask": …}``, and whose
             :meth:`condition` gives the networks' :class:`Condition`).

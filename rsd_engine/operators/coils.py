@@ -1,4 +1,4 @@
-"""Coil sensitivity maps S of multi-coil MRI (docs/method.md §8), from the SigPy library.
+"""Coil sensitivity maps S of multi-coil MRI (docs/method.md §9), from the SigPy library.
 
 Simulated maps come from SigPy's birdcage model (``sigpy.mri.birdcage_maps``: C coils evenly spaced
 on a ring around the field of view); maps of real data without stored maps are estimated from the

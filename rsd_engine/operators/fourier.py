@@ -1,5 +1,5 @@
 """Complex images as real channels, and the centred orthonormal 2-D Fourier transform of MRI
-(docs/method.md §8).
+(docs/method.md §9).
 
 A complex image z with k components (one MRI image: k = 1; k coil images: k = C) is stored as a real
 tensor of 2k channels ordered (re₁, im₁, re₂, im₂, …), so the engine's NCHW images, networks and

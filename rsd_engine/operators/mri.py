@@ -1,4 +1,4 @@
-"""Multi-coil MRI: A = M·F·S on complex images stored as (re, im) channels (docs/method.md §8).
+"""Multi-coil MRI: A = M·F·S on complex images stored as (re, im) channels (docs/method.md §9).
 
 S multiplies the image by C coil sensitivity maps (Σ_c |S_c|² = 1), F is the centred orthonormal 2-D
 FFT (:mod:`rsd_engine.operators.fourier`) and M keeps a set of phase-encode lines (columns of
@@ -12,7 +12,7 @@ acceleration R + 1 applied to the kept lines, :func:`default_further_lines`).
 Line masks have shape (B, 1, 1, W), values 0/1, shared by every row and coil. The coil maps are a
 random parameter of A drawn per image like the mask: a window of a birdcage map set larger than the
 image, at a random offset (the head's position inside the coil array), so every image index has its
-own frozen maps and fresh draws for the generator come from the same law (§8 gives the reasons).
+own frozen maps and fresh draws for the generator come from the same law (§9 gives the reasons).
 """
 
 from __future__ import annotations
@@ -65,7 +65,7 @@ def acs_block(width: int, lines: int) -> torch.Tensor:
 
 @dataclass(frozen=True)
 class KSpaceLines(Condition):
-    """The networks' condition of multi-coil MRI (docs/method.md §8): they see P_M x = AᴴA x, the
+    """The networks' condition of multi-coil MRI (docs/method.md §9): they see P_M x = AᴴA x, the
     coil-combined zero-filled image of the lines in M, and one channel holding the line mask broadcast
     over the rows; the SiD integrand covers the whole image.
 
@@ -95,7 +95,7 @@ class KSpaceLines(Condition):
 
 
 class MultiCoilMRI(Operator):
-    """Multi-coil MRI with phase-encode line undersampling: A x = M·F·(S_c x)_c (docs/method.md §8).
+    """Multi-coil MRI with phase-encode line undersampling: A x = M·F·(S_c x)_c (docs/method.md §9).
 
     Linear, with the exact adjoint Aᴴ y = Σ_c conj(S_c)·F⁻¹(M·y_c), the coil-combined zero-filled image.
     With every line kept, AᴴA = I (Σ|S|² = 1 and F unitary). Images are complex, (B, 2, H, W) (re, im);

@@ -1,4 +1,4 @@
-"""The linear-Gaussian theory of RSD, computed (docs/method.md, linear-Gaussian theory).
+"""The linear-Gaussian theory of RSD, computed (docs/method.md §8).
 
 ``rsd-engine theory`` runs :func:`run_theory` and writes :func:`write_report`'s table and plot.
 """

@@ -1,5 +1,5 @@
 """The linear-Gaussian experiment: teacher from noisy measurements, linear generator by RSD/SiD
-(docs/method.md, linear-Gaussian theory).
+(docs/method.md §8).
 
 Setting. Clean x ~ N(μ, Σ), Σ = U Λ Uᵀ of rank r in R^d, U a random orthonormal (d, r) basis.
 The study sees only N measurements y = A x + σ_c ε, for A the identity, a fixed 0/1 pixel mask
@@ -36,7 +36,7 @@ import torch
 
 from ..distill import sid_generator_loss
 from ..objectives import ambient_tweedie_loss
-from ..sampling import heun_sample, karras_sigma
+from ..sampling import heun_sample, karras_position, karras_sigma
 from .gaussian import (
     GaussianDenoiser,
     ambient_affine_minimiser,
@@ -52,7 +52,6 @@ __all__ = [
     "TheoryConfig",
     "GeneratorSpec",
     "null_direction_drift",
-    "sid_t_of_sigma",
     "denoiser_error",
     "CleanLaw",
     "make_clean_law",
@@ -244,12 +243,6 @@ def observe(law: CleanLaw, a: np.ndarray, noise_sigma: float, n: int, rng: np.ra
     return x @ a.T + noise_sigma * rng.standard_normal((n, a.shape[0]))
 
 
-def sid_t_of_sigma(sigma: float, sigma_min: float, sigma_max: float, rho: float) -> float:
-    """The inverse of SiD's σ_t = :func:`rsd_engine.sampling.karras_sigma` (1 − t): t with σ_t(t) = σ, for σ in [σ_min, σ_max]."""
-    a, b = sigma_max ** (1 / rho), sigma_min ** (1 / rho)
-    return float(1.0 - (sigma ** (1 / rho) - a) / (b - a))
-
-
 def _linear_decay(opt: torch.optim.Optimizer, steps: int, hold: float = 0.7) -> torch.optim.lr_scheduler.LambdaLR:
     """Constant rate for the first ``hold`` of the steps, then linear decay to 0 at the last step."""
     start = hold * steps
@@ -334,7 +327,7 @@ def distill_linear(
         steps = cfg.distill_steps if fake == "mlp" else cfg.gauss_distill_steps
     if lr is None:
         lr = cfg.lr_generator if fake == "mlp" else cfg.lr_generator_gauss
-    t_floor = 0.0 if not sigma_t_min else sid_t_of_sigma(sigma_t_min, teacher.sigma_min, teacher.sigma_max, cfg.rho)
+    t_floor = 0.0 if not sigma_t_min else 1.0 - karras_position(sigma_t_min, teacher.sigma_min, teacher.sigma_max, cfg.rho)
     d = a.shape[0]
     a_t = torch.as_tensor(a, dtype=torch.float32)
     a64 = torch.as_tensor(a, dtype=torch.float64)
@@ -459,8 +452,7 @@ def null_direction_drift(law: CleanLaw, alpha: float, variance: float, *, sigma_
     Sign: > 0 means gradient descent shrinks v (the generator drops the σ²I component); < 0 means it
     grows. Per direction, with k_b = v/(v + s²) the fake's gain and the teacher's gain 0, the
     unweighted expected gradient on the scale of the direction is ∝ k_b (1 − α k_b): negative
-    wherever s² < (α − 1) v, so α > 1 pushes v up at the smallest σ_t (docs/method.md,
-    linear-Gaussian theory). ``sigma_floor`` drops the draws with σ_t < floor (as if teacher and fake
+    wherever s² < (α − 1) v, so α > 1 pushes v up at the smallest σ_t (docs/method.md §8). ``sigma_floor`` drops the draws with σ_t < floor (as if teacher and fake
     agreed there, which is what two networks never trained below σ_c approximately do).
 
     Args:

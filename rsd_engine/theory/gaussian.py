@@ -1,4 +1,4 @@
-"""Closed forms of the linear-Gaussian model (docs/method.md, linear-Gaussian theory).
+"""Closed forms of the linear-Gaussian model (docs/method.md §8).
 
 Clean data x ~ N(μ, Σ) in R^d, measurements y = A x + σ_c ε with ε ~ N(0, I). Everything the
 theory needs is Gaussian, so every denoiser, sampler endpoint and distance has a closed form:
@@ -39,7 +39,7 @@ __all__ = [
 def gaussian_denoiser(v: torch.Tensor, mean: torch.Tensor, cov: torch.Tensor, sigma: torch.Tensor | float) -> torch.Tensor:
     """E[w | w + s·n = v] for w ~ N(mean, cov), n ~ N(0, I): mean + cov (cov + s² I)⁻¹ (v − mean).
 
-    Tweedie's formula for a Gaussian prior (the Wiener filter); docs/method.md, linear-Gaussian theory.
+    Tweedie's formula for a Gaussian prior (the Wiener filter); docs/method.md §8.
 
     Args:
         v: noisy vectors (B, d).
@@ -116,7 +116,7 @@ def ambient_affine_minimiser(y: torch.Tensor | np.ndarray, noise_sigma: float) -
     """The clean measurement law that the Ambient-Tweedie loss, minimised over affine denoisers on the
     finite measurements y, denoises: N(ȳ, Ĉ_y − σ_c² I) (unclipped; valid for every s > σ_c).
 
-    Derivation (docs/method.md, linear-Gaussian theory): at level s > σ_c the loss draws
+    Derivation (docs/method.md §8): at level s > σ_c the loss draws
     y_t = y + τ n with τ² = s² − σ_c² and regresses y on ŷ = (1 − r) D(y_t) + r y_t, r = σ_c²/s².
     Its affine minimiser is E[y | y_t] = ȳ + Ĉ_y (Ĉ_y + τ² I)⁻¹ (y_t − ȳ), so
     D = ȳ + (Ĉ_y (Ĉ_y + τ² I)⁻¹ − r I)/(1 − r) (y_t − ȳ) = ȳ + C (C + s² I)⁻¹ (y_t − ȳ) with

@@ -1,4 +1,4 @@
-"""Small networks of the linear-Gaussian study (docs/method.md, linear-Gaussian theory).
+"""Small networks of the linear-Gaussian study (docs/method.md §8).
 
 :class:`MLPDenoiser` is the engine's EDM preconditioning (:class:`rsd_engine.networks.EDMDenoiser`)
 around an MLP, on d-vectors stored as (B, d, 1, 1) tensors (d channels of a 1×1 image), so the
@@ -64,7 +64,7 @@ class MLPDenoiser(EDMDenoiser):
 
 
 class LinearGenerator(nn.Module):
-    """G(z) = W z + b, z ~ N(0, I_k): the law N(b, W Wᵀ) (docs/method.md, linear-Gaussian theory).
+    """G(z) = W z + b, z ~ N(0, I_k): the law N(b, W Wᵀ) (docs/method.md §8).
 
     Args:
         dim: d (output length).

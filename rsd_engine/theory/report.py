@@ -1,5 +1,5 @@
 """theory.md, theory.json and theory.png from :func:`rsd_engine.theory.experiment.run_theory`'s results
-(docs/method.md, linear-Gaussian theory).
+(docs/method.md §8).
 
 The Markdown's opening text is written from the numbers of the run: every comparison it states
 (which row is closer to the clean law, whether a generator dropped the noise) is computed, not assumed.
@@ -211,7 +211,7 @@ def markdown(results: dict) -> str:
         "# Linear-Gaussian theory of RSD, computed",
         "",
         f"Written by `rsd-engine theory` (seed {cfg['seed']}, {results['wall_s']:.0f} s, {results.get('workers', 1)} "
-        "process(es)). Method: docs/method.md, linear-Gaussian theory. One seed: the MLP rows move with `--seed`; the "
+        "process(es)). Method: docs/method.md §8. One seed: the MLP rows move with `--seed`; the "
         "exact-Gaussian rows and the drift table hardly do.",
         "",
         "## What this shows",

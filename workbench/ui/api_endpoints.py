@@ -7,7 +7,7 @@ served by the ``/preview`` and ``/gallery`` events of their views.
 Endpoints: ``/list_presets``, ``/get_preset``, ``/validate_preset``, ``/effective_preset``,
 ``/set_field``, ``/save_preset``, ``/save_preset_as``, ``/duplicate_preset``, ``/delete_preset``,
 ``/launch_run``, ``/list_runs``, ``/run_status``, ``/run_events``, ``/run_metrics``, ``/log_tail``,
-``/snapshots``, ``/stop_run``, ``/resume_run``, ``/delete_run``.
+``/snapshots``, ``/stop_run``, ``/resume_run``, ``/delete_run``, ``/export_run``.
 """
 
 from __future__ import annotations
@@ -106,9 +106,14 @@ def register(wb: Workbench) -> None:
         wb.delete_run(run, confirm)
         return {"deleted": run}
 
+    def export_run(run: str, model: str, weights: str, replace: bool) -> dict:
+        """Export the `model` ("generator" | "teacher") of a finished `run` with `weights` ("ema" | "raw") as a diffusers
+        pipeline folder <run>/export-<model> (`replace` an earlier export). {"run", "model", "weights", "folder"}."""
+        return wb.export(run, model, weights, replace)
+
     for fn in (list_presets, get_preset, validate_preset, effective_preset, set_field, save_preset, save_preset_as, duplicate_preset,
                delete_preset, launch_run, list_runs, run_status, run_events, run_metrics, log_tail, snapshots, stop_run, resume_run,
-               delete_run):
+               delete_run, export_run):
         gr.api(as_gr_error(fn), api_name=fn.__name__, concurrency_limit=None if fn.__name__ in _READ_ONLY else 1,
                concurrency_id=None if fn.__name__ in _READ_ONLY else "actions")
 

@@ -1,6 +1,7 @@
 """Gallery view: measurements | teacher-truncated | teacher-full | generator side by side from
 fixed seeds, at the latest grids or a chosen snapshot, as the engine's own PNG files; the metrics
-table (each number with its n); a second run for comparison; the snapshots over training.
+table (each number with its n); a second run for comparison; the snapshots over training; the
+export of run A's generator (or teacher) as a diffusers pipeline folder.
 
 Refreshes keep the viewer's place: a grid is re-sent only when its file changed,
 dropdown choices are replaced without touching the selected values, and the snapshot gallery keeps
@@ -15,7 +16,7 @@ from rsd_engine.runs import RunDir
 
 from .. import run_reader
 from ..api import Workbench, WorkbenchError
-from .common import View
+from .common import View, err_md, ok_md
 
 __all__ = ["build", "wire", "refresh"]
 
@@ -48,6 +49,14 @@ def build(wb: Workbench, run: str | None) -> View:
                                    buttons=["download", "fullscreen"], elem_id=f"gallery-b-{m}", elem_classes=["png-grid"]) for m in MODELS]
     v.metrics = gr.Dataframe(run_reader.metrics_frame([]), label="Metrics (final evaluation; each value with its n and seeds)",
                              interactive=False, elem_id="gallery-metrics", wrap=True)
+    with gr.Row(equal_height=True):
+        v.export_model = gr.Dropdown(choices=[("one-step generator", "generator"), ("teacher (Heun sampler)", "teacher")], value="generator",
+                                     label="Export run above as a diffusers pipeline", scale=2, elem_id="gallery-export-model")
+        v.export_weights = gr.Dropdown(choices=[("EMA (the evaluated weights)", "ema"), ("raw (last training step)", "raw")], value="ema",
+                                       label="Weights", scale=2, elem_id="gallery-export-weights")
+        v.export_replace = gr.Checkbox(value=False, label="replace an earlier export", scale=1, elem_id="gallery-export-replace")
+        v.export_btn = gr.Button("Export", scale=1, min_width=80, elem_id="gallery-export")
+    v.export_msg = gr.Markdown(elem_id="gallery-export-msg")
     with gr.Accordion("Snapshots during training (run above)", open=False):
         v.progress = gr.Gallery(label="click one to enlarge; new snapshots appear without moving your selection", format="png",
                                 columns=6, height=320, object_fit="contain", elem_id="gallery-progress", interactive=False)
@@ -211,6 +220,21 @@ def wire(wb: Workbench, v: View) -> None:
         return None
 
     v.progress.select(remember, None, v.progress_sel, api_visibility="private")
+
+    def export(run: str, model: str, weights: str, replace: bool) -> str:
+        """Export run A's model into its run folder (``rsd-engine export``) and say where it went."""
+        if not run:
+            return err_md("select a run first")
+        try:
+            info = wb.export(run, model, weights, bool(replace))
+        except WorkbenchError as e:
+            return err_md(e)
+        pipeline = "RSDOneStepPipeline" if model == "generator" else "RSDHeunPipeline"
+        return ok_md(f"exported the {model} ({weights} weights) of {run} to `{info['folder']}`; load it with "
+                     f"`rsd_engine.pipelines.{pipeline}.from_pretrained(...)` (its README.md is the model card)")
+
+    v.export_btn.click(export, [v.run_a, v.export_model, v.export_weights, v.export_replace], v.export_msg, api_name="ui_export",
+                       api_visibility="undocumented", concurrency_limit=1, concurrency_id="actions")
 
 
 def refresh(wb: Workbench, v: View):

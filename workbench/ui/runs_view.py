@@ -67,6 +67,10 @@ def detail_md(wb: Workbench, run: str | None) -> str:
         parts.append(f"{st['kimg']:.3g}{total} kimg seen in this stage")
     if state == "running" and st.get("eta_s") is not None:
         parts.append(f"ETA {run_reader.fmt_duration(st['eta_s'])}")
+    beat = st.get("generator_beats_teacher")
+    if isinstance(beat, dict):
+        parts.append(f"generator's live FID first below the {beat.get('teacher_model')}'s (n={beat.get('n')}) "
+                     f"{run_reader.crossing_text(beat)} of distillation")
     text = " · ".join(parts)
     if st.get("error"):
         text += f"\n\n⚠ {html.escape(str(st['error']))}"

@@ -1,0 +1,88 @@
+"""The race between the generator and its teacher (docs/method.md §4.1): the teacher baseline at the
+live n, the first live FID of the generator below it (kimg and training minutes, in events, status
+and metrics.json), training seconds that survive a resume, and ``eval.models``."""
+
+import pytest
+
+from rsd_engine import config as cfg
+from rsd_engine.cli import main
+from rsd_engine.evaluation import Evaluation
+from rsd_engine.runs import GENERATOR_BEATS_TEACHER, RACE, TEACHER_BASELINE, RunDir, first_crossing, teacher_baseline
+
+LIVE = ["eval.live_fid_n=4", "eval.grid_n=4", "eval.teacher_every_kimg=0.064", "eval.distill_every_kimg=0.016"]
+
+
+@pytest.fixture
+def preset_file(tmp_path, tiny_preset_text):
+    path = tmp_path / "tiny.toml"
+    path.write_text(tiny_preset_text)
+    return path
+
+
+def _overrides(items):
+    return [a for item in items for a in ("--set", item)]
+
+
+def test_baseline_crossing_and_summary_are_consistent(preset_file, tmp_path):
+    out = tmp_path / "run"
+    assert main(["run", str(preset_file), "--out", str(out), *_overrides(LIVE)]) == 0
+    run = RunDir(out)
+    events = run.read_events()
+    base = teacher_baseline(events)
+    teacher_fids = [e for e in events if e["kind"] == "fid" and e["stage"] == "teacher"]
+    # the baseline is the teacher stage's last live FID (the final EMA), at the live n
+    assert base is not None and base["n"] == 4 and base["fid"] == teacher_fids[-1]["fid"]
+    assert base["model"] == "teacher-truncated" and "teacher stage" in base["source"]
+    gen = [e for e in events if e["kind"] == "fid" and e["stage"] == "distill"]
+    assert len(gen) == 2 and all(e["train_seconds"] > 0 for e in gen)
+    below = [e for e in gen if e["fid"] < base["fid"]]
+    crossing = first_crossing(events)
+    status = run.read_status()
+    if below:
+        assert crossing["kimg"] == below[0]["kimg"] and crossing["fid"] == below[0]["fid"]
+        assert crossing["minutes"] == pytest.approx(below[0]["train_seconds"] / 60, abs=1e-3)
+        assert status["generator_beats_teacher"]["kimg"] == crossing["kimg"]
+    else:
+        assert crossing is None and "generator_beats_teacher" not in status
+    metrics = run.read_metrics()
+    race = metrics[RACE]
+    assert race["live"]["teacher_fid"] == base["fid"]
+    final = race["final"]
+    assert final["generator_fid"] == metrics["generator"]["fid"] and final["teacher_fid"] == metrics["teacher-truncated"]["fid"]
+    assert final["generator_better"] == (final["generator_fid"] < final["teacher_fid"])
+    progress = [e["train_seconds"] for e in events if e["kind"] == "progress" and e["stage"] == "distill"]
+    assert progress == sorted(progress) and progress[-1] > 0
+
+
+def test_baseline_of_a_given_teacher_is_read_from_its_run_or_computed_and_the_same(preset_file, tmp_path):
+    first, by_run, by_folder = tmp_path / "first", tmp_path / "by-run", tmp_path / "by-folder"
+    assert main(["run", str(preset_file), "--out", str(first), *_overrides(LIVE), "--set", "distill.kimg=0.016"]) == 0
+    for out, source in ((by_run, first), (by_folder, first / "checkpoints" / "teacher-final")):
+        assert main(["run", str(preset_file), "--out", str(out), *_overrides(LIVE), "--set", "distill.kimg=0.016",
+                     "--set", f"teacher.checkpoint={source}", "--set", 'eval.models=["generator"]']) == 0
+    a, b, c = (teacher_baseline(RunDir(r).read_events()) for r in (first, by_run, by_folder))
+    assert str(first) in b["source"] and b["fid"] == a["fid"]
+    assert "computed" in c["source"] and c["fid"] == pytest.approx(a["fid"], abs=1e-6)
+    metrics = RunDir(by_folder).read_metrics()
+    assert "generator" in metrics and "teacher-full" not in metrics and "teacher-truncated" not in metrics
+
+
+def test_first_crossing_is_recorded_once(tmp_path):
+    run = RunDir.create(tmp_path / "r", "")
+    ev = Evaluation.__new__(Evaluation)  # only the race bookkeeping is exercised
+    ev.run, ev._crossing = run, None
+    base = {"fid": 100.0, "model": "teacher-truncated"}
+    ev._race({"fid": 120.0, "n": 8}, base, 1.0, 60.0)
+    ev._race({"fid": 90.0, "n": 8}, base, 2.0, 120.0)
+    ev._race({"fid": 80.0, "n": 8}, base, 3.0, 180.0)
+    crossings = [e for e in run.read_events() if e["kind"] == GENERATOR_BEATS_TEACHER]
+    assert len(crossings) == 1 and crossings[0]["kimg"] == 2.0 and crossings[0]["minutes"] == 2.0
+    assert run.read_status()["generator_beats_teacher"]["fid"] == 90.0
+    assert TEACHER_BASELINE not in {e["kind"] for e in run.read_events()}
+
+
+def test_eval_models_refuses_unknown_and_repeated_names():
+    with pytest.raises(cfg.PresetError, match="eval.models"):
+        cfg.loads('[eval]\nmodels = ["generator", "teacher-half"]')
+    with pytest.raises(cfg.PresetError, match="eval.models"):
+        cfg.loads('[eval]\nmodels = ["generator", "generator"]')
