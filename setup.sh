@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# One-time set-up on a fresh Debian machine (idempotent): data, browser for the UI test, Python packages.
+# One-time set-up on a fresh Debian machine (idempotent): data (Fashion-MNIST, brain MRI volumes), browser for the UI test, Python packages.
 # Run as root or with sudo available. Nothing is downloaded at run time afterwards.
 set -euo pipefail
 cd "$(dirname "$0")"
@@ -9,6 +9,7 @@ PY="${PYTHON:-python3}"
 
 need_apt=()
 [ -f /usr/share/datasets/fashion-mnist/train-images-idx3-ubyte.gz ] || need_apt+=(dataset-fashion-mnist)
+[ -f /usr/share/mricron/templates/ch2better.nii.gz ] || need_apt+=(mricron-data)  # T1 brain volumes of the MRI presets
 [ -x /usr/bin/chromium ] || need_apt+=(chromium)  # headless browser of the workbench UI test (Playwright drives it)
 if [ ${#need_apt[@]} -gt 0 ]; then
   $SUDO apt-get update -q

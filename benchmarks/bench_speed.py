@@ -65,7 +65,7 @@ def run(preset: cfg.Preset, batch: int, repeats: int, device: torch.device) -> l
     torch.manual_seed(0)
     measurement = Measurement.from_preset(preset).to(device)
     objective = Objective.from_preset(preset, measurement)
-    net = EDMPrecond.from_preset(preset, measurement.op.cond_channels).to(device)
+    net = EDMPrecond.from_preset(preset, measurement.op.cond_channels, measurement.op.cond_kind).to(device)
     shape = (preset.data.channels, preset.data.resolution, preset.data.resolution)
     z = torch.randn(batch, *shape, device=device)
     steps, d = preset.eval.teacher_steps, preset.distill

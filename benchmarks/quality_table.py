@@ -16,14 +16,12 @@ its preset.toml does not load.
 
 from __future__ import annotations
 
-import argparse
 import sys
-import time
 from pathlib import Path
 
 from rsd_engine import config as cfg
 from rsd_engine.runs import GENERATOR, TEACHER_FULL, TEACHER_TRUNCATED, RunDir
-from results_file import prepend_section
+from results_file import table_main
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -34,7 +32,7 @@ HEADER = (
 )
 
 
-def _wall_seconds(run: RunDir) -> float:
+def wall_seconds(run: RunDir) -> float:
     """Seconds from the run's start to its last event.
 
     The start is the first progress event's time less the time its ``kimg`` took at its
@@ -68,7 +66,7 @@ def row(run: Path) -> str:
     op = preset.corruption.operator
     params = getattr(preset.corruption, op, None)
     op_text = op if params is None else f"{op} ({', '.join(f'{k}={v}' for k, v in params.model_dump().items())})"
-    wall = _wall_seconds(folder)
+    wall = wall_seconds(folder)
     ref_n = teacher["reference"].rsplit("n=", 1)[-1].rstrip(")")
     better = "yes" if gen["fid"] < teacher["fid"] else "no"
     return (
@@ -80,17 +78,8 @@ def row(run: Path) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     """Print the table for the given run folders and prepend it to --out. Returns 0."""
-    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("runs", nargs="+", type=Path, help="finished run folders")
-    ap.add_argument("--title", default="Teacher against generator on finished runs")
-    ap.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "RESULTS.md")
-    args = ap.parse_args(argv)
-    table = HEADER + "".join(row(r) for r in args.runs)
-    print(table)
-    command = "python benchmarks/quality_table.py " + " ".join(str(r) for r in args.runs)
-    section = f"## {args.title}\n\nWritten {time.strftime('%Y-%m-%d %H:%M')} by `{command}`.\n\n{table}\n"
-    prepend_section(args.out, section)
-    return 0
+    return table_main(argv, "benchmarks/quality_table.py", __doc__.split("\n\n")[0], "Teacher against generator on finished runs", HEADER, row,
+                      ROOT / "benchmarks" / "RESULTS.md")
 
 
 if __name__ == "__main__":

@@ -101,6 +101,7 @@ def _cmd_validate(args) -> int:
 def _cmd_run(args) -> int:
     from accelerate.utils import broadcast_object_list
 
+    from .data import check_data
     from .experiment import Experiment, make_accelerator
 
     if args.resume:
@@ -116,6 +117,8 @@ def _cmd_run(args) -> int:
             raise cfg.PresetError([("preset", "give a preset file or --resume RUN_DIR")])
         preset = cfg.load(args.preset, args.overrides)
         cfg.check_paths(preset, args.preset)
+    if not args.resume:
+        check_data(preset)  # bad data files fail here, before a run folder exists
     acc = make_accelerator(preset)
     if not args.resume:
         target = [args.out or f"runs/{default_run_folder(preset.run.name, lambda name: Path('runs', name).exists())}"]
@@ -215,18 +218,21 @@ def _cmd_export(args) -> int:
 def _cmd_preview(args) -> int:
     from .data import training_measurements
     from .measurement import Measurement
-    from .preview import preview_grid
+    from .preview import PANEL_LABELS, preview_rows, rows_image
 
     preset = cfg.load(args.preset, args.overrides)
     cfg.check_paths(preset, args.preset)
     measurement = Measurement.from_preset(preset)
-    preview_grid(preset, measurement, args.n, Path(args.out))
+    rows = preview_rows(preset, measurement, args.n)
+    rows_image(rows, Path(args.out))
     d, c = preset.data, preset.corruption
     n_train = len(training_measurements(preset, measurement))
     print(args.out)
     print(f"data: {d.source}{' ' + d.path if d.path else ''}, {n_train} training images, {d.resolution}×{d.resolution}, "
           f"{d.channels} channel{'s' if d.channels > 1 else ''}; operator {c.operator}, σ = {c.noise_sigma}")
-    print("rows: clean test images (shown for evaluation only) | measurements y = A(x) + σε | adjoint Aᵀy")
+    print("rows: " + " | ".join(PANEL_LABELS[k] for k in rows))
+    if measurement.op.preview_note:
+        print("note: " + measurement.op.preview_note)
     return 0
 
 

@@ -88,17 +88,19 @@ class RunConfig(_Section):
         return v
 
 
-DataSource = Literal["fashion-mnist", "image-folder", "npz", "cifar10"]
+DataSource = Literal["fashion-mnist", "image-folder", "npz", "cifar10", "mri-nifti", "fastmri"]
 
 
 class DataConfig(_Section):
     """``[data]``: where the (clean, never trained on) images come from and their shape."""
 
-    source: DataSource = Field("fashion-mnist", description="fashion-mnist | image-folder | npz | cifar10")
-    path: Optional[str] = Field(None, description="folder or file of the training images (not needed for fashion-mnist)")
-    eval_path: Optional[str] = Field(None, description="held-out clean images for evaluation references; default: the source's test split")
+    source: DataSource = Field("fashion-mnist", description="fashion-mnist | image-folder | npz | cifar10 | mri-nifti (slices of brain "
+                               "volumes, default the mricron-data templates) | fastmri (multi-coil .h5 files)")
+    path: Optional[str] = Field(None, description="folder or file of the training images (not needed for fashion-mnist and mri-nifti)")
+    eval_path: Optional[str] = Field(None, description="held-out clean images for evaluation references; default: the source's test split "
+                                     "(mri-nifti: the held-out slab of each volume and axis)")
     resolution: int = Field(32, ge=8, le=512, description="image side in pixels after padding/resizing")
-    channels: Literal[1, 3] = Field(1, description="1 (grey) or 3 (RGB)")
+    channels: Literal[1, 2, 3] = Field(1, description="1 (grey), 3 (RGB) or 2 (complex MRI images: re, im; the MRI sources only)")
     max_images: Optional[int] = Field(None, ge=1, description="use only the first N training images (default: all)")
 
 
@@ -141,6 +143,18 @@ class SuperResolutionConfig(_Section):
     upsample: Literal["nearest", "bicubic"] = Field("nearest", description="nearest | bicubic: how the k×k block means are brought back to full size")
 
 
+class MultiCoilMRIConfig(_Section):
+    """``[corruption.multicoil_mri]``: multi-coil MRI, A = M·F·S with a phase-encode line mask M (docs/method.md §9)."""
+
+    acceleration: int = Field(4, ge=1, description="acceleration R, an integer ≥ 1: ⌊W/R⌋ of the W k-space lines are kept (paper 2, 4, 6, 8)")
+    acs_lines: Optional[int] = Field(None, ge=1, description="centred lines always kept, ≤ ⌊W/R⌋ (default: the paper's 20 of 320 scaled to W, at least 2)")
+    coils: int = Field(4, ge=1, le=64, description="number of simulated birdcage coils C, 1–64")
+    further_lines: Optional[int] = Field(None, ge=0, description="non-ACS lines the Ambient further mask Ã removes at each training step "
+                                         "(default: the paper's 54/16/8/5 at W = 320 for R = 2/4/6/8, the same rule at other widths)")
+    coil_radius: float = Field(1.5, gt=0.0, le=10.0, description="birdcage ring radius relative to half the field of view (smaller: stronger shading)")
+    coil_shift: float = Field(0.125, ge=0.0, le=0.5, description="largest offset of the head inside the coil array, fraction of the image side")
+
+
 class CorruptionConfig(_Section):
     """``[corruption]``: the forward operator A and the measurement noise σ of y = A(x) + σε.
 
@@ -148,13 +162,14 @@ class CorruptionConfig(_Section):
     operator's table is used.
     """
 
-    operator: str = Field("identity", description="forward operator, one of the registry (identity, gaussian_blur, random_inpainting, box_inpainting, super_resolution, …)")
-    noise_sigma: float = Field(0.2, ge=0.0, le=2.0, description="measurement noise σ_c on the [-1, 1] image scale (0.2 ≈ 25 grey levels)")
+    operator: str = Field("identity", description="forward operator, one of the registry (identity, gaussian_blur, random_inpainting, box_inpainting, super_resolution, multicoil_mri, …)")
+    noise_sigma: float = Field(0.2, ge=0.0, le=2.0, description="measurement noise σ_c on the [-1, 1] image scale (0.2 ≈ 25 grey levels; multicoil_mri: on each k-space value)")
     seed: int = Field(0, ge=0, le=2**31 - 1, description="seed of the frozen per-image corruption (noise, masks)")
     gaussian_blur: GaussianBlurConfig = Field(default_factory=GaussianBlurConfig, description="parameters of operator gaussian_blur")
     random_inpainting: RandomInpaintingConfig = Field(default_factory=RandomInpaintingConfig, description="parameters of operator random_inpainting")
     box_inpainting: BoxInpaintingConfig = Field(default_factory=BoxInpaintingConfig, description="parameters of operator box_inpainting")
     super_resolution: SuperResolutionConfig = Field(default_factory=SuperResolutionConfig, description="parameters of operator super_resolution")
+    multicoil_mri: MultiCoilMRIConfig = Field(default_factory=MultiCoilMRIConfig, description="parameters of operator multicoil_mri")
 
     @field_validator("operator")
     @classmethod
@@ -196,7 +211,7 @@ class NetworkConfig(_Section):
         return self
 
 
-ObjectiveName = Literal["auto", "edm", "ambient_tweedie", "ambient_mask"]
+ObjectiveName = Literal["auto", "edm", "ambient_tweedie", "ambient_mask", "ambient_fourier"]
 
 
 #: Longest schedule a preset may ask for, in thousands of images (10⁹ images; EDM's CIFAR-10 runs see 2·10⁸).
@@ -216,7 +231,7 @@ def _checkpoint_every(default_kimg: float) -> Any:
 class TeacherConfig(_Section):
     """``[teacher]``: Phase I, the corruption-aware diffusion teacher (docs/method.md §2)."""
 
-    objective: ObjectiveName = Field("auto", description="auto | edm | ambient_tweedie | ambient_mask (auto picks from operator and σ; mask operators need ambient_mask)")
+    objective: ObjectiveName = Field("auto", description="auto | edm | ambient_tweedie | ambient_mask | ambient_fourier (auto picks from the operator; mask operators need ambient_mask, multicoil_mri ambient_fourier)")
     checkpoint: Optional[str] = Field(None, description="skip training: load the teacher EMA from this run folder or checkpoint")
     kimg: float = Field(64.0, ge=0.0, le=MAX_KIMG, description="training length in thousands of images seen, ≤ 10⁶")
     batch_size: int = Field(64, ge=1, description="global batch (all processes together)")
@@ -314,10 +329,19 @@ class Preset(_Section):
         factor = 2 ** (levels - 1)
         if self.data.resolution % factor:
             problems.append(("data.resolution", f"{self.data.resolution} is not divisible by {factor} = 2^(levels−1) of network.block_out_channels {self.network.block_out_channels}"))
-        if self.data.source != "fashion-mnist" and not self.data.path:
+        if self.data.source not in ("fashion-mnist", "mri-nifti") and not self.data.path:
             problems.append(("data.path", f"required for data.source = {self.data.source!r}"))
         if self.data.source == "fashion-mnist" and self.data.channels != 1:
             problems.append(("data.channels", f"{self.data.channels}: fashion-mnist is grey, allowed: 1"))
+        from .data.sources import MRI_SOURCES
+
+        mri_data = self.data.source in MRI_SOURCES
+        if mri_data != (self.data.channels == 2) and self.data.source != "fashion-mnist":
+            allowed = "2 (complex: re, im)" if mri_data else "1 or 3 (2 is for the MRI sources mri-nifti, fastmri)"
+            problems.append(("data.channels", f"{self.data.channels}: data.source = {self.data.source!r} allows {allowed}"))
+        if mri_data != (self.corruption.operator == "multicoil_mri"):
+            problems.append(("corruption.operator", f"{self.corruption.operator!r} with data.source = {self.data.source!r}: "
+                             "the MRI sources (mri-nifti, fastmri) go with multicoil_mri and multicoil_mri with them"))
         t_top = _karras(1 - self.distill.t_max / 1000, self.network)
         if self.distill.sigma_t_min is not None and not self.network.sigma_min <= self.distill.sigma_t_min < t_top:
             problems.append(("distill.sigma_t_min", f"{self.distill.sigma_t_min}: allowed from network.sigma_min = {self.network.sigma_min} "
@@ -360,7 +384,27 @@ def _operator_problems(preset: "Preset") -> list[tuple[str, str]]:
         problems.append(("corruption.super_resolution.factor", f"{f} does not divide data.resolution = {res}; allowed here: {', '.join(map(str, ok)) or 'none (change data.resolution)'}"))
     if c.operator == "box_inpainting" and c.box_inpainting.box_size is not None and c.box_inpainting.box_size >= res:
         problems.append(("corruption.box_inpainting.box_size", f"{c.box_inpainting.box_size} must be < data.resolution = {res}; allowed: 1..{res - 1}"))
+    if c.operator == "multicoil_mri":
+        problems.extend(_mri_problems(c.multicoil_mri, res))
     return problems
+
+
+def _mri_problems(m: "MultiCoilMRIConfig", width: int) -> list[tuple[str, str]]:
+    """Line-count rules of ``[corruption.multicoil_mri]`` for a k-space of ``width`` = data.resolution lines."""
+    from .operators.mri import default_acs_lines
+
+    kept = width // m.acceleration
+    acs = default_acs_lines(width) if m.acs_lines is None else m.acs_lines
+    if acs > width:
+        return [("corruption.multicoil_mri.acs_lines", f"{acs}: more ACS lines than the {width} k-space lines (data.resolution)")]
+    if acs > kept:
+        if m.acs_lines is not None:
+            return [("corruption.multicoil_mri.acs_lines", f"{acs}: more than the ⌊W/R⌋ = ⌊{width}/{m.acceleration}⌋ = {kept} kept lines; allowed: 1..{kept}")]
+        return [("corruption.multicoil_mri.acceleration", f"{m.acceleration}: ⌊W/R⌋ = ⌊{width}/{m.acceleration}⌋ = {kept} kept lines cannot hold "
+                 f"the {acs} ACS lines; allowed here: 1..{width // acs}")]
+    if m.further_lines is not None and m.further_lines > kept - acs:
+        return [("corruption.multicoil_mri.further_lines", f"{m.further_lines}: only {kept - acs} non-ACS lines are kept (⌊W/R⌋ − acs_lines); allowed: 0..{kept - acs}")]
+    return []
 
 
 class _CrossFieldError(ValueError):
@@ -382,24 +426,23 @@ def resolve_objective(preset: Preset) -> str:
 
     ``auto`` gives the operator's own objective family: ``ambient_tweedie`` (which equals plain EDM
     at σ_c = 0) for operators without a mask, ``ambient_mask`` (Ambient Diffusion, §2.3, combined
-    with §2.2 when σ_c > 0) for mask operators (``objective_family == "mask"``).
+    with §2.2 when σ_c > 0) for mask operators (``objective_family == "mask"``), ``ambient_fourier``
+    (§9) for multi-coil MRI.
 
     Returns:
-        one of ``"edm"``, ``"ambient_tweedie"``, ``"ambient_mask"``.
+        one of ``"edm"``, ``"ambient_tweedie"``, ``"ambient_mask"``, ``"ambient_fourier"``.
 
     Raises:
         ValueError: when an explicit objective does not fit the operator.
     """
-    from .operators import OPERATORS
+    from .operators import FAMILY_OBJECTIVES, OPERATORS
 
-    op_cls = OPERATORS[preset.corruption.operator]
-    family = op_cls.objective_family
+    allowed = FAMILY_OBJECTIVES[OPERATORS[preset.corruption.operator].objective_family]
     chosen = preset.teacher.objective
-    allowed = {"tweedie": ("edm", "ambient_tweedie"), "mask": ("ambient_mask",)}.get(family, (family,))
     if chosen == "auto":
-        return {"tweedie": "ambient_tweedie", "mask": "ambient_mask"}.get(family, family)
+        return allowed[0]
     if chosen not in allowed:
-        raise ValueError(f"{chosen!r} does not fit operator {preset.corruption.operator!r}; allowed: auto, {', '.join(allowed)}")
+        raise ValueError(f"{chosen!r} does not fit operator {preset.corruption.operator!r}; allowed: auto, {', '.join(sorted(allowed))}")
     return chosen
 
 

@@ -74,10 +74,11 @@ def generator_loss(
     t_min = 0 (the paper: σ_t down to the teacher's σ_min) or the t of ``sigma_t_min``;
     σ_t = karras_sigma(1 − t) on the teacher's σ range; u_t = u + σ_t n; a = f_φ(u_t; σ_t),
     b = f_ψ(u_t; σ_t); L = loss_scale · mean_B :func:`sid_generator_loss`.
-    Mask operators (inpainting): G takes [m′ ⊙ σ_init z, m′], the score networks take
-    [m ⊙ (x_g + σ_t n), m] with fresh further-corrupted masks (:meth:`Objective.network_mask`), and
-    the integrand is restricted to m. The caller freezes teacher and fake-score *parameters*;
-    gradients flow through their inputs. Samples with a non-finite loss are dropped and counted.
+    Mask operators: G takes [P′(σ_init z), m′] and the score networks take [P(x_g + σ_t n), m] with
+    fresh further-corrupted conditions (:meth:`Objective.network_condition`): P = m ⊙ · for inpainting,
+    whose integrand is restricted to m and u = m ⊙ x_g; P = P_Ã for MRI, whose integrand covers the
+    whole image with u = x_g (docs/method.md §9). The caller freezes teacher and fake-score
+    *parameters*; gradients flow through their inputs. Samples with a non-finite loss are dropped and counted.
 
     Args:
         objective: the teacher's objective (its measurement gives A; its δ the network masks).
@@ -91,13 +92,13 @@ def generator_loss(
     Returns:
         :class:`GeneratorLoss`. If every sample is non-finite the loss is a zero that keeps the graph.
     """
-    cond_g = objective.network_mask(z.shape[0], device=z.device)
+    cond_g = objective.network_condition(z.shape[0], device=z.device)
     x_g = one_step_generate(generator, z, sigma_init, cond_g)
-    cond = objective.network_mask(z.shape[0], device=z.device)
+    cond = objective.network_condition(z.shape[0], device=z.device)
     if cond is None:
         u, _ = objective.measurement(x_g, noisy=False)
-    else:  # inpainting: networks see m ⊙ (x_g + σ_t n) and m, a fresh further-corrupted mask
-        u = cond * x_g
+    else:  # the networks see cond.project(x_g + σ_t n) and cond.channels
+        u = x_g if cond.sid_mask is None else cond.sid_mask * x_g
     t_min = 0.0 if sigma_t_min is None else 1.0 - karras_position(sigma_t_min, teacher.sigma_min, teacher.sigma_max, rho)
     t = t_min + torch.rand(u.shape[0], device=u.device) * (t_max / 1000.0 - t_min)
     sigma_t = karras_sigma(1 - t, teacher.sigma_min, teacher.sigma_max, rho)
@@ -105,9 +106,9 @@ def generator_loss(
     if cond is None:
         a, b = teacher(u_t, sigma_t), fake_score(u_t, sigma_t)
     else:
-        u_t = cond * u_t
-        a, b = teacher(u_t, sigma_t, cond), fake_score(u_t, sigma_t, cond)
-    per_sample = sid_generator_loss(u, a, b, alpha, cond)
+        u_t = cond.project(u_t)
+        a, b = teacher(u_t, sigma_t, cond.channels), fake_score(u_t, sigma_t, cond.channels)
+    per_sample = sid_generator_loss(u, a, b, alpha, None if cond is None else cond.sid_mask)
     finite = torch.isfinite(per_sample)
     nan_count = int((~finite).sum())
     if nan_count == per_sample.numel():
@@ -120,9 +121,9 @@ def fake_score_loss(generator: EDMPrecond, fake_score: EDMPrecond, objective: Ob
     """Fake-score loss of one RSD iteration (docs/method.md §3.2).
 
     x_g = stopgrad(G(σ_init z; σ_init)); ỹ = A(x_g) + σ_c ε with fresh ε (and fresh operator
-    randomness); the teacher's own objective on ỹ. G receives no gradient. For mask operators G gets
-    a fresh mask input and the Ambient loss is taken on the further-corrupted pixels Ã ("A_tilde",
-    as RSD's code back-props it).
+    randomness: masks, MRI coil maps); the teacher's own objective on ỹ. G receives no gradient. For
+    mask operators G gets a fresh condition and the Ambient loss is taken on the further-corrupted
+    pixels (or k-space lines) Ã ("A_tilde", as RSD's code back-props it).
 
     Args:
         generator: G, used under ``no_grad``.
@@ -135,6 +136,6 @@ def fake_score_loss(generator: EDMPrecond, fake_score: EDMPrecond, objective: Ob
         mean over the batch of the per-sample objective (scalar).
     """
     with torch.no_grad():
-        x_g = one_step_generate(generator, z, sigma_init, objective.network_mask(z.shape[0], device=z.device))
+        x_g = one_step_generate(generator, z, sigma_init, objective.network_condition(z.shape[0], device=z.device))
         y_g, params = objective.measurement(x_g)
-    return objective.loss(fake_score, y_g, params.get("mask"), loss_on="A_tilde").mean()
+    return objective.loss(fake_score, y_g, params, loss_on="A_tilde").mean()

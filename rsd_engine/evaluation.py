@@ -9,6 +9,7 @@ seeds give the same FID, on one process or split across several.
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 
@@ -24,6 +25,7 @@ from .metrics import (
     FIDWeightsError,
     TooFewSamples,
     cached_features,
+    display_images,
     extract_features,
     fid_from_features,
     kid_from_features,
@@ -48,12 +50,17 @@ from .runs import (
     first_crossing,
     teacher_baseline,
 )
-from .seeding import EVAL_NOISE_SEED, PROXIMAL_NOISE_SEED
+from .seeding import EVAL_NOISE_SEED, PROXIMAL_NOISE_SEED, RECONSTRUCTION_NOISE_SEED, item_generator
 from .signals import STOP, StopRequested, any_process
 
-__all__ = ["Evaluator", "Evaluation", "final_network"]
+__all__ = ["Evaluator", "Evaluation", "final_network", "RECONSTRUCTION_SIGMA"]
 
 log = logging.getLogger("rsd_engine")
+
+#: Noise level σ_r of the teacher's one-step reconstruction when the data are noise-free (docs/method.md
+#: §9): low enough that D(·; σ_r) is close to the posterior mean at σ → 0, high enough to be well inside
+#: the log-normal range the teacher was trained on (ln σ ~ N(−1.2, 1.2²): 7 % of the draws lie below).
+RECONSTRUCTION_SIGMA = 0.05
 
 
 def final_network(run: RunDir, preset, model: str, device=None) -> EDMPrecond:
@@ -117,13 +124,20 @@ class Evaluator:
             n = self.preset.eval.reference_n
             images, identity = clean_reference(self.preset, n)
             ident = f"clean|{identity}|n{images.shape[0]}"
-            feats = cached_features(ident, lambda: images, net, self.preset.eval.fid_cache_dir, self.preset.eval.batch_size, "reference features",
-                                    self.stop)
+            feats = cached_features(ident, lambda: quantize(display_images(to_float(images))), net, self.preset.eval.fid_cache_dir,
+                                    self.preset.eval.batch_size, "reference features", self.stop)
             self._refs["clean"] = (feats, f"{identity} (clean, n={images.shape[0]})")
         return self._refs["clean"]
 
+    def shown_measurements(self, indices) -> torch.Tensor:
+        """The frozen training measurements of ``indices`` as images (:meth:`Operator.display`: y itself,
+        or the zero-filled image of k-space measurements), (B, C, H, W)."""
+        y, params = self.dataset.measurements(indices)
+        return self.measurement.op.display(y, **params)
+
     def measurement_reference_features(self) -> tuple[torch.Tensor, str] | None:
-        """Features of the first ``eval.reference_n`` corrupted training measurements (proximal FID)."""
+        """Features of the first ``eval.reference_n`` corrupted training measurements (proximal FID), shown
+        as images (:meth:`shown_measurements`)."""
         if "measured" not in self._refs:
             net = self.feature_net
             if net is None:
@@ -132,18 +146,20 @@ class Evaluator:
             c = self.preset.corruption
             ident = f"measured|{self.preset.data.model_dump_json()}|{c.model_dump_json()}|n{n}"
             feats = cached_features(
-                ident, lambda: quantize(self.dataset.measurements(range(n))[0]), net, self.preset.eval.fid_cache_dir,
+                ident, lambda: quantize(display_images(self.shown_measurements(range(n)))), net, self.preset.eval.fid_cache_dir,
                 self.preset.eval.batch_size, "measurement features", self.stop,
             )
             self._refs["measured"] = (feats, f"corrupted training measurements (n={n})")
         return self._refs["measured"]
 
     def features(self, images: torch.Tensor, label: str | None = None) -> torch.Tensor:
-        """Features of float images in [-1, 1] (quantised first). Requires the feature network."""
-        return extract_features(self.feature_net, quantize(images), self.preset.eval.batch_size, label, self.stop)
+        """Features of float images in [-1, 1] (complex ones as their magnitude, :func:`display_images`;
+        quantised first). Requires the feature network."""
+        return extract_features(self.feature_net, quantize(display_images(images)), self.preset.eval.batch_size, label, self.stop)
 
-    def fid_record(self, model: str, samples: Samples, seeds: range, proximal: bool = False) -> dict:
-        """FID/KID (and proximal FID) of one model's samples, with n, seeds, weights and reference.
+    def fid_record(self, model: str, samples: Samples, seeds: range, proximal: bool = False, weights: str | None = None) -> dict:
+        """FID/KID (and proximal FID) of one model's samples, with n, seeds (or held-out image indices),
+        weights (default :data:`rsd_engine.generate.WEIGHTS` of the model) and reference.
 
         Missing weights or too few samples give a record with ``fid: None`` and a ``note``.
         """
@@ -152,7 +168,7 @@ class Evaluator:
             "model": model,
             "n": n,
             "seeds": [seeds.start, seeds.stop - 1] if n else [],
-            "weights": WEIGHTS[model],
+            "weights": weights or WEIGHTS[model],
             "nfe": samples.nfe,
             "images_per_s": round(samples.images_per_s, 3),
             "fid": None,
@@ -179,10 +195,11 @@ class Evaluator:
     def proximal_fid(self, images: torch.Tensor, seeds: range) -> dict:
         """Proximal FID (docs/method.md §4.3): corrupt the samples with the same A and σ_c (sample of
         seed s with the generator of s in the proximal stream) and compare with the corrupted training
-        measurements. Returns ``{"proximal_fid", "proximal_reference"}``."""
+        measurements, both shown as images (for MRI the zero-filled magnitudes, §9).
+        Returns ``{"proximal_fid", "proximal_reference"}``."""
         ref = self.measurement_reference_features()
-        y, _ = self.measurement.frozen(images, seeds, seed=PROXIMAL_NOISE_SEED)
-        feats = self.features(y, "proximal features")
+        y, params = self.measurement.frozen(images, seeds, seed=PROXIMAL_NOISE_SEED)
+        feats = self.features(self.measurement.op.display(y, **params), "proximal features")
         return {"proximal_fid": fid_from_features(ref[0], feats), "proximal_reference": ref[1]}
 
     @torch.no_grad()
@@ -204,6 +221,57 @@ class Evaluator:
         psnr_noisy, ssim_noisy = psnr_ssim(noisy, x)
         return {"psnr": psnr, "ssim": ssim, "psnr_noisy_input": psnr_noisy, "ssim_noisy_input": ssim_noisy,
                 "n": x.shape[0], "weights": "teacher EMA", "reference": identity}
+
+    @torch.no_grad()
+    def restoration_baseline(self, teacher: EDMPrecond) -> dict[str, tuple[dict, torch.Tensor]]:
+        """The restoration records of an operator with a baseline (multi-coil MRI, docs/method.md §9), on
+        the clean held-out images (at most ``eval.reference_n``), each measured with its frozen draw of
+        the evaluation noise stream:
+
+        - ``zero-filled``: the adjoint Aᴴy of the measurements (the baseline);
+        - ``teacher-reconstruction``: the teacher's posterior mean D([Aᴴy + √(σ_r² − σ_c²)·P_A n, A]; σ_r)
+          at σ_r = max(σ_c, :data:`RECONSTRUCTION_SIGMA`), one network evaluation (n of image i from
+          its own generator of the reconstruction stream).
+
+        The ``seeds`` of these records are held-out image indices.
+
+        Each has FID/KID against the clean reference and PSNR/SSIM of the magnitude against the clean
+        magnitude (both mapped by :func:`display_images`).
+
+        Returns:
+            name → (record, restored images (n, C, H, W) in the order of the clean held-out images);
+            empty for operators without a baseline.
+        """
+        p, m = self.preset, self.measurement
+        op = m.op
+        if op.baseline is None:
+            return {}
+        clean, _ = clean_reference(p, p.eval.reference_n)
+        x = to_float(clean)
+        y, params = m.frozen(x, range(x.shape[0]), seed=EVAL_NOISE_SEED)
+        zero_filled = op.adjoint(y, **params)
+        sigma = max(m.noise_sigma, RECONSTRUCTION_SIGMA)
+        top_up = (sigma**2 - m.noise_sigma**2) ** 0.5
+        noise = torch.stack([torch.randn(x.shape[1:], generator=item_generator(RECONSTRUCTION_NOISE_SEED, i)) for i in range(x.shape[0])])
+        start, outs = time.perf_counter(), []
+        for s in range(0, x.shape[0], p.eval.batch_size):
+            rows = slice(s, s + p.eval.batch_size)
+            cond = op.condition(**{k: v[rows] for k, v in params.items()}).to(self.device)
+            inp = zero_filled[rows].to(self.device) + top_up * cond.project(noise[rows].to(self.device))
+            outs.append(teacher(inp, torch.full((inp.shape[0],), sigma, device=self.device), cond.channels).float().cpu())
+        seconds = time.perf_counter() - start
+        models = {op.baseline: (zero_filled, "none: the adjoint of the measurements", 0, None),
+                  "teacher-reconstruction": (torch.cat(outs), f"teacher EMA, D(·; σ = {sigma:g}) given Aᴴy and the mask", 1, seconds)}
+        out = {}
+        for name, (images, weights, nfe, secs) in models.items():
+            rec = self.fid_record(name, Samples(images, nfe, secs or 0.0), range(images.shape[0]), weights=weights)
+            if secs is None:
+                rec.pop("images_per_s")
+            rec["psnr"], rec["ssim"] = psnr_ssim(display_images(images), display_images(x))
+            quality = f"PSNR {rec['psnr']:.2f} dB, SSIM {rec['ssim']:.3f} of the magnitude against the {x.shape[0]} clean held-out images"
+            rec["note"] = "; ".join(filter(None, [rec.get("note"), quality]))
+            out[name] = (rec, images)
+        return out
 
 
 class Evaluation:
@@ -395,7 +463,9 @@ class Evaluation:
 
     def final(self, models: tuple[str, ...] = MODELS) -> dict:
         """Final metrics of the given models (default teacher-full, teacher-truncated, generator), their
-        grids, the teacher-denoiser PSNR/SSIM; merged into metrics.json (other models' records are kept).
+        grids, the teacher-denoiser PSNR/SSIM and, for operators with a restoration baseline (MRI), the
+        zero-filled and teacher-reconstruction records and grids; merged into metrics.json (other
+        models' records are kept).
 
         ``teacher-truncated`` is left out when the sampler is not truncated, ``generator`` when the run
         has no generator-final yet. Proximal FID is computed for the generator, the model it selects
@@ -426,7 +496,7 @@ class Evaluation:
             # the training stages' numbers do not describe the evaluation
             self.run.write_status(state="running", stage="evaluate", progress=0.0, kimg=None, kimg_total=None, eta_s=None,
                                   it_per_s=None, images_per_s=None)
-            save_grid(self.dataset.measurements(range(min(e.grid_n, len(self.dataset))))[0], self.run.grid_path(MEASUREMENTS_GRID))
+            save_grid(self.evaluator.shown_measurements(range(min(e.grid_n, len(self.dataset)))), self.run.grid_path(MEASUREMENTS_GRID))
             clean_u8, _ = clean_reference(self.preset, e.grid_n)
             save_grid(to_float(clean_u8), self.run.grid_path(CLEAN_GRID))
         teacher = final_network(self.run, self.preset, TEACHER_FULL, device)
@@ -446,6 +516,10 @@ class Evaluation:
                     save_grid(grid.images[: e.grid_n], self.run.grid_path(model))
                     self.run.write_status(progress=(i + 1) / (len(models) + 1))
         if self.main:
+            for name, (rec, images) in self.evaluator.restoration_baseline(teacher).items():
+                metrics[name] = rec
+                save_grid(images[: e.grid_n], self.run.grid_path(name))  # tile i restores tile i of the clean grid
+                log.info("%s: FID %s, %s (n=%d)", name, _fmt(rec.get("fid")), rec["note"], rec["n"])
             race = self._race_summary(metrics)
             if race:
                 metrics[RACE] = race

@@ -13,6 +13,11 @@ Layout of an export (``DIR``)::
 ``rsd_engine.pipelines.RSDOneStepPipeline.from_pretrained(DIR)`` loads the generator with its
 preconditioning. The folder is written beside the target under a temporary name and renamed into
 place at the end (:func:`rsd_engine.runs.replace_folder`), so a failed export leaves nothing behind.
+
+Runs whose networks take a k-space mask (``multicoil_mri``) are refused: their generator's input is
+P_Ã(σ_init z), a projection through a line mask and coil maps that only the engine's operator
+computes (docs/method.md §9), so a pipeline of the bare UNet and the pixel-mask preconditioning would
+produce wrong images. Sample such runs with ``rsd-engine sample``.
 """
 
 from __future__ import annotations
@@ -26,6 +31,7 @@ from .checkpoints import checkpoint_exists, load_checkpoint
 from .generate import ModelSampler
 from .model_card import model_card
 from .networks import EDMPrecond, count_parameters
+from .operators import OPERATORS
 from .pipelines import RSDHeunPipeline, RSDOneStepPipeline
 from .runs import EXPORT_MODELS, EXPORT_WEIGHTS, FINAL_NETWORK, GENERATOR_FINAL, RAW_NETWORK, TEACHER_FINAL, RunDir, partial_folder, replace_folder
 
@@ -54,7 +60,8 @@ def export_run(run_dir: str | Path, out: str | Path, model: str = "generator", w
         ExportError: no run at ``run_dir``; no final checkpoint of ``model`` (the stage has not
             finished); raw weights that were not kept; ``out`` is a file, a symbolic link, the run
             folder, a folder holding it or one of its checkpoints/ and samples/ folders; ``out`` is
-            not empty and ``force`` is off; unreadable checkpoint files.
+            not empty and ``force`` is off; unreadable checkpoint files; a run whose operator's
+            networks take a k-space mask (``multicoil_mri``, see the module docstring).
     """
     if model not in EXPORT_MODELS or weights not in EXPORT_WEIGHTS:
         raise ExportError(f"model {model!r}, weights {weights!r}: allowed models {', '.join(EXPORT_MODELS)}; weights {', '.join(EXPORT_WEIGHTS)}")
@@ -66,6 +73,11 @@ def export_run(run_dir: str | Path, out: str | Path, model: str = "generator", w
         preset = cfg.load(run.preset_path)
     except cfg.PresetError as e:
         raise ExportError(f"the run's preset cannot be read: {e}") from None
+    op = OPERATORS[preset.corruption.operator]
+    if op.cond_kind != "pixel_mask":
+        raise ExportError(f"{run.preset_path}: corruption.operator = {op.name!r} cannot be exported: its networks take the "
+                          "k-space projection P_Ã(·) through a line mask and coil maps, which the diffusers pipelines do not "
+                          f"compute; sample the run with `rsd-engine sample {run.path}` instead")
     net, states = _network(run, preset, model, weights)
     sampler = ModelSampler.from_preset(preset)
     pipe = export_network(net, model, sampler)
@@ -80,8 +92,14 @@ def export_network(net: EDMPrecond, model: str, sampler: ModelSampler) -> RSDOne
         net: the generator (``model="generator"``) or the teacher (``model="teacher"``).
         model: one of :data:`rsd_engine.runs.EXPORT_MODELS`.
         sampler: the run's :class:`ModelSampler` (σ_init; Heun steps, ρ and truncation σ).
+
+    Raises:
+        ExportError: a network with a k-space mask (``cond_kind = "kspace_mask"``), which the
+            pipelines cannot drive.
     """
     c = net.config
+    if c.cond_kind != "pixel_mask":
+        raise ExportError(f"a network with cond_kind = {c.cond_kind!r} (multi-coil MRI) cannot be exported as a diffusers pipeline")
     precond = {"sigma_data": c.sigma_data, "sigma_min": c.sigma_min, "sigma_max": c.sigma_max, "cond_channels": c.cond_channels}
     if model == "generator":
         return RSDOneStepPipeline(net.unet, sigma_init=sampler.sigma_init, **precond)

@@ -3,7 +3,7 @@
 The models (:data:`rsd_engine.runs.MODELS`): ``teacher-full`` (EDM Heun to σ = 0),
 ``teacher-truncated`` (Heun stopped at the truncation σ, returning the denoiser output) and
 ``generator`` (one step, G_ema) (docs/method.md §4.1). Sample ``s`` always starts from the latent of
-seed ``s`` (and, for mask operators, the network mask of seed ``s``), whatever batch or process it
+seed ``s`` (and, for mask operators, the network condition of seed ``s``), whatever batch or process it
 is drawn in, so the same weights, n and seeds give the same images and the same FID.
 """
 
@@ -19,6 +19,7 @@ from .finite import require_finite
 from .measurement import Measurement
 from .networks import EDMPrecond
 from .objectives import Objective
+from .operators import Condition
 from .runs import GENERATOR, MODELS, TEACHER_FULL, TEACHER_TRUNCATED
 from .sampling import heun_sample, one_step_generate
 from .seeding import EVAL_MASK_SEED, item_generator
@@ -116,12 +117,13 @@ class ModelSampler:
             raise ValueError(f"unknown model {', '.join(unknown)}; allowed: {', '.join(MODELS)}")
         return tuple(m for m in requested if m != TEACHER_TRUNCATED or self.truncated)
 
-    def seed_masks(self, seeds, device=None) -> torch.Tensor | None:
-        """Network masks fixed by seed (one generator per seed, apart from the latents' seeds):
-        (len(seeds), 1, H, W), or ``None`` when the networks take no mask."""
+    def seed_conditions(self, seeds, device=None) -> Condition | None:
+        """Network conditions (masks, and MRI coil maps) fixed by seed (one generator per seed, apart from
+        the latents' seeds) for ``len(seeds)`` images, or ``None`` when the networks take no mask."""
         if not self.objective.measurement.has_mask or len(seeds) == 0:
             return None
-        return torch.cat([self.objective.network_mask(1, item_generator(EVAL_MASK_SEED, s)) for s in seeds]).to(device)
+        parts = [self.objective.network_condition(1, item_generator(EVAL_MASK_SEED, s)) for s in seeds]
+        return type(parts[0]).cat(parts).to(device)
 
     @torch.no_grad()
     def generate(self, model: str, net: EDMPrecond, seeds, device=None, stop: Callable[[], bool] | None = None) -> Samples:
@@ -152,7 +154,7 @@ class ModelSampler:
                     raise StopRequested()
                 chunk = seeds[s : s + self.batch_size]
                 z = latents(chunk, self.shape, device)
-                cond = self.seed_masks(chunk, device)
+                cond = self.seed_conditions(chunk, device)
                 if model == GENERATOR:
                     outs.append(one_step_generate(net, z, self.sigma_init, cond).float().cpu())
                 else:

@@ -10,7 +10,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-from .metrics import quantize
+from .metrics import display_images, quantize
 from .runs import atomic_write_bytes
 
 __all__ = ["grid_image", "save_grid"]
@@ -24,11 +24,10 @@ def grid_image(images: torch.Tensor, columns: int | None = None, pad: int = 1) -
         pad: pixels of black between tiles.
 
     Raises:
-        ValueError: C not in {1, 2, 3}. (Two-channel complex images are shown as magnitude.)
+        ValueError: C not in {1, 2, 3}. (Two-channel complex images are shown as their magnitude,
+            :func:`rsd_engine.metrics.display_images`.)
     """
-    x = images.detach().cpu().float()
-    if x.shape[1] == 2:
-        x = x.square().sum(1, keepdim=True).sqrt() * 2 - 1
+    x = display_images(images.detach().cpu().float())
     if x.shape[1] not in (1, 3):
         raise ValueError(f"grid needs 1, 2 or 3 channels, got {x.shape[1]}")
     n, c, h, w = x.shape

@@ -62,7 +62,7 @@ class Measurement:
 
     @property
     def has_mask(self) -> bool:
-        """Whether A is a pixel mask whose networks take the mask as extra input channels."""
+        """Whether A has a mask (pixels, or k-space lines) that its networks take as extra input channels."""
         return self.op.cond_channels > 0
 
     def __call__(
@@ -70,7 +70,8 @@ class Measurement:
     ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         """Corrupt images: y = A(x) + σ_c·ε, A's random parts drawn first, then ε.
 
-        For mask operators the noise is masked too (y = M ⊙ (x + σ_c ε)): erased pixels stay 0.
+        For mask operators the noise is masked too (y = M ⊙ (x + σ_c ε)): erased pixels (or unmeasured
+        k-space lines) stay 0.
 
         Args:
             x: clean images (B, C, H, W) in [-1, 1].
@@ -79,7 +80,8 @@ class Measurement:
 
         Returns:
             (y of shape (B, *output_shape), never clipped; the operator parameters drawn, e.g.
-            ``{"mask": (B, 1, H, W)}``), all on x's device. Differentiable in x.
+            ``{"mask": (B, 1, H, W)}``, or MRI's line mask and coil maps), all on x's device.
+            Differentiable in x.
 
         Raises:
             TypeError: ``x`` is not a float tensor (uint8 images: convert with u / 127.5 − 1 first).
@@ -127,10 +129,3 @@ class Measurement:
             params.append(p)
         merged = {k: torch.cat([p[k] for p in params]) for k in (params[0] if params else {})}
         return (torch.cat(ys) if ys else torch.empty(0, *self.output_shape)), merged
-
-    def fresh_mask(self, batch: int, generator: torch.Generator | None = None) -> torch.Tensor | None:
-        """A fresh measurement mask A, (B, 1, H, W) 0/1 drawn like the data's, or ``None`` for operators
-        without a mask. ``generator`` ``None`` → torch's global RNG (CPU)."""
-        if not self.has_mask:
-            return None
-        return self.op.sample_params(batch, generator)["mask"]

@@ -33,6 +33,7 @@ from .signals import StopRequested
 
 __all__ = [
     "quantize",
+    "display_images",
     "FIDWeightsError",
     "TooFewSamples",
     "find_fid_weights",
@@ -88,6 +89,22 @@ def quantize(x: torch.Tensor) -> torch.Tensor:
     """
     _check_input(x, "quantize", "float")
     return (x.detach().to(torch.float32) * 127.5 + 128).floor().clamp(0, 255).to(torch.uint8)
+
+
+def display_images(x: torch.Tensor) -> torch.Tensor:
+    """Images as every PNG and every FID/KID/PSNR input sees them, before :func:`quantize`.
+
+    Complex images (N, 2, H, W) (re, im) become their magnitude |re + i·im| mapped to [-1, 1] by
+    m ↦ 2m − 1 (N, 1, H, W): magnitude 0 is black and 1 white, the same map for real and generated
+    images (docs/method.md §9; the feature network replicates the one channel to RGB). 1- and 3-channel
+    images are returned unchanged.
+
+    Args:
+        x: float tensor (N, C, H, W).
+    """
+    if x.shape[1] != 2:
+        return x
+    return torch.linalg.vector_norm(x, dim=1, keepdim=True) * 2 - 1
 
 
 class FIDWeightsError(FileNotFoundError):

@@ -35,18 +35,39 @@ class EDMDenoiser(nn.Module):
     and §6: the paper's Ambient Diffusion teachers are released checkpoints whose parameterisation is
     not published).
 
+    A k-space mask (``cond_kind="kspace_mask"``, multi-coil MRI, docs/method.md §9) is not a pixel mask:
+    the input is the zero-filled projection P_Ã(x + σn), in which no pixel carries its clean value, so
+    every pixel is treated as unseen ((c_skip, c_out) = (0, σ_d), λ = 1/σ_d²) and the mask only enters
+    as input channels. With EDM's skip the denoiser would return the aliased input as σ → 0.
+
     Args:
         sigma_data: σ_d (0.5 for images in [-1, 1]).
         sigma_min, sigma_max: the noise range the network was trained for (read by the samplers).
         cond_channels: extra mask channels k the backbone takes beside the image (0 for none).
+        cond_kind: ``"pixel_mask"`` (1 = the pixel is seen) or ``"kspace_mask"``.
+
+    Raises:
+        ValueError: an unknown ``cond_kind``.
     """
 
-    def __init__(self, sigma_data: float = 0.5, sigma_min: float = 0.002, sigma_max: float = 80.0, cond_channels: int = 0):
+    COND_KINDS = ("pixel_mask", "kspace_mask")
+
+    def __init__(self, sigma_data: float = 0.5, sigma_min: float = 0.002, sigma_max: float = 80.0, cond_channels: int = 0,
+                 cond_kind: str = "pixel_mask"):
         super().__init__()
+        if cond_kind not in self.COND_KINDS:
+            raise ValueError(f"cond_kind {cond_kind!r}: allowed {', '.join(self.COND_KINDS)}")
         self.sigma_data = float(sigma_data)
         self.sigma_min = float(sigma_min)
         self.sigma_max = float(sigma_max)
         self.cond_channels = int(cond_channels)
+        self.cond_kind = cond_kind
+
+    def _seen(self, mask: torch.Tensor | None) -> torch.Tensor | None:
+        """The 0/1 map of pixels whose input carries their value: the mask itself, or zeros for a k-space mask."""
+        if mask is None or self.cond_kind == "pixel_mask":
+            return mask
+        return torch.zeros_like(mask[:, :1])
 
     def coefficients(
         self, sigma: torch.Tensor, mask: torch.Tensor | None = None
@@ -61,6 +82,7 @@ class EDMDenoiser(nn.Module):
         s = sigma.reshape(-1, 1, 1, 1)
         c_skip = sd**2 / (s**2 + sd**2)
         c_out = s * sd / (s**2 + sd**2).sqrt()
+        mask = self._seen(mask)
         if mask is not None:
             m = mask.to(c_out.dtype)
             c_skip, c_out = m * c_skip, m * c_out + (1 - m) * sd
@@ -87,6 +109,7 @@ class EDMDenoiser(nn.Module):
         sd = self.sigma_data
         s = sigma.reshape(-1, 1, 1, 1)
         weight = (s**2 + sd**2) / (s * sd) ** 2
+        mask = self._seen(mask)
         if mask is None:
             return weight
         m = mask.to(weight.dtype)
@@ -138,18 +161,20 @@ class UNetDenoiser(EDMDenoiser):
 
     Args:
         unet: F, taking C + k input channels (image and mask) and returning C channels.
-        sigma_data, sigma_min, sigma_max, cond_channels: as in :class:`EDMDenoiser`.
+        sigma_data, sigma_min, sigma_max, cond_channels, cond_kind: as in :class:`EDMDenoiser`.
 
     Raises:
-        ValueError: the UNet's input channels are not its output channels plus ``cond_channels``.
+        ValueError: the UNet's input channels are not its output channels plus ``cond_channels``; an
+            unknown ``cond_kind``.
     """
 
-    def __init__(self, unet: UNet2DModel, sigma_data: float = 0.5, sigma_min: float = 0.002, sigma_max: float = 80.0, cond_channels: int = 0):
+    def __init__(self, unet: UNet2DModel, sigma_data: float = 0.5, sigma_min: float = 0.002, sigma_max: float = 80.0, cond_channels: int = 0,
+                 cond_kind: str = "pixel_mask"):
         c = unet.config
         if c.in_channels != c.out_channels + int(cond_channels):
             raise ValueError(f"the UNet takes {c.in_channels} input channels and returns {c.out_channels}; "
                              f"with {cond_channels} mask channels it should take {c.out_channels + int(cond_channels)}")
-        super().__init__(sigma_data, sigma_min, sigma_max, cond_channels)
+        super().__init__(sigma_data, sigma_min, sigma_max, cond_channels, cond_kind)
         self.unet = unet
 
     def raw(self, x_in: torch.Tensor, c_noise: torch.Tensor) -> torch.Tensor:
@@ -174,6 +199,11 @@ class EDMPrecond(UNetDenoiser, ModelMixin, ConfigMixin):
             (``[network]`` of a preset; attention at the listed level indices, 0 = full resolution).
         sigma_data: σ_d (0.5 for images in [-1, 1]).
         sigma_min, sigma_max: the noise range the teacher was trained for (used by samplers).
+        cond_kind: what the mask channels mean (:class:`EDMDenoiser`): ``"pixel_mask"``, or
+            ``"kspace_mask"`` for multi-coil MRI (C = 2 channels re, im; k = 1 line-mask channel).
+
+    Raises:
+        ValueError: an unknown ``cond_kind``.
     """
 
     @register_to_config
@@ -190,6 +220,7 @@ class EDMPrecond(UNetDenoiser, ModelMixin, ConfigMixin):
         sigma_data: float = 0.5,
         sigma_min: float = 0.002,
         sigma_max: float = 80.0,
+        cond_kind: str = "pixel_mask",
     ):
         levels = len(block_out_channels)
         down = ["AttnDownBlock2D" if i in attention_levels else "DownBlock2D" for i in range(levels)]
@@ -209,17 +240,18 @@ class EDMPrecond(UNetDenoiser, ModelMixin, ConfigMixin):
             flip_sin_to_cos=True,
             freq_shift=0,
         )
-        super().__init__(unet, sigma_data, sigma_min, sigma_max, cond_channels)
+        super().__init__(unet, sigma_data, sigma_min, sigma_max, cond_channels, cond_kind)
         self.resolution = resolution
         self.channels = channels
 
     @staticmethod
-    def preset_arguments(preset, cond_channels: int = 0) -> dict:
+    def preset_arguments(preset, cond_channels: int = 0, cond_kind: str = "pixel_mask") -> dict:
         """The constructor arguments (the diffusers config) of the network a preset trains.
 
         Args:
             preset: a validated :class:`rsd_engine.config.Preset` (``[data]`` shape, ``[network]``).
             cond_channels: mask channels of the operator (``Measurement.op.cond_channels``).
+            cond_kind: what they mean (``Measurement.op.cond_kind``).
         """
         n = preset.network
         return {
@@ -234,12 +266,13 @@ class EDMPrecond(UNetDenoiser, ModelMixin, ConfigMixin):
             "sigma_data": n.sigma_data,
             "sigma_min": n.sigma_min,
             "sigma_max": n.sigma_max,
+            "cond_kind": cond_kind,
         }
 
     @classmethod
-    def from_preset(cls, preset, cond_channels: int = 0) -> "EDMPrecond":
+    def from_preset(cls, preset, cond_channels: int = 0, cond_kind: str = "pixel_mask") -> "EDMPrecond":
         """A freshly initialised network for a preset (:meth:`preset_arguments`); torch's global RNG draws the weights."""
-        return cls(**cls.preset_arguments(preset, cond_channels))
+        return cls(**cls.preset_arguments(preset, cond_channels, cond_kind))
 
     def differences(self, arguments: dict) -> dict:
         """``{name: (this network's value, the wanted value)}`` for every constructor argument in

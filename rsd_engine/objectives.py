@@ -1,5 +1,6 @@
-"""Teacher objectives (Phase I, docs/method.md §2): plain EDM, Ambient-Tweedie for noisy measurements
-and Ambient Diffusion for masked measurements, and :class:`Objective`, the one a preset trains with.
+"""Teacher objectives (Phase I, docs/method.md §2): plain EDM, Ambient-Tweedie for noisy measurements,
+Ambient Diffusion for masked measurements and its Fourier-space form for multi-coil MRI (§9), and
+:class:`Objective`, the one a preset trains with.
 
 The same objective trains the fake score in Phase II on A(x_g) + σ_c·ε (docs/method.md §3.2), so both
 networks are Tweedie-consistent denoisers of the clean measurement law p(A x). The per-pixel loss
@@ -16,12 +17,13 @@ import torch
 
 from .measurement import Measurement
 from .networks import EDMPrecond, unwrap
+from .operators import FAMILY_OBJECTIVES, Condition, MultiCoilMRI
 from .operators.inpainting import further_mask
 
-__all__ = ["sample_training_sigma", "ambient_tweedie_loss", "edm_loss", "ambient_mask_loss", "Objective", "OBJECTIVES"]
+__all__ = ["sample_training_sigma", "ambient_tweedie_loss", "edm_loss", "ambient_mask_loss", "ambient_fourier_loss", "Objective", "OBJECTIVES"]
 
 #: The objective names :func:`rsd_engine.config.resolve_objective` resolves a preset to.
-OBJECTIVES = ("edm", "ambient_tweedie", "ambient_mask")
+OBJECTIVES = ("edm", "ambient_tweedie", "ambient_mask", "ambient_fourier")
 
 
 def sample_training_sigma(batch: int, p_mean: float, p_std: float, device=None, generator=None, floor: float = 0.0) -> torch.Tensor:
@@ -166,13 +168,75 @@ def ambient_mask_loss(
     return per_pixel.flatten(1).sum(1)
 
 
+def ambient_fourier_loss(net: EDMPrecond, y: torch.Tensor, op: MultiCoilMRI, params: dict[str, torch.Tensor], noise_sigma: float, *,
+                         p_mean: float = -1.2, p_std: float = 1.2, sigma: torch.Tensor | None = None, loss_on: str = "A") -> torch.Tensor:
+    """Fourier-space Ambient Diffusion loss for multi-coil k-space y = A x (+ σ_c ε) (docs/method.md §9;
+    Aali et al., "Ambient Diffusion Posterior Sampling", the MRI objective RSD's teacher uses), with the
+    Ambient-Tweedie noise handling of §2.2 when σ_c > 0. P_M = A_Mᴴ A_M is the operator's projection
+    through the lines M (``op.normal``).
+
+    Steps (σ, then n, then Ã from torch's global RNG):
+
+    1. σ ~ logN(p_mean, p_std²), clamped to σ ≥ σ_c;
+    2. Ã = ``op.further_mask(M)``, the kept lines less ``op.further_lines`` random non-ACS lines;
+    3. network input x_t = Ãᴴ y + √(σ² − σ_c²)·P_Ã n (= P_Ã(x + σn) at σ_c = 0), mask channel Ã;
+    4. x̂ = D([x_t, Ã]; σ), a prediction of the whole complex image;
+    5. ŷ = P_A x̂ + (σ_c²/σ²)·(x_t − P_Ã x̂), the prediction of the observed zero-filled image Aᴴ y
+       (the §2.2 conversion on the lines the network saw; none at σ_c = 0);
+    6. loss = λ·‖ŷ − Aᴴ y‖² summed over both channels, λ = 1/σ_d² from the network's k-space
+       preconditioning (``loss_on="A"``: the teacher); ``loss_on="A_tilde"`` (the fake score, §3.2)
+       compares P_Ã x̂ + (σ_c²/σ²)(x_t − P_Ã x̂) with Ãᴴ y instead.
+
+    With σ_c > 0 and C > 1 coils the top-up noise P_Ã n and the measurement noise Ãᴴε differ in
+    covariance (P_Ã² against P_Ã); the conversion treats them alike (exact for one coil).
+
+    Args:
+        net: denoiser with one ``kspace_mask`` conditioning channel.
+        y: k-space (B, 2C, H, W) of ``op``, zero off the measured lines.
+        op: the multi-coil operator (projections, further mask).
+        params: the measurements' ``"mask"`` M, (B, 1, 1, W) 0/1, and ``"maps"``, complex (B, C, H, W).
+        noise_sigma: σ_c ≥ 0 of the k-space noise.
+        p_mean, p_std: log-normal σ distribution.
+        sigma: optional fixed σ (B,) (tests); clamped to ≥ σ_c like drawn ones.
+        loss_on: ``"A"`` or ``"A_tilde"``.
+
+    Returns:
+        per-sample loss (B,), ≥ 0.
+
+    Raises:
+        ValueError: a bad ``loss_on``; ``mask`` or ``maps`` missing.
+    """
+    if loss_on not in ("A", "A_tilde"):
+        raise ValueError(f"loss_on {loss_on!r}: allowed 'A' (teacher) or 'A_tilde' (fake score)")
+    full = op.condition(**params)
+    mask, maps = full.lines, full.maps
+    b = y.shape[0]
+    if sigma is None:
+        sigma = sample_training_sigma(b, p_mean, p_std, device=y.device)
+    sigma, top_up, ratio = _noise_levels(sigma, noise_sigma, y.device)
+    n = torch.randn(b, 2, *y.shape[-2:], device=y.device, dtype=y.dtype)
+    a_tilde = op.further_mask(mask)
+    seen = op.condition(mask=a_tilde, maps=maps)
+    observed = op.adjoint(y, mask=a_tilde, maps=maps)
+    x_t = observed + top_up * seen.project(n)
+    x_hat = net(x_t, sigma, cond=seen.channels)
+    correction = ratio * (x_t - seen.project(x_hat))
+    if loss_on == "A":
+        y_hat, target = full.project(x_hat) + correction, op.adjoint(y, mask=mask, maps=maps)
+    else:
+        y_hat, target = seen.project(x_hat) + correction, observed
+    per_pixel = unwrap(net).loss_weight(sigma, seen.channels) * (y_hat - target) ** 2
+    return per_pixel.flatten(1).sum(1)
+
+
 @dataclass(frozen=True)
 class Objective:
     """The denoising objective a run trains its teacher with, and its fake score in Phase II.
 
     Args:
         name: ``"edm"`` (treats y as clean: the naive baseline), ``"ambient_tweedie"`` (accounts for
-            σ_c, docs/method.md §2.2) or ``"ambient_mask"`` (Ambient Diffusion for mask operators, §2.3).
+            σ_c, docs/method.md §2.2), ``"ambient_mask"`` (Ambient Diffusion for mask operators, §2.3)
+            or ``"ambient_fourier"`` (its Fourier-space form for multi-coil MRI, §9).
         measurement: the forward model the data came from (σ_c, and fresh masks for the networks).
         p_mean, p_std: training σ distribution, ln σ ~ N(p_mean, p_std²) (EDM: −1.2, 1.2).
         delta: δ ∈ [0, 1) of the Ambient further corruption Ã = A ⊙ B (``ambient_mask`` only; paper 0.1).
@@ -182,7 +246,8 @@ class Objective:
             a constant factor, docs/method.md §2.2).
 
     Raises:
-        ValueError: unknown name, δ outside [0, 1), or ``ambient_mask`` with an operator without masks.
+        ValueError: unknown name, δ outside [0, 1), or an objective the operator's family does not allow
+            (:data:`FAMILY_OBJECTIVES`).
     """
 
     name: str
@@ -197,7 +262,7 @@ class Objective:
             raise ValueError(f"unknown teacher objective {self.name!r}; allowed: {', '.join(OBJECTIVES)}")
         if not 0.0 <= self.delta < 1.0:
             raise ValueError(f"delta {self.delta}: must be in [0, 1)")
-        if (self.name == "ambient_mask") != self.measurement.has_mask:
+        if self.name not in FAMILY_OBJECTIVES[self.measurement.op.objective_family]:
             raise ValueError(f"objective {self.name!r} does not fit operator {self.measurement.op.name!r}")
 
     @classmethod
@@ -214,40 +279,52 @@ class Objective:
         """σ_c of the measurements, on the [-1, 1] scale."""
         return self.measurement.noise_sigma
 
-    def loss(self, net: EDMPrecond, y: torch.Tensor, mask: torch.Tensor | None = None, loss_on: str = "A") -> torch.Tensor:
-        """Per-sample loss (B,) of ``net`` on measurements y (B, C, H, W), σ drawn from torch's global RNG
+    def loss(self, net: EDMPrecond, y: torch.Tensor, params: dict[str, torch.Tensor] | None = None, loss_on: str = "A") -> torch.Tensor:
+        """Per-sample loss (B,) of ``net`` on measurements y (B, C', H', W'), σ drawn from torch's global RNG
         (:func:`sample_training_sigma`, conditioned on σ > σ_c when ``above_noise``).
 
-        ``mask`` (B, 1, H, W), the measurement mask A, and ``loss_on`` (``"A"`` for the teacher,
-        ``"A_tilde"`` for the fake score, docs/method.md §3.2) are used by ``ambient_mask`` only.
+        ``params`` are the measurements' operator parameters (:meth:`Measurement.frozen`), on y's
+        device: ``ambient_mask`` uses ``"mask"`` (B, 1, H, W), ``ambient_fourier`` ``"mask"`` and
+        ``"maps"``; ``loss_on`` (``"A"`` for the teacher, ``"A_tilde"`` for the fake score, docs/method.md
+        §3.2) applies to those two.
 
         Raises:
-            ValueError: ``ambient_mask`` without a mask, or a bad ``loss_on``.
+            ValueError: a mask objective without its parameters, or a bad ``loss_on``.
         """
-        if self.name == "ambient_mask" and mask is None:
-            raise ValueError("objective 'ambient_mask' needs the measurement mask (objective.loss(net, y, params['mask']))")
+        params = params or {}
+        if self.name in ("ambient_mask", "ambient_fourier") and ("mask" not in params or (self.name == "ambient_fourier" and "maps" not in params)):
+            raise ValueError(f"objective {self.name!r} needs the measurement parameters (objective.loss(net, y, params))")
         floor = self.noise_sigma if self.above_noise else 0.0
         sigma = sample_training_sigma(y.shape[0], self.p_mean, self.p_std, device=y.device, floor=floor)
         if self.name == "ambient_tweedie":
             return ambient_tweedie_loss(net, y, self.noise_sigma, sigma=sigma)
         if self.name == "edm":
             return edm_loss(net, y, sigma=sigma)
-        return ambient_mask_loss(net, y, mask, self.noise_sigma, self.delta, sigma=sigma, loss_on=loss_on)
+        if self.name == "ambient_fourier":
+            return ambient_fourier_loss(net, y, self.measurement.op, params, self.noise_sigma, sigma=sigma, loss_on=loss_on)
+        return ambient_mask_loss(net, y, params["mask"], self.noise_sigma, self.delta, sigma=sigma, loss_on=loss_on)
 
-    def network_mask(self, batch: int, generator: torch.Generator | None = None, device=None) -> torch.Tensor | None:
-        """A fresh mask Ã = A ⊙ B for the networks' mask input: a measurement mask drawn like the data's,
-        further erased by δ (docs/method.md §3.1: the generator and the score networks of the
-        inpainting setting see a random further-corrupted mask); ``None`` when the networks take no mask.
+    def network_condition(self, batch: int, generator: torch.Generator | None = None, device=None) -> Condition | None:
+        """A fresh condition for the networks' mask input: measurement parameters drawn like the data's,
+        the mask further corrupted (δ of the surviving pixels erased for inpainting; ``further_lines``
+        lines removed for MRI) (docs/method.md §3.1, §9: the generator and the score networks see a
+        random further-corrupted mask, and for MRI random coil maps); ``None`` when the networks take no mask.
 
         Args:
             batch: B.
-            generator: source of both masks (``None`` → torch's global RNG, CPU).
-            device: where the mask is returned.
+            generator: source of every draw (``None`` → torch's global RNG, CPU).
+            device: where the condition is returned.
 
         Returns:
-            (B, 1, H, W) 0/1, survival (1 − p)(1 − δ) for random inpainting; or ``None``.
+            a :class:`~rsd_engine.operators.Condition` of B images (for random inpainting a mask of
+            survival (1 − p)(1 − δ)), or ``None``.
         """
-        mask = self.measurement.fresh_mask(batch, generator)
-        if mask is None:
+        op = self.measurement.op
+        if not self.measurement.has_mask:
             return None
-        return further_mask(mask, self.delta, generator).to(device)
+        params = op.sample_params(batch, generator)
+        if self.name == "ambient_fourier":
+            params["mask"] = op.further_mask(params["mask"], generator)
+        else:
+            params["mask"] = further_mask(params["mask"], self.delta, generator)
+        return op.condition(**params).to(device)

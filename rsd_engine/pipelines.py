@@ -32,6 +32,7 @@ from .generate import latents as seed_latents
 from .grids import grid_image
 from .metrics import quantize
 from .networks import UNetDenoiser
+from .operators import PixelMask
 from .sampling import heun_sample, one_step_generate
 
 __all__ = ["RSDOneStepPipeline", "RSDHeunPipeline", "OUTPUT_TYPES"]
@@ -101,8 +102,9 @@ class _EDMPipeline(DiffusionPipeline):
             raise ValueError("no images asked for: give at least one seed or latent")
         return z
 
-    def _mask(self, mask: torch.Tensor | None, batch: int, device) -> torch.Tensor | None:
-        """The mask channels on ``device`` (float32), checked against the network.
+    def _mask(self, mask: torch.Tensor | None, batch: int, device) -> PixelMask | None:
+        """The networks' condition of a mask (float32 on ``device``; the sampler shows them m ⊙ x and m),
+        checked against the network; ``None`` for a network without mask channels.
 
         Raises:
             ValueError: a mask network called without a mask, a mask for a network without mask
@@ -119,7 +121,7 @@ class _EDMPipeline(DiffusionPipeline):
                              "with 1 where the network sees the pixel (see the model card)")
         if tuple(mask.shape) != (batch, k, h, w):
             raise ValueError(f"mask of shape {tuple(mask.shape)}; expected ({batch}, {k}, {h}, {w})")
-        return mask.to(device, torch.float32)
+        return PixelMask(mask.to(device, torch.float32))
 
     @staticmethod
     def _output(images: torch.Tensor, output_type: str, return_dict: bool):

@@ -1,11 +1,13 @@
 """Operator preview: what the preset's corruption does to images, before any training.
 
-A grid of three rows of n images each: clean held-out images | their measurements
-y = A(x) + σε | the adjoint Aᵀy (for masks: the zero-filled measurement). The clean images come
-from :func:`rsd_engine.data.clean_reference` (the evaluation split, never training data) and are
-corrupted exactly as the training set is, by the same :class:`rsd_engine.measurement.Measurement`
-(one generator per image index from ``(corruption.seed, index)``, docs/method.md §1). All pixels go
-through the single quantiser
+A grid of rows of n images each, as the operator lays them out (:meth:`Operator.preview_panels`):
+clean held-out images | their measurements y = A(x) + σε | the adjoint Aᵀy (for masks: the
+zero-filled measurement); for multi-coil MRI the k-space line mask | coil 1's zero-filled image | the
+coil-combined zero-filled image | the clean image, complex images shown as magnitudes. The clean
+images come from :func:`rsd_engine.data.clean_reference` (the evaluation split, never training data)
+and are corrupted exactly as the training set is, by the same
+:class:`rsd_engine.measurement.Measurement` (one generator per image index from
+``(corruption.seed, index)``, docs/method.md §1). All pixels go through the single quantiser
 :func:`rsd_engine.metrics.quantize` (via :mod:`rsd_engine.grids`).
 """
 
@@ -20,14 +22,25 @@ from PIL import Image
 from .data import CorruptedDataset, clean_reference, to_float
 from .grids import grid_image
 from .measurement import Measurement
+from .metrics import display_images
 from .runs import atomic_write_bytes
 
-__all__ = ["preview_rows", "preview_grid"]
+__all__ = ["PANEL_LABELS", "preview_rows", "rows_image", "preview_grid"]
+
+#: What each preview row shows (keys of :meth:`Operator.preview_panels`).
+PANEL_LABELS = {
+    "clean": "clean test images (shown for evaluation only)",
+    "measurement": "measurements y = A(x) + σε",
+    "adjoint": "adjoint Aᵀy",
+    "kspace_mask": "k-space line mask (white = measured phase-encode line)",
+    "coil_image": "coil 1 image from its undersampled k-space (zero-filled, magnitude)",
+    "zero_filled": "zero-filled coil combination |Aᴴy|",
+}
 
 
 @torch.no_grad()
 def preview_rows(preset, measurement: Measurement, n: int = 16) -> dict[str, torch.Tensor]:
-    """The tensors shown by :func:`preview_grid`.
+    """The rows shown by :func:`preview_grid`, top to bottom.
 
     Args:
         preset: a validated :class:`rsd_engine.config.Preset` (where the clean images come from).
@@ -35,10 +48,9 @@ def preview_rows(preset, measurement: Measurement, n: int = 16) -> dict[str, tor
         n: number of images ≥ 1 (fewer if the evaluation split is smaller).
 
     Returns:
-        ``{"clean", "measurement", "adjoint"}``, each float32 (n', C, H, W); clean in [-1, 1],
-        measurement and adjoint unclipped (noise may leave [-1, 1]); plus the operator's drawn
-        parameters (e.g. ``"mask"`` (n', 1, H, W)). For a non-linear operator ``"adjoint"`` is the
-        measurement itself.
+        the operator's panels (:meth:`Operator.preview_panels`, keys in :data:`PANEL_LABELS`), each
+        float32 (n', C, H, W) with clean images in [-1, 1] and measurements unclipped (noise may leave
+        [-1, 1]).
 
     Raises:
         ValueError: n < 1.
@@ -49,37 +61,35 @@ def preview_rows(preset, measurement: Measurement, n: int = 16) -> dict[str, tor
     clean_u8, _ = clean_reference(preset, n)
     data = CorruptedDataset(clean_u8, measurement)
     y, params = data.measurements(range(len(data)))
-    op = measurement.op
-    adj = op.adjoint(y, **params) if op.linear else y
-    return {"clean": to_float(clean_u8), "measurement": y, "adjoint": adj, **params}
+    return measurement.op.preview_panels(to_float(clean_u8), y, **params)
 
 
-def preview_grid(preset, measurement: Measurement, n: int = 16, path: str | Path | None = None) -> Image.Image:
-    """Grid of n clean test images (row 1), their measurements (row 2) and Aᵀy (row 3).
-
-    The measurement row is left out when the operator's output shape differs from the image shape
-    (measurement-space operators); every operator registered now is image-shaped.
+def rows_image(rows: dict[str, torch.Tensor], path: str | Path | None = None) -> Image.Image:
+    """Tile preview rows (:func:`preview_rows`) into one grid, one row each; complex images appear as
+    their magnitude (:func:`rsd_engine.metrics.display_images`).
 
     Args:
-        preset: a validated :class:`rsd_engine.config.Preset`.
-        measurement: the preset's forward model.
-        n: images per row, ≥ 1.
+        rows: name → images (n, C, H, W), the same n for every row.
         path: if given, the grid is also written there as PNG (atomically).
 
     Returns:
-        PIL image, mode "L" for grey and "RGB" for colour data, 1-pixel black gaps between tiles;
-        size (n'·(W+1)+1) × (rows·(H+1)+1).
-
-    Raises:
-        ValueError: n < 1.
-        rsd_engine.data.DataError: missing or malformed data files.
+        PIL image, mode "L" for grey and complex data and "RGB" for colour data, 1-pixel black gaps
+        between tiles; size (n·(W+1)+1) × (rows·(H+1)+1).
     """
-    rows = preview_rows(preset, measurement, n)
-    clean, y, adj = rows["clean"], rows["measurement"], rows["adjoint"]
-    shown = [clean, y, adj] if y.shape == clean.shape else [clean, adj]
-    img = grid_image(torch.cat(shown), columns=clean.shape[0])
+    shown = [display_images(r) for r in rows.values()]
+    img = grid_image(torch.cat(shown), columns=shown[0].shape[0])
     if path is not None:
         buf = io.BytesIO()
         img.save(buf, format="PNG")
         atomic_write_bytes(Path(path), buf.getvalue())
     return img
+
+
+def preview_grid(preset, measurement: Measurement, n: int = 16, path: str | Path | None = None) -> Image.Image:
+    """:func:`rows_image` of :func:`preview_rows`: the preview of n held-out images.
+
+    Raises:
+        ValueError: n < 1.
+        rsd_engine.data.DataError: missing or malformed data files.
+    """
+    return rows_image(preview_rows(preset, measurement, n), path)

@@ -11,6 +11,7 @@ from dataclasses import dataclass
 import torch
 
 from .networks import EDMPrecond
+from .operators import Condition
 
 __all__ = ["karras_sigma", "karras_position", "karras_sigmas", "heun_sample", "one_step_generate", "SampleResult"]
 
@@ -64,7 +65,7 @@ def heun_sample(
     steps: int = 18,
     rho: float = 7.0,
     stop_sigma: float | None = None,
-    cond: torch.Tensor | None = None,
+    cond: Condition | None = None,
 ) -> SampleResult:
     """EDM Heun sampler from pure noise.
 
@@ -76,15 +77,16 @@ def heun_sample(
         stop_sigma: teacher-truncated (docs/method.md §4.1): before the step from σ_i to σ_{i+1}, if
             σ_{i+1} < stop_sigma, return D(x_i; σ_i) instead of stepping. ``None`` or 0 runs to σ = 0
             (teacher-full, whose samples keep the data noise).
-        cond: optional fixed mask (B, k, H, W) for networks with mask channels (inpainting teachers):
-            every call sees ``cond ⊙ x`` and ``cond`` (Ambient Diffusion's fixed-mask sampling).
+        cond: optional fixed :class:`~rsd_engine.operators.Condition` for networks with mask channels:
+            every call sees ``cond.project(x)`` (m ⊙ x for inpainting, P_Ã x for MRI) and
+            ``cond.channels`` (Ambient Diffusion's fixed-mask sampling; docs/method.md §4.1, §9).
 
     Returns:
         :class:`SampleResult` with images (B, C, H, W) and the NFE used.
     """
     def denoise(x: torch.Tensor, s: torch.Tensor) -> torch.Tensor:
         x = x.float()
-        return (net(x, s.float()) if cond is None else net(x * cond, s.float(), cond)).double()
+        return (net(x, s.float()) if cond is None else net(cond.project(x), s.float(), cond.channels)).double()
 
     sig = karras_sigmas(steps, net.sigma_min, net.sigma_max, rho, device=noise.device)
     x = noise.to(torch.float64) * sig[0]
@@ -107,15 +109,16 @@ def heun_sample(
     return SampleResult(x.float(), nfe)
 
 
-def one_step_generate(generator: EDMPrecond, z: torch.Tensor, sigma_init: float, cond: torch.Tensor | None = None) -> torch.Tensor:
-    """The one-step RSD generator x = G(σ_init·z; σ_init) (docs/method.md §3.1; SiD); with mask channels
-    x = G([cond ⊙ σ_init·z, cond]; σ_init) (the inpainting generator of docs/method.md §3.1).
+def one_step_generate(generator: EDMPrecond, z: torch.Tensor, sigma_init: float, cond: Condition | None = None) -> torch.Tensor:
+    """The one-step RSD generator x = G(σ_init·z; σ_init) (docs/method.md §3.1; SiD); with a condition
+    x = G([cond.project(σ_init·z), cond.channels]; σ_init) (m ⊙ σ_init·z for inpainting, §3.1;
+    P_Ã(σ_init·z) for MRI, §9).
 
     Args:
         generator: G (use G_ema for evaluation).
         z: standard normal (B, C, H, W).
         sigma_init: σ_init (2.5 in the paper); must be the value the generator was distilled with.
-        cond: optional mask (B, k, H, W) for generators with mask channels.
+        cond: optional :class:`~rsd_engine.operators.Condition` for generators with mask channels.
 
     Returns:
         images (B, C, H, W), approximately in [-1, 1]. Gradients flow unless called under no_grad.
@@ -123,4 +126,4 @@ def one_step_generate(generator: EDMPrecond, z: torch.Tensor, sigma_init: float,
     sigma = torch.full((z.shape[0],), float(sigma_init), device=z.device)
     if cond is None:
         return generator(z * sigma_init, sigma)
-    return generator(cond * z * sigma_init, sigma, cond)
+    return generator(cond.project(z * sigma_init), sigma, cond.channels)

@@ -25,6 +25,8 @@ __all__ = [
     "EVAL_NOISE_SEED",
     "PROXIMAL_NOISE_SEED",
     "EVAL_MASK_SEED",
+    "RECONSTRUCTION_NOISE_SEED",
+    "MRI_PHASE_SEED",
 ]
 
 _MODULUS = 2**63 - 1
@@ -33,11 +35,17 @@ _MODULUS = 2**63 - 1
 STAGE_STREAMS = {"teacher": 1, "distill": 2}
 
 #: Base seeds of the evaluation streams (never a corruption seed in practice): the noise of the noisy
-#: copy of the test split (teacher-denoiser PSNR), the corruption of generated samples (proximal FID)
-#: and the network masks of evaluation samples (mask operators).
+#: copy of the test split (teacher-denoiser PSNR; the measurements of the MRI restoration baseline),
+#: the corruption of generated samples (proximal FID), the network masks of evaluation samples (mask
+#: operators) and the noise of the teacher's MRI reconstruction input.
 EVAL_NOISE_SEED = 10_000_019
 PROXIMAL_NOISE_SEED = EVAL_NOISE_SEED + 7
 EVAL_MASK_SEED = 20_000_003
+RECONSTRUCTION_NOISE_SEED = EVAL_NOISE_SEED + 13
+
+#: Base seed of the smooth random phase each MRI slice simulated from a magnitude volume is given
+#: (index = the slice's position, :mod:`rsd_engine.data.mri`): part of the data, not of the corruption.
+MRI_PHASE_SEED = 30_000_001
 
 
 def mix_seed(parts: Sequence[int], weights: Sequence[int]) -> int:

@@ -30,18 +30,19 @@ log = logging.getLogger("rsd_engine")
 def teacher_step(ctx: StepContext, images_seen: int, *, data: CorruptedDataset, order: IndexStream, objective: Objective,
                  grad_clip: float | None) -> dict:
     """One teacher step: this process's share of the global batch at ``images_seen`` (frozen
-    measurements y, masks for mask operators), the objective's mean loss, one update of ``net``.
+    measurements y and their operator parameters: masks, MRI coil maps), the objective's mean loss, one
+    update of ``net``.
 
     Returns:
         ``{"loss": scalar tensor}``.
     """
     idx = order.batch(images_seen, ctx.global_batch, ctx.rank, ctx.world)
     y, params = data.measurements(idx)
-    mask = params["mask"].to(ctx.device) if "mask" in params else None
+    params = {k: v.to(ctx.device) for k, v in params.items()}
     net = ctx.nets["net"]
     net.train()
     with ctx.autocast():
-        loss = objective.loss(net, y.to(ctx.device), mask).mean()
+        loss = objective.loss(net, y.to(ctx.device), params).mean()
     ctx.update("net", loss, grad_clip)
     return {"loss": loss}
 
@@ -100,7 +101,7 @@ def teacher_stage(preset, data: CorruptedDataset, objective: Objective, evaluate
     """
     t = preset.teacher
     torch.manual_seed(preset.run.seed)
-    net = EDMPrecond.from_preset(preset, objective.measurement.op.cond_channels)
+    net = EDMPrecond.from_preset(preset, objective.measurement.op.cond_channels, objective.measurement.op.cond_kind)
     ema = copy.deepcopy(net).eval().requires_grad_(False)
     opt = torch.optim.Adam(net.parameters(), lr=t.lr, betas=(0.9, 0.999), eps=1e-8)
     log.info("teacher: %s parameters, objective %s, σ_c = %g, %g kimg", f"{count_parameters(net):,}", objective.name, objective.noise_sigma, t.kimg)
@@ -137,7 +138,7 @@ def rsd_stage(preset, teacher_checkpoint: Path, objective: Objective, evaluate: 
         teacher = teacher_ck.build(FINAL_NETWORK[TEACHER_FINAL])
     except NonFiniteError as e:
         raise NonFiniteError(f"distill stage: teacher {e}") from None
-    diff = teacher.differences(EDMPrecond.preset_arguments(preset, objective.measurement.op.cond_channels))
+    diff = teacher.differences(EDMPrecond.preset_arguments(preset, objective.measurement.op.cond_channels, objective.measurement.op.cond_kind))
     if diff:
         raise ValueError(f"teacher checkpoint {teacher_ck.path} was trained with another network/preconditioning: {diff} (stored, preset)")
     teacher = teacher.eval().requires_grad_(False).to(device)

@@ -20,11 +20,12 @@ from safetensors.torch import save_file
 from rsd_engine import config as cfg
 from rsd_engine.checkpoints import load_checkpoint, load_network, save_checkpoint
 from rsd_engine.cli import main
-from rsd_engine.export import ExportError, export_run
+from rsd_engine.export import ExportError, export_network, export_run
 from rsd_engine.generate import ModelSampler, latents
 from rsd_engine.networks import EDMPrecond
+from rsd_engine.operators import PixelMask
 from rsd_engine.pipelines import RSDHeunPipeline, RSDOneStepPipeline
-from rsd_engine.runs import RunDir
+from rsd_engine.runs import GENERATOR_FINAL, RunDir
 from rsd_engine.sampling import one_step_generate
 
 from conftest import TINY_PRESET
@@ -103,7 +104,7 @@ def test_mask_pipeline_needs_the_mask_and_equals_the_engine(tmp_path):
         pipe(seeds=range(4), mask=mask[:2])
     got = pipe(seeds=range(4), mask=mask, output_type="pt").images
     with torch.no_grad():
-        assert torch.equal(got, one_step_generate(net, latents(range(4), (1, 8, 8)), 2.5, mask))
+        assert torch.equal(got, one_step_generate(net, latents(range(4), (1, 8, 8)), 2.5, PixelMask(mask)))
     with pytest.raises(ValueError, match="channels"):
         RSDOneStepPipeline(net.unet, cond_channels=0)
 
@@ -256,6 +257,19 @@ def test_refusals_are_clear_and_leave_nothing_behind(tmp_path, capsys, finished_
             export_run(run.path, out, force=True)
     assert (run.checkpoints / "generator-final" / "state.json").is_file()
     assert not (tmp_path / "elsewhere").exists()
+
+
+def test_an_mri_run_is_refused_with_a_message_and_nothing_written(tmp_path, finished_run, tiny_mri_preset_text, capsys):
+    """multicoil_mri networks take P_Ã(·) through a line mask and coil maps, which the pipelines do not compute."""
+    run = finished_run(tmp_path / "mri", tiny_mri_preset_text)
+    assert load_checkpoint(run.checkpoint(GENERATOR_FINAL)).build("generator_ema").config.cond_kind == "kspace_mask"
+    target = tmp_path / "out"
+    assert main(["export", str(run.path), "--out", str(target)]) == 2
+    err = capsys.readouterr().err
+    assert "multicoil_mri" in err and "rsd-engine sample" in err and "preset.toml" in err
+    assert not target.exists()
+    with pytest.raises(ExportError, match="cond_kind"):
+        export_network(load_checkpoint(run.checkpoint(GENERATOR_FINAL)).build("generator_ema"), "generator", None)
 
 
 def test_a_failed_export_leaves_nothing_half_written(tmp_path, monkeypatch, finished_run):

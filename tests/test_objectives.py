@@ -44,6 +44,8 @@ class _Oracle(torch.nn.Module):
 
     sigma_data = 0.5
     loss_weight = EDMPrecond.loss_weight
+    _seen = EDMPrecond._seen  # loss_weight's mask rule
+    cond_kind = "pixel_mask"
 
     def __init__(self, pred):
         super().__init__()

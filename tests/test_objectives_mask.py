@@ -55,6 +55,8 @@ class ConstantNet(nn.Module):
 
     sigma_data = 0.5
     loss_weight = EDMPrecond.loss_weight
+    _seen = EDMPrecond._seen  # loss_weight's mask rule
+    cond_kind = "pixel_mask"
 
     def __init__(self, value: float = 0.0):
         super().__init__()
@@ -182,14 +184,14 @@ def test_objective_dispatch():
     x, mask = data()
     objective = Objective("ambient_mask", Measurement(RandomInpainting(1, RES), 0.0), delta=0.1)
     torch.manual_seed(0)
-    a = objective.loss(net, mask * x, mask)
+    a = objective.loss(net, mask * x, {"mask": mask})
     torch.manual_seed(0)
     b = ambient_mask_loss(net, mask * x, mask, 0.0, 0.1, -1.2, 1.2)
     assert torch.equal(a, b)
     torch.manual_seed(0)
-    c = objective.loss(net, mask * x, mask, loss_on="A_tilde")
+    c = objective.loss(net, mask * x, {"mask": mask}, loss_on="A_tilde")
     assert c.shape == (4,) and (c <= a + 1e-6).all()
-    with pytest.raises(ValueError, match="mask"):
+    with pytest.raises(ValueError, match="measurement parameters"):
         objective.loss(net, x)
     with pytest.raises(ValueError, match="ambient_mask"):
         Objective("nope", Measurement(RandomInpainting(1, RES), 0.0))
@@ -197,12 +199,14 @@ def test_objective_dispatch():
         Objective("ambient_mask", Measurement(Identity(1, RES), 0.0))
 
 
-def test_objective_network_mask_is_a_further_corrupted_measurement_mask():
+def test_objective_network_condition_is_a_further_corrupted_measurement_mask():
     objective = Objective("ambient_mask", Measurement(RandomInpainting(1, 64, p=0.6), 0.0), delta=0.2)
-    m = objective.network_mask(8, torch.Generator().manual_seed(0))
+    cond = objective.network_condition(8, torch.Generator().manual_seed(0))
+    m = cond.mask
     assert m.shape == (8, 1, 64, 64) and set(m.unique().tolist()) <= {0.0, 1.0}
     assert abs(m.mean().item() - 0.4 * 0.8) < 0.02  # survival (1 − p)(1 − δ)
-    assert Objective("ambient_tweedie", Measurement(Identity(1, 8), 0.2)).network_mask(2) is None
+    assert cond.channels is m and torch.equal(cond.project(torch.ones(8, 1, 64, 64)), m)
+    assert Objective("ambient_tweedie", Measurement(Identity(1, 8), 0.2)).network_condition(2) is None
 
 
 def test_argument_errors():

@@ -4,6 +4,7 @@ exact denoiser."""
 import torch
 
 from rsd_engine.networks import EDMPrecond
+from rsd_engine.operators import PixelMask
 from rsd_engine.sampling import heun_sample, karras_sigmas, one_step_generate
 
 
@@ -78,5 +79,5 @@ def test_fixed_mask_teacher_sampler_fills_the_unseen_pixels():
     net.raw = lambda x_in, c_noise: torch.ones(x_in.shape[0], 1, 8, 8)
     mask = (torch.rand(3, 1, 8, 8) > 0.7).float()
     with torch.no_grad():
-        images = heun_sample(net, torch.randn(3, 1, 8, 8), steps=6, cond=mask).images
+        images = heun_sample(net, torch.randn(3, 1, 8, 8), steps=6, cond=PixelMask(mask)).images
     assert torch.allclose(images[mask.expand_as(images) == 0], torch.tensor(0.5, dtype=images.dtype), atol=1e-5)

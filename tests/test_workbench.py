@@ -742,3 +742,16 @@ def test_client_gallery_returns_paths_and_a_table(served):
     assert out["metrics"]["data"][0][:4] == ["gallery-api", "generator", "generator EMA", "12.35"]
     with pytest.raises(Exception, match="latest"):
         client.predict("gallery-api", "soon", api_name="/gallery")
+
+
+def test_client_preview_of_an_mri_preset_shows_kspace_and_magnitudes(served):
+    """The shipped MRI preset previews the real mricron-data slices: mask, coil 1, zero-filled, clean (4 rows)."""
+    from PIL import Image
+
+    client, wb, root = served
+    text = client.predict("mri-brain-r4", api_name="/get_preset")
+    image, info = client.predict(text, 4, api_name="/preview")
+    path = image if isinstance(image, str) else image["path"]
+    with Image.open(path) as im:
+        assert im.size == (4 * 65 + 1, 4 * 65 + 1) and im.mode == "L"
+    assert "k-space line mask" in info and "simulated" in info and "mri-nifti" in info and "2 channel" in info

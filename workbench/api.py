@@ -232,7 +232,11 @@ class Workbench:
             f"**Data:** `{d.get('source')}`{' at ' + repr(d['path']) if d.get('path') else ''} · {size} · "
             f"resolution {d.get('resolution')}×{d.get('resolution')} · {d.get('channels')} channel(s)",
             f"**Corruption:** `{c.get('operator')}` · noise σ = {c.get('noise_sigma')} (on [-1, 1]) · seed {c.get('seed')}",
-            f"**Grid:** {n} held-out images per row — row 1 clean, row 2 measurement y = A(x)+σε (what the teacher trains on), row 3 adjoint Aᵀy.",
+            f"**Grid:** {n} held-out images per row — " + (
+                "row 1 k-space line mask (white = measured line), row 2 coil 1 image from its undersampled k-space, row 3 zero-filled "
+                "coil combination |Aᴴy|, row 4 clean magnitude. The k-space is simulated from real slices with synthetic coils."
+                if c.get("operator") == "multicoil_mri" else
+                "row 1 clean, row 2 measurement y = A(x)+σε (what the teacher trains on), row 3 adjoint Aᵀy."),
         ]
         try:
             from PIL import Image

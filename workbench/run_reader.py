@@ -69,7 +69,7 @@ MODEL_LABELS = {
 
 #: One line per model: what the grid is and which weights made it.
 MODEL_NOTES = {
-    MEASUREMENTS_GRID: "y = A(x) + σε, the only images training sees",
+    MEASUREMENTS_GRID: "y = A(x) + σε, the only images training sees (MRI: their zero-filled magnitudes |Aᴴy|; complex images appear as magnitudes)",
     TEACHER_TRUNCATED: "teacher EMA, Heun sampler stopped at σ_c (what the teacher learnt: the noisy distribution)",
     TEACHER_FULL: "teacher EMA, Heun sampler down to σ = 0",
     GENERATOR: "generator EMA, one network evaluation (NFE = 1)",

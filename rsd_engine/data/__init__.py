@@ -12,7 +12,8 @@ import torch
 
 from ..measurement import Measurement
 from .corrupted import CorruptedDataset, IndexStream, to_float
-from .sources import DataError, read_images, source_identity
+from .mri import check_mri_source
+from .sources import MRI_SOURCES, DataError, read_images, source_identity
 
 __all__ = [
     "CorruptedDataset",
@@ -21,6 +22,7 @@ __all__ = [
     "to_float",
     "training_measurements",
     "clean_reference",
+    "check_data",
     "read_images",
     "source_identity",
 ]
@@ -37,11 +39,26 @@ def training_measurements(preset, measurement: Measurement) -> CorruptedDataset:
     return CorruptedDataset(clean, measurement)
 
 
+def check_data(preset) -> None:
+    """Cheap checks of a preset's data files before a run folder is made: the MRI sources' headers
+    (:func:`rsd_engine.data.mri.check_mri_source`) for ``data.path`` and ``data.eval_path``.
+    Other sources are checked when they are read.
+
+    Raises:
+        DataError: naming the file and what is wrong with it.
+    """
+    d = preset.data
+    if d.source in MRI_SOURCES:
+        check_mri_source(d.source, d.path)
+        if d.eval_path:
+            check_mri_source(d.source, d.eval_path)
+
+
 def _eval_location(preset) -> tuple[str | None, str]:
     d = preset.data
     if d.eval_path:
         return d.eval_path, "test"
-    if d.source in ("fashion-mnist", "cifar10"):
+    if d.source in ("fashion-mnist", "cifar10", "mri-nifti"):
         return d.path, "test"
     return d.path, "train"
 
@@ -56,7 +73,8 @@ def clean_reference(preset, n: int) -> tuple[torch.Tensor, str]:
         n: at most this many images (the first n).
 
     Returns:
-        (uint8 images (n', C, H, W), identity string for cache keys and reports).
+        (images (n', C, H, W): uint8, or float32 complex (re, im) for the MRI sources; identity string
+        for cache keys and reports).
 
     Raises:
         DataError: missing or malformed files.
@@ -69,8 +87,8 @@ def clean_reference(preset, n: int) -> tuple[torch.Tensor, str]:
 
 
 def _infer_source(path: str, default: str) -> str:
+    if default in ("cifar10", *MRI_SOURCES):
+        return default
     if path.endswith(".npz"):
         return "npz"
-    if default == "cifar10":
-        return "cifar10"
     return "image-folder"

@@ -16,17 +16,20 @@ from ..seeding import epoch_seed
 __all__ = ["CorruptedDataset", "to_float", "IndexStream"]
 
 
-def to_float(images_u8: torch.Tensor) -> torch.Tensor:
-    """uint8 images (any shape) → float32 in [-1, 1] via u/127.5 − 1."""
-    return images_u8.to(torch.float32) / 127.5 - 1.0
+def to_float(images: torch.Tensor) -> torch.Tensor:
+    """Images as float32 on the [-1, 1] scale: uint8 (any shape) via u/127.5 − 1; images that are
+    already floating point (the MRI sources' complex slices) are returned as float32 unchanged."""
+    if images.is_floating_point():
+        return images.to(torch.float32)
+    return images.to(torch.float32) / 127.5 - 1.0
 
 
 class CorruptedDataset:
     """Measurements of a clean collection, computed on demand and identical on every call.
 
     Args:
-        clean_u8: clean images (N, C, H, W) uint8. Kept private: training code only sees
-            :meth:`measurements`.
+        clean_u8: clean images (N, C, H, W), uint8 (or float32 complex MRI slices, see
+            :func:`to_float`). Kept private: training code only sees :meth:`measurements`.
         measurement: the forward model y = A(x) + σ_c ε and its per-index seeding rule.
     """
 

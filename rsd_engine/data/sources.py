@@ -1,7 +1,9 @@
-"""Readers of clean image collections, returned as uint8 tensors (N, C, H, W) at the preset's resolution.
+"""Readers of clean image collections, returned as uint8 tensors (N, C, H, W) at the preset's resolution,
+or as complex MRI slices (float32 (re, im) channels, :mod:`rsd_engine.data.mri`).
 
 Formats: Fashion-MNIST IDX (Debian package ``dataset-fashion-mnist``), a folder of PNG/JPEG files,
-an ``.npz`` array file, and the CIFAR-10 "python version" batches. Nothing is downloaded.
+an ``.npz`` array file, the CIFAR-10 "python version" batches, NIfTI brain volumes (Debian package
+``mricron-data``) and fastMRI multi-coil ``.h5`` files. Nothing is downloaded.
 """
 
 from __future__ import annotations
@@ -15,12 +17,14 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
-__all__ = ["DataError", "FASHION_MNIST_DIR", "read_images", "source_identity"]
+__all__ = ["DataError", "FASHION_MNIST_DIR", "MRI_SOURCES", "read_images", "source_identity"]
 
 FASHION_MNIST_DIR = Path("/usr/share/datasets/fashion-mnist")
 _FMNIST_FILES = {"train": "train-images-idx3-ubyte.gz", "test": "t10k-images-idx3-ubyte.gz"}
 _IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".webp"}
 _NPZ_KEYS = ("images", "x", "arr_0")
+#: Sources of complex MRI slices (:mod:`rsd_engine.data.mri`), read as float32 (re, im) channels.
+MRI_SOURCES = ("mri-nifti", "fastmri")
 
 
 class DataError(ValueError):
@@ -138,21 +142,31 @@ def read_images(source: str, path: str | None, split: str, channels: int, resolu
     """Read a clean image collection.
 
     Args:
-        source: ``fashion-mnist`` | ``image-folder`` | ``npz`` | ``cifar10``.
-        path: file or folder (for fashion-mnist, an optional folder holding the IDX files).
-        split: ``train`` or ``test`` (only fashion-mnist and cifar10 have both; the others read ``path``).
-        channels: 1 or 3 (grey↔RGB converted when needed).
+        source: ``fashion-mnist`` | ``image-folder`` | ``npz`` | ``cifar10`` | ``mri-nifti`` | ``fastmri``.
+        path: file or folder (for fashion-mnist, an optional folder holding the IDX files; for
+            mri-nifti, optional NIfTI volumes, default the mricron-data templates).
+        split: ``train`` or ``test`` (fashion-mnist, cifar10 and mri-nifti (its held-out slabs) have
+            both; the others read ``path``).
+        channels: 1 or 3 (grey↔RGB converted when needed); 2 for the MRI sources.
         resolution: output side; Fashion-MNIST 28×28 is zero-padded to 32×32, other sizes are resized.
         limit: keep only the first ``limit`` images.
 
     Returns:
-        uint8 tensor (N, channels, resolution, resolution).
+        uint8 tensor (N, channels, resolution, resolution); for the MRI sources float32
+        (N, 2, resolution, resolution), (re, im) of complex images with magnitudes in [0, 1].
 
     Raises:
         DataError: missing or malformed files, naming the path and the expected format.
     """
     if split not in ("train", "test"):
         raise DataError(f"split {split!r}: allowed train, test")
+    if source in MRI_SOURCES:
+        from .mri import fastmri_slices, nifti_slices
+
+        if channels != 2:
+            raise DataError(f"data.channels {channels}: the {source} source gives complex images, allowed: 2")
+        images = nifti_slices(path, split, resolution) if source == "mri-nifti" else fastmri_slices(path, resolution)
+        return images[:limit] if limit is not None else images
     if source == "fashion-mnist":
         arr = _fashion_mnist(split, Path(path) if path else FASHION_MNIST_DIR)
     elif source == "image-folder":
@@ -162,7 +176,7 @@ def read_images(source: str, path: str | None, split: str, channels: int, resolu
     elif source == "cifar10":
         arr = _cifar10(Path(path), split)
     else:
-        raise DataError(f"data.source {source!r}: allowed fashion-mnist, image-folder, npz, cifar10")
+        raise DataError(f"data.source {source!r}: allowed fashion-mnist, image-folder, npz, cifar10, mri-nifti, fastmri")
     if limit is not None:
         arr = arr[:limit]
     if len(arr) == 0:
@@ -171,7 +185,12 @@ def read_images(source: str, path: str | None, split: str, channels: int, resolu
 
 
 def source_identity(source: str, path: str | None, split: str) -> str:
-    """A string naming a collection for cache keys: source, resolved path, split, file size and mtime."""
+    """A string naming a collection for cache keys: source, resolved path, split, file size and mtime
+    (for the MRI sources every file, and the slicing rules' version: :func:`rsd_engine.data.mri.mri_identity`)."""
+    if source in MRI_SOURCES:
+        from .mri import mri_identity
+
+        return mri_identity(source, path, split)
     if source == "fashion-mnist":
         p = (Path(path) if path else FASHION_MNIST_DIR) / _FMNIST_FILES.get(split, "")
     else:

@@ -6,14 +6,19 @@ noise and the per-index seeding live in :class:`rsd_engine.measurement.Measureme
 
 from __future__ import annotations
 
-from .base import Operator
+from .base import FAMILY_OBJECTIVES, Condition, Operator
 from .blur import GaussianBlur
 from .identity import Identity
-from .inpainting import BoxInpainting, RandomInpainting, further_mask
+from .inpainting import BoxInpainting, PixelMask, RandomInpainting, further_mask
+from .mri import KSpaceLines, MultiCoilMRI
 from .resample import SuperResolution
 
 __all__ = [
     "Operator",
+    "Condition",
+    "FAMILY_OBJECTIVES",
+    "PixelMask",
+    "KSpaceLines",
     "OPERATORS",
     "build_operator",
     "further_mask",
@@ -22,10 +27,11 @@ __all__ = [
     "RandomInpainting",
     "BoxInpainting",
     "SuperResolution",
+    "MultiCoilMRI",
 ]
 
 OPERATORS: dict[str, type[Operator]] = {
-    cls.name: cls for cls in (Identity, GaussianBlur, RandomInpainting, BoxInpainting, SuperResolution)
+    cls.name: cls for cls in (Identity, GaussianBlur, RandomInpainting, BoxInpainting, SuperResolution, MultiCoilMRI)
 }
 
 

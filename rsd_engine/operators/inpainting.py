@@ -11,11 +11,13 @@ objective, :class:`rsd_engine.objectives.Objective`, not a part of A).
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import torch
 
-from .base import Operator
+from .base import Condition, Operator
 
-__all__ = ["RandomInpainting", "BoxInpainting", "further_mask", "apply_mask"]
+__all__ = ["RandomInpainting", "BoxInpainting", "PixelMask", "further_mask", "apply_mask"]
 
 
 def _check_fraction(name: str, value: float) -> float:
@@ -87,6 +89,32 @@ def further_mask(mask: torch.Tensor, delta: float, generator: torch.Generator | 
     return mask * keep.to(mask.dtype)
 
 
+@dataclass(frozen=True)
+class PixelMask(Condition):
+    """The networks' condition of a pixel-mask operator (docs/method.md §3.1): they see m ⊙ x and the
+    mask m itself as one extra channel; the SiD integrand is restricted to m (§3.3).
+
+    Args:
+        mask: (B, 1, H, W), values 0/1 (1 = seen).
+    """
+
+    mask: torch.Tensor
+
+    @property
+    def channels(self) -> torch.Tensor:
+        """The mask (B, 1, H, W)."""
+        return self.mask
+
+    @property
+    def sid_mask(self) -> torch.Tensor:
+        """The mask (B, 1, H, W): the generator's loss lives on the seen pixels."""
+        return self.mask
+
+    def project(self, x: torch.Tensor) -> torch.Tensor:
+        """m ⊙ x for x (B, C, H, W)."""
+        return x * self.mask
+
+
 class _MaskOperator(Operator):
     """Shared forward/adjoint of pixel-mask operators: A(x) = M ⊙ x, Aᵀ = A (a diagonal 0/1 matrix)."""
 
@@ -114,6 +142,14 @@ class _MaskOperator(Operator):
             ValueError: missing or mis-shaped ``mask``.
         """
         return apply_mask(y, self._mask(params))
+
+    def condition(self, **params: torch.Tensor) -> PixelMask:
+        """:class:`PixelMask` of ``mask`` (B, 1, H, W).
+
+        Raises:
+            ValueError: no ``mask`` given.
+        """
+        return PixelMask(self._mask(params))
 
 
 class RandomInpainting(_MaskOperator):
