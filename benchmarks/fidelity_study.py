@@ -219,7 +219,9 @@ def collect(grid: dict, out: Path) -> dict:
         events = run.read_events()
         curve = [{"kimg": e["kimg"], "minutes": _minutes(e), "fid": e["fid"], "kid": e.get("kid")}
                  for e in events if e.get("kind") == "fid" and e.get("stage") == "distill" and e.get("n") == n]
-        rec = _record(folder, GENERATOR) or _last_live(curve)
+        rec = _record(folder, GENERATOR)
+        if rec.get("fid") is None:
+            rec = _last_live(curve)
         base = teacher_baseline(events, n)
         progress = [e for e in events if e.get("kind") == "progress" and e.get("stage") == "distill"]
         settings.append({
@@ -350,7 +352,8 @@ def main(argv: list[str] | None = None) -> int:
     text = table(data)
     (out / "study.md").write_text(text + "\n")
     print(text)
-    command = f"python benchmarks/fidelity_study.py {args.grid.relative_to(ROOT) if args.grid.resolve().is_relative_to(ROOT) else args.grid}"
+    grid_file = args.grid.resolve()
+    command = f"python benchmarks/fidelity_study.py {grid_file.relative_to(ROOT) if grid_file.is_relative_to(ROOT) else grid_file}"
     section = (f"## {study['title']}\n\nWritten {time.strftime('%Y-%m-%d %H:%M')} by `{command}` on {data['machine']} "
                f"({(time.time() - start) / 60:.0f} min this call).\n\n![{study['title']}]({figure.name})\n\n{text}\n")
     prepend_section(args.results, section)
