@@ -22,7 +22,6 @@ from rsd_engine.runs import (
     MEASUREMENTS_GRID,
     MODELS,
     RACE,
-    TEACHER_BASELINE,
     TEACHER_FULL,
     TEACHER_TRUNCATED,
     RunDir,
