@@ -22,7 +22,7 @@ import tomli
 import tomli_w
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from .runs import MODELS, NAME_RULE, atomic_write_text, is_valid_name, teacher_checkpoint_folder
+from .runs import MODELS, NAME_RULE, atomic_write_text, complete_checkpoint, is_valid_name, teacher_checkpoint_folder
 
 #: Characters of a bad value quoted in an error message; longer values are cut (:func:`_quote`).
 _QUOTE_LIMIT = 80
@@ -553,8 +553,6 @@ def check_paths(preset: Preset, source: str | None = None) -> None:
     Raises:
         PresetError: naming each path field, the path and what is expected there.
     """
-    from .checkpoints import checkpoint_exists
-
     d, problems = preset.data, []
     for key, path, npz in (("data.path", d.path, d.source == "npz"), ("data.eval_path", d.eval_path, (d.eval_path or "").endswith(".npz"))):
         if path and npz and not Path(path).is_file():
@@ -562,7 +560,7 @@ def check_paths(preset: Preset, source: str | None = None) -> None:
         elif path and not npz and not Path(path).is_dir():
             problems.append((key, f"{_quote(path)}: no such folder (a folder of images is expected here)"))
     ck = preset.teacher.checkpoint
-    if ck and not checkpoint_exists(teacher_checkpoint_folder(ck)):
+    if ck and complete_checkpoint(teacher_checkpoint_folder(ck)) is None:
         problems.append(("teacher.checkpoint", f"{_quote(ck)}: holds no teacher checkpoint (a run folder with checkpoints/teacher-final, "
                                                "or a checkpoint folder with state.json)"))
     cache = preset.eval.fid_cache_dir

@@ -210,6 +210,18 @@ def test_form_covers_every_schema_field_with_help_text():
     assert pe.field_by_name("corruption.operator").type == "enum"
 
 
+def test_validation_checks_the_paths_a_preset_names(tmp_path):
+    """The form's validation refuses a missing data.eval_path or teacher.checkpoint before any launch,
+    naming the field (as ``rsd-engine validate`` does)."""
+    text = SHIPPED.joinpath("quickstart.toml").read_text()
+    assert pe.validate(text).ok
+    for field, value, why in (("data.eval_path", str(tmp_path / "nope"), "no such folder"),
+                              ("teacher.checkpoint", str(tmp_path), "holds no teacher checkpoint")):
+        v = pe.validate(pe.set_field(text, field, value))
+        assert not v.ok and [f for f, _ in v.problems] == [field], v.problems
+        assert str(tmp_path) in v.problems[0][1] and why in v.problems[0][1]
+
+
 def test_set_field_keeps_comments_and_validation_names_the_field():
     text = SHIPPED.joinpath("quickstart.toml").read_text()
     new = pe.set_field(text, "data.resolution", pe.from_widget(pe.field_by_name("data.resolution"), 30))

@@ -398,7 +398,8 @@ def md_text(text: str) -> str:
 
 
 def validate(text: str, source: str | None = None) -> Validation:
-    """Validate preset text with the engine (:func:`rsd_engine.config.loads`).
+    """Validate preset text with the engine: the schema (:func:`rsd_engine.config.loads`) and every
+    path the preset names (:func:`rsd_engine.config.check_paths`), as ``rsd-engine validate`` does.
 
     Never raises for a bad preset: problems come back named by field. An unexpected engine
     exception is reported as a problem of field ``"(engine)"``.
@@ -407,6 +408,7 @@ def validate(text: str, source: str | None = None) -> Validation:
 
     try:
         preset = config.loads(text or "", source=source)
+        config.check_paths(preset, source)
     except config.PresetError as e:
         return Validation(False, [(str(f), str(m)) for f, m in e.problems])
     except Exception as e:  # noqa: BLE001 - shown to the user instead of a stack trace
