@@ -210,16 +210,25 @@ def test_form_covers_every_schema_field_with_help_text():
     assert pe.field_by_name("corruption.operator").type == "enum"
 
 
-def test_validation_checks_the_paths_a_preset_names(tmp_path):
-    """The form's validation refuses a missing data.eval_path or teacher.checkpoint before any launch,
-    naming the field (as ``rsd-engine validate`` does)."""
+def test_launch_checks_the_paths_a_preset_names_and_save_does_not(tmp_path):
+    """A missing data.eval_path or teacher.checkpoint is refused before any launch, naming the field
+    (as ``rsd-engine validate`` does); saving such a preset still works (paths are edited after a copy)."""
     text = SHIPPED.joinpath("quickstart.toml").read_text()
-    assert pe.validate(text).ok
-    for field, value, why in (("data.eval_path", str(tmp_path / "nope"), "no such folder"),
-                              ("teacher.checkpoint", str(tmp_path), "holds no teacher checkpoint")):
-        v = pe.validate(pe.set_field(text, field, value))
-        assert not v.ok and [f for f, _ in v.problems] == [field], v.problems
-        assert str(tmp_path) in v.problems[0][1] and why in v.problems[0][1]
+    assert pe.validate(text, paths=True).ok
+    wb = Workbench(tmp_path / "runs", tmp_path / "presets", SHIPPED, engine_cmd=["true"])
+    try:
+        for field, value, why in (("data.eval_path", str(tmp_path / "nope"), "no such folder"),
+                                  ("teacher.checkpoint", str(tmp_path), "holds no teacher checkpoint")):
+            bad = pe.set_field(text, field, value)
+            v = pe.validate(bad, paths=True)
+            assert not v.ok and [f for f, _ in v.problems] == [field], v.problems
+            assert str(tmp_path) in v.problems[0][1] and why in v.problems[0][1]
+            with pytest.raises(WorkbenchError, match=f"cannot launch.*{field}"):
+                wb.launch(bad, "bad-path")
+            assert wb.save_preset("with-" + field.replace(".", "-").replace("_", "-"), bad)
+        assert wb.run_names() == []
+    finally:
+        wb.close()
 
 
 def test_set_field_keeps_comments_and_validation_names_the_field():

@@ -117,9 +117,10 @@ class Workbench:
         """
         return self.store.read(name)
 
-    def validate(self, text: str) -> preset_edit.Validation:
-        """The engine's verdict on preset text (never raises; problems are named by field)."""
-        return preset_edit.validate(text)
+    def validate(self, text: str, paths: bool = False) -> preset_edit.Validation:
+        """The engine's verdict on preset text, with its paths checked when ``paths`` (never raises;
+        problems are named by field)."""
+        return preset_edit.validate(text, paths=paths)
 
     @_wrap
     def set_field(self, text: str, field: str, value: Any) -> str:
@@ -139,7 +140,7 @@ class Workbench:
         return preset_edit.set_field(text, f.name, new_value)
 
     def _require_valid(self, text: str, action: str) -> preset_edit.Validation:
-        v = self.validate(text)
+        v = self.validate(text, paths=action != "save")
         if not v.ok:
             lines = "; ".join(f"{f}: {m}" for f, m in v.problems)
             raise WorkbenchError(f"cannot {action}: the preset has {len(v.problems)} problem(s) — {lines}")

@@ -397,9 +397,11 @@ def md_text(text: str) -> str:
     return _MD_SPECIAL.sub(r"\\\1", html.escape(str(text), quote=False))
 
 
-def validate(text: str, source: str | None = None) -> Validation:
-    """Validate preset text with the engine: the schema (:func:`rsd_engine.config.loads`) and every
-    path the preset names (:func:`rsd_engine.config.check_paths`), as ``rsd-engine validate`` does.
+def validate(text: str, source: str | None = None, paths: bool = False) -> Validation:
+    """Validate preset text with the engine (:func:`rsd_engine.config.loads`); with ``paths`` also
+    every path the preset names (:func:`rsd_engine.config.check_paths`), as ``rsd-engine validate``
+    does before a run. Saving does not check paths (a copied GPU preset is saved first, then its
+    ``data.path`` edited); preview and launch do.
 
     Never raises for a bad preset: problems come back named by field. An unexpected engine
     exception is reported as a problem of field ``"(engine)"``.
@@ -408,7 +410,8 @@ def validate(text: str, source: str | None = None) -> Validation:
 
     try:
         preset = config.loads(text or "", source=source)
-        config.check_paths(preset, source)
+        if paths:
+            config.check_paths(preset, source)
     except config.PresetError as e:
         return Validation(False, [(str(f), str(m)) for f, m in e.problems])
     except Exception as e:  # noqa: BLE001 - shown to the user instead of a stack trace
