@@ -117,7 +117,6 @@ def _cmd_run(args) -> int:
             raise cfg.PresetError([("preset", "give a preset file or --resume RUN_DIR")])
         preset = cfg.load(args.preset, args.overrides)
         cfg.check_paths(preset, args.preset)
-    if not args.resume:
         check_data(preset)  # bad data files fail here, before a run folder exists
     acc = make_accelerator(preset)
     if not args.resume:

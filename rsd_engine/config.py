@@ -546,18 +546,25 @@ def load(path: str | Path, overrides: list[str] | None = None) -> Preset:
 
 def check_paths(preset: Preset, source: str | None = None) -> None:
     """Check every path of a preset before any work starts: ``data.path`` and ``data.eval_path`` (a file
-    for npz, else a folder), ``teacher.checkpoint`` (a run folder or checkpoint folder holding a teacher
+    for npz, a file or a folder for the MRI sources, else a folder), ``teacher.checkpoint`` (a run folder or checkpoint folder holding a teacher
     checkpoint) and ``eval.fid_cache_dir`` (a folder, or not yet there). ``eval.fid_weights`` is not
     refused: a missing FID weights file only disables FID/KID (logged when the run starts).
 
     Raises:
         PresetError: naming each path field, the path and what is expected there.
     """
+    from .data.sources import MRI_SOURCES
+
     d, problems = preset.data, []
     for key, path, npz in (("data.path", d.path, d.source == "npz"), ("data.eval_path", d.eval_path, (d.eval_path or "").endswith(".npz"))):
-        if path and npz and not Path(path).is_file():
+        if not path:
+            continue
+        if d.source in MRI_SOURCES:
+            if not Path(path).exists():
+                problems.append((key, f"{_quote(path)}: no such file or folder (a volume file or a folder of them is expected)"))
+        elif npz and not Path(path).is_file():
             problems.append((key, f"{_quote(path)}: no such file (an .npz file is expected)"))
-        elif path and not npz and not Path(path).is_dir():
+        elif not npz and not Path(path).is_dir():
             problems.append((key, f"{_quote(path)}: no such folder (a folder of images is expected here)"))
     ck = preset.teacher.checkpoint
     if ck and complete_checkpoint(teacher_checkpoint_folder(ck)) is None:

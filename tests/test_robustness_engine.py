@@ -5,6 +5,7 @@ leftovers removed on resume; a warning when the launcher asked for more processe
 from __future__ import annotations
 
 import math
+from pathlib import Path
 
 import pytest
 import torch
@@ -144,6 +145,18 @@ def test_paths_are_checked_at_validation(preset_file, tmp_path, capsys):
     assert "teacher.checkpoint" in capsys.readouterr().err
     assert main(["run", str(preset_file), "--out", str(tmp_path / "run"), "--set", f"data.eval_path={missing}"]) == 2
     assert not (tmp_path / "run").exists()  # refused before any work
+
+
+def test_mri_data_path_may_be_one_volume_file_or_a_folder(tmp_path):
+    """The MRI sources read a single volume file or a folder of them: both pass the path check, a missing
+    path is named."""
+    mri = (Path(__file__).resolve().parents[1] / "presets" / "mri-brain-r4.toml").read_text()
+    volume = tmp_path / "brain.nii.gz"
+    volume.write_bytes(b"")
+    for path in (volume, tmp_path):
+        cfg.check_paths(cfg.loads(mri, [f'data.path="{path}"']))
+    with pytest.raises(cfg.PresetError, match="data.path.*no such file or folder"):
+        cfg.check_paths(cfg.loads(mri, [f'data.path="{tmp_path / "nope.nii.gz"}"']))
 
 
 def test_non_utf8_preset_is_a_one_line_file_error(tmp_path, capsys):
