@@ -402,7 +402,7 @@ class Evaluation:
                     self._crossing = first_crossing(events)
                     self._baseline = teacher_baseline(events, n, ref[1])
                     if self._baseline is None:
-                        found = self._teacher_run_fid(n, ref[1])
+                        found = self._teacher_run_fid(n, ref[1], events)
                         if found is not None:
                             self._baseline = self._record_baseline(*found)
                     compute = self._baseline is None
@@ -419,16 +419,16 @@ class Evaluation:
         self._baseline_known = True
         return self._baseline
 
-    def _teacher_run_fid(self, n: int, reference: str) -> tuple[dict, str] | None:
+    def _teacher_run_fid(self, n: int, reference: str, own_events: list[dict]) -> tuple[dict, str] | None:
         """The teacher's live FID with this n and reference from the run folder that trained the
-        teacher (this run, or the run folder named by ``teacher.checkpoint``): its baseline event, or
-        its teacher stage's last live FID when that was measured on teacher-final's EMA. Returns
-        (record, source) or ``None``."""
+        teacher (this run, whose events are ``own_events``, or the run folder named by
+        ``teacher.checkpoint``): its baseline event, or its teacher stage's last live FID when that was
+        measured on teacher-final's EMA. Returns (record, source) or ``None``."""
         source = self.preset.teacher.checkpoint
         trainer = RunDir(source) if source and RunDir(source).exists() else (None if source else self.run)
         if trainer is None:
             return None
-        events = trainer.read_events() if trainer is not self.run else self.run.read_events()
+        events = own_events if trainer is self.run else trainer.read_events()
         where = "" if trainer is self.run else f" of {trainer.path}"
         found = teacher_baseline(events, n, reference)
         if found is not None:
