@@ -147,7 +147,7 @@ def test_events_stay_valid_json_with_nan_losses(tmp_path):
     assert event["loss_generator"] is None and event["nested"]["x"] == [None, 1.0]
 
 
-@pytest.mark.parametrize("operator", ["gaussian_blur", "random_inpainting", "box_inpainting", "super_resolution"])
+@pytest.mark.parametrize("operator", ["gaussian_blur", "motion_blur", "random_inpainting", "box_inpainting", "super_resolution"])
 def test_tiny_run_of_every_operator(preset_file, tmp_path, operator):
     out = tmp_path / operator
     assert main(["run", str(preset_file), "--out", str(out), "--set", f"corruption.operator={operator}",

@@ -120,7 +120,7 @@ class Workbench:
     def validate(self, text: str, paths: bool = False) -> preset_edit.Validation:
         """The engine's verdict on preset text, with its paths checked when ``paths`` (never raises;
         problems are named by field)."""
-        return preset_edit.validate(text, paths=paths)
+        return preset_edit.validate(text, paths=paths, env=self.launcher._env())
 
     @_wrap
     def set_field(self, text: str, field: str, value: Any) -> str:

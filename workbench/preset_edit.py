@@ -4,7 +4,9 @@ Gradio-free, so it is tested directly. The form is generated from
 :func:`rsd_engine.config.schema_fields`; nested tables (operator parameters such as
 ``corruption.gaussian_blur.kernel_size``) become sub-fields tied to their operator. Edits go through
 ``tomlkit`` so comments and layout of a preset survive a form edit. Validation is the engine's own
-(:func:`rsd_engine.config.loads`), so every message names the dotted field.
+(:func:`rsd_engine.config.loads` and :func:`rsd_engine.assembly.check`), so every message names the
+dotted field; a plug-in operator is checked, and its parameter fields read, through the engine's command
+line (:func:`plugin_fields`), never imported into the web server.
 """
 
 from __future__ import annotations
@@ -13,8 +15,12 @@ import html
 import json
 import math
 import re
+import subprocess
+import sys
+import tempfile
 from dataclasses import dataclass, field
 from functools import lru_cache
+from pathlib import Path
 from typing import Any
 
 import tomlkit
@@ -36,6 +42,8 @@ __all__ = [
     "from_widget",
     "set_field",
     "validate",
+    "is_plugin",
+    "plugin_fields",
 ]
 
 #: Section key → heading shown on the page, in the order of the form.
@@ -397,11 +405,16 @@ def md_text(text: str) -> str:
     return _MD_SPECIAL.sub(r"\\\1", html.escape(str(text), quote=False))
 
 
-def validate(text: str, source: str | None = None, paths: bool = False) -> Validation:
-    """Validate preset text with the engine (:func:`rsd_engine.config.loads`); with ``paths`` also
-    every path the preset names (:func:`rsd_engine.config.check_paths`), as ``rsd-engine validate``
-    does before a run. Saving does not check paths (a copied GPU preset is saved first, then its
-    ``data.path`` edited); preview and launch do.
+def validate(text: str, source: str | None = None, paths: bool = False, env: dict[str, str] | None = None) -> Validation:
+    """Validate preset text with the engine (:func:`rsd_engine.config.loads` and the operator checks of
+    :func:`rsd_engine.assembly.check`); with ``paths`` also every path the preset names
+    (:func:`rsd_engine.config.check_paths`), as ``rsd-engine validate`` does before a run. Saving does
+    not check paths (a copied GPU preset is saved first, then its ``data.path`` edited); preview and
+    launch do.
+
+    A plug-in operator (an import path or a registered name) is never imported here: its preset is
+    checked by ``rsd-engine validate`` in a child process (environment ``env``), so the page shows the
+    same field-named errors as the command line.
 
     Never raises for a bad preset: problems come back named by field. An unexpected engine
     exception is reported as a problem of field ``"(engine)"``.
@@ -410,6 +423,11 @@ def validate(text: str, source: str | None = None, paths: bool = False) -> Valid
 
     try:
         preset = config.loads(text or "", source=source)
+        if is_plugin(preset.corruption.operator):
+            return _engine_validate(text, paths, env)
+        from rsd_engine import assembly
+
+        assembly.check(preset, source)
         if paths:
             config.check_paths(preset, source)
     except config.PresetError as e:
@@ -420,12 +438,80 @@ def validate(text: str, source: str | None = None, paths: bool = False) -> Valid
         effective = config.dumps(preset)
     except Exception as e:  # noqa: BLE001
         return Validation(False, [("(engine)", f"cannot write the effective preset: {type(e).__name__}: {e}")])
-    acc = getattr(preset, "accelerate", None)
-    return Validation(
-        True,
-        [],
-        effective,
-        run_name=str(getattr(getattr(preset, "run", None), "name", "") or ""),
-        num_processes=int(getattr(acc, "num_processes", 1) or 1),
-        mixed_precision=str(getattr(acc, "mixed_precision", "no") or "no"),
-    )
+    return _valid(effective)
+
+
+def _valid(effective: str) -> Validation:
+    data = tomli.loads(effective)
+    acc = data.get("accelerate", {})
+    return Validation(True, [], effective, run_name=str(data.get("run", {}).get("name", "") or ""),
+                      num_processes=int(acc.get("num_processes", 1) or 1), mixed_precision=str(acc.get("mixed_precision", "no") or "no"))
+
+
+def is_plugin(operator: str) -> bool:
+    """Whether ``corruption.operator`` names a plug-in (not one of the engine's built-in operators)."""
+    from rsd_engine.operators.registry import OPERATORS
+
+    return operator not in OPERATORS
+
+
+#: Seconds a child ``rsd-engine`` call of the form may take (it imports torch and the plug-in).
+ENGINE_TIMEOUT_S = 120.0
+
+
+def _engine(args: list[str], text: str, env: dict[str, str] | None) -> subprocess.CompletedProcess:
+    """``python -m rsd_engine ARGS PRESET`` on ``text`` written to a temporary file."""
+    with tempfile.TemporaryDirectory(prefix="rsd-form-") as tmp:
+        path = Path(tmp) / "preset.toml"
+        path.write_text(text or "", encoding="utf-8")
+        cmd = [sys.executable, "-m", "rsd_engine", args[0], str(path), *args[1:]]
+        return subprocess.run(cmd, capture_output=True, text=True, timeout=ENGINE_TIMEOUT_S, env=env, stdin=subprocess.DEVNULL)
+
+
+def _engine_problems(proc: subprocess.CompletedProcess) -> list[tuple[str, str]]:
+    """The ``(field, message)`` lines of an engine error (``error: invalid preset …:`` then ``  field: message``)."""
+    lines = (proc.stderr or "").strip().splitlines()
+    problems = [tuple(ln.strip().split(": ", 1)) for ln in lines[1:] if ln.startswith("  ") and ": " in ln]
+    return problems or [("(engine)", " ".join(ln.removeprefix("error: ") for ln in lines[-4:]) or f"exit code {proc.returncode}")]
+
+
+def _engine_validate(text: str, paths: bool, env: dict[str, str] | None) -> Validation:
+    try:
+        proc = _engine(["validate", *([] if paths else ["--no-paths"])], text, env)
+    except subprocess.TimeoutExpired:
+        return Validation(False, [("(engine)", f"rsd-engine validate took longer than {ENGINE_TIMEOUT_S:.0f} s")])
+    if proc.returncode != 0:
+        return Validation(False, _engine_problems(proc))
+    return _valid(proc.stdout)
+
+
+_PLUGIN_FIELDS: dict[str, tuple[FormField, ...]] = {}
+
+
+def plugin_fields(text: str, env: dict[str, str] | None = None) -> tuple[FormField, ...]:
+    """The form fields of a plug-in operator's ``[corruption.params]`` (typed, with defaults and
+    ranges), from its schema as ``rsd-engine check-operator PRESET --schema`` prints it (a child
+    process: the plug-in is never imported here). Empty for built-in operators, unreadable TOML, or a
+    plug-in whose schema cannot be read (its error is in :func:`validate`). Cached per operator.
+    """
+    try:
+        op = parse_toml(text).get("corruption", {}).get("operator")
+    except FieldInputError:
+        return ()
+    if not isinstance(op, str) or not is_plugin(op):
+        return ()
+    if op not in _PLUGIN_FIELDS:
+        try:
+            proc = _engine(["check-operator", "--schema"], tomlkit.dumps({"corruption": {"operator": op}}), env)
+        except subprocess.TimeoutExpired:
+            return ()
+        if proc.returncode != 0:
+            return ()
+        _PLUGIN_FIELDS[op] = tuple(
+            FormField(path=("corruption", *e["key"].split(".")), type=e["type"], default=e.get("default"), nullable=False,
+                      choices=tuple(e.get("choices") or ()), description=e.get("description") or f"parameter of {op}"
+                      + (" (required)" if e.get("required") else ""),
+                      bounds={k: e[k] for k in ("minimum", "exclusiveMinimum", "maximum", "exclusiveMaximum") if k in e}, operator=op)
+            for e in json.loads(proc.stdout)
+        )
+    return _PLUGIN_FIELDS[op]

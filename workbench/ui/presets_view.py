@@ -18,7 +18,11 @@ from .. import preset_edit as pe
 from ..api import Workbench, WorkbenchError
 from .common import View, confirm_row, err_md, ok_md
 
-__all__ = ["build", "wire", "elem_id_for"]
+__all__ = ["build", "wire", "elem_id_for", "PLUGIN_SLOTS"]
+
+#: Parameter boxes of the plug-in group: a plug-in operator's ``[corruption.params]`` fields are shown in
+#: these, typed and labelled from its schema (:func:`workbench.preset_edit.plugin_fields`).
+PLUGIN_SLOTS = 8
 
 
 def elem_id_for(f: pe.FormField) -> str:
@@ -84,6 +88,8 @@ def build(wb: Workbench) -> View:
                             for f in [f for f in sec if f.operator == op]:
                                 v.widgets[f.name] = _widget(f, pe.effective_value(data, f))
                         v.op_groups[op] = g
+                    if section == "corruption":
+                        _plugin_group(v)
         with gr.Column(scale=2, elem_id="preset-side"):
             v.validation = gr.Markdown(pe.validate(text).markdown() if text else "", elem_id="preset-validation")
             v.editor = gr.Code(value=text, language=None, label="Preset TOML — edit here or in the form; both stay in sync",
@@ -104,6 +110,33 @@ def build(wb: Workbench) -> View:
                 v.effective = gr.Code(value=pe.validate(text).effective if text else "", language=None, interactive=False, lines=12, max_lines=40,
                                       elem_id="preset-effective")
     return v
+
+
+def _plugin_group(v: View) -> None:
+    """The group of a plug-in operator's parameters: a title and :data:`PLUGIN_SLOTS` text boxes, hidden
+    until the preset names a plug-in; :func:`wire` labels and fills them from the plug-in's schema."""
+    with gr.Group(visible=False, elem_id="operator-plugin") as v.plugin_group:
+        v.plugin_title = gr.Markdown()
+        v.plugin_slots = [gr.Textbox(visible=False, max_lines=1, interactive=True, elem_id=f"plugin-param-{i}") for i in range(PLUGIN_SLOTS)]
+
+
+def _plugin_updates(v: View, pfields: tuple, op: str | None, data: dict | None, problems: dict, edited: int | None) -> dict:
+    """Group title and slot labels, values and flags for the plug-in fields ``pfields`` of operator ``op``."""
+    out: dict = {v.plugin_group: gr.Group(visible=bool(pfields))}
+    out[v.plugin_title] = f"**Parameters of plug-in `{op}`** (from its schema; typed, with defaults)" if pfields else ""
+    for i, slot in enumerate(v.plugin_slots):
+        if i >= len(pfields):
+            out[slot] = gr.update(visible=False)
+            continue
+        f = pfields[i]
+        msg = problems.get(f.name)
+        upd = dict(visible=True, label=f"{f.label} ({f.type})", info=f"⚠ {msg} — {f.help_text()}" if msg else f.help_text(),
+                   elem_classes=["field-error"] if msg else [])
+        if i != edited and data is not None:
+            value = pe.to_widget(f, pe.effective_value(data, f))
+            upd["value"] = "" if value is None else str(value).lower() if isinstance(value, bool) else str(value)
+        out[slot] = gr.update(**upd)
+    return out
 
 
 def _can_save(kind: str | None) -> bool:
@@ -128,9 +161,12 @@ def wire(wb: Workbench, v: View, launch_summary=None) -> None:
     accordions = list(v.accordions.values())
     groups = list(v.op_groups.values())
     extra = [launch_summary] if launch_summary is not None else []
-    render_outputs = [v.editor, v.validation, v.effective, v.current, v.save_btn, v.flagged_state, *accordions, *groups, *widget_list, *extra]
+    plugin_outputs = [v.plugin_group, v.plugin_title, *v.plugin_slots]
+    render_outputs = [v.editor, v.validation, v.effective, v.current, v.save_btn, v.flagged_state, *accordions, *groups, *widget_list,
+                      *plugin_outputs, *extra]
 
-    def render(text: str, loaded: str, name: str | None, flagged: dict, *, set_text: bool, refill: dict | None, edited: str | None = None) -> dict:
+    def render(text: str, loaded: str, name: str | None, flagged: dict, *, set_text: bool, refill: dict | None, edited: str | None = None,
+               edited_slot: int | None = None) -> dict:
         """Updates after any change: validation, effective TOML, section badges, field flags,
         operator groups, and (``refill``) widget values from the TOML."""
         out: dict = {}
@@ -156,10 +192,12 @@ def wire(wb: Workbench, v: View, launch_summary=None) -> None:
             data = pe.parse_toml(text)
         except pe.FieldInputError:
             data = None
+        op = None
         if data is not None and "corruption.operator" in v.widgets:
             op = pe.effective_value(data, pe.field_by_name("corruption.operator"))
             for name_, g in v.op_groups.items():
                 out[g] = gr.Group(visible=name_ == op)
+        out.update(_plugin_updates(v, pe.plugin_fields(text, wb.launcher._env()), op, data, problems, edited_slot))
         new_flagged = {}
         for f in field_list:
             w = v.widgets[f.name]
@@ -205,6 +243,25 @@ def wire(wb: Workbench, v: View, launch_summary=None) -> None:
 
         v.widgets[f.name].input(on_field, [v.editor, v.loaded_state, v.name_state, v.flagged_state, v.widgets[f.name]], render_outputs,
                                 trigger_mode="always_last", show_progress="hidden", api_visibility="private")
+
+    for i, slot in enumerate(v.plugin_slots):
+        def on_slot(text, loaded, name, flagged, value, _i=i):
+            """A plug-in parameter edited: write it into ``[corruption.params]`` as its schema's type, and validate."""
+            pfields = pe.plugin_fields(text, wb.launcher._env())
+            if _i >= len(pfields):
+                return render(text, loaded, name, flagged or {}, set_text=False, refill=None)
+            f = pfields[_i]
+            try:
+                new_text = pe.set_field(text, f.name, pe.from_widget(f, value))
+            except pe.FieldInputError as e:
+                out = render(text, loaded, name, flagged or {}, set_text=False, refill=None, edited_slot=_i)
+                out[v.validation] = err_md(str(e)) + "\n\n" + out[v.validation]
+                out[slot] = gr.update(info=f"⚠ {e} — {f.help_text()}", elem_classes=["field-error"])
+                return out
+            return render(new_text, loaded, name, flagged or {}, set_text=True, refill=None, edited_slot=_i)
+
+        slot.input(on_slot, [v.editor, v.loaded_state, v.name_state, v.flagged_state, slot], render_outputs,
+                   trigger_mode="always_last", show_progress="hidden", api_visibility="private")
 
     # -- loading -------------------------------------------------------------------------------
     def load(name):
