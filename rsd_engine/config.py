@@ -107,32 +107,29 @@ class DataConfig(_Section):
     max_images: Optional[int] = Field(None, ge=1, description="use only the first N training images (default: all)")
 
 
-class GaussianBlurConfig(_Section):
+class _KernelTable(_Section):
+    """A blur table whose ``kernel_size`` must be odd (a centred kernel, reflection padding k // 2 on each side)."""
+
+    @field_validator("kernel_size", check_fields=False)
+    @classmethod
+    def _odd(cls, v: int) -> int:
+        if v % 2 == 0:
+            raise ValueError(f"must be odd; allowed: {cls.model_fields['kernel_size'].description.split(';')[0].removeprefix('kernel side in pixels, ')}")
+        return v
+
+
+class GaussianBlurConfig(_KernelTable):
     """``[corruption.gaussian_blur]``: depthwise Gaussian blur with reflection padding (docs/method.md §1)."""
 
     kernel_size: int = Field(9, ge=1, le=63, description="kernel side in pixels, odd, 1–63 (paper 9); reflection padding of kernel_size // 2 pixels, < data.resolution")
     std: float = Field(2.0, gt=0.0, le=64.0, description="Gaussian standard deviation in pixels, > 0 and ≤ 64 (paper 2.0)")
 
-    @field_validator("kernel_size")
-    @classmethod
-    def _odd(cls, v: int) -> int:
-        if v % 2 == 0:
-            raise ValueError("must be odd; allowed: 1, 3, 5, …, 63")
-        return v
 
-
-class MotionBlurConfig(_Section):
+class MotionBlurConfig(_KernelTable):
     """``[corruption.motion_blur]``: motion blur with a random camera-shake kernel per image, frozen per image index (docs/method.md §1)."""
 
     kernel_size: int = Field(9, ge=3, le=31, description="kernel side in pixels, odd, 3–31; reflection padding of kernel_size // 2 pixels, < data.resolution")
     intensity: float = Field(0.5, ge=0.0, le=1.0, description="camera-shake intensity, 0 (straight linear motion) to 1 (erratic shake)")
-
-    @field_validator("kernel_size")
-    @classmethod
-    def _odd(cls, v: int) -> int:
-        if v % 2 == 0:
-            raise ValueError("must be odd; allowed: 3, 5, …, 31")
-        return v
 
 
 class RandomInpaintingConfig(_Section):
@@ -415,12 +412,10 @@ def _operator_problems(preset: "Preset") -> list[tuple[str, str]]:
     """Cross-field rules between the selected operator's table and ``[data]``."""
     c, res = preset.corruption, preset.data.resolution
     problems: list[tuple[str, str]] = []
-    if c.operator == "gaussian_blur" and c.gaussian_blur.kernel_size // 2 >= res:
-        k = c.gaussian_blur.kernel_size
-        problems.append(("corruption.gaussian_blur.kernel_size", f"{k}: its reflection padding {k // 2} must be < data.resolution = {res}; allowed: odd sizes ≤ {2 * res - 1}"))
-    if c.operator == "motion_blur" and c.motion_blur.kernel_size // 2 >= res:
-        k = c.motion_blur.kernel_size
-        problems.append(("corruption.motion_blur.kernel_size", f"{k}: its reflection padding {k // 2} must be < data.resolution = {res}; allowed: odd sizes ≤ {2 * res - 1}"))
+    table = getattr(c, c.operator, None)
+    if isinstance(table, _KernelTable) and table.kernel_size // 2 >= res:
+        k = table.kernel_size
+        problems.append((f"corruption.{c.operator}.kernel_size", f"{k}: its reflection padding {k // 2} must be < data.resolution = {res}; allowed: odd sizes ≤ {2 * res - 1}"))
     if c.operator == "super_resolution" and res % c.super_resolution.factor:
         f = c.super_resolution.factor
         ok = [k for k in (2, 4) if res % k == 0]
