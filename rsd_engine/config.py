@@ -60,6 +60,8 @@ __all__ = [
     "apply_overrides",
     "parse_override",
     "check_paths",
+    "check_here",
+    "NotHereError",
     "resolve_objective",
     "operator_params",
     "ambient_delta",
@@ -78,9 +80,46 @@ class PresetError(ValueError):
         problems = [(field if len(field) <= _QUOTE_LIMIT else _quote(field), msg) for field, msg in problems]
         self.problems = problems
         self.source = source
-        head = f"invalid preset {source}" if source else "invalid preset"
         lines = [f"  {field}: {msg}" for field, msg in problems]
-        super().__init__(head + ":\n" + "\n".join(lines))
+        super().__init__(self.head() + ":\n" + "\n".join(lines))
+
+    def head(self) -> str:
+        """The message's first line, without its colon."""
+        return f"invalid preset {self.source}" if self.source else "invalid preset"
+
+
+#: The fields that say where a preset's data are (:class:`NotHereError` tells their absence apart).
+DATA_FIELDS = ("data.path", "data.eval_path")
+
+
+class NotHereError(PresetError):
+    """The preset itself is valid, but it cannot run on this machine: its data files (``data.path``,
+    ``data.eval_path``), a teacher checkpoint or a cache folder are not here, or it does not fit this
+    machine's memory (:mod:`rsd_engine.budget`). The message's first line says which, apart from the
+    preset's validity: ``the preset … is valid; its data is not here``.
+
+    Args:
+        memory_fields: the fields of ``problems`` that do not fit the memory (the others are paths).
+
+    Attributes:
+        data_only: every problem is a missing data path.
+    """
+
+    def __init__(self, problems: list[tuple[str, str]], source: str | None = None, memory_fields: tuple[str, ...] = ()):
+        self.memory_fields = tuple(memory_fields)
+        super().__init__(problems, source)
+
+    @property
+    def data_only(self) -> bool:
+        return all(field in DATA_FIELDS for field, _ in self.problems)
+
+    def head(self) -> str:
+        fields = [field for field, _ in self.problems]
+        parts = [("its data is not here", any(f in DATA_FIELDS for f in fields)),
+                 ("a path it names is not here", any(f not in DATA_FIELDS and f not in self.memory_fields for f in fields)),
+                 ("it does not fit this machine's memory", any(f in self.memory_fields for f in fields))]
+        name = f"the preset {self.source}" if self.source else "the preset"
+        return f"{name} is valid; " + " and ".join(text for text, shown in parts if shown)
 
 
 def _admits_bool(annotation: Any) -> bool:
@@ -607,6 +646,26 @@ def load(path: str | Path, overrides: list[str] | None = None) -> Preset:
     return loads(text, overrides, str(path))
 
 
+def check_here(preset: Preset, source: str | None = None, num_processes: int | None = None) -> None:
+    """Everything a valid preset needs from this machine, before any work starts: its paths
+    (:func:`check_paths`) and its memory (:func:`rsd_engine.budget.fit_problems`, with ``num_processes``
+    processes, default ``accelerate.num_processes``).
+
+    Raises:
+        NotHereError: naming each field, what is missing or too large, and what is allowed here.
+    """
+    from .budget import fit_problems
+
+    memory = fit_problems(preset, num_processes)
+    try:
+        check_paths(preset, source)
+        problems = list(memory)
+    except NotHereError as e:
+        problems = e.problems + memory
+    if problems:
+        raise NotHereError(problems, source, tuple(field for field, _ in memory))
+
+
 def check_paths(preset: Preset, source: str | None = None) -> None:
     """Check every path of a preset before any work starts: ``data.path`` and ``data.eval_path`` (a file
     for npz, a file or a folder for the MRI sources, else a folder), ``teacher.checkpoint`` (a run folder or checkpoint folder holding a teacher
@@ -614,8 +673,10 @@ def check_paths(preset: Preset, source: str | None = None) -> None:
     refused: a missing FID weights file only disables FID/KID (logged when the run starts).
 
     Raises:
-        PresetError: naming each path field, the path and what is expected there.
+        NotHereError: naming each path field, the path and what to set it to.
     """
+    import zipfile
+
     from .data.sources import MRI_SOURCES
 
     d, problems = preset.data, []
@@ -624,11 +685,13 @@ def check_paths(preset: Preset, source: str | None = None) -> None:
             continue
         if d.source in MRI_SOURCES:
             if not Path(path).exists():
-                problems.append((key, f"{_quote(path)}: no such file or folder (a volume file or a folder of them is expected)"))
+                problems.append((key, f"{_quote(path)}: no such file or folder; set {key} to a volume file or a folder of them"))
         elif npz and not Path(path).is_file():
-            problems.append((key, f"{_quote(path)}: no such file (an .npz file is expected)"))
+            problems.append((key, f"{_quote(path)}: no such file; set {key} to an .npz file of images"))
+        elif npz and not zipfile.is_zipfile(path):
+            problems.append((key, f"{_quote(path)}: not an .npz file of images (a NumPy .npz archive holding an array images, x or arr_0 is expected)"))
         elif not npz and not Path(path).is_dir():
-            problems.append((key, f"{_quote(path)}: no such folder (a folder of images is expected here)"))
+            problems.append((key, f"{_quote(path)}: no such folder; set {key} to a folder of images"))
     ck = preset.teacher.checkpoint
     if ck and complete_checkpoint(teacher_checkpoint_folder(ck)) is None:
         problems.append(("teacher.checkpoint", f"{_quote(ck)}: holds no teacher checkpoint (a run folder with checkpoints/teacher-final, "
@@ -637,7 +700,7 @@ def check_paths(preset: Preset, source: str | None = None) -> None:
     if cache and Path(cache).exists() and not Path(cache).is_dir():
         problems.append(("eval.fid_cache_dir", f"{_quote(cache)}: is a file; a folder (or a path to create) is expected"))
     if problems:
-        raise PresetError(problems, source)
+        raise NotHereError(problems, source)
 
 
 def dumps(preset: Preset) -> str:
