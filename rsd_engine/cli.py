@@ -1,7 +1,13 @@
 """Command line: ``rsd-engine run|validate|check-operator|sample|evaluate|export|preview|theory`` (also ``python -m rsd_engine``).
 
-Exit codes: 0 success; 2 invalid preset or arguments, or a refused export; 1 ``check-operator`` with a failed check; 1 a run failed (status ``failed``, error in
+Exit codes: 0 success; 2 invalid preset or arguments, a preset that cannot run here (its data absent, too large for
+this machine), an output folder that cannot be written, or a refused export; 1 ``check-operator`` with a failed
+check; 1 a run failed (status ``failed``, error in
 status.json and log.txt; also ``sample``/``evaluate`` of weights that are not finite); 130 stopped by SIGTERM/SIGINT (status ``stopped``, checkpoint kept).
+
+A run that fails where nothing can be written any more (a full disk) still ends with one line on the
+terminal: its status.json may then keep ``running`` with the ended process's pid, which every reader
+takes as ``failed`` (:func:`rsd_engine.runs.run_state`).
 """
 
 from __future__ import annotations
@@ -17,7 +23,7 @@ from pathlib import Path
 from . import assembly
 from . import config as cfg
 from .processes import parent_command_line, process_shortfall
-from .runs import EXPORT_MODELS, EXPORT_WEIGHTS, GENERATOR, MODELS, RunDir, default_run_folder
+from .runs import EXPORT_MODELS, EXPORT_WEIGHTS, GENERATOR, MODELS, OutputError, RunDir, default_run_folder, this_host
 from .signals import StopRequested, install_signal_handlers
 
 __all__ = ["main", "build_parser"]
@@ -79,6 +85,17 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+class _LogFile(logging.FileHandler):
+    """``log.txt``: a file handler that, when the file cannot be written (a full disk), says so once on
+    the terminal and stops, instead of printing a traceback for every message."""
+
+    def handleError(self, record: logging.LogRecord) -> None:
+        err = sys.exc_info()[1]
+        log.removeHandler(self)
+        print(f"warning: {self.baseFilename} cannot be written ({getattr(err, 'strerror', None) or err}); the log goes to the terminal only",
+              file=sys.stderr)
+
+
 def _setup_logging(log_file: Path | None, main_process: bool) -> None:
     log.setLevel(logging.INFO)
     log.handlers.clear()
@@ -89,7 +106,7 @@ def _setup_logging(log_file: Path | None, main_process: bool) -> None:
         h.setFormatter(fmt)
         log.addHandler(h)
         if log_file is not None:
-            fh = logging.FileHandler(log_file, encoding="utf-8")
+            fh = _LogFile(log_file, encoding="utf-8")
             fh.setFormatter(fmt)
             log.addHandler(fh)
     else:  # other processes report only problems, prefixed with their rank
@@ -102,7 +119,7 @@ def _setup_logging(log_file: Path | None, main_process: bool) -> None:
 def _cmd_validate(args) -> int:
     preset = assembly.load(args.preset, args.overrides)
     if not args.no_paths:
-        cfg.check_paths(preset, args.preset)
+        cfg.check_here(preset, args.preset)
     sys.stdout.write(cfg.dumps(preset))
     return 0
 
@@ -140,13 +157,15 @@ def _cmd_run(args) -> int:
         run = RunDir(args.resume)
         if not run.exists():
             raise cfg.PresetError([("--resume", f"{args.resume} holds no run (no preset.toml)")])
+        if run.state() == "running":
+            raise cfg.PresetError([("--resume", f"{args.resume} is still running (pid {run.read_status().get('pid')}); stop it first")])
         preset = assembly.load(run.preset_path)  # a plug-in that no longer imports stops here, the run folder untouched
-        cfg.check_paths(preset, str(run.preset_path))
+        cfg.check_here(preset, str(run.preset_path))
     else:
         if not args.preset:
             raise cfg.PresetError([("preset", "give a preset file or --resume RUN_DIR")])
         preset = assembly.load(args.preset, args.overrides)
-        cfg.check_paths(preset, args.preset)
+        cfg.check_here(preset, args.preset)
         check_data(preset)  # bad data files fail here, before a run folder exists
     acc = make_accelerator(preset)
     if not args.resume:
@@ -162,30 +181,45 @@ def _cmd_run(args) -> int:
     shortfall = process_shortfall(acc.num_processes, preset.accelerate.num_processes, os.environ, parent_command_line())
     if shortfall:
         log.warning(shortfall)
-    if acc.is_main_process:
-        if args.resume:
-            for path in run.remove_partial_writes():
-                log.info("removed %s, left by an interrupted write", path)
-        run.write_status(state="running", pid=os.getpid(), error=None, num_processes=acc.num_processes, device=str(acc.device),
-                         warnings=[shortfall] if shortfall else [])
     try:
+        if acc.is_main_process:
+            if args.resume:
+                for path in run.remove_partial_writes():
+                    log.info("removed %s, left by an interrupted write", path)
+            run.write_status(state="running", pid=os.getpid(), host=this_host(), error=None, num_processes=acc.num_processes,
+                             device=str(acc.device), warnings=[shortfall] if shortfall else [])
         Experiment(preset, run, acc).run_all()
     except StopRequested:
         log.warning("stopped; resume with: rsd-engine run --resume %s", run.path)
         if acc.is_main_process:
-            run.write_status(state="stopped")
-            run.append_event(run.read_status().get("stage", "teacher"), "stopped")
+            _record(run, lambda: (run.write_status(state="stopped"), run.append_event(run.read_status().get("stage", "teacher"), "stopped")))
         return 130
     except Exception as e:  # the run folder records every failure
         log.error("run failed: %s", e)
         log.debug(traceback.format_exc())
         if acc.is_main_process:
-            run.write_status(state="failed", error=f"{type(e).__name__}: {e}")
-            with open(run.log_path, "a", encoding="utf-8") as f:
-                f.write(traceback.format_exc())
+            details = traceback.format_exc()
+
+            def log_details() -> None:
+                with open(run.log_path, "a", encoding="utf-8") as f:
+                    f.write(details)
+
+            _record(run, lambda: run.write_status(state="failed", error=f"{type(e).__name__}: {e}"))
+            _record(run, log_details, quiet=True)
         return 1
     log.info("done: %s", run.metrics_path)
     return 0
+
+
+def _record(run: RunDir, write, quiet: bool = False) -> None:
+    """Call ``write`` (the final status or log lines); when the disk refuses it, say so in one line
+    (unless ``quiet``) instead of a traceback: the run then reads as failed once this process has
+    ended (:func:`rsd_engine.runs.run_state`)."""
+    try:
+        write()
+    except OSError as e:
+        if not quiet:
+            log.error("cannot record the outcome in %s (%s); the run reads as failed once this process has ended", run.path, e.strerror or e)
 
 
 def _cmd_sample(args) -> int:
@@ -217,7 +251,7 @@ def _cmd_evaluate(args) -> int:
     if not run.exists():
         raise cfg.PresetError([("run_dir", f"{args.run_dir} holds no run (no preset.toml)")])
     preset = assembly.load(run.preset_path, args.overrides)
-    cfg.check_paths(preset, str(run.preset_path))
+    cfg.check_here(preset, str(run.preset_path))
     acc = make_accelerator(preset)
     _setup_logging(run.log_path, acc.is_main_process)
     models = tuple(m.strip() for m in args.models.split(",") if m.strip())
@@ -249,7 +283,7 @@ def _cmd_preview(args) -> int:
     from .preview import PANEL_LABELS, preview_rows, rows_image
 
     preset = assembly.load(args.preset, args.overrides)
-    cfg.check_paths(preset, args.preset)
+    cfg.check_here(preset, args.preset)
     measurement = assembly.build_measurement(preset)
     rows = preview_rows(preset, measurement, args.n)
     rows_image(rows, Path(args.out))
@@ -293,7 +327,7 @@ def main(argv: list[str] | None = None) -> int:
     except cfg.PresetError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
-    except (DataError, FileNotFoundError, FileExistsError) as e:
+    except (DataError, FileNotFoundError, FileExistsError, OutputError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
     except NonFiniteError as e:  # sample / evaluate of a run whose weights are not finite

@@ -81,6 +81,8 @@ class Experiment:
         Raises:
             StopRequested: after SIGTERM/SIGINT, with ``teacher-latest`` written.
         """
+        if self.acc.is_main_process:
+            self.run.write_status(stage="teacher")
         self.runner.run(teacher_stage(self.preset, self.dataset, self.objective, self.evaluation.live))
 
     def distill(self) -> None:
@@ -92,6 +94,8 @@ class Experiment:
             StopRequested: after SIGTERM/SIGINT, with ``distill-latest`` written.
             FileNotFoundError, ValueError: no teacher, or one of another network (see :func:`rsd_stage`).
         """
+        if self.acc.is_main_process:  # what fails from here on fails in distillation
+            self.run.write_status(stage="distill")
         stage = rsd_stage(self.preset, self.teacher_final(), self.objective, self.evaluation.live, self.acc.device)
         self.evaluation.teacher_baseline()
         self.runner.run(stage)

@@ -307,8 +307,9 @@ def test_cross_field_operator_rules():
     assert "corruption.box_inpainting.box_size" in pr and "1..31" in pr["corruption.box_inpainting.box_size"]
     pr = _problems('[data]\nresolution = 8\n[network]\nblock_out_channels = [32]\n[corruption]\noperator = "gaussian_blur"\n[corruption.gaussian_blur]\nkernel_size = 17\n')
     assert "corruption.gaussian_blur.kernel_size" in pr and "17" in pr["corruption.gaussian_blur.kernel_size"]
-    # the same parameters are fine while another operator is selected
-    _preset('[data]\nresolution = 32\n[corruption]\noperator = "identity"\n[corruption.box_inpainting]\nbox_size = 32\n')
+    # a table of an operator that is not selected is refused (issue 19: it would silently have no effect)
+    pr = _problems('[data]\nresolution = 32\n[corruption]\noperator = "identity"\n[corruption.box_inpainting]\nbox_size = 16\n')
+    assert "corruption.box_inpainting" in pr and "'identity'" in pr["corruption.box_inpainting"]
 
 
 def test_mask_operators_resolve_to_ambient_mask():

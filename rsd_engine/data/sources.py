@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import gzip
 import pickle
+import zipfile
 from pathlib import Path
 
 import numpy as np
@@ -76,14 +77,30 @@ def _image_folder(path: Path, channels: int, resolution: int) -> np.ndarray:
     return out
 
 
-def _npz(path: Path) -> np.ndarray:
+def _npz(path: Path, field: str) -> np.ndarray:
+    """The image array of an ``.npz`` archive, read without unpickling (objects inside are refused).
+
+    Raises:
+        DataError: naming ``field`` and the file: missing, not an ``.npz`` archive, no image array, an
+            array of Python objects, or a shape that is not a stack of images.
+    """
     if not path.is_file():
-        raise DataError(f"npz file {path} does not exist")
-    with np.load(path) as z:
-        key = next((k for k in _NPZ_KEYS if k in z.files), None)
-        if key is None:
-            raise DataError(f"{path}: no array named {' / '.join(_NPZ_KEYS)} (found {', '.join(z.files) or 'none'})")
-        arr = z[key]
+        raise DataError(f"{field}: npz file {path} does not exist")
+    not_images = f"{field}: {path} is not an .npz file of images (data.source = 'npz' reads a NumPy .npz archive holding an array {' / '.join(_NPZ_KEYS)} of numbers)"
+    if not zipfile.is_zipfile(path):
+        raise DataError(not_images)
+    try:
+        with np.load(path, allow_pickle=False) as z:
+            key = next((k for k in _NPZ_KEYS if k in z.files), None)
+            if key is None:
+                raise DataError(f"{field}: {path}: no array named {' / '.join(_NPZ_KEYS)} (found {', '.join(z.files) or 'none'})")
+            arr = z[key]
+    except (ValueError, OSError, zipfile.BadZipFile, EOFError) as e:  # numpy's own words may advise unpickling; never shown
+        if isinstance(e, DataError):
+            raise
+        raise DataError(f"{not_images}; it holds Python objects or is damaged") from None
+    if arr.dtype.kind not in "biuf":
+        raise DataError(f"{not_images}; its array {key!r} has dtype {arr.dtype}")
     if arr.ndim == 3:
         arr = arr[:, None]
     if arr.ndim != 4:
@@ -169,7 +186,7 @@ def read_images(source: str, path: str | None, split: str, channels: int, resolu
     elif source == "image-folder":
         arr = _image_folder(Path(path), channels, resolution)
     elif source == "npz":
-        arr = _npz(Path(path))
+        arr = _npz(Path(path), "data.path" if split == "train" else "data.eval_path")
     elif source == "cifar10":
         arr = _cifar10(Path(path), split)
     else:
