@@ -3,6 +3,7 @@ paths and entry points, field-named errors for every kind of bad plug-in, and th
 package end to end (validate, preview, check-operator, run, resume)."""
 
 import hashlib
+import os
 import shutil
 import sys
 import textwrap
@@ -211,3 +212,47 @@ def test_example_plugin_end_to_end_then_resume_without_it(plugin_dir, tmp_path, 
     err = capsys.readouterr().err
     assert "corruption.operator: module 'plug_dead_columns' not found" in err and "Traceback" not in err
     assert _tree(out) == before
+
+
+# -------------------------------------------------------------------------------------- workbench
+
+
+def test_workbench_form_validates_and_previews_a_plugin_without_importing_it(tmp_path, monkeypatch):
+    """The form reads a plug-in's typed fields and validates its preset through the engine's command
+    line (the same field-named errors), preview works, and the web server never imports the plug-in."""
+    import gradio as gr
+
+    from workbench import preset_edit as pe
+    from workbench.api import Workbench
+    from workbench.ui.common import View
+    from workbench.ui.presets_view import PLUGIN_SLOTS, _plugin_group, _plugin_updates
+
+    folder = tmp_path / "plugins"
+    folder.mkdir()
+    shutil.copy(EXAMPLE_SOURCE, folder / "plug_wb_columns.py")
+    monkeypatch.setenv("PYTHONPATH", os.pathsep.join([str(folder), os.environ.get("PYTHONPATH", "")]))
+    wb = Workbench(tmp_path / "runs", tmp_path / "presets", Path(__file__).resolve().parents[1] / "presets")
+    env = wb.launcher._env()
+    try:
+        text = '[data]\nmax_images = 16\n[corruption]\noperator = "plug_wb_columns:DeadColumns"\nnoise_sigma = 0.0\n[corruption.params]\np = 0.3\n'
+        fields = pe.plugin_fields(text, env)
+        assert [(f.name, f.type, f.default) for f in fields] == [("corruption.params.p", "number", 0.25), ("corruption.params.delta", "number", 0.1)]
+        assert fields[1].bounds == {"minimum": 0.0, "exclusiveMaximum": 1.0}
+        assert pe.set_field(text, fields[0].name, pe.from_widget(fields[0], "0.5")).count("p = 0.5") == 1
+        assert wb.validate(text).ok
+        bad = wb.validate(text.replace("p = 0.3", 'p = "x"'))
+        assert bad.problems == [("corruption.params.p", "'x': Input should be a valid number")]
+        gone = wb.validate(text.replace("plug_wb_columns:", "plug_wb_nowhere:"))
+        assert gone.problems == [("corruption.operator", "module 'plug_wb_nowhere' not found (is its package installed, or its folder on PYTHONPATH?)")]
+        png, info = wb.preview(text, n=4)
+        assert png.read_bytes()[:4] == b"\x89PNG" and "plug_wb_columns:DeadColumns" in info
+        with gr.Blocks():
+            v = View()
+            _plugin_group(v)
+        out = _plugin_updates(v, fields, "plug_wb_columns:DeadColumns", pe.parse_toml(text), {"corruption.params.delta": "too large"}, None)
+        assert out[v.plugin_slots[0]]["label"] == "params.p (number)" and out[v.plugin_slots[0]]["value"] == "0.3"
+        assert out[v.plugin_slots[1]]["value"] == "0.1" and out[v.plugin_slots[1]]["info"].startswith("⚠ too large")
+        assert all(out[v.plugin_slots[i]]["visible"] is False for i in range(2, PLUGIN_SLOTS))
+        assert "plug_wb_columns" not in sys.modules
+    finally:
+        wb.close()
