@@ -16,6 +16,7 @@ from dataclasses import dataclass
 import torch
 
 from .measurement import Measurement
+from .objectives import family_of
 from .operators import Condition, Operator
 
 __all__ = ["CheckResult", "CHECKS", "run_checks", "format_table", "ADJOINT_TOLERANCE"]
@@ -147,7 +148,8 @@ def check_buffers(op: Operator) -> CheckResult:
 def check_condition(op: Operator) -> CheckResult:
     """Operators with mask channels (``cond_channels`` > 0) return a :class:`Condition` whose channels are
     (B, cond_channels, H, W), whose SiD mask is ``None`` or (B, 1, H, W) of 0/1, and whose projection
-    keeps the image's shape and is idempotent; the mask family also draws ``"mask"``."""
+    keeps the image's shape (a pixel mask: x ⊙ mask; k-space: never longer than x); the parameters its
+    objective family needs are drawn, and a pixel mask equals the condition's channels."""
     p = _params(op, 3, 11)
     if op.cond_channels == 0:
         ok = op.condition(**p) is None
@@ -170,8 +172,11 @@ def check_condition(op: Operator) -> CheckResult:
         problems.append("project(x) is not x ⊙ mask channel (pixel mask)")
     elif op.cond_kind != "pixel_mask" and px.norm() > x.norm() * (1 + 1e-5):
         problems.append(f"project enlarges x (‖Px‖/‖x‖ = {(px.norm() / x.norm()).item():.4f})")
-    if op.objective_family == "mask" and ("mask" not in p or not torch.equal(c.channels, p["mask"])):
-        problems.append("mask family: the 'mask' parameter is missing or differs from the condition's channels")
+    missing = [k for k in family_of(op).needs if k not in p]
+    if missing:
+        problems.append(f"family {op.objective_family} needs the parameters {', '.join(missing)} from sample_params")
+    elif op.cond_kind == "pixel_mask" and "mask" in p and not torch.equal(c.channels, p["mask"]):
+        problems.append("the 'mask' parameter differs from the condition's channels")
     seen = "project(x) = x ⊙ mask" if op.cond_kind == "pixel_mask" else "‖Px‖ ≤ ‖x‖"
     return CheckResult("mask condition", not problems, "; ".join(problems) or f"{type(c).__name__}: channels {tuple(c.channels.shape)}, {seen}")
 
