@@ -280,9 +280,9 @@ class CorruptionConfig(_Section):
     @field_validator("operator")
     @classmethod
     def _known_operator(cls, v: str) -> str:
-        from .operators.registry import is_import_path, known_names
+        from .operators.registry import OPERATORS, is_import_path, known_names
 
-        if not is_import_path(v) and v not in known_names():
+        if v not in OPERATORS and not is_import_path(v) and v not in known_names():
             raise ValueError(f"unknown operator {_quote(v)}; allowed: {', '.join(known_names())}, or a plug-in's import path 'package.module:ClassName'")
         return v
 
