@@ -3,7 +3,8 @@ forward model (:class:`~rsd_engine.measurement.Measurement`) and the teacher obj
 (:class:`~rsd_engine.objectives.Objective`), and the operator checks that need the operator's code
 (plug-ins, objective families).
 
-:mod:`rsd_engine.config` is the schema: it never imports an operator. Here a plug-in named by import
+:mod:`rsd_engine.config` is the schema: it reads the registry's names but never imports a plug-in or
+builds an operator. Here a plug-in named by import
 path or entry point (docs/operators.md) is imported, its ``[corruption.params]`` validated against its
 schema (:func:`rsd_engine.operators.registry.params_model`), and it is built once on a tiny batch so
 a constructor that raises or a declared output shape that differs from what it returns is a preset
