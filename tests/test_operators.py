@@ -18,6 +18,7 @@ from rsd_engine.operators import (
     further_mask,
 )
 from rsd_engine.operators.blur import gaussian_kernel, reflect_pad_adjoint
+from rsd_engine.operators.motion import MotionBlur, motion_kernels
 
 RES = 16
 NAMES = sorted(n for n, cls in OPERATORS.items() if cls.objective_family != "fourier")  # image operators (MRI: test_mri_operator.py)
@@ -174,6 +175,43 @@ def test_reflect_pad_adjoint_matches_autograd():
     x = torch.zeros(2, 1, 8, 8, dtype=torch.float64, requires_grad=True)
     (g,) = torch.autograd.grad(F.pad(x, (3,) * 4, mode="reflect"), x, z)
     assert torch.allclose(reflect_pad_adjoint(z, 3), g)
+
+
+# --------------------------------------------------------------------------------- motion blur
+
+
+def _spread(kernel: torch.Tensor) -> tuple[float, float]:
+    """Eigenvalues (small, large) of the mass-weighted covariance of a (k, k) kernel's pixel positions."""
+    k = kernel.shape[-1]
+    ii, jj = torch.meshgrid(torch.arange(k, dtype=torch.float64), torch.arange(k, dtype=torch.float64), indexing="ij")
+    w = kernel.to(torch.float64).flatten()
+    pos = torch.stack([ii.flatten(), jj.flatten()], 1)
+    mean = (w[:, None] * pos).sum(0)
+    cov = (w[:, None, None] * (pos - mean)[:, :, None] * (pos - mean)[:, None, :]).sum(0)
+    small, large = torch.linalg.eigvalsh(cov).tolist()
+    return small, large
+
+
+def test_motion_kernels_sum_to_one_and_intensity_bends_the_path():
+    g = torch.Generator().manual_seed(0)
+    straight = motion_kernels(32, 9, 0.0, g)
+    shaky = motion_kernels(32, 9, 1.0, g)
+    for kernels in (straight, shaky):
+        assert kernels.shape == (32, 1, 9, 9) and (kernels >= 0).all()
+        assert torch.allclose(kernels.sum((1, 2, 3)), torch.ones(32), atol=1e-6)
+    # a straight path is a line: its positions spread along one direction only
+    assert max(s / l for s, l in map(_spread, straight[:, 0])) < 0.05
+    assert sum(s / l for s, l in map(_spread, shaky[:, 0])) / 32 > 0.1
+    assert len({tuple(k.flatten().tolist()) for k in shaky}) == 32  # one kernel per image
+
+
+def test_motion_blur_refuses_bad_parameters():
+    with pytest.raises(ValueError, match="odd"):
+        MotionBlur(1, RES, kernel_size=8)
+    with pytest.raises(ValueError, match="intensity"):
+        MotionBlur(1, RES, intensity=1.5)
+    with pytest.raises(ValueError, match="kernels"):
+        MotionBlur(1, RES)(torch.zeros(1, 1, RES, RES))
 
 
 # ------------------------------------------------------------------------------------- inpainting
