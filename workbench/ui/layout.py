@@ -7,7 +7,7 @@ import gradio as gr
 from ..api import Workbench
 from . import api_endpoints, gallery_view, plots_view, presets_view, preview_view, runs_view
 
-__all__ = ["build_blocks", "CSS", "THEME_KW", "REFRESH_S"]
+__all__ = ["build_blocks", "CSS", "JS", "THEME_KW", "REFRESH_S"]
 
 #: Seconds between refreshes of runs, plots and gallery.
 REFRESH_S = 2.0
@@ -15,9 +15,10 @@ REFRESH_S = 2.0
 CSS = """
 .field-error { border-left: 3px solid #d33 !important; padding-left: 4px; }
 #preset-validation { min-height: 2.5em; }
-/* the form scrolls inside its column, so validation and the TOML stay in view beside it */
-#preset-form { max-height: 78vh; overflow-y: auto; flex-wrap: nowrap !important; padding-right: 6px; }
-#preset-form > * { flex-shrink: 0 !important; }
+/* the page scrolls (one scroll bar); validation and the TOML stay in view beside the form */
+#preset-side { position: sticky; top: 0; align-self: flex-start; }
+/* a field's problem reads as an error, not as help text */
+.field-error .info-text { color: #c62828 !important; }
 #wb-header p { margin: 0.2em 0; }
 footer { display: none !important; }
 /* sample grids: scale up small PNGs without smoothing, so every pixel stays visible */
@@ -30,6 +31,20 @@ footer { display: none !important; }
   #preset-select { padding-left: 6px !important; padding-right: 6px !important; }
   #preset-select .wrap-inner { padding-left: 6px !important; padding-right: 4px !important; }
   #preset-select input { font-size: 12px; }
+}
+"""
+
+#: Run once when the page opens: leaving or reloading the page while the preset being edited has
+#: unsaved changes (the Presets tab's line says so) asks the browser's "leave page?" question.
+JS = """
+() => {
+  window.rsdUnsavedEdits = () => {
+    const line = document.querySelector('#preset-current');
+    return Boolean(line && line.innerText.includes('unsaved changes'));
+  };
+  window.addEventListener('beforeunload', (event) => {
+    if (window.rsdUnsavedEdits()) { event.preventDefault(); event.returnValue = ''; }
+  });
 }
 """
 
@@ -62,9 +77,9 @@ def build_blocks(wb: Workbench) -> gr.Blocks:
             with gr.Tab("5 · Gallery", id="gallery"):
                 gv = gallery_view.build(wb, first_run)
 
-        presets_view.wire(wb, pv, launch_summary=rv.launch_summary)
+        presets_view.wire(wb, pv, launch_summary=rv.launch_summary, launch_msg=rv.launch_msg)
         preview_view.wire(wb, prv, pv.editor, pv.name_state)
-        runs_view.wire(wb, rv, pv.editor, follow=[plv.run, gv.run_a])
+        runs_view.wire(wb, rv, pv.editor, follow=[plv.run, gv.run_a], form_errors=pv.input_errors)
         plots_view.wire(wb, plv)
         gallery_view.wire(wb, gv)
 
