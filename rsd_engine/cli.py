@@ -138,6 +138,11 @@ def _cmd_run(args) -> int:
                 log.info("removed %s, left by an interrupted write", path)
         run.write_status(state="running", pid=os.getpid(), error=None, num_processes=acc.num_processes, device=str(acc.device),
                          warnings=[shortfall] if shortfall else [])
+    trackers = None
+    if acc.is_main_process and preset.run.trackers:
+        from .trackers import EventTrackers
+
+        trackers = run.on_event = EventTrackers(run, preset)
     try:
         Experiment(preset, run, acc).run_all()
     except StopRequested:
@@ -154,6 +159,9 @@ def _cmd_run(args) -> int:
             with open(run.log_path, "a", encoding="utf-8") as f:
                 f.write(traceback.format_exc())
         return 1
+    finally:
+        if trackers is not None:
+            trackers.finish()
     log.info("done: %s", run.metrics_path)
     return 0
 

@@ -79,12 +79,29 @@ class RunConfig(_Section):
     name: str = Field("rsd-run", description=f"run name: {NAME_RULE}")
     seed: int = Field(0, ge=0, le=2**31 - 1, description="seed of training noise, data order and evaluation seeds")
     description: str = Field("", description="free text shown in the workbench")
+    trackers: list[Literal["tensorboard", "wandb", "trackio", "mlflow"]] = Field(
+        default_factory=list,
+        description="experiment trackers fed with losses, live FID/KID (with n), lr, images/s and sample grids, into RUN/trackers "
+        "(offline unless you configure a remote one): tensorboard | wandb | trackio | mlflow, each where its package is installed",
+    )
 
     @field_validator("name")
     @classmethod
     def _plain_name(cls, v: str) -> str:
         if not is_valid_name(v):
             raise ValueError(f"allowed: {NAME_RULE}")
+        return v
+
+    @field_validator("trackers")
+    @classmethod
+    def _installed(cls, v: list[str]) -> list[str]:
+        from .trackers import TRACKERS, missing_packages
+
+        missing = missing_packages(v)
+        if missing:
+            raise ValueError(f"{', '.join(map(repr, missing))} not installed (pip install {' '.join(TRACKERS[m] for m in missing)})")
+        if len(set(v)) != len(v):
+            raise ValueError("a tracker is named twice")
         return v
 
 

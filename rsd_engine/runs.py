@@ -291,6 +291,8 @@ class RunDir:
 
     def __init__(self, path: str | Path):
         self.path = Path(path)
+        #: called with every event after it is written (the run's trackers, :mod:`rsd_engine.trackers`)
+        self.on_event: Callable[[dict], None] | None = None
 
     preset_path = property(lambda self: self.path / "preset.toml")
     status_path = property(lambda self: self.path / "status.json")
@@ -407,6 +409,8 @@ class RunDir:
         with open(self.events_path, "a", encoding="utf-8") as f:
             f.write(line)
             f.flush()
+        if self.on_event is not None:
+            self.on_event(event)
         return event
 
     def read_events(self) -> list[dict]:
