@@ -9,6 +9,8 @@ three main views under the test's output folder.
 from __future__ import annotations
 
 import socket
+import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -265,5 +267,73 @@ def test_browser_form_never_shows_valid_for_what_the_toml_does_not_hold(tmp_path
             assert _leaving_asks(page)
             browser.close()
     finally:
+        demo.close()
+        wb.close()
+
+
+def test_browser_three_runs_compared_on_one_axis_and_fresh_run_messages(tmp_path):
+    """With the fake engine: three finished runs selected in Live plots show their FID curves in one
+    plot on the global axis (markers, the stage boundary, the comparison table with final FIDs and
+    the preset differences); in the Runs tab a resume replaces the launch message instead of
+    standing beside it."""
+    from test_workbench import FAKE_ENGINE
+
+    engine = tmp_path / "fake_engine.py"
+    engine.write_text(FAKE_ENGINE)
+    demo, wb, url = _serve(tmp_path, engine_cmd=[sys.executable, str(engine)], grace_s=5)
+    shots = tmp_path / "screenshots"
+    shots.mkdir()
+    text = (REPO / "presets" / "quickstart.toml").read_text()
+    try:
+        for i, name in enumerate(("r-a", "r-b", "r-c")):
+            wb.launch(text.replace("noise_sigma = 0.2", f"noise_sigma = 0.{i + 1}"), name)
+        deadline = time.time() + 180
+        while any(wb.run_status(n)["state"] != "done" for n in ("r-a", "r-b", "r-c")) and time.time() < deadline:
+            time.sleep(0.5)
+        with playwright_api.sync_playwright() as p:
+            browser = p.chromium.launch(executable_path=str(CHROMIUM), args=ARGS)
+            page = browser.new_page(viewport={"width": 1400, "height": 900})
+            page.goto(url)
+            page.wait_for_selector("#preset-editor .cm-content", timeout=120_000)
+            page.get_by_role("tab", name="4 · Live plots").click()
+            compare = page.locator("#plots-compare input").first
+            for other in ("r-a", "r-b", "r-c"):
+                compare.click()
+                page.get_by_role("option").filter(has_text=other).first.click()
+            page.keyboard.press("Escape")
+            page.wait_for_function("""() => {
+                const shown = Array.from(document.querySelectorAll('#plot-fid .legendtext')).map(e => e.textContent).join('|');
+                return ['r-a', 'r-b', 'r-c'].every(run => shown.includes(run + ' · generator (n=16)'));
+            }""", timeout=60_000)
+            assert page.locator("#plot-fid .scatterlayer .point").count() >= 12  # markers: 2 teacher + 2 generator points per run
+            page.locator("#plot-fid").get_by_text("distillation starts").wait_for(timeout=10_000)
+            page.wait_for_function("""() => {
+                const table = document.querySelector('#plots-table').innerText, diff = document.querySelector('#plots-diff').innerText;
+                return ['r-a', 'r-b', 'r-c', '12.50 (n=16)'].every(t => table.includes(t)) && diff.includes('corruption.noise_sigma');
+            }""", timeout=20_000)
+            page.wait_for_timeout(500)
+            page.screenshot(path=str(shots / "compare.png"), full_page=True)
+
+            # Runs tab: launch a long run, stop it, resume it: the launch message does not stay
+            long_text = "# fake-mode: long\n" + text
+            page.get_by_role("tab", name="1 · Presets").click()
+            page.locator("#preset-editor .cm-content").click()
+            page.keyboard.press("Control+A")
+            page.keyboard.insert_text(long_text)
+            page.get_by_role("tab", name="3 · Runs").click()
+            page.locator("#launch-run-name input, #launch-run-name textarea").first.fill("r-long")
+            page.locator("#launch-button").click()
+            page.locator("#launch-msg").get_by_text("Launched").wait_for(timeout=30_000)
+            page.locator("#run-stop").click()
+            page.locator("#run-action-msg").get_by_text("stop").first.wait_for(timeout=30_000)
+            page.wait_for_function("() => !document.querySelector('#run-resume').disabled", timeout=60_000)
+            page.locator("#run-resume").click()
+            page.locator("#run-action-msg").get_by_text("Resumed").wait_for(timeout=30_000)
+            assert "Launched" not in page.locator("#launch-msg").inner_text()
+            page.screenshot(path=str(shots / "runs.png"), full_page=True)
+            browser.close()
+    finally:
+        for run in wb.launcher.running():
+            wb.launcher.stop(run, wait_s=10)
         demo.close()
         wb.close()

@@ -522,8 +522,8 @@ def compare_figure(runs: dict[str, list[dict]], plot: str, x: str = "kimg", log_
         teacher_end = max((_finite(e.get("kimg")) or 0.0 for e in events if e.get("stage") == "teacher"), default=None)
         distill = [p for p in run_points(events) if p["plot"] != "throughput" and p["kimg"] >= (teacher_end or 0)]
         if x == "kimg" and teacher_end and any(e.get("stage") == "distill" for e in events):
-            fig.add_vline(x=teacher_end, line=dict(color=color, dash="dot", width=1),
-                          annotation_text="distillation starts" if i == 0 else None, annotation_position="top left")
+            label = dict(annotation_text="distillation starts", annotation_position="top left") if i == 0 else {}
+            fig.add_vline(x=teacher_end, line=dict(color=color, dash="dot", width=1), **label)
         base = teacher_baseline(events)
         if plot == "fid" and base is not None and _finite(base.get("fid")) is not None and distill:
             xs = [p[x] for p in distill]

@@ -42,12 +42,10 @@ def build(wb: Workbench, run: str | None) -> View:
             v.plots[key] = gr.Plot(shown[key], elem_id=f"plot-{key}", show_label=False)
     with gr.Row():
         v.plots["throughput"] = gr.Plot(shown["throughput"], elem_id="plot-throughput", show_label=False)
-        with gr.Column():
-            v.table = gr.Dataframe(shown["table"], label="Runs shown: final FIDs (truncated teacher vs generator, with n), "
-                                   "ratio = generator / teacher (below 1: generator better)", interactive=False, wrap=True,
-                                   elem_id="plots-table")
-            v.diff = gr.Dataframe(shown["diff"], label="Preset differences (the run, a, against the first compared run, b)",
-                                  interactive=False, wrap=True, elem_id="plots-diff")
+        v.diff = gr.Dataframe(shown["diff"], label="Preset differences (the run, a, against the first compared run, b)",
+                              interactive=False, wrap=True, elem_id="plots-diff")
+    v.table = gr.Dataframe(shown["table"], label="Runs shown: final FIDs (truncated teacher vs generator, with n), "
+                           "ratio = generator / teacher (below 1: generator better)", interactive=False, wrap=True, elem_id="plots-table")
     v.sig = gr.State({})
     return v
 
@@ -134,7 +132,8 @@ def refresh(wb: Workbench, v: View):
                 key.append(f"{r}:none")
         key = "|".join(key) + f"|{x_axis}|{log_y}|{smoothing}"
         names = wb.run_names()
-        choices = gr.Dropdown(choices=names, value=[c for c in compare or [] if c in names]) if names != sig.get("names") else gr.skip()
+        # new runs become choices; the selection is the viewer's (it may change while this tick runs)
+        choices = gr.Dropdown(choices=names) if sig.get("names") is not None and names != sig["names"] else gr.skip()
         sig["names"] = names
         if key == sig.get("key"):
             return [gr.skip()] * len(_outputs(v)) + [choices, sig]
