@@ -367,7 +367,7 @@ class Evaluation:
                 if rec["fid"] is None:
                     rec = None
                 else:
-                    log.info("%s live FID %.2f (n=%d) at %.1f kimg", model, rec["fid"], rec["n"], kimg)
+                    log.info("%s live FID %.2f (n=%d) at %g kimg", model, rec["fid"], rec["n"], kimg)  # kimg as the plots show it
                     self.run.append_event(stage, "fid", kimg=kimg, model=model, fid=rec["fid"], kid=rec["kid"], n=rec["n"],
                                           seeds=rec["seeds"], weights=rec["weights"], reference=rec["reference"],
                                           train_seconds=round(train_seconds, 3))
@@ -458,7 +458,7 @@ class Evaluation:
                 "teacher_model": baseline["model"], "n": rec["n"]}
         self._crossing = self.run.append_event("distill", GENERATOR_BEATS_TEACHER, **info)
         self.run.write_status(generator_beats_teacher=info)
-        log.info("generator live FID %.2f is below the %s's %.2f (n=%d) at %.1f kimg, %.1f min of distillation",
+        log.info("generator live FID %.2f is below the %s's %.2f (n=%d) at %g kimg, %.1f min of distillation",
                  rec["fid"], baseline["model"], baseline["fid"], rec["n"], kimg, train_seconds / 60)
 
     def final(self, models: tuple[str, ...] = MODELS) -> dict:

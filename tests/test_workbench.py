@@ -826,3 +826,23 @@ def test_compare_page_puts_runs_on_one_global_axis(tmp_path):
         assert shown["diff"].values.tolist() == [["corruption.noise_sigma", "0.1", "0.2"]]
     finally:
         wb.close()
+
+
+def test_finished_run_row_and_verdict_row_say_what_they_mean(tmp_path):
+    """A finished run's row gives its final FIDs (with n and the verdict) and its duration; the metrics
+    table's verdict row keeps the ratio out of the KID column; a teacher's blank proximal FID says why."""
+    run = tmp_path / "done-run"
+    run.mkdir()
+    (run / "preset.toml").write_text("")
+    (run / "workbench.json").write_text(json.dumps({"launched": 1000.0}))
+    (run / "status.json").write_text(json.dumps({"state": "done", "stage": "evaluate", "updated": 1000.0 + 5400}))
+    final = {"generator_fid": 12.1, "teacher_fid": 13.4, "n": 150, "ratio": 0.903, "generator_better": True}
+    metrics = {"teacher-truncated": {"fid": 13.4, "n": 150}, "generator": {"fid": 12.1, "n": 150, "proximal_fid": 9.0},
+               RACE: {"teacher_model": "teacher-truncated", "final": final}}
+    (run / "metrics.json").write_text(json.dumps(metrics))
+    frame = run_reader.runs_frame([run_reader.run_row(run)])
+    assert list(frame.iloc[0][["final FID", "duration"]]) == ["generator 12.1 vs teacher 13.4 (n=150) ✓", "1 h 30 min"]
+    table = run_reader.metrics_frame(run_reader.metrics_rows("done-run", metrics), drop_empty=False)
+    verdict = table[table["model"] == "generator vs teacher-truncated"].iloc[0]
+    assert verdict["KID ×10³"] == "" and verdict["note"].startswith("ratio 0.903")
+    assert table[table["model"] == "teacher-truncated"].iloc[0]["proximal FID"] == "generator only"

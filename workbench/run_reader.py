@@ -189,10 +189,27 @@ def run_row(run_dir: Path, state_override: str | None = None) -> dict:
         "error": status.get("error") or "",
         "exit_code": read_json_object(run_dir / RECORD_NAME).get("exit_code"),
         "beats_teacher": status.get("generator_beats_teacher"),
+        "final": (run.read_metrics().get(RACE) or {}).get("final") if state == "done" else None,
+        "duration_s": (status.get("updated") or 0) - started if state in ("done", "failed", "stopped") and (started := _launched(run_dir)) else None,
     }
 
 
-RUNS_COLUMNS = ["run", "state", "stage", "progress", "images seen (kimg)", "throughput", "ETA", "generator below teacher", "updated"]
+def _launched(run_dir: Path) -> float | None:
+    """When the workbench launched the run (its record), else when its folder was made."""
+    return _finite(read_json_object(run_dir / RECORD_NAME).get("launched")) or _mtime(run_dir / "preset.toml") or None
+
+
+RUNS_COLUMNS = ["run", "state", "stage", "progress", "images seen (kimg)", "throughput", "ETA", "generator below teacher", "final FID",
+                "duration", "updated"]
+
+
+def final_text(final: dict | None) -> str:
+    """``"generator 12.1 vs teacher 13.4 (n=150) ✓"`` for the final race record of metrics.json (✓ when
+    the generator is better), else ``""``."""
+    if not isinstance(final, dict) or _finite(final.get("generator_fid")) is None:
+        return ""
+    mark = "✓" if final.get("generator_better") else "✗"
+    return f"generator {_num(final['generator_fid'], '{:.1f}')} vs teacher {_num(final.get('teacher_fid'), '{:.1f}')} (n={final.get('n')}) {mark}"
 
 
 def crossing_text(crossing: dict | None) -> str:
@@ -222,7 +239,7 @@ def runs_frame(rows: list[dict]) -> pd.DataFrame:
         if state == "failed":
             state = " ".join(filter(None, ["failed", "⚠" if r.get("error") else "", describe_exit(r.get("exit_code"))]))
         out.append([r["run"], state, r.get("stage", ""), progress, kimg, " · ".join(thr), fmt_duration(r.get("eta_s")),
-                    crossing_text(r.get("beats_teacher")), ago])
+                    crossing_text(r.get("beats_teacher")), final_text(r.get("final")), fmt_duration(r.get("duration_s")), ago])
     return pd.DataFrame(out, columns=RUNS_COLUMNS)
 
 
@@ -318,7 +335,7 @@ def metrics_rows(run: str, metrics: dict) -> list[list[str]]:
             str(m.get("weights", "")),
             _num(m.get("fid"), "{:.2f}"),
             kid,
-            _num(m.get("proximal_fid"), "{:.2f}"),
+            _num(m.get("proximal_fid"), "{:.2f}") or ("generator only" if model != GENERATOR else ""),
             str(m.get("n", "")),
             "" if seeds is None else str(seeds),
             str(m.get("nfe", "")),
@@ -346,7 +363,7 @@ def metrics_rows(run: str, metrics: dict) -> list[list[str]]:
     final = race.get("final") if isinstance(race, dict) else None
     if isinstance(final, dict):
         live = race.get("live") or {}
-        note = "generator better" if final.get("generator_better") else "teacher better"
+        note = f"ratio {_num(final.get('ratio'), '{:.3f}')} (generator / teacher): " + ("generator better" if final.get("generator_better") else "teacher better")
         if live.get("first_below"):
             note += f"; live FID (n={live.get('n')}) first below the teacher's {crossing_text(live['first_below'])}"
         out.append([
@@ -354,7 +371,7 @@ def metrics_rows(run: str, metrics: dict) -> list[list[str]]:
             f"generator vs {race.get('teacher_model')}",
             "EMA",
             f"{_num(final.get('generator_fid'), '{:.2f}')} vs {_num(final.get('teacher_fid'), '{:.2f}')}",
-            f"ratio {_num(final.get('ratio'), '{:.3f}')}",
+            "",
             "",
             str(final.get("n", "")),
             "",

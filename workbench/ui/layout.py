@@ -19,6 +19,9 @@ CSS = """
 #preset-side { position: sticky; top: 0; align-self: flex-start; }
 /* a field's problem reads as an error, not as help text */
 .field-error .info-text { color: #c62828 !important; }
+/* tables: headers break between words only; long cells (a reference's path) wrap instead of widening the page */
+table th, table th * { word-break: normal !important; overflow-wrap: normal !important; hyphens: none; }
+table td, table td * { overflow-wrap: anywhere; }
 #wb-header p { margin: 0.2em 0; }
 footer { display: none !important; }
 /* sample grids: scale up small PNGs without smoothing, so every pixel stays visible */
