@@ -152,7 +152,7 @@ def wire(wb: Workbench, v: View, launch_summary=None, launch_msg=None) -> None:
         out[v.validation] = val.markdown()
         out[v.effective] = val.effective if val.ok else "# (shown once the preset is valid)"
         kind = _safe_kind(wb, name)
-        modified = text != loaded or bool(input_errors)
+        modified = edited_text(text, loaded) or bool(input_errors)
         out[v.current] = _current_md(name, kind, modified)
         out[v.save_btn] = gr.Button(interactive=_can_save(kind))
         out[v.input_errors] = input_errors
@@ -244,7 +244,7 @@ def wire(wb: Workbench, v: View, launch_summary=None, launch_msg=None) -> None:
         first (the list goes back to the preset being edited until the edits are discarded)."""
         if picked == current:  # the list repeats its input event after a load; nothing to do
             return {v.pending_switch: None}
-        if text == loaded and not input_errors:
+        if not edited_text(text, loaded) and not input_errors:
             return load(picked)
         return {v.dropdown: gr.Dropdown(value=current), v.pending_switch: picked, v.switch_row: gr.Row(visible=True),
                 v.switch_md: f"**{current or 'The unsaved preset'}** has unsaved edits. Load **{picked}** and discard them? "
@@ -359,6 +359,15 @@ def launch_md(name: str | None, modified: bool, val: pe.Validation) -> str:
         return f"Launch starts {label}{mod} from the Presets tab — ✗ it has {len(val.problems)} problem(s); fix them there first."
     procs = f"{val.num_processes} process{'es' if val.num_processes > 1 else ''}"
     return f"Launch starts {label}{mod} from the Presets tab — ✓ valid · run.name `{val.run_name}` · {procs} · mixed precision `{val.mixed_precision}`"
+
+
+def edited_text(text: str | None, loaded: str | None) -> bool:
+    """Whether the editor's text differs from the loaded preset's, ignoring line endings and
+    trailing blanks (which the browser's editor may change on its own)."""
+    def norm(t: str | None) -> str:
+        return "\n".join(line.rstrip() for line in (t or "").strip().splitlines())
+
+    return norm(text) != norm(loaded)
 
 
 def form_validation(val: pe.Validation, input_errors: dict[str, str]) -> pe.Validation:
