@@ -1,4 +1,4 @@
-"""Command line: ``rsd-engine run|validate|sample|evaluate|export|preview|theory`` (also ``python -m rsd_engine``).
+"""Command line: ``rsd-engine run|validate|sample|evaluate|export|preview|theory|time-split`` (also ``python -m rsd_engine``).
 
 Exit codes: 0 success; 2 invalid preset or arguments, or a refused export; 1 a run failed (status ``failed``, error in
 status.json and log.txt; also ``sample``/``evaluate`` of weights that are not finite); 130 stopped by SIGTERM/SIGINT (status ``stopped``, checkpoint kept).
@@ -17,6 +17,7 @@ from . import config as cfg
 from .processes import parent_command_line, process_shortfall
 from .runs import EXPORT_MODELS, EXPORT_WEIGHTS, GENERATOR, MODELS, RunDir, default_run_folder
 from .signals import StopRequested, install_signal_handlers
+from .timing import STARTUP, TIMING, WALL, process_seconds, split_table, time_split
 
 __all__ = ["main", "build_parser"]
 
@@ -62,6 +63,10 @@ def build_parser() -> argparse.ArgumentParser:
     pv.add_argument("--n", type=int, default=16)
     pv.add_argument("--out", default="preview.png")
     pv.add_argument("--set", dest="overrides", action="append", default=[], metavar="SECTION.KEY=VALUE")
+
+    ts = sub.add_parser("time-split", help="where a run's wall time went: training, live and final evaluation, checkpoints (table)")
+    ts.add_argument("run_dir")
+    ts.add_argument("--json", action="store_true", help="print the split as JSON instead of a Markdown table")
 
     th = sub.add_parser("theory", help="the linear-Gaussian theory, computed: table (theory.md/json) and plot (theory.png)")
     th.add_argument("--out", default="runs/theory", help="output folder (default runs/theory)")
@@ -139,7 +144,10 @@ def _cmd_run(args) -> int:
         run.write_status(state="running", pid=os.getpid(), error=None, num_processes=acc.num_processes, device=str(acc.device),
                          warnings=[shortfall] if shortfall else [])
     try:
-        Experiment(preset, run, acc).run_all()
+        experiment = Experiment(preset, run, acc)
+        if acc.is_main_process:
+            run.append_event("run", TIMING, part=STARTUP, seconds=round(process_seconds(), 3))
+        experiment.run_all()
     except StopRequested:
         log.warning("stopped; resume with: rsd-engine run --resume %s", run.path)
         if acc.is_main_process:
@@ -154,6 +162,9 @@ def _cmd_run(args) -> int:
             with open(run.log_path, "a", encoding="utf-8") as f:
                 f.write(traceback.format_exc())
         return 1
+    finally:
+        if acc.is_main_process:
+            run.append_event("run", TIMING, part=WALL, seconds=round(process_seconds(), 3), state=run.read_status().get("state"))
     log.info("done: %s", run.metrics_path)
     return 0
 
@@ -248,7 +259,19 @@ def _cmd_theory(args) -> int:
     return 0
 
 
-_COMMANDS = {"run": _cmd_run, "validate": _cmd_validate, "sample": _cmd_sample, "evaluate": _cmd_evaluate, "export": _cmd_export, "preview": _cmd_preview, "theory": _cmd_theory}
+def _cmd_time_split(args) -> int:
+    import json
+
+    run = RunDir(args.run_dir)
+    if not run.exists():
+        raise cfg.PresetError([("run_dir", f"{args.run_dir} holds no run (no preset.toml)")])
+    split = time_split(run.read_events())
+    print(json.dumps(split, indent=2) if args.json else split_table(split))
+    return 0
+
+
+_COMMANDS = {"run": _cmd_run, "validate": _cmd_validate, "sample": _cmd_sample, "evaluate": _cmd_evaluate, "export": _cmd_export, "preview": _cmd_preview, "theory": _cmd_theory,
+             "time-split": _cmd_time_split}
 
 
 def main(argv: list[str] | None = None) -> int:

