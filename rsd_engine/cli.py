@@ -50,6 +50,8 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("run_dir")
     e.add_argument("--set", dest="overrides", action="append", default=[], metavar="eval.KEY=VALUE", help="override eval.* fields only")
     e.add_argument("--models", default=",".join(MODELS), help="comma-separated models to (re)evaluate")
+    e.add_argument("--recompute", action="store_true",
+                   help="compute every FID again, even where an earlier evaluation had the same weights, n, seeds and reference")
 
     x = sub.add_parser("export", help="write a run's generator (or teacher) as a diffusers pipeline folder")
     x.add_argument("run_dir")
@@ -205,7 +207,7 @@ def _cmd_evaluate(args) -> int:
     bad = [m for m in models if m not in MODELS]
     if bad:
         raise cfg.PresetError([("--models", f"{', '.join(bad)} unknown; allowed: {', '.join(MODELS)}")])
-    metrics = Experiment(preset, run, acc).evaluate(models)
+    metrics = Experiment(preset, run, acc).evaluate(models, reuse=not args.recompute)
     if not acc.is_main_process:
         return 0
     for model, rec in metrics.items():

@@ -536,7 +536,7 @@ class Evaluation:
         log.info("generator live FID %.2f is below the %s's %.2f (n=%d) at %.1f kimg, %.1f min of distillation",
                  rec["fid"], baseline["model"], baseline["fid"], rec["n"], kimg, train_seconds / 60)
 
-    def final(self, models: tuple[str, ...] = MODELS) -> dict:
+    def final(self, models: tuple[str, ...] = MODELS, reuse: bool = True) -> dict:
         """Final metrics of the given models (default teacher-full, teacher-truncated, generator), their
         grids, the teacher-denoiser PSNR/SSIM and, for operators with a restoration baseline (MRI), the
         zero-filled and teacher-reconstruction records and grids; merged into metrics.json (other
@@ -548,7 +548,8 @@ class Evaluation:
         n, seeds, sampler and reference equal an earlier evaluation's (a live FID, the teacher baseline,
         or metrics.json; :mod:`rsd_engine.reuse`) takes that FID/KID instead of computing it again, with
         ``reused_from`` naming it; when no proximal FID is wanted either, its samples are not drawn and
-        its grid is the earlier evaluation's. Each model's seconds go to a ``timing`` event.
+        its grid is the earlier evaluation's (``reuse=False``: every FID is computed again). Each model's
+        seconds go to a ``timing`` event.
 
         Returns:
             the merged metrics (on processes other than the main one: metrics.json as it was).
@@ -562,11 +563,11 @@ class Evaluation:
             ValueError: an unknown model name.
         """
         try:
-            return self._final(models)
+            return self._final(models, reuse)
         except NonFiniteError as err:
             raise NonFiniteError(f"evaluate: {err}") from None
 
-    def _final(self, models: tuple[str, ...]) -> dict:
+    def _final(self, models: tuple[str, ...], reuse: bool) -> dict:
         """:meth:`final` without the ``evaluate:`` prefix on non-finite errors."""
         e, device = self.preset.eval, self.acc.device
         start, per_model = time.perf_counter(), 0.0
@@ -590,6 +591,7 @@ class Evaluation:
             model_start = time.perf_counter()
             seeds = range(e.final_fid_n)
             ident, earlier = self._identity(model, net, seeds) if self.main and seeds.stop >= 2 else (None, None)
+            earlier = earlier if reuse else None
             grid_file = self._earlier_grid(earlier)
             # a reused figure needs no samples (its grid is the earlier one: same weights and seeds), unless
             # the generator's proximal FID needs them

@@ -97,9 +97,10 @@ class Experiment:
         self.evaluation.teacher_baseline()
         self.runner.run(stage)
 
-    def evaluate(self, models: tuple[str, ...] = MODELS) -> dict:
-        """Final evaluation of ``models`` into metrics.json (:meth:`rsd_engine.evaluation.Evaluation.final`)."""
-        return self.evaluation.final(models)
+    def evaluate(self, models: tuple[str, ...] = MODELS, reuse: bool = True) -> dict:
+        """Final evaluation of ``models`` into metrics.json (:meth:`rsd_engine.evaluation.Evaluation.final`;
+        ``reuse=False`` computes every FID again)."""
+        return self.evaluation.final(models, reuse)
 
     def run_all(self) -> None:
         """Teacher (unless already final or given), distillation (unless final), evaluation of
