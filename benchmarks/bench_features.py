@@ -3,7 +3,8 @@
 Each variant turns the same uint8 images (N, 1, 32, 32) into (N, 2048) pool3 features: grey → RGB, bilinear
 resize to 299×299, (u − 128)/128, the TorchScript network. Variants differ only in how the network is
 called: the memory layout of its input (contiguous NCHW or channels_last), the batch size, the number of
-torch threads, and whether the single grey channel is resized before it is replicated. Rounds visit the
+torch threads, whether the single grey channel is resized before it is replicated, and the network frozen
+for inference (batch norms folded into the convolutions). Rounds visit the
 variants in turn, so a machine whose load changes during the run slows every variant alike; the table
 gives each variant's median images/s over the rounds, its ratio to the first variant (the engine's
 previous way) and the largest feature difference from it.
@@ -11,7 +12,7 @@ previous way) and the largest feature difference from it.
 Prints a Markdown table and prepends it, with the machine and the command, to benchmarks/RESULTS.md
 (or --out). Usage:
 
-    python benchmarks/bench_features.py [--images 64] [--rounds 3]
+    python benchmarks/bench_features.py [--images 64] [--batch 64] [--rounds 3]
 """
 
 from __future__ import annotations
@@ -30,6 +31,12 @@ from rsd_engine.metrics import load_feature_network
 from results_file import prepend_section
 
 ROOT = Path(__file__).resolve().parents[1]
+
+
+def _frozen(net):
+    """The network frozen for inference (``torch.jit.freeze`` + ``optimize_for_inference``: batch norms
+    folded into the convolutions, oneDNN layouts)."""
+    return torch.jit.optimize_for_inference(torch.jit.freeze(net.eval()))
 
 
 def _features(net, u8: torch.Tensor, batch: int, channels_last: bool, resize_grey: bool) -> torch.Tensor:
@@ -53,6 +60,7 @@ def main(argv: list[str] | None = None) -> int:
     """Measure, print and record the table; returns 0."""
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--images", type=int, default=64, help="images per measurement (a multiple of every batch)")
+    ap.add_argument("--batch", type=int, default=64, help="the engine's batch (eval.batch_size); half of it is measured too")
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--out", default=str(ROOT / "benchmarks" / "RESULTS.md"))
     args = ap.parse_args(argv)
@@ -60,21 +68,25 @@ def main(argv: list[str] | None = None) -> int:
     net = load_feature_network().net
     u8 = torch.randint(0, 256, (args.images, 1, 32, 32), dtype=torch.uint8, generator=torch.Generator().manual_seed(0))
     # (name, batch, channels_last, resize grey first, threads)
-    variants = [("NCHW, batch 64 (before)", 64, False, False, threads), ("channels_last, batch 64", 64, True, False, threads),
-                ("channels_last, grey resized first, batch 64", 64, True, True, threads), ("NCHW, batch 32", 32, False, False, threads),
-                ("channels_last, batch 32", 32, True, False, threads)]
+    frozen = _frozen(net)
+    b, half = args.batch, max(args.batch // 2, 1)
+    # (name, network, batch, channels_last, resize grey first, threads)
+    variants = [(f"NCHW, batch {b} (before)", net, b, False, False, threads), (f"channels_last, batch {b}", net, b, True, False, threads),
+                (f"NCHW, batch {half}", net, half, False, False, threads), (f"frozen for inference, batch {b}", frozen, b, False, False, threads),
+                (f"frozen for inference, channels_last, batch {b}", frozen, b, True, False, threads),
+                (f"NCHW, grey resized first, batch {b}", net, b, False, True, threads)]
     if threads > 1:
-        variants.append((f"channels_last, batch 64, 1 thread (of {threads})", 64, True, False, 1))
+        variants.append((f"NCHW, batch {b}, 1 thread (of {threads})", net, b, False, False, 1))
     speeds: dict[str, list[float]] = {v[0]: [] for v in variants}
     feats: dict[str, torch.Tensor] = {}
-    for name, batch, cl, grey, th in variants:  # warm-up (first-call graph optimisation)
+    for name, model, batch, cl, grey, th in variants:  # warm-up (first-call graph optimisation)
         torch.set_num_threads(th)
-        feats[name] = _features(net, u8[:batch], batch, cl, grey)
+        _features(model, u8[:2], batch, cl, grey)
     for r in range(args.rounds):
-        for name, batch, cl, grey, th in variants:
+        for name, model, batch, cl, grey, th in variants:
             torch.set_num_threads(th)
             t0 = time.perf_counter()
-            f = _features(net, u8, batch, cl, grey)
+            f = _features(model, u8, batch, cl, grey)
             speeds[name].append(args.images / (time.perf_counter() - t0))
             feats[name] = f
             print(f"round {r + 1}: {name}: {speeds[name][-1]:.2f} images/s", flush=True)

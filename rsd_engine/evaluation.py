@@ -23,6 +23,7 @@ from .finite import NonFiniteError
 from .generate import WEIGHTS, ModelSampler, Samples
 from .grids import save_grid
 from .metrics import (
+    FEATURES_VERSION,
     FIDWeightsError,
     TooFewSamples,
     cached_features,
@@ -172,7 +173,7 @@ class Evaluator:
     def features_identity(self) -> str:
         """Identity of the feature network's weights file (name and size), part of an evaluation's key."""
         w = self.feature_net.weights
-        return f"{w.name}:{w.stat().st_size}"
+        return f"{w.name}:{w.stat().st_size}:{FEATURES_VERSION}"
 
     def identity(self, model: str, net: EDMPrecond, seeds: range, sampler: dict) -> dict | None:
         """``{"eval_key", "weights_sha256"}`` of evaluating ``model`` drawn by ``net`` from ``seeds``
