@@ -171,7 +171,8 @@ class Evaluator:
         return extract_features(self.feature_net, quantize(display_images(images)), self.preset.eval.batch_size, label, self.stop)
 
     def features_identity(self) -> str:
-        """Identity of the feature network's weights file (name and size), part of an evaluation's key."""
+        """Identity of the features: the network's weights file (name and size) and
+        :data:`~rsd_engine.metrics.FEATURES_VERSION`; part of an evaluation's key."""
         w = self.feature_net.weights
         return f"{w.name}:{w.stat().st_size}:{FEATURES_VERSION}"
 
@@ -376,7 +377,10 @@ class Evaluation:
         teacher model of :class:`ModelSampler` for ``stage="teacher"``, the generator otherwise.
 
         Writes ``samples/<model>.png``, its snapshot ``<model>-kimg<NNNNNN.NNN>.png`` and the events
-        ``grid`` and ``fid`` (with ``train_seconds``, the stage's training time so far). During
+        ``grid`` and ``fid`` (with ``train_seconds``, the stage's training time so far, the evaluation's
+        identity ``eval_key``/``weights_sha256`` and the snapshot's path) and a ``timing`` event. The grid
+        is the first ``grid_n`` of the FID's samples (the same seeds); a live FID whose identity equals an
+        earlier evaluation's is taken from it (``reused_from``, e.g. when a resumed run redoes one). During
         distillation the generator's live FID is compared with :meth:`teacher_baseline`; the first
         time it is lower, a :data:`~rsd_engine.runs.GENERATOR_BEATS_TEACHER` event and the status
         field ``generator_beats_teacher`` record the kimg and the training minutes.
