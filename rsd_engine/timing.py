@@ -85,7 +85,7 @@ def time_split(events: list[dict]) -> dict:
         events: the run's events (:meth:`rsd_engine.runs.RunDir.read_events`).
 
     Returns:
-        ``{"rows": [{"part", "seconds", "share", "count", "note"}], "wall": seconds or None,
+        ``{"rows": [{"part", "seconds", "share", "count" (events summed), "note"}], "wall": seconds or None,
         "wall_source": how the wall was found, "evaluation_and_checkpoints": seconds,
         "evaluation_and_checkpoints_share": share or None}``. ``share`` is seconds / wall (``None`` without
         a wall). The wall is the sum of the runs' ``wall`` events (one per engine process); for a run
@@ -104,10 +104,14 @@ def time_split(events: list[dict]) -> dict:
     add("distillation training", _last_train_seconds(events, "distill"), note="fake-score and generator steps (EMA included)")
     for stage, label in (("teacher", "teacher live evaluation"), ("distill", "generator live evaluation")):
         live = [e for e in timing if e.get("part") == LIVE and e.get("stage") == stage]
-        if stage == "distill":
-            live += [e for e in timing if e.get("part") == BASELINE]
         kimgs = ", ".join(f"{e['kimg']:g}" for e in live if isinstance(e.get("kimg"), (int, float)))
-        add(label, _sum(live), len(live), f"at {kimgs} kimg" if kimgs else "", evaluation=True)
+        note = f"at {kimgs} kimg" if kimgs else ""
+        if stage == "distill":
+            base = [e for e in timing if e.get("part") == BASELINE]
+            if base:
+                note += f"{'; ' if note else ''}teacher baseline {_sum(base):.1f} s"
+            live += base
+        add(label, _sum(live), len(live), note, evaluation=True)
     finals = [e for e in timing if e.get("part") == FINAL]
     for model in dict.fromkeys(e.get("model") for e in finals if e.get("model")):
         mine = [e for e in finals if e.get("model") == model]
@@ -118,7 +122,7 @@ def time_split(events: list[dict]) -> dict:
     refs = [e for e in timing if e.get("part") == REFERENCE]
     add("reference features", _sum(refs), len(refs), "computed once, then read from the on-disk cache", evaluation=True)
     checkpoints = [e for e in events if e.get("kind") == "checkpoint" and isinstance(e.get("seconds"), (int, float))]
-    add("checkpoints", _sum(checkpoints), len(checkpoints), evaluation=True)
+    add("checkpoints", _sum(checkpoints), len(checkpoints), f"{len(checkpoints)} written", evaluation=True)
 
     walls = [e for e in timing if e.get("part") == WALL]
     if walls:
@@ -142,8 +146,7 @@ def split_table(split: dict) -> str:
     lines = ["| part | seconds | share | note |", "|---|---|---|---|"]
     for r in split["rows"]:
         share = "–" if r["share"] is None else f"{100 * r['share']:.1f} %"
-        count = f"{r['count']}× " if r["count"] > 1 else ""
-        lines.append(f"| {r['part']} | {r['seconds']:.1f} | {share} | {count}{r['note']} |".replace("|  |", "| |"))
+        lines.append(f"| {r['part']} | {r['seconds']:.1f} | {share} | {r['note']} |".replace("|  |", "| |"))
     wall = split["wall"]
     share = split["evaluation_and_checkpoints_share"]
     lines.append("")
