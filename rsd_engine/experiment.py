@@ -109,9 +109,10 @@ class Experiment:
         before the stage's first checkpoint does not measure it twice)."""
         return any(e.get("stage") == stage and e.get("kind") == "grid" and e.get("kimg") == 0 for e in self.run.read_events())
 
-    def evaluate(self, models: tuple[str, ...] = MODELS) -> dict:
-        """Final evaluation of ``models`` into metrics.json (:meth:`rsd_engine.evaluation.Evaluation.final`)."""
-        return self.evaluation.final(models)
+    def evaluate(self, models: tuple[str, ...] = MODELS, reuse: bool = True) -> dict:
+        """Final evaluation of ``models`` into metrics.json (:meth:`rsd_engine.evaluation.Evaluation.final`;
+        ``reuse=False`` computes every FID again)."""
+        return self.evaluation.final(models, reuse)
 
     def run_all(self) -> None:
         """Teacher (unless already final or given), distillation (unless final), evaluation of

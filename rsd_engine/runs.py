@@ -464,8 +464,9 @@ class RunDir:
         """Append one event line ``{"time", "stage", "kind", **fields}`` to events.jsonl and return it.
 
         Kinds used by the engine: ``progress`` (losses, kimg, it/s, train_seconds), ``fid`` (live FID
-        with n), :data:`TEACHER_BASELINE`, :data:`GENERATOR_BEATS_TEACHER`, ``checkpoint``, ``grid``,
-        ``metrics``, ``stopped``. Non-finite numbers (a NaN loss) are
+        with n), :data:`TEACHER_BASELINE`, :data:`GENERATOR_BEATS_TEACHER`, ``checkpoint`` (with its
+        seconds), ``grid``, ``metrics``, ``stopped``, ``timing`` (seconds of a part of the run,
+        :mod:`rsd_engine.timing`). Non-finite numbers (a NaN loss) are
         written as ``null`` so every line stays valid JSON.
         """
         event = _finite({"time": round(time.time(), 3), "stage": stage, "kind": kind, **fields})

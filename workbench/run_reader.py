@@ -31,6 +31,7 @@ from rsd_engine.runs import (
     run_state,
     teacher_baseline,
 )
+from rsd_engine.timing import TIMING, split_table, time_split
 
 from .launcher import RECORD_NAME, describe_exit
 
@@ -59,6 +60,7 @@ __all__ = [
     "progress_text",
     "stage_kimg",
     "kimg_text",
+    "time_split_md",
 ]
 
 #: Side-by-side order of the gallery (issue 4): what the teacher saw, then the two teacher samplers, then the generator.
@@ -618,3 +620,13 @@ def preset_differences(text_a: str, text_b: str) -> pd.DataFrame:
 
 def _show(value: Any) -> str:
     return "" if value is None else str(value)
+
+
+def time_split_md(run_dir: Path) -> str:
+    """Where the run's wall time went (:func:`rsd_engine.timing.time_split`: training, live and final
+    evaluation per model, reference features, checkpoints, start-up; seconds and share) as the Markdown
+    table of ``rsd-engine time-split``; ``""`` for a run without timing events (made before they existed)."""
+    events = RunDir(run_dir).read_events()
+    if not any(e.get("kind") == TIMING for e in events):
+        return ""
+    return split_table(time_split(events))

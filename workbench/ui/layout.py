@@ -5,7 +5,7 @@ from __future__ import annotations
 import gradio as gr
 
 from ..api import Workbench
-from . import api_endpoints, gallery_view, plots_view, presets_view, preview_view, runs_view
+from . import api_endpoints, gallery_view, plots_view, presets_view, preview_view, runs_view, time_view
 
 __all__ = ["build_blocks", "CSS", "JS", "THEME_KW", "REFRESH_S"]
 
@@ -73,6 +73,7 @@ def build_blocks(wb: Workbench) -> gr.Blocks:
             with gr.Tab("3 · Runs", id="runs"):
                 v0 = wb.validate(pv.initial_text)
                 rv = runs_view.build(wb, presets_view.launch_md(pv.initial_name, False, v0))
+                tv = time_view.build()
             names = wb.run_names()
             first_run = names[0] if names else None
             with gr.Tab("4 · Live plots", id="plots"):
@@ -91,6 +92,7 @@ def build_blocks(wb: Workbench) -> gr.Blocks:
             runs_view.refresh(wb, rv, follow=[plv.run, gv.run_a], others=[gv.run_b]),
             plots_view.refresh(wb, plv),
             gallery_view.refresh(wb, gv),
+            time_view.refresh(wb, tv, rv.selected),
         ):
             timer.tick(fn, inputs, outputs, show_progress="hidden", api_visibility="private", concurrency_limit=None, queue=False)
 
