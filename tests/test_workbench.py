@@ -40,6 +40,7 @@ TINY = {
     "eval.psnr_n": "0",
     "eval.teacher_steps": "3",
     "eval.reference_n": "2",
+    "eval.models": '["teacher-full", "teacher-truncated", "generator"]',  # the quickstart leaves teacher-full out
 }
 
 # --------------------------------------------------------------------------------------------
