@@ -182,12 +182,22 @@ class CorruptionConfig(_Section):
 
 
 class NetworkConfig(_Section):
-    """``[network]``: diffusers ``UNet2DModel`` sizes and the EDM preconditioning (Karras et al. 2022, Table 1)."""
+    """``[network]``: the denoiser's backbone (a diffusers ``UNet2DModel``, or EDM's DDPM++ / NCSN++,
+    Karras et al. 2022 appendix F.2) and the EDM preconditioning (Table 1)."""
 
-    block_out_channels: list[int] = Field([32, 64, 64], min_length=1, max_length=6, description="channels per UNet level")
-    layers_per_block: int = Field(1, ge=1, le=8, description="residual blocks per level")
-    attention_levels: list[int] = Field([], description="indices of levels with self-attention (0 = full resolution)")
-    norm_groups: int = Field(8, ge=1, description="GroupNorm groups; must divide every entry of block_out_channels")
+    architecture: Literal["unet2d", "ddpmpp", "ncsnpp"] = Field(
+        "unet2d", description="unet2d (diffusers UNet2DModel: block_out_channels … norm_groups) | ddpmpp (EDM's DDPM++ SongUNet: "
+        "model_channels … attn_resolutions; the paper's network) | ncsnpp (the same with Fourier embedding, residual encoder, [1,3,3,1] filter)")
+    model_channels: int = Field(128, ge=4, le=1024, description="ddpmpp/ncsnpp: base channels (EDM 128)")
+    channel_mult: list[int] = Field([2, 2, 2], min_length=1, max_length=6, description="ddpmpp/ncsnpp: channel multiplier per level (EDM CIFAR-10 [2,2,2]; 64×64 [1,2,2,2])")
+    channel_mult_emb: int = Field(4, ge=1, le=16, description="ddpmpp/ncsnpp: embedding size = model_channels × this (EDM 4)")
+    num_blocks: int = Field(4, ge=1, le=8, description="ddpmpp/ncsnpp: residual blocks per level (EDM 4)")
+    attn_resolutions: list[int] = Field([16], description="ddpmpp/ncsnpp: resolutions in pixels with self-attention (EDM [16]); each one of the levels' resolutions")
+    augment_dim: int = Field(0, ge=0, le=64, description="ddpmpp/ncsnpp: inputs of EDM's augmentation-label layer, kept so that imported EDM teachers load (EDM CIFAR-10 9); never given labels here")
+    block_out_channels: list[int] = Field([32, 64, 64], min_length=1, max_length=6, description="unet2d: channels per UNet level")
+    layers_per_block: int = Field(1, ge=1, le=8, description="unet2d: residual blocks per level")
+    attention_levels: list[int] = Field([], description="unet2d: indices of levels with self-attention (0 = full resolution)")
+    norm_groups: int = Field(8, ge=1, description="unet2d: GroupNorm groups; must divide every entry of block_out_channels")
     dropout: float = Field(0.1, ge=0.0, lt=1.0, description="dropout probability in residual blocks")
     sigma_data: float = Field(0.5, gt=0.0, le=10.0, description="σ_data of the EDM preconditioning, on the [-1, 1] image scale, 0 < σ_data ≤ 10")
     sigma_min: float = Field(0.002, gt=0.0, le=10.0, description="smallest σ of the EDM noise schedule, 0 < σ_min ≤ 10")
@@ -206,9 +216,27 @@ class NetworkConfig(_Section):
             problems.append(("network.attention_levels", f"{_quote(self.attention_levels)}: each must be a level index in 0..{n - 1}"))
         if self.sigma_min >= self.sigma_max:
             problems.append(("network.sigma_min", f"{self.sigma_min} must be < network.sigma_max = {self.sigma_max}"))
+        if self.architecture != "unet2d":
+            problems.extend(self._songunet_problems())
         if problems:
             raise _CrossFieldError(problems)
         return self
+
+    def _songunet_problems(self) -> list[tuple[str, str]]:
+        """Sizes EDM's SongUNet cannot take (GroupNorm's min(32, C/4) groups must divide every channel count)."""
+        from .songunet import group_count, level_channels
+
+        if any(m < 1 or m > 16 for m in self.channel_mult):
+            return [("network.channel_mult", f"{_quote(self.channel_mult)}: each multiplier must be in 1..16")]
+        bad = [c for c in level_channels(self.model_channels, self.channel_mult, self.num_blocks) if c < 4 or c % group_count(c)]
+        if bad:
+            return [("network.model_channels", f"{self.model_channels} with channel_mult {self.channel_mult}: channel counts {bad} cannot be split "
+                     "into GroupNorm's min(32, C/4) groups; allowed: a multiple of 32 (or of 4 below 128 channels)")]
+        return []
+
+    def levels(self) -> int:
+        """Resolution levels of the selected backbone: the image side must be divisible by 2^(levels − 1)."""
+        return len(self.block_out_channels if self.architecture == "unet2d" else self.channel_mult)
 
 
 ObjectiveName = Literal["auto", "edm", "ambient_tweedie", "ambient_mask", "ambient_fourier"]
@@ -325,10 +353,15 @@ class Preset(_Section):
     @model_validator(mode="after")
     def _cross_field(self) -> "Preset":
         problems: list[tuple[str, str]] = []
-        levels = len(self.network.block_out_channels)
+        levels = self.network.levels()
         factor = 2 ** (levels - 1)
+        sizes = "block_out_channels" if self.network.architecture == "unet2d" else "channel_mult"
         if self.data.resolution % factor:
-            problems.append(("data.resolution", f"{self.data.resolution} is not divisible by {factor} = 2^(levels−1) of network.block_out_channels {self.network.block_out_channels}"))
+            problems.append(("data.resolution", f"{self.data.resolution} is not divisible by {factor} = 2^(levels−1) of network.{sizes} {getattr(self.network, sizes)}"))
+        elif self.network.architecture != "unet2d":
+            allowed = [self.data.resolution >> i for i in range(levels)]
+            if any(r not in allowed for r in self.network.attn_resolutions):
+                problems.append(("network.attn_resolutions", f"{_quote(self.network.attn_resolutions)}: each must be a level's resolution, allowed: {allowed}"))
         if self.data.source not in ("fashion-mnist", "mri-nifti") and not self.data.path:
             problems.append(("data.path", f"required for data.source = {self.data.source!r}"))
         if self.data.source == "fashion-mnist" and self.data.channels != 1:
