@@ -1,6 +1,6 @@
-"""Command line: ``rsd-engine run|validate|sample|evaluate|export|preview|theory`` (also ``python -m rsd_engine``).
+"""Command line: ``rsd-engine run|validate|sample|evaluate|export|preview|theory|import-teacher|fid-ref`` (also ``python -m rsd_engine``).
 
-Exit codes: 0 success; 2 invalid preset or arguments, or a refused export; 1 a run failed (status ``failed``, error in
+Exit codes: 0 success; 2 invalid preset or arguments, a refused export or teacher pickle; 1 a run failed (status ``failed``, error in
 status.json and log.txt; also ``sample``/``evaluate`` of weights that are not finite); 130 stopped by SIGTERM/SIGINT (status ``stopped``, checkpoint kept).
 """
 
@@ -62,6 +62,12 @@ def build_parser() -> argparse.ArgumentParser:
     pv.add_argument("--n", type=int, default=16)
     pv.add_argument("--out", default="preview.png")
     pv.add_argument("--set", dest="overrides", action="append", default=[], metavar="SECTION.KEY=VALUE")
+
+    it = sub.add_parser("import-teacher", help="a run folder whose teacher is an EDM-format pickle (EDM, SiD, Ambient); then `run --resume` distils it")
+    it.add_argument("pkl", help="EDM-format network pickle (network-snapshot-*.pkl); read without running its embedded code")
+    it.add_argument("--preset", required=True, help="preset of the distillation (operator, σ_c, data); [network] is taken from the pickle")
+    it.add_argument("--out", required=True, help="new run folder")
+    it.add_argument("--set", dest="overrides", action="append", default=[], metavar="SECTION.KEY=VALUE")
 
     th = sub.add_parser("theory", help="the linear-Gaussian theory, computed: table (theory.md/json) and plot (theory.png)")
     th.add_argument("--out", default="runs/theory", help="output folder (default runs/theory)")
@@ -235,6 +241,22 @@ def _cmd_preview(args) -> int:
     return 0
 
 
+def _cmd_import_teacher(args) -> int:
+    from .edm_import import EDMPickleError, import_teacher
+
+    try:
+        run = import_teacher(args.pkl, args.preset, args.out, args.overrides)
+    except EDMPickleError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    preset = cfg.load(run.preset_path)
+    n = preset.network
+    print(f"{run.path}: teacher-final = {args.pkl} ({n.architecture}, {n.model_channels} channels × {n.channel_mult}, "
+          f"{preset.data.resolution}×{preset.data.resolution}×{preset.data.channels})")
+    print(f"distil it with: rsd-engine run --resume {run.path}")
+    return 0
+
+
 def _cmd_theory(args) -> int:
     from .theory.experiment import TheoryConfig, run_theory
     from .theory.report import markdown, write_report
@@ -248,7 +270,8 @@ def _cmd_theory(args) -> int:
     return 0
 
 
-_COMMANDS = {"run": _cmd_run, "validate": _cmd_validate, "sample": _cmd_sample, "evaluate": _cmd_evaluate, "export": _cmd_export, "preview": _cmd_preview, "theory": _cmd_theory}
+_COMMANDS = {"run": _cmd_run, "validate": _cmd_validate, "sample": _cmd_sample, "evaluate": _cmd_evaluate, "export": _cmd_export, "preview": _cmd_preview, "theory": _cmd_theory,
+             "import-teacher": _cmd_import_teacher}
 
 
 def main(argv: list[str] | None = None) -> int:
