@@ -74,12 +74,12 @@ def smoke(work: Path, quick: bool, device: str) -> list[tuple[str, str, float]]:
         train = synthetic_npz(work / f"{name}-train.npz", 64, ch, res, 0)
         held = synthetic_npz(work / f"{name}-eval.npz", 64, ch, res, 1)
         batch = 8 if quick else 64
-        sets = [f"data.source=npz", f"data.path='{train}'", f"data.eval_path='{held}'", f"data.resolution={res}",
+        sets = ["data.source=npz", f"data.path='{train}'", f"data.eval_path='{held}'", f"data.resolution={res}",
                 f"teacher.kimg={2 * batch / 1000}", f"teacher.batch_size={batch}", f"distill.kimg={2 * batch / 1000}",
                 f"distill.batch_size={batch}", "eval.live_fid_n=0", f"eval.final_fid_n={8 if quick else 64}",
                 f"eval.reference_n={8 if quick else 64}", "eval.grid_n=8", "eval.teacher_steps=4", "eval.psnr_n=8",
                 f"eval.batch_size={batch}", f"accelerate.device={device}",
-                f"accelerate.mixed_precision={'no' if device == 'cpu' else 'bf16'}"]
+                f"accelerate.mixed_precision={'no' if device == 'cpu' else 'bf16'}", "accelerate.num_processes=1"]
         if quick:
             sets += TINY_DDPMPP
         rc, secs = engine(["run", str(ROOT / "presets" / name), "--out", str(work / f"smoke-{name}"),
