@@ -1,21 +1,30 @@
-"""Command line: ``rsd-engine run|validate|sample|evaluate|export|preview|theory|import-teacher|fid-ref`` (also ``python -m rsd_engine``).
+"""Command line: ``rsd-engine run|validate|check-operator|sample|evaluate|export|preview|theory|import-teacher|fid-ref``
+(also ``python -m rsd_engine``).
 
-Exit codes: 0 success; 2 invalid preset or arguments, a refused export or teacher pickle; 1 a run failed (status ``failed``, error in
+Exit codes: 0 success; 2 invalid preset or arguments, a preset that cannot run here (its data absent, too large for
+this machine), an output folder that cannot be written, a refused export or teacher pickle, a malformed reference
+statistics file; 1 ``check-operator`` with a failed check; 1 a run failed (status ``failed``, error in
 status.json and log.txt; also ``sample``/``evaluate`` of weights that are not finite); 130 stopped by SIGTERM/SIGINT (status ``stopped``, checkpoint kept).
+
+A run that fails where nothing can be written any more (a full disk) still ends with one line on the
+terminal: its status.json may then keep ``running`` with the ended process's pid, which every reader
+takes as ``failed`` (:func:`rsd_engine.runs.run_state`).
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import logging
 import os
 import sys
 import traceback
 from pathlib import Path
 
+from . import assembly
 from . import config as cfg
 from .processes import parent_command_line, process_shortfall
-from .runs import EXPORT_MODELS, EXPORT_WEIGHTS, GENERATOR, MODELS, RunDir, default_run_folder
+from .runs import EXPORT_MODELS, EXPORT_WEIGHTS, GENERATOR, MODELS, OutputError, RunDir, default_run_folder, this_host
 from .signals import StopRequested, install_signal_handlers
 
 __all__ = ["main", "build_parser"]
@@ -37,6 +46,11 @@ def build_parser() -> argparse.ArgumentParser:
     v = sub.add_parser("validate", help="check a preset and print the effective TOML")
     v.add_argument("preset")
     v.add_argument("--set", dest="overrides", action="append", default=[], metavar="SECTION.KEY=VALUE")
+
+    co = sub.add_parser("check-operator", help="conformance report of the preset's forward operator (built-in or plug-in), one line per check")
+    co.add_argument("preset")
+    co.add_argument("--set", dest="overrides", action="append", default=[], metavar="SECTION.KEY=VALUE")
+    co.add_argument("--schema", action="store_true", help="print the operator's parameter schema as JSON instead (what the workbench form shows)")
 
     s = sub.add_parser("sample", help="write a PNG grid of samples of a finished run")
     s.add_argument("run_dir")
@@ -83,6 +97,17 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+class _LogFile(logging.FileHandler):
+    """``log.txt``: a file handler that, when the file cannot be written (a full disk), says so once on
+    the terminal and stops, instead of printing a traceback for every message."""
+
+    def handleError(self, record: logging.LogRecord) -> None:
+        err = sys.exc_info()[1]
+        log.removeHandler(self)
+        print(f"warning: {self.baseFilename} cannot be written ({getattr(err, 'strerror', None) or err}); the log goes to the terminal only",
+              file=sys.stderr)
+
+
 def _setup_logging(log_file: Path | None, main_process: bool) -> None:
     log.setLevel(logging.INFO)
     log.handlers.clear()
@@ -93,7 +118,7 @@ def _setup_logging(log_file: Path | None, main_process: bool) -> None:
         h.setFormatter(fmt)
         log.addHandler(h)
         if log_file is not None:
-            fh = logging.FileHandler(log_file, encoding="utf-8")
+            fh = _LogFile(log_file, encoding="utf-8")
             fh.setFormatter(fmt)
             log.addHandler(fh)
     else:  # other processes report only problems, prefixed with their rank
@@ -104,9 +129,30 @@ def _setup_logging(log_file: Path | None, main_process: bool) -> None:
 
 
 def _cmd_validate(args) -> int:
-    preset = cfg.load(args.preset, args.overrides)
-    cfg.check_paths(preset, args.preset)
+    preset = assembly.load(args.preset, args.overrides)
+    cfg.check_here(preset, args.preset)
     sys.stdout.write(cfg.dumps(preset))
+    return 0
+
+
+def _cmd_check_operator(args) -> int:
+    from .conformance import format_table, run_checks
+
+    preset = assembly.load(args.preset, args.overrides)
+    if args.schema:
+        print(json.dumps(assembly.operator_schema(preset), indent=1))
+        return 0
+    op = assembly.build_operator(preset)
+    c = preset.corruption
+    print(f"operator {c.operator} ({type(op).__module__}:{type(op).__qualname__}), family {op.objective_family}, "
+          f"{'linear' if op.linear else 'non-linear'}, image {preset.data.channels}×{preset.data.resolution}×{preset.data.resolution} → {tuple(op.output_shape())}")
+    results = run_checks(op)
+    print(format_table(results))
+    failed = [r.name for r in results if not r.passed]
+    if failed:
+        print(f"failed: {', '.join(failed)}", file=sys.stderr)
+        return 1
+    print(f"all {len(results)} checks passed")
     return 0
 
 
@@ -122,13 +168,15 @@ def _cmd_run(args) -> int:
         run = RunDir(args.resume)
         if not run.exists():
             raise cfg.PresetError([("--resume", f"{args.resume} holds no run (no preset.toml)")])
-        preset = cfg.load(run.preset_path)
-        cfg.check_paths(preset, str(run.preset_path))
+        if run.state() == "running":
+            raise cfg.PresetError([("--resume", f"{args.resume} is still running (pid {run.read_status().get('pid')}); stop it first")])
+        preset = assembly.load(run.preset_path)  # a plug-in that no longer imports stops here, the run folder untouched
+        cfg.check_here(preset, str(run.preset_path))
     else:
         if not args.preset:
             raise cfg.PresetError([("preset", "give a preset file or --resume RUN_DIR")])
-        preset = cfg.load(args.preset, args.overrides)
-        cfg.check_paths(preset, args.preset)
+        preset = assembly.load(args.preset, args.overrides)
+        cfg.check_here(preset, args.preset)
         check_data(preset)  # bad data files fail here, before a run folder exists
     acc = make_accelerator(preset)
     if not args.resume:
@@ -137,37 +185,52 @@ def _cmd_run(args) -> int:
             broadcast_object_list(target)
         run = RunDir(target[0])
         if acc.is_main_process:
-            RunDir.create(run.path, cfg.dumps(preset))
+            RunDir.create(run.path, assembly.frozen_text(preset))
         acc.wait_for_everyone()
     _setup_logging(run.log_path, acc.is_main_process)
     log.info("run folder %s (%d process%s on %s)", run.path, acc.num_processes, "es" if acc.num_processes > 1 else "", acc.device)
     shortfall = process_shortfall(acc.num_processes, preset.accelerate.num_processes, os.environ, parent_command_line())
     if shortfall:
         log.warning(shortfall)
-    if acc.is_main_process:
-        if args.resume:
-            for path in run.remove_partial_writes():
-                log.info("removed %s, left by an interrupted write", path)
-        run.write_status(state="running", pid=os.getpid(), error=None, num_processes=acc.num_processes, device=str(acc.device),
-                         warnings=[shortfall] if shortfall else [])
     try:
+        if acc.is_main_process:
+            if args.resume:
+                for path in run.remove_partial_writes():
+                    log.info("removed %s, left by an interrupted write", path)
+            run.write_status(state="running", pid=os.getpid(), host=this_host(), error=None, num_processes=acc.num_processes,
+                             device=str(acc.device), warnings=[shortfall] if shortfall else [])
         Experiment(preset, run, acc).run_all()
     except StopRequested:
         log.warning("stopped; resume with: rsd-engine run --resume %s", run.path)
         if acc.is_main_process:
-            run.write_status(state="stopped")
-            run.append_event(run.read_status().get("stage", "teacher"), "stopped")
+            _record(run, lambda: (run.write_status(state="stopped"), run.append_event(run.read_status().get("stage", "teacher"), "stopped")))
         return 130
     except Exception as e:  # the run folder records every failure
         log.error("run failed: %s", e)
         log.debug(traceback.format_exc())
         if acc.is_main_process:
-            run.write_status(state="failed", error=f"{type(e).__name__}: {e}")
-            with open(run.log_path, "a", encoding="utf-8") as f:
-                f.write(traceback.format_exc())
+            details = traceback.format_exc()
+
+            def log_details() -> None:
+                with open(run.log_path, "a", encoding="utf-8") as f:
+                    f.write(details)
+
+            _record(run, lambda: run.write_status(state="failed", error=f"{type(e).__name__}: {e}"))
+            _record(run, log_details, quiet=True)
         return 1
     log.info("done: %s", run.metrics_path)
     return 0
+
+
+def _record(run: RunDir, write, quiet: bool = False) -> None:
+    """Call ``write`` (the final status or log lines); when the disk refuses it, say so in one line
+    (unless ``quiet``) instead of a traceback: the run then reads as failed once this process has
+    ended (:func:`rsd_engine.runs.run_state`)."""
+    try:
+        write()
+    except OSError as e:
+        if not quiet:
+            log.error("cannot record the outcome in %s (%s); the run reads as failed once this process has ended", run.path, e.strerror or e)
 
 
 def _cmd_sample(args) -> int:
@@ -178,7 +241,7 @@ def _cmd_sample(args) -> int:
     from .grids import save_grid
 
     run = RunDir(args.run_dir)
-    preset = cfg.load(run.preset_path)
+    preset = assembly.load(run.preset_path)
     device = "cuda" if torch.cuda.is_available() and preset.accelerate.device != "cpu" else "cpu"
     sampler = ModelSampler.from_preset(preset)
     net = final_network(run, preset, args.model, device)
@@ -198,8 +261,8 @@ def _cmd_evaluate(args) -> int:
     run = RunDir(args.run_dir)
     if not run.exists():
         raise cfg.PresetError([("run_dir", f"{args.run_dir} holds no run (no preset.toml)")])
-    preset = cfg.load(run.preset_path, args.overrides)
-    cfg.check_paths(preset, str(run.preset_path))
+    preset = assembly.load(run.preset_path, args.overrides)
+    cfg.check_here(preset, str(run.preset_path))
     acc = make_accelerator(preset)
     _setup_logging(run.log_path, acc.is_main_process)
     models = tuple(m.strip() for m in args.models.split(",") if m.strip())
@@ -228,12 +291,11 @@ def _cmd_export(args) -> int:
 
 def _cmd_preview(args) -> int:
     from .data import training_measurements
-    from .measurement import Measurement
     from .preview import PANEL_LABELS, preview_rows, rows_image
 
-    preset = cfg.load(args.preset, args.overrides)
-    cfg.check_paths(preset, args.preset)
-    measurement = Measurement.from_preset(preset)
+    preset = assembly.load(args.preset, args.overrides)
+    cfg.check_here(preset, args.preset)
+    measurement = assembly.build_measurement(preset)
     rows = preview_rows(preset, measurement, args.n)
     rows_image(rows, Path(args.out))
     d, c = preset.data, preset.corruption
@@ -255,7 +317,7 @@ def _cmd_import_teacher(args) -> int:
     except EDMPickleError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
-    preset = cfg.load(run.preset_path)
+    preset = assembly.load(run.preset_path)
     n = preset.network
     print(f"{run.path}: teacher-final = {args.pkl} ({n.architecture}, {n.model_channels} channels × {n.channel_mult}, "
           f"{preset.data.resolution}×{preset.data.resolution}×{preset.data.channels})")
@@ -269,7 +331,7 @@ def _cmd_fid_ref(args) -> int:
     from .evaluation import clean_features
     from .metrics import FIDWeightsError, load_feature_network, save_reference_statistics
 
-    preset = cfg.load(args.preset, args.overrides)
+    preset = assembly.load(args.preset, args.overrides)
     cfg.check_paths(preset, args.preset)
     n = preset.eval.reference_n if args.n is None else args.n
     if n < 2:
@@ -299,7 +361,7 @@ def _cmd_theory(args) -> int:
     return 0
 
 
-_COMMANDS = {"run": _cmd_run, "validate": _cmd_validate, "sample": _cmd_sample, "evaluate": _cmd_evaluate, "export": _cmd_export, "preview": _cmd_preview, "theory": _cmd_theory,
+_COMMANDS = {"run": _cmd_run, "validate": _cmd_validate, "check-operator": _cmd_check_operator, "sample": _cmd_sample, "evaluate": _cmd_evaluate, "export": _cmd_export, "preview": _cmd_preview, "theory": _cmd_theory,
              "import-teacher": _cmd_import_teacher, "fid-ref": _cmd_fid_ref}
 
 
@@ -317,7 +379,7 @@ def main(argv: list[str] | None = None) -> int:
     except cfg.PresetError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
-    except (DataError, ReferenceStatsError, FileNotFoundError, FileExistsError) as e:
+    except (DataError, ReferenceStatsError, FileNotFoundError, FileExistsError, OutputError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
     except NonFiniteError as e:  # sample / evaluate of a run whose weights are not finite

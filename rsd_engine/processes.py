@@ -1,4 +1,9 @@
-"""How many processes a run was asked to use, against how many the engine sees.
+"""Processes of a run: whether one is alive, and how many a run was asked to use against how many
+the engine sees.
+
+Liveness (:func:`process_alive`) is the one test the engine and the workbench share, so both read a
+run whose status says ``running`` but whose process has ended as failed
+(:func:`rsd_engine.runs.run_state`).
 
 ``accelerate launch --cpu --num_processes 2`` (any launch without ``--multi_gpu``) runs the script
 once: Accelerate's simple launcher starts a single process and, for N > 1, only sets ``MASTER_ADDR``
@@ -14,9 +19,34 @@ import os
 from collections.abc import Mapping
 from pathlib import Path
 
-__all__ = ["requested_processes", "process_shortfall", "parent_command_line"]
+__all__ = ["requested_processes", "process_shortfall", "parent_command_line", "process_alive", "proc_stat"]
 
 _NUM_FLAGS = ("--num_processes", "--num-processes")
+
+
+def proc_stat(pid: int) -> list[str] | None:
+    """Fields 3… of ``/proc/<pid>/stat`` (the state letter first, the process group third), or ``None``
+    where there is no such process or no ``/proc``."""
+    try:
+        text = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    return text[text.rfind(")") + 2 :].split()
+
+
+def process_alive(pid: int) -> bool:
+    """Whether process ``pid`` of this machine is running: it exists (or exists and belongs to another
+    user) and is not a zombie. ``False`` for pids ≤ 0."""
+    if pid <= 0:
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    stat = proc_stat(pid)
+    return stat is None or stat[0] != "Z"
 
 
 def parent_command_line() -> list[str]:

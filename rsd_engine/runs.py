@@ -21,10 +21,12 @@ stays light.
 
 from __future__ import annotations
 
+import glob
 import json
 import os
 import re
 import shutil
+import socket
 import tempfile
 import time
 from collections.abc import Callable
@@ -37,6 +39,7 @@ __all__ = [
     "atomic_write_json",
     "replace_folder",
     "partial_folder",
+    "remove_partial_folders",
     "teacher_checkpoint_folder",
     "read_json_object",
     "RunDir",
@@ -66,6 +69,9 @@ __all__ = [
     "teacher_baseline",
     "first_crossing",
     "RACE",
+    "OutputError",
+    "run_state",
+    "this_host",
 ]
 
 STATES = ("running", "done", "failed", "stopped")
@@ -162,6 +168,40 @@ def first_crossing(events: list[dict]) -> dict | None:
     return next((e for e in events if e.get("kind") == GENERATOR_BEATS_TEACHER), None)
 
 
+class OutputError(Exception):
+    """A folder to write (a new run folder, an export) cannot be written: read-only, full, not a folder.
+    ``str(err)`` is one line naming the folder and the system's reason."""
+
+    @classmethod
+    def of(cls, folder: Path, what: str, err: OSError) -> "OutputError":
+        """The error for ``err`` raised while writing ``folder`` (``what`` names it, e.g. ``"the run folder"``)."""
+        where = f" ({err.filename})" if err.filename and Path(err.filename) != Path(folder) else ""
+        return cls(f"cannot write {what} {folder}: {err.strerror or err}{where}")
+
+
+def this_host() -> str:
+    """This machine's name, recorded in status.json beside the engine's ``pid``."""
+    return socket.gethostname()
+
+
+def run_state(status: dict) -> str:
+    """The state of a run from its status.json, the one reading the engine and the workbench share:
+    the recorded ``state``, except that ``running`` whose engine process (``pid``, on this machine:
+    ``host`` is this host or not recorded) has ended reads ``failed`` — a process killed, or one that
+    could not write its final state (a full disk). ``""`` without a state.
+    """
+    state = status.get("state")
+    if not isinstance(state, str):
+        return ""
+    pid = status.get("pid")
+    if state == "running" and isinstance(pid, int) and not isinstance(pid, bool) and status.get("host") in (None, this_host()):
+        from .processes import process_alive
+
+        if not process_alive(pid):
+            return "failed"
+    return state
+
+
 def atomic_write_bytes(path: Path, data: bytes) -> None:
     """Write ``data`` to ``path`` atomically: temporary file in the same folder, fsync, rename.
 
@@ -205,6 +245,26 @@ def partial_folder(target: Path) -> Path:
     target = Path(target)
     target.parent.mkdir(parents=True, exist_ok=True)
     return Path(tempfile.mkdtemp(dir=target.parent, prefix=f".{target.name}{_PARTIAL_FOLDER}"))
+
+
+def remove_partial_folders(target: Path) -> list[Path]:
+    """Remove the folders that earlier, interrupted builds of ``target`` left beside it: partial folders
+    ``.<target name>.tmp-*`` (:func:`partial_folder`) and the ``.<target name>.old-*`` waiting rooms of
+    their swaps. Only while no other process builds ``target``.
+
+    Returns:
+        the folders removed.
+    """
+    target = Path(target)
+    if not target.parent.is_dir():
+        return []
+    removed = []
+    for kind in (_PARTIAL_FOLDER, ".old-"):
+        for path in target.parent.glob(f".{glob.escape(target.name)}{kind}*"):
+            if path.is_dir() and not path.is_symlink():
+                shutil.rmtree(path, ignore_errors=True)
+                removed.append(path)
+    return removed
 
 
 def _fsync(path: Path) -> None:
@@ -306,14 +366,18 @@ class RunDir:
 
         Raises:
             FileExistsError: the folder already holds a run (its preset.toml exists).
+            OutputError: the folder cannot be written (a read-only or full disk, a file in the way).
         """
         run = cls(path)
         if run.preset_path.exists():
             raise FileExistsError(f"{run.path} already holds a run; use --resume {run.path} or another --out")
-        run.path.mkdir(parents=True, exist_ok=True)
-        run.checkpoints.mkdir(exist_ok=True)
-        run.samples.mkdir(exist_ok=True)
-        atomic_write_text(run.preset_path, preset_toml)
+        try:
+            run.path.mkdir(parents=True, exist_ok=True)
+            run.checkpoints.mkdir(exist_ok=True)
+            run.samples.mkdir(exist_ok=True)
+            atomic_write_text(run.preset_path, preset_toml)
+        except OSError as e:
+            raise OutputError.of(run.path, "the run folder", e) from None
         return run
 
     def exists(self) -> bool:
@@ -441,6 +505,10 @@ class RunDir:
     def read_status(self) -> dict:
         """status.json as a dict (``{}`` if absent, half-written or not an object)."""
         return read_json_object(self.status_path)
+
+    def state(self) -> str:
+        """The run's state, a dead ``running`` process read as ``failed`` (:func:`run_state`)."""
+        return run_state(self.read_status())
 
     def mark_ended(self, state: str, error: str) -> bool:
         """Record that the run's processes ended without writing a final state: set ``state`` (one of

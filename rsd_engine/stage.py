@@ -238,6 +238,9 @@ class StageRunner:
             raise ValueError(f"{stage.name}.batch_size = {stage.batch_size} must be divisible by the number of processes ({acc.num_processes})")
         total = int(round(stage.kimg * 1000))
         images_seen, train_seconds = self._resume(stage)
+        if images_seen and self._evaluation_lost(stage, images_seen, total):
+            log.info("%s: redoing the live evaluation at %.3f kimg, which the interrupted run did not record", stage.name, images_seen / 1000)
+            stage.evaluate(images_seen, train_seconds)
         names = list(stage.trained)
         prepared = acc.prepare(*(m for m, _ in stage.trained.values()), *(o for _, o in stage.trained.values()))
         ctx = StepContext(acc, dict(zip(names, prepared[: len(names)])), dict(zip(names, prepared[len(names) :])), stage.batch_size)
@@ -291,6 +294,22 @@ class StageRunner:
         log.info("%s: resumed at %.3f kimg from %s", stage.name, images_seen / 1000, ck.path)
         return images_seen, float(ck.state.get("train_seconds", 0.0))
 
+    def _evaluation_lost(self, stage: Stage, images_seen: int, total: int) -> bool:
+        """Whether the live evaluation due at the resumed position ``images_seen`` (the step of the
+        checkpoint) is missing from events.jsonl: the previous process was killed or stopped after the
+        checkpoint and before the evaluation's ``grid`` event. The main process decides for all."""
+        lost = [False]
+        if self.main:
+            due = _crossed(images_seen - stage.batch_size, images_seen, stage.evaluate_every_kimg) or images_seen >= total
+            kimg = images_seen / 1000
+            lost[0] = due and not any(e.get("kind") == "grid" and e.get("stage") == stage.name and e.get("kimg") == kimg
+                                      for e in self.run_dir.read_events())
+        if self.accelerator.num_processes > 1:
+            from accelerate.utils import broadcast_object_list
+
+            broadcast_object_list(lost)
+        return lost[0]
+
     def _nonfinite(self, stage: Stage, ctx: StepContext, saved: dict, images_seen: int, in_a_row: int) -> NonFiniteError | None:
         """The error that stops the stage after this step, naming the stage, the kimg and what went
         non-finite: ``in_a_row`` ≥ ``max_skipped_in_a_row`` steps that skipped an update, or a saved
@@ -318,7 +337,8 @@ class StageRunner:
         """Checkpoint (every ``checkpoint_every_kimg``, at the end and on stop), live evaluation (every
         ``evaluate_every_kimg`` and at the end, not on stop), and the stop itself. A stop that
         interrupts the live evaluation (between its batches) is a stop at this step: the checkpoint
-        is written, and the evaluation's FID is neither recorded nor measured again on resume.
+        is written and the evaluation's FID is not recorded; the resumed run draws that evaluation
+        again (as after a kill between the checkpoint and the evaluation's grid, :meth:`_evaluation_lost`).
 
         Raises:
             StopRequested: after the checkpoint, when a stop was requested.

@@ -13,7 +13,7 @@ from rsd_engine.cli import main
 from rsd_engine.data import training_measurements
 from rsd_engine.evaluation import Evaluator
 from rsd_engine.generate import Samples
-from rsd_engine.measurement import Measurement
+from rsd_engine import assembly
 
 
 def test_fid_from_statistics_is_the_frechet_distance_of_torchmetrics():
@@ -62,7 +62,7 @@ def test_fid_ref_file_gives_the_fid_of_the_built_in_reference(tmp_path, tiny_pre
     from_file = cfg.loads(tiny_preset_text, [f"eval.reference_stats={str(out)!r}"])
     torch.manual_seed(0)
     samples = Samples(torch.rand(6, 1, 32, 32) * 2 - 1, 1, 1.0)
-    records = [Evaluator(p, training_measurements(p, Measurement.from_preset(p))).fid_record("generator", samples, range(6))
+    records = [Evaluator(p, training_measurements(p, assembly.build_measurement(p))).fid_record("generator", samples, range(6))
                for p in (built_in, from_file)]
     assert records[0]["fid"] > 0 and abs(records[0]["fid"] - records[1]["fid"]) <= 1e-6
     assert str(out) in records[1]["reference"] and records[1]["reference_sha256"] == M.load_reference_statistics(out).sha256

@@ -143,6 +143,9 @@ class Workbench:
         v = self.validate(text, paths=action != "save")
         if not v.ok:
             lines = "; ".join(f"{f}: {m}" for f, m in v.problems)
+            if v.problems == v.not_here:
+                what = "its data is not here" if v.data_only else "it cannot run on this machine"
+                raise WorkbenchError(f"cannot {action}: the preset is valid, but {what} — {lines}")
             raise WorkbenchError(f"cannot {action}: the preset has {len(v.problems)} problem(s) — {lines}")
         return v
 

@@ -34,6 +34,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from rsd_engine.processes import proc_stat, process_alive
 from rsd_engine.runs import FINAL_STATES, RunDir, atomic_write_json, read_json_object
 
 from .names import BadName, check_name, inside
@@ -301,11 +302,12 @@ class Launcher:
                 return False
             return _group_exists(pgid)
         pid = RunDir(run_dir).read_status().get("pid")
-        return bool(pid) and _pid_alive(int(pid))
+        return bool(pid) and process_alive(int(pid))
 
     def state(self, run: str) -> str:
-        """The run's state for the page: the status.json state, or ``starting`` / ``unknown``."""
-        state = RunDir(self.run_dir(run)).read_status().get("state")
+        """The run's state for the page: the status.json state as the engine reads it (a dead ``running``
+        process is ``failed``, :func:`rsd_engine.runs.run_state`), or ``starting`` / ``unknown``."""
+        state = RunDir(self.run_dir(run)).state()
         if state:
             return state
         return "starting" if self.is_alive(run) else "unknown"
@@ -419,31 +421,14 @@ def _group_exists(pgid: int) -> bool:
     for entry in proc.iterdir():
         if not entry.name.isdigit():
             continue
-        stat = _proc_stat(int(entry.name))
+        stat = proc_stat(int(entry.name))
         if stat and len(stat) > 2 and stat[2] == str(pgid) and stat[0] != "Z":
             return True
     return False
 
 
-def _pid_alive(pid: int) -> bool:
-    reached = _send(os.kill, pid, 0)
-    if reached != "sent":
-        return reached == "denied"
-    stat = _proc_stat(pid)
-    return stat is None or stat[0] != "Z"
-
-
-def _proc_stat(pid: int) -> list[str] | None:
-    """Fields 3.. of /proc/<pid>/stat (state first), or None where /proc is not there."""
-    try:
-        text = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return None
-    return text[text.rfind(")") + 2 :].split()
-
-
 def _start_ticks(pid: int) -> int | None:
-    stat = _proc_stat(pid)
+    stat = proc_stat(pid)
     return int(stat[19]) if stat and len(stat) > 19 else None
 
 

@@ -361,6 +361,10 @@ class Validation:
         effective: the effective preset as TOML (every field), when valid.
         run_name: ``run.name`` of the effective preset, when valid.
         num_processes, mixed_precision: from ``[accelerate]``, when valid.
+        not_here: what a valid preset needs and this machine lacks (:class:`rsd_engine.config.NotHereError`:
+            its data, a checkpoint, memory), ``(dotted field, message)`` pairs, told apart from the
+            preset's own problems; it makes ``ok`` false only when paths were asked for.
+        data_only: every ``not_here`` entry is a missing data path.
     """
 
     ok: bool
@@ -369,6 +373,8 @@ class Validation:
     run_name: str = ""
     num_processes: int = 1
     mixed_precision: str = "no"
+    not_here: list[tuple[str, str]] = field(default_factory=list)
+    data_only: bool = False
 
     def as_dict(self) -> dict:
         """JSON-friendly form for the API: ``{"ok", "problems": [{"field", "message"}], "effective"}``."""
@@ -376,12 +382,18 @@ class Validation:
             "ok": self.ok,
             "problems": [{"field": f, "message": m} for f, m in self.problems],
             "effective": self.effective,
+            "not_here": [{"field": f, "message": m} for f, m in self.not_here],
         }
 
     def markdown(self) -> str:
         """The validation panel's text: a tick, or one line per named problem."""
-        if self.ok:
-            return "✓ **Valid preset** — every field checked by the engine."
+        if self.ok or self.not_here and not self.problems:
+            text = "✓ **Valid preset** — every field checked by the engine."
+            if self.not_here:
+                what = "Its data is not here" if self.data_only else "It cannot run on this machine"
+                text += f"\n\n⚠ **{what}** — set these before previewing or launching:\n"
+                text += "\n".join(f"- `{f}`: {md_text(' '.join(m.splitlines()))}" for f, m in self.not_here)
+            return text
         lines = [f"✗ **{len(self.problems)} problem{'s' if len(self.problems) != 1 else ''}** — fix before saving or launching:"]
         lines += [f"- `{f}`: {md_text(' '.join(m.splitlines()))}" for f, m in self.problems]
         return "\n".join(lines)
@@ -398,10 +410,11 @@ def md_text(text: str) -> str:
 
 
 def validate(text: str, source: str | None = None, paths: bool = False) -> Validation:
-    """Validate preset text with the engine (:func:`rsd_engine.config.loads`); with ``paths`` also
-    every path the preset names (:func:`rsd_engine.config.check_paths`), as ``rsd-engine validate``
-    does before a run. Saving does not check paths (a copied GPU preset is saved first, then its
-    ``data.path`` edited); preview and launch do.
+    """Validate preset text with the engine (:func:`rsd_engine.config.loads`), then what a valid preset
+    needs from this machine (:func:`rsd_engine.config.check_here`: its paths and memory), as
+    ``rsd-engine validate`` does; the latter are kept apart in ``not_here`` ("valid preset; its data
+    is not here"). They make the preset not ``ok`` only with ``paths``: saving does not need them (a
+    copied GPU preset is saved first, then its ``data.path`` edited); preview and launch do.
 
     Never raises for a bad preset: problems come back named by field. An unexpected engine
     exception is reported as a problem of field ``"(engine)"``.
@@ -410,8 +423,6 @@ def validate(text: str, source: str | None = None, paths: bool = False) -> Valid
 
     try:
         preset = config.loads(text or "", source=source)
-        if paths:
-            config.check_paths(preset, source)
     except config.PresetError as e:
         return Validation(False, [(str(f), str(m)) for f, m in e.problems])
     except Exception as e:  # noqa: BLE001 - shown to the user instead of a stack trace
@@ -420,12 +431,19 @@ def validate(text: str, source: str | None = None, paths: bool = False) -> Valid
         effective = config.dumps(preset)
     except Exception as e:  # noqa: BLE001
         return Validation(False, [("(engine)", f"cannot write the effective preset: {type(e).__name__}: {e}")])
+    try:
+        config.check_here(preset, source)
+        not_here, data_only = [], False
+    except config.NotHereError as e:
+        not_here, data_only = [(str(f), str(m)) for f, m in e.problems], e.data_only
     acc = getattr(preset, "accelerate", None)
     return Validation(
-        True,
-        [],
+        not (paths and not_here),
+        list(not_here) if paths else [],
         effective,
         run_name=str(getattr(getattr(preset, "run", None), "name", "") or ""),
         num_processes=int(getattr(acc, "num_processes", 1) or 1),
         mixed_precision=str(getattr(acc, "mixed_precision", "no") or "no"),
+        not_here=not_here,
+        data_only=data_only,
     )

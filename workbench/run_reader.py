@@ -28,6 +28,7 @@ from rsd_engine.runs import (
     first_crossing,
     is_valid_name,
     read_json_object,
+    run_state,
     teacher_baseline,
 )
 
@@ -163,7 +164,7 @@ def run_row(run_dir: Path, state_override: str | None = None) -> dict:
     run = RunDir(run_dir)
     status = run.read_status()
     kimg, kimg_total = stage_kimg(status) or (None, None)
-    state = status.get("state") or state_override or "unknown"
+    state = run_state(status) or state_override or "unknown"
     images_per_s = status.get("images_per_s")
     if images_per_s is None:
         last = run.last_event("progress")

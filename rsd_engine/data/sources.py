@@ -20,6 +20,9 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
+from .errors import DataError
+from .mri import fastmri_slices, mri_identity, nifti_slices
+
 __all__ = ["DataError", "FASHION_MNIST_DIR", "MRI_SOURCES", "read_images", "source_identity"]
 
 FASHION_MNIST_DIR = Path("/usr/share/datasets/fashion-mnist")
@@ -28,10 +31,6 @@ _IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".webp"}
 _NPZ_KEYS = ("images", "x", "arr_0")
 #: Sources of complex MRI slices (:mod:`rsd_engine.data.mri`), read as float32 (re, im) channels.
 MRI_SOURCES = ("mri-nifti", "fastmri")
-
-
-class DataError(ValueError):
-    """A dataset file or folder is missing or malformed; the message names the path and what is expected."""
 
 
 def _read_idx_images(path: Path) -> np.ndarray:
@@ -80,14 +79,30 @@ def _image_folder(path: Path, channels: int, resolution: int) -> np.ndarray:
     return out
 
 
-def _npz(path: Path) -> np.ndarray:
+def _npz(path: Path, field: str) -> np.ndarray:
+    """The image array of an ``.npz`` archive, read without unpickling (objects inside are refused).
+
+    Raises:
+        DataError: naming ``field`` and the file: missing, not an ``.npz`` archive, no image array, an
+            array of Python objects, or a shape that is not a stack of images.
+    """
     if not path.is_file():
-        raise DataError(f"npz file {path} does not exist")
-    with np.load(path) as z:
-        key = next((k for k in _NPZ_KEYS if k in z.files), None)
-        if key is None:
-            raise DataError(f"{path}: no array named {' / '.join(_NPZ_KEYS)} (found {', '.join(z.files) or 'none'})")
-        arr = z[key]
+        raise DataError(f"{field}: npz file {path} does not exist")
+    not_images = f"{field}: {path} is not an .npz file of images (data.source = 'npz' reads a NumPy .npz archive holding an array {' / '.join(_NPZ_KEYS)} of numbers)"
+    if not zipfile.is_zipfile(path):
+        raise DataError(not_images)
+    try:
+        with np.load(path, allow_pickle=False) as z:
+            key = next((k for k in _NPZ_KEYS if k in z.files), None)
+            if key is None:
+                raise DataError(f"{field}: {path}: no array named {' / '.join(_NPZ_KEYS)} (found {', '.join(z.files) or 'none'})")
+            arr = z[key]
+    except (ValueError, OSError, zipfile.BadZipFile, EOFError) as e:  # numpy's own words may advise unpickling; never shown
+        if isinstance(e, DataError):
+            raise
+        raise DataError(f"{not_images}; it holds Python objects or is damaged") from None
+    if arr.dtype.kind not in "biuf":
+        raise DataError(f"{not_images}; its array {key!r} has dtype {arr.dtype}")
     if arr.ndim == 3:
         arr = arr[:, None]
     if arr.ndim != 4:
@@ -200,8 +215,6 @@ def read_images(source: str, path: str | None, split: str, channels: int, resolu
     if split not in ("train", "test"):
         raise DataError(f"split {split!r}: allowed train, test")
     if source in MRI_SOURCES:
-        from .mri import fastmri_slices, nifti_slices
-
         if channels != 2:
             raise DataError(f"data.channels {channels}: the {source} source gives complex images, allowed: 2")
         images = nifti_slices(path, split, resolution) if source == "mri-nifti" else fastmri_slices(path, resolution)
@@ -211,7 +224,7 @@ def read_images(source: str, path: str | None, split: str, channels: int, resolu
     elif source == "image-folder":
         arr = _image_folder(Path(path), channels, resolution)
     elif source == "npz":
-        arr = _npz(Path(path))
+        arr = _npz(Path(path), "data.path" if split == "train" else "data.eval_path")
     elif source == "cifar10":
         arr = _cifar10(Path(path), split)
     elif source == "edm-zip":
@@ -229,8 +242,6 @@ def source_identity(source: str, path: str | None, split: str) -> str:
     """A string naming a collection for cache keys: source, resolved path, split, file size and mtime
     (for the MRI sources every file, and the slicing rules' version: :func:`rsd_engine.data.mri.mri_identity`)."""
     if source in MRI_SOURCES:
-        from .mri import mri_identity
-
         return mri_identity(source, path, split)
     if source == "fashion-mnist":
         p = (Path(path) if path else FASHION_MNIST_DIR) / _FMNIST_FILES.get(split, "")
