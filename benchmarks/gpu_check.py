@@ -76,8 +76,9 @@ def smoke(work: Path, quick: bool, device: str) -> list[tuple[str, str, float]]:
         batch = 8 if quick else 64
         sets = ["data.source=npz", f"data.path='{train}'", f"data.eval_path='{held}'", f"data.resolution={res}",
                 f"teacher.kimg={2 * batch / 1000}", f"teacher.batch_size={batch}", f"distill.kimg={2 * batch / 1000}",
-                f"distill.batch_size={batch}", "eval.live_fid_n=0", f"eval.final_fid_n={8 if quick else 64}",
-                f"eval.reference_n={8 if quick else 64}", "eval.grid_n=8", "eval.teacher_steps=4", "eval.psnr_n=8",
+                f"distill.batch_size={batch}", "eval.live_fid_n=0", f"eval.final_fid_n={4 if quick else 64}",
+                f"eval.reference_n={4 if quick else 64}", f"eval.grid_n={4 if quick else 16}", f"eval.teacher_steps={2 if quick else 4}",
+                f"eval.psnr_n={4 if quick else 16}",
                 f"eval.batch_size={batch}", f"accelerate.device={device}",
                 f"accelerate.mixed_precision={'no' if device == 'cpu' else 'bf16'}", "accelerate.num_processes=1"]
         if quick:
@@ -131,11 +132,11 @@ def fashion_mnist(work: Path, quick: bool, device: str, fmnist: Path | None) -> 
                              if (p / "t10k-images-idx3-ubyte.gz").is_file()), None)
     if folder is None:
         return [("Fashion-MNIST run", f"skipped: no IDX files in {FASHION_MNIST_DIR} or benchmarks/data/fashion-mnist", 0.0)]
-    n = 8 if quick else 2000
+    n = 4 if quick else 2000
     sets = [f"data.path='{folder}'", f"accelerate.device={device}", f"eval.final_fid_n={n}", f"eval.reference_n={n}",
             "eval.models=['teacher-truncated','generator']", "eval.live_fid_n=0", "eval.psnr_n=0",
             *(["teacher.kimg=0.032", "teacher.batch_size=16", "distill.kimg=0.008", "distill.batch_size=8", "data.max_images=64",
-               "eval.teacher_steps=3", "eval.batch_size=8", "network.block_out_channels=[16,32]"]
+               "eval.teacher_steps=2", "eval.batch_size=8", "eval.grid_n=4", "network.block_out_channels=[16,32]"]
               if quick else ["teacher.kimg=320", "teacher.batch_size=256", "teacher.lr_warmup_kimg=10", "distill.kimg=32",
                              "distill.batch_size=64", "eval.batch_size=500"])]
     out = work / "fmnist"
