@@ -40,7 +40,7 @@ def main() -> int:
             edm = dnnlib.util.construct_class_by_name(
                 class_name="training.networks.EDMPrecond", img_resolution=res, img_channels=ch, label_dim=0, use_fp16=False,
                 model_type="SongUNet", decoder_type="standard", model_channels=mc, channel_mult=mult, num_blocks=blocks,
-                attn_resolutions=[16] if mc == 128 else [8], dropout=0.13, augment_dim=9, **SongUNetPrecond.VARIANTS[arch])
+                attn_resolutions=[16] if mc == 128 else [8, 16] if res == 32 else [8], dropout=0.13, augment_dim=9, **SongUNetPrecond.VARIANTS[arch])
             with torch.no_grad():
                 for p in edm.parameters():
                     p.add_(0.05 * torch.randn_like(p))
