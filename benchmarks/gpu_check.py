@@ -92,7 +92,7 @@ def smoke(work: Path, quick: bool, device: str) -> list[tuple[str, str, float]]:
 
 def throughput(quick: bool, device: torch.device) -> list[tuple[str, str, float]]:
     """Stage 2: teacher step and RSD iteration at DDPM++ size (bench_speed's measurements), bf16 autocast on a GPU."""
-    preset = cfg.load(ROOT / "presets" / SMOKE_PRESETS[0], ["data.path=x", *(TINY_DDPMPP + ["data.resolution=16"] if quick else [])])
+    preset = cfg.load(ROOT / "presets" / SMOKE_PRESETS[0], ["data.path=x", *(TINY_DDPMPP + ["data.resolution=16", "eval.teacher_steps=2"] if quick else [])])
     batch = 4 if quick else preset.teacher.batch_size
     start = time.perf_counter()
     if device.type == "cuda":
