@@ -28,7 +28,7 @@ import torch
 from rsd_engine import assembly
 from rsd_engine import config as cfg
 from rsd_engine.distill import fake_score_loss, generator_loss
-from rsd_engine.networks import EDMPrecond, count_parameters
+from rsd_engine.networks import build_network, count_parameters
 from rsd_engine.sampling import heun_sample, one_step_generate
 from results_file import prepend_section
 
@@ -65,7 +65,7 @@ def run(preset: cfg.Preset, batch: int, repeats: int, device: torch.device, step
     torch.manual_seed(0)
     measurement = assembly.build_measurement(preset).to(device)
     objective = assembly.build_objective(preset, measurement)
-    net = EDMPrecond.from_preset(preset, measurement.op.cond_channels, measurement.op.cond_kind).to(device)
+    net = build_network(preset, measurement.op.cond_channels, measurement.op.cond_kind).to(device)
     shape = (preset.data.channels, preset.data.resolution, preset.data.resolution)
     z = torch.randn(batch, *shape, device=device)
     steps, d = preset.eval.teacher_steps, preset.distill

@@ -33,7 +33,7 @@ from safetensors.torch import save as safetensors_bytes
 from torch import nn
 
 from .finite import require_finite_weights
-from .networks import EDMPrecond
+from .networks import EDMPrecond, SongUNetPrecond, network_from_config
 from .runs import atomic_write_bytes, atomic_write_text, complete_checkpoint, partial_folder, replace_folder
 
 __all__ = ["save_checkpoint", "load_checkpoint", "checkpoint_exists", "load_network", "Checkpoint", "CONFIG_KEY", "LEGACY_CONFIG_KEY"]
@@ -134,14 +134,15 @@ class Checkpoint:
         module.load_state_dict(load_file(str(self.path / f"{name}.safetensors")), strict=True)
         require_finite_weights({name: module}, f"checkpoint {self.path}")
 
-    def build(self, name: str) -> EDMPrecond:
-        """A new :class:`EDMPrecond` built from the stored config (:meth:`config`), with the stored weights.
+    def build(self, name: str) -> EDMPrecond | SongUNetPrecond:
+        """A new network of the stored config's class (:meth:`config`, :func:`rsd_engine.networks.network_from_config`),
+        with the stored weights.
 
         Raises:
-            FileNotFoundError, ValueError: as :meth:`config`.
+            FileNotFoundError, ValueError: as :meth:`config`; an unknown network class.
             NonFiniteError: as :meth:`load_weights`.
         """
-        net = EDMPrecond.from_config(self.config(name))
+        net = network_from_config(self.config(name))
         self.load_weights(name, net)
         return net
 
@@ -173,7 +174,7 @@ def load_checkpoint(folder: Path) -> Checkpoint:
     return Checkpoint(path)
 
 
-def load_network(folder: Path, name: str) -> EDMPrecond:
+def load_network(folder: Path, name: str) -> EDMPrecond | SongUNetPrecond:
     """Shortcut: build network ``name`` from the checkpoint at ``folder`` (eval mode, no grad).
 
     Raises:

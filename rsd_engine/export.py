@@ -109,9 +109,13 @@ def export_network(net: EDMPrecond, model: str, sampler: ModelSampler) -> RSDOne
 
     Raises:
         ExportError: a network with a k-space mask (``cond_kind = "kspace_mask"``), which the
-            pipelines cannot drive.
+            pipelines cannot drive; a DDPM++/NCSN++ network (``network.architecture`` other than
+            ``"unet2d"``), whose backbone is no diffusers ``UNet2DModel``.
     """
     c = net.config
+    if not isinstance(net, EDMPrecond):
+        raise ExportError(f"a {type(net).__name__} (network.architecture ddpmpp/ncsnpp) cannot be exported as a diffusers pipeline: "
+                          "the pipelines drive a UNet2DModel; sample the run with `rsd-engine sample RUN_DIR` instead")
     if c.cond_kind != "pixel_mask":
         raise ExportError(f"a network with cond_kind = {c.cond_kind!r} (multi-coil MRI) cannot be exported as a diffusers pipeline")
     precond = {"sigma_data": c.sigma_data, "sigma_min": c.sigma_min, "sigma_max": c.sigma_max, "cond_channels": c.cond_channels}

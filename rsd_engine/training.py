@@ -17,7 +17,7 @@ from .checkpoints import load_checkpoint
 from .data import CorruptedDataset, IndexStream
 from .distill import fake_score_loss, generator_loss
 from .finite import NonFiniteError
-from .networks import EDMPrecond, count_parameters
+from .networks import EDMPrecond, build_network, count_parameters, network_differences
 from .objectives import Objective
 from .runs import FINAL_NETWORK, GENERATOR_FINAL, TEACHER_FINAL
 from .stage import EMA, Stage, StepContext
@@ -101,7 +101,7 @@ def teacher_stage(preset, data: CorruptedDataset, objective: Objective, evaluate
     """
     t = preset.teacher
     torch.manual_seed(preset.run.seed)
-    net = EDMPrecond.from_preset(preset, objective.measurement.op.cond_channels, objective.measurement.op.cond_kind)
+    net = build_network(preset, objective.measurement.op.cond_channels, objective.measurement.op.cond_kind)
     ema = copy.deepcopy(net).eval().requires_grad_(False)
     opt = torch.optim.Adam(net.parameters(), lr=t.lr, betas=(0.9, 0.999), eps=1e-8)
     log.info("teacher: %s parameters, objective %s, σ_c = %g, %g kimg", f"{count_parameters(net):,}", objective.name, objective.noise_sigma, t.kimg)
@@ -138,7 +138,7 @@ def rsd_stage(preset, teacher_checkpoint: Path, objective: Objective, evaluate: 
         teacher = teacher_ck.build(FINAL_NETWORK[TEACHER_FINAL])
     except NonFiniteError as e:
         raise NonFiniteError(f"distill stage: teacher {e}") from None
-    diff = teacher.differences(EDMPrecond.preset_arguments(preset, objective.measurement.op.cond_channels, objective.measurement.op.cond_kind))
+    diff = network_differences(teacher, preset, objective.measurement.op.cond_channels, objective.measurement.op.cond_kind)
     if diff:
         raise ValueError(f"teacher checkpoint {teacher_ck.path} was trained with another network/preconditioning: {diff} (stored, preset)")
     teacher = teacher.eval().requires_grad_(False).to(device)

@@ -91,4 +91,6 @@ def _infer_source(path: str, default: str) -> str:
         return default
     if path.endswith(".npz"):
         return "npz"
+    if path.endswith(".zip"):
+        return "edm-zip"
     return "image-folder"

@@ -2,13 +2,15 @@
 or as complex MRI slices (float32 (re, im) channels, :mod:`rsd_engine.data.mri`).
 
 Formats: Fashion-MNIST IDX (Debian package ``dataset-fashion-mnist``), a folder of PNG/JPEG files,
-an ``.npz`` array file, the CIFAR-10 "python version" batches, NIfTI brain volumes (Debian package
-``mricron-data``) and fastMRI multi-coil ``.h5`` files. Nothing is downloaded.
+an ``.npz`` array file, the CIFAR-10 "python version" batches, a ZIP written by EDM's ``dataset_tool.py``
+(PNG files in numbered folders), NIfTI brain volumes (Debian package ``mricron-data``) and fastMRI
+multi-coil ``.h5`` files. Nothing is downloaded.
 """
 
 from __future__ import annotations
 
 import gzip
+import io
 import pickle
 import zipfile
 from pathlib import Path
@@ -135,6 +137,42 @@ def _cifar10(path: Path, split: str) -> np.ndarray:
     return np.concatenate(arrays)
 
 
+def _edm_zip(path: Path, resolution: int) -> np.ndarray:
+    """The images of a ZIP in EDM's ``dataset_tool`` layout: PNG (or other image) files in numbered
+    folders (``00000/img00000000.png`` …), read in name order, grey or RGB. ``dataset.json`` (class
+    labels) is not needed: the engine's models are unconditional. Every image must already have the
+    preset's resolution (dataset_tool writes one size), so nothing is resized silently.
+
+    Raises:
+        DataError: not a file, not a zip, no images, an unreadable image or one of another size (named).
+    """
+    if not path.is_file():
+        raise DataError(f"EDM dataset zip {path} does not exist")
+    try:
+        with zipfile.ZipFile(path) as z:
+            names = sorted(n for n in z.namelist() if Path(n).suffix.lower() in _IMAGE_SUFFIXES)
+            if not names:
+                raise DataError(f"{path}: holds no images ({', '.join(sorted(_IMAGE_SUFFIXES))}); an EDM dataset_tool zip "
+                                "holds PNG files in numbered folders")
+            arrays = []
+            for name in names:
+                try:
+                    with Image.open(io.BytesIO(z.read(name))) as im:
+                        arr = np.asarray(im.convert("L" if im.mode in ("L", "I;16", "I", "1", "LA") else "RGB"))
+                except OSError as e:
+                    raise DataError(f"{path}:{name}: cannot read image ({e})") from None
+                if arr.shape[:2] != (resolution, resolution):
+                    raise DataError(f"{path}:{name}: image is {arr.shape[1]}×{arr.shape[0]}, data.resolution = {resolution}; "
+                                    f"write the zip at {resolution}×{resolution} (dataset_tool.py --resolution={resolution}x{resolution}) "
+                                    "or set data.resolution to the zip's size")
+                arrays.append(arr[None] if arr.ndim == 2 else arr.transpose(2, 0, 1))
+    except zipfile.BadZipFile:
+        raise DataError(f"{path}: not a zip file (data.source = 'edm-zip' expects a dataset_tool.py zip)") from None
+    if len({a.shape[0] for a in arrays}) > 1:
+        raise DataError(f"{path}: mixes grey and RGB images")
+    return np.stack(arrays)
+
+
 def _to_shape(arr: np.ndarray, channels: int, resolution: int, what: str) -> torch.Tensor:
     x = torch.from_numpy(np.array(arr, copy=True))
     if x.shape[1] != channels:
@@ -158,7 +196,7 @@ def read_images(source: str, path: str | None, split: str, channels: int, resolu
     """Read a clean image collection.
 
     Args:
-        source: ``fashion-mnist`` | ``image-folder`` | ``npz`` | ``cifar10`` | ``mri-nifti`` | ``fastmri``.
+        source: ``fashion-mnist`` | ``image-folder`` | ``npz`` | ``cifar10`` | ``edm-zip`` | ``mri-nifti`` | ``fastmri``.
         path: file or folder (for fashion-mnist, an optional folder holding the IDX files; for
             mri-nifti, optional NIfTI volumes, default the mricron-data templates).
         split: ``train`` or ``test`` (fashion-mnist, cifar10 and mri-nifti (its held-out slabs) have
@@ -189,8 +227,10 @@ def read_images(source: str, path: str | None, split: str, channels: int, resolu
         arr = _npz(Path(path), "data.path" if split == "train" else "data.eval_path")
     elif source == "cifar10":
         arr = _cifar10(Path(path), split)
+    elif source == "edm-zip":
+        arr = _edm_zip(Path(path), resolution)
     else:
-        raise DataError(f"data.source {source!r}: allowed fashion-mnist, image-folder, npz, cifar10, mri-nifti, fastmri")
+        raise DataError(f"data.source {source!r}: allowed fashion-mnist, image-folder, npz, cifar10, edm-zip, mri-nifti, fastmri")
     if limit is not None:
         arr = arr[:limit]
     if len(arr) == 0:
