@@ -108,8 +108,11 @@ def _setup_logging(log_file: Path | None, main_process: bool) -> None:
 
 
 def _cmd_validate(args) -> int:
+    from .data import check_data
+
     preset = cfg.load(args.preset, args.overrides)
     cfg.check_here(preset, args.preset)
+    check_data(preset)
     sys.stdout.write(cfg.dumps(preset))
     return 0
 

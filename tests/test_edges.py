@@ -293,7 +293,7 @@ def test_a_full_disk_mid_run_ends_in_one_error_and_a_failed_run(tmp_path, tiny_p
     runs = tmp_path / "runs"
     out = runs / "full"
     sets = [a for o in FID_OFF for a in ("--set", o)]
-    env = {**os.environ, "PYTHONPATH": f"{REPO}{os.pathsep}{os.environ.get('PYTHONPATH', '')}"}
+    env = {**os.environ, "PYTHONPATH": f"{REPO}{os.pathsep}{os.environ.get('PYTHONPATH', '')}", "OMP_NUM_THREADS": "1"}
     proc = subprocess.run([sys.executable, str(REPO / "tests" / "full_disk.py"), str(out), "4", "--", "run", str(preset), "--out", str(out), *sets],
                           capture_output=True, text=True, timeout=600, env=env)
     assert proc.returncode == 1, proc.stderr[-3000:]
