@@ -306,3 +306,6 @@ def main(argv: list[str] | None = None) -> int:
     except NonFiniteError as e:  # sample / evaluate of a run whose weights are not finite
         print(f"error: {e}", file=sys.stderr)
         return 1
+    except OSError as e:  # e.g. sample/preview --out on a read-only or full disk: one line, not a traceback
+        print(f"error: {e.strerror or e}{f': {e.filename}' if e.filename else ''}", file=sys.stderr)
+        return 2
