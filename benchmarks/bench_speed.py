@@ -25,11 +25,10 @@ from pathlib import Path
 
 import torch
 
+from rsd_engine import assembly
 from rsd_engine import config as cfg
 from rsd_engine.distill import fake_score_loss, generator_loss
-from rsd_engine.measurement import Measurement
 from rsd_engine.networks import EDMPrecond, count_parameters
-from rsd_engine.objectives import Objective
 from rsd_engine.sampling import heun_sample, one_step_generate
 from results_file import prepend_section
 
@@ -63,8 +62,8 @@ def _peak_memory_mb(device: torch.device) -> float:
 def run(preset: cfg.Preset, batch: int, repeats: int, device: torch.device) -> list[tuple[str, str]]:
     """Run every measurement; returns (quantity, value) rows."""
     torch.manual_seed(0)
-    measurement = Measurement.from_preset(preset).to(device)
-    objective = Objective.from_preset(preset, measurement)
+    measurement = assembly.build_measurement(preset).to(device)
+    objective = assembly.build_objective(preset, measurement)
     net = EDMPrecond.from_preset(preset, measurement.op.cond_channels, measurement.op.cond_kind).to(device)
     shape = (preset.data.channels, preset.data.resolution, preset.data.resolution)
     z = torch.randn(batch, *shape, device=device)

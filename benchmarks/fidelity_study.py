@@ -57,6 +57,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "benchmarks"))
 from results_file import prepend_section  # noqa: E402
 
+from rsd_engine import assembly  # noqa: E402
 from rsd_engine import config as cfg  # noqa: E402
 from rsd_engine.runs import (FINAL_NETWORK, GENERATOR, GENERATOR_FINAL, TEACHER_FULL, TEACHER_TRUNCATED,  # noqa: E402
                              RunDir, first_crossing, is_valid_name, teacher_baseline)
@@ -158,9 +159,7 @@ def high_pass_fid(run_dir: Path, model: str, n: int) -> float | None:
     from rsd_engine.checkpoints import load_network
     from rsd_engine.evaluation import Evaluator, final_network
     from rsd_engine.generate import ModelSampler
-    from rsd_engine.measurement import Measurement
     from rsd_engine.metrics import cached_features, fid_from_features, quantize
-    from rsd_engine.objectives import Objective
 
     def high_pass(x: torch.Tensor) -> torch.Tensor:
         blur = F.avg_pool2d(F.pad(x, (1, 1, 1, 1), mode="reflect"), 3, stride=1)
@@ -174,14 +173,14 @@ def high_pass_fid(run_dir: Path, model: str, n: int) -> float | None:
         if model != GENERATOR or not run.latest("distill").is_dir():
             return None
         network = load_network(run.latest("distill"), FINAL_NETWORK[GENERATOR_FINAL])  # a stopped setting
-    measurement = Measurement.from_preset(preset)
+    measurement = assembly.build_measurement(preset)
     evaluator = Evaluator(preset, training_measurements(preset, measurement))
     if evaluator.feature_net is None:
         return None
     images, identity = clean_reference(preset, preset.eval.reference_n)
     ref = cached_features(f"highpass|{identity}|n{images.shape[0]}", lambda: quantize(high_pass(to_float(images))),
                           evaluator.feature_net, preset.eval.fid_cache_dir, preset.eval.batch_size)
-    sampler = ModelSampler.from_preset(preset, Objective.from_preset(preset, measurement))
+    sampler = ModelSampler.from_preset(preset, assembly.build_objective(preset, measurement))
     samples = sampler.generate(model, network.eval(), range(n))
     return fid_from_features(ref, evaluator.features(high_pass(samples.images)))
 

@@ -1,7 +1,8 @@
-"""Command line: ``rsd-engine run|validate|sample|evaluate|export|preview|theory`` (also ``python -m rsd_engine``).
+"""Command line: ``rsd-engine run|validate|check-operator|sample|evaluate|export|preview|theory`` (also ``python -m rsd_engine``).
 
 Exit codes: 0 success; 2 invalid preset or arguments, a preset that cannot run here (its data absent, too large for
-this machine), an output folder that cannot be written, or a refused export; 1 a run failed (status ``failed``, error in
+this machine), an output folder that cannot be written, or a refused export; 1 ``check-operator`` with a failed
+check; 1 a run failed (status ``failed``, error in
 status.json and log.txt; also ``sample``/``evaluate`` of weights that are not finite); 130 stopped by SIGTERM/SIGINT (status ``stopped``, checkpoint kept).
 
 A run that fails where nothing can be written any more (a full disk) still ends with one line on the
@@ -12,12 +13,14 @@ takes as ``failed`` (:func:`rsd_engine.runs.run_state`).
 from __future__ import annotations
 
 import argparse
+import json
 import logging
 import os
 import sys
 import traceback
 from pathlib import Path
 
+from . import assembly
 from . import config as cfg
 from .processes import parent_command_line, process_shortfall
 from .runs import EXPORT_MODELS, EXPORT_WEIGHTS, GENERATOR, MODELS, OutputError, RunDir, default_run_folder, this_host
@@ -42,6 +45,11 @@ def build_parser() -> argparse.ArgumentParser:
     v = sub.add_parser("validate", help="check a preset and print the effective TOML")
     v.add_argument("preset")
     v.add_argument("--set", dest="overrides", action="append", default=[], metavar="SECTION.KEY=VALUE")
+
+    co = sub.add_parser("check-operator", help="conformance report of the preset's forward operator (built-in or plug-in), one line per check")
+    co.add_argument("preset")
+    co.add_argument("--set", dest="overrides", action="append", default=[], metavar="SECTION.KEY=VALUE")
+    co.add_argument("--schema", action="store_true", help="print the operator's parameter schema as JSON instead (what the workbench form shows)")
 
     s = sub.add_parser("sample", help="write a PNG grid of samples of a finished run")
     s.add_argument("run_dir")
@@ -110,10 +118,31 @@ def _setup_logging(log_file: Path | None, main_process: bool) -> None:
 def _cmd_validate(args) -> int:
     from .data import check_data
 
-    preset = cfg.load(args.preset, args.overrides)
+    preset = assembly.load(args.preset, args.overrides)
     cfg.check_here(preset, args.preset)
     check_data(preset)
     sys.stdout.write(cfg.dumps(preset))
+    return 0
+
+
+def _cmd_check_operator(args) -> int:
+    from .conformance import format_table, run_checks
+
+    preset = assembly.load(args.preset, args.overrides)
+    if args.schema:
+        print(json.dumps(assembly.operator_schema(preset), indent=1))
+        return 0
+    op = assembly.build_operator(preset)
+    c = preset.corruption
+    print(f"operator {c.operator} ({type(op).__module__}:{type(op).__qualname__}), family {op.objective_family}, "
+          f"{'linear' if op.linear else 'non-linear'}, image {preset.data.channels}×{preset.data.resolution}×{preset.data.resolution} → {tuple(op.output_shape())}")
+    results = run_checks(op)
+    print(format_table(results))
+    failed = [r.name for r in results if not r.passed]
+    if failed:
+        print(f"failed: {', '.join(failed)}", file=sys.stderr)
+        return 1
+    print(f"all {len(results)} checks passed")
     return 0
 
 
@@ -131,12 +160,12 @@ def _cmd_run(args) -> int:
             raise cfg.PresetError([("--resume", f"{args.resume} holds no run (no preset.toml)")])
         if run.state() == "running":
             raise cfg.PresetError([("--resume", f"{args.resume} is still running (pid {run.read_status().get('pid')}); stop it first")])
-        preset = cfg.load(run.preset_path)
+        preset = assembly.load(run.preset_path)  # a plug-in that no longer imports stops here, the run folder untouched
         cfg.check_here(preset, str(run.preset_path))
     else:
         if not args.preset:
             raise cfg.PresetError([("preset", "give a preset file or --resume RUN_DIR")])
-        preset = cfg.load(args.preset, args.overrides)
+        preset = assembly.load(args.preset, args.overrides)
         cfg.check_here(preset, args.preset)
         check_data(preset)  # bad data files fail here, before a run folder exists
     acc = make_accelerator(preset)
@@ -146,7 +175,7 @@ def _cmd_run(args) -> int:
             broadcast_object_list(target)
         run = RunDir(target[0])
         if acc.is_main_process:
-            RunDir.create(run.path, cfg.dumps(preset))
+            RunDir.create(run.path, assembly.frozen_text(preset))
         acc.wait_for_everyone()
     _setup_logging(run.log_path, acc.is_main_process)
     log.info("run folder %s (%d process%s on %s)", run.path, acc.num_processes, "es" if acc.num_processes > 1 else "", acc.device)
@@ -202,7 +231,7 @@ def _cmd_sample(args) -> int:
     from .grids import save_grid
 
     run = RunDir(args.run_dir)
-    preset = cfg.load(run.preset_path)
+    preset = assembly.load(run.preset_path)
     device = "cuda" if torch.cuda.is_available() and preset.accelerate.device != "cpu" else "cpu"
     sampler = ModelSampler.from_preset(preset)
     net = final_network(run, preset, args.model, device)
@@ -222,7 +251,7 @@ def _cmd_evaluate(args) -> int:
     run = RunDir(args.run_dir)
     if not run.exists():
         raise cfg.PresetError([("run_dir", f"{args.run_dir} holds no run (no preset.toml)")])
-    preset = cfg.load(run.preset_path, args.overrides)
+    preset = assembly.load(run.preset_path, args.overrides)
     cfg.check_here(preset, str(run.preset_path))
     acc = make_accelerator(preset)
     _setup_logging(run.log_path, acc.is_main_process)
@@ -252,12 +281,11 @@ def _cmd_export(args) -> int:
 
 def _cmd_preview(args) -> int:
     from .data import training_measurements
-    from .measurement import Measurement
     from .preview import PANEL_LABELS, preview_rows, rows_image
 
-    preset = cfg.load(args.preset, args.overrides)
+    preset = assembly.load(args.preset, args.overrides)
     cfg.check_here(preset, args.preset)
-    measurement = Measurement.from_preset(preset)
+    measurement = assembly.build_measurement(preset)
     rows = preview_rows(preset, measurement, args.n)
     rows_image(rows, Path(args.out))
     d, c = preset.data, preset.corruption
@@ -284,7 +312,7 @@ def _cmd_theory(args) -> int:
     return 0
 
 
-_COMMANDS = {"run": _cmd_run, "validate": _cmd_validate, "sample": _cmd_sample, "evaluate": _cmd_evaluate, "export": _cmd_export, "preview": _cmd_preview, "theory": _cmd_theory}
+_COMMANDS = {"run": _cmd_run, "validate": _cmd_validate, "check-operator": _cmd_check_operator, "sample": _cmd_sample, "evaluate": _cmd_evaluate, "export": _cmd_export, "preview": _cmd_preview, "theory": _cmd_theory}
 
 
 def main(argv: list[str] | None = None) -> int:

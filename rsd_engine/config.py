@@ -50,6 +50,10 @@ def _quote(value: Any) -> str:
     text = repr(value)
     return text if len(text) <= _QUOTE_LIMIT else f"{text[:_QUOTE_LIMIT]}… ({len(text)} characters)"
 
+
+#: :func:`_quote` for the modules that report preset errors beside this one (:mod:`rsd_engine.assembly`).
+quote = _quote
+
 __all__ = [
     "PresetError",
     "Preset",
@@ -62,10 +66,9 @@ __all__ = [
     "check_paths",
     "check_here",
     "NotHereError",
-    "resolve_objective",
-    "operator_params",
-    "ambient_delta",
     "schema_fields",
+    "table_fields",
+    "quote",
 ]
 
 
@@ -191,6 +194,20 @@ class GaussianBlurConfig(_Section):
         return v
 
 
+class MotionBlurConfig(_Section):
+    """``[corruption.motion_blur]``: motion blur with a random camera-shake kernel per image, frozen per image index (docs/method.md §1)."""
+
+    kernel_size: int = Field(9, ge=3, le=31, description="kernel side in pixels, odd, 3–31; reflection padding of kernel_size // 2 pixels, < data.resolution")
+    intensity: float = Field(0.5, ge=0.0, le=1.0, description="camera-shake intensity, 0 (straight linear motion) to 1 (erratic shake)")
+
+    @field_validator("kernel_size")
+    @classmethod
+    def _odd(cls, v: int) -> int:
+        if v % 2 == 0:
+            raise ValueError("must be odd; allowed: 3, 5, …, 31")
+        return v
+
+
 class RandomInpaintingConfig(_Section):
     """``[corruption.random_inpainting]``: per-pixel Bernoulli erasure, one mask shared by all channels (docs/method.md §1, §2.3)."""
 
@@ -237,22 +254,39 @@ class CorruptionConfig(_Section):
     operator's table that way.
     """
 
-    operator: str = Field("identity", description="forward operator, one of the registry (identity, gaussian_blur, random_inpainting, box_inpainting, super_resolution, multicoil_mri, …)")
+    operator: str = Field("identity", description="forward operator: a name of the registry (identity, gaussian_blur, motion_blur, random_inpainting, box_inpainting, "
+                          "super_resolution, multicoil_mri, or one an installed package registers) or a plug-in's import path 'package.module:ClassName'")
     noise_sigma: float = Field(0.2, ge=0.0, le=2.0, description="measurement noise σ_c on the [-1, 1] image scale (0.2 ≈ 25 grey levels; multicoil_mri: on each k-space value)")
-    seed: int = Field(0, ge=0, le=2**31 - 1, description="seed of the frozen per-image corruption (noise, masks)")
+    seed: int = Field(0, ge=0, le=2**31 - 1, description="seed of the frozen per-image corruption (noise, masks, kernels)")
     gaussian_blur: GaussianBlurConfig = Field(default_factory=GaussianBlurConfig, description="parameters of operator gaussian_blur")
+    motion_blur: MotionBlurConfig = Field(default_factory=MotionBlurConfig, description="parameters of operator motion_blur")
     random_inpainting: RandomInpaintingConfig = Field(default_factory=RandomInpaintingConfig, description="parameters of operator random_inpainting")
     box_inpainting: BoxInpaintingConfig = Field(default_factory=BoxInpaintingConfig, description="parameters of operator box_inpainting")
     super_resolution: SuperResolutionConfig = Field(default_factory=SuperResolutionConfig, description="parameters of operator super_resolution")
     multicoil_mri: MultiCoilMRIConfig = Field(default_factory=MultiCoilMRIConfig, description="parameters of operator multicoil_mri")
+    params: dict[str, Any] = Field(default_factory=dict, description="parameters of a plug-in operator (import path or registered name), "
+                                   "checked against its schema by `rsd-engine validate` (docs/operators.md)")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _registered_table(cls, data: Any) -> Any:
+        """A name registered by an installed package keeps its parameters in ``[corruption.<name>]``, as
+        built-ins do; they are checked as ``corruption.params``."""
+        from .operators.registry import OPERATORS, entry_point_names
+
+        op = data.get("operator") if isinstance(data, dict) else None
+        if isinstance(op, str) and op not in OPERATORS and isinstance(data.get(op), dict) and op in entry_point_names():
+            data = dict(data)
+            data["params"] = {**data.pop(op), **data.get("params", {})}
+        return data
 
     @field_validator("operator")
     @classmethod
     def _known_operator(cls, v: str) -> str:
-        from .operators import OPERATORS
+        from .operators.registry import is_import_path, known_names
 
-        if v not in OPERATORS:
-            raise ValueError(f"unknown operator {_quote(v)}; allowed: {', '.join(sorted(OPERATORS))}")
+        if not is_import_path(v) and v not in known_names():
+            raise ValueError(f"unknown operator {_quote(v)}; allowed: {', '.join(known_names())}, or a plug-in's import path 'package.module:ClassName'")
         return v
 
     @model_validator(mode="after")
@@ -264,10 +298,19 @@ class CorruptionConfig(_Section):
             raise _CrossFieldError(problems)
         return self
 
+    @model_validator(mode="after")
+    def _params_only_for_plugins(self) -> "CorruptionConfig":
+        from .operators.registry import OPERATORS
+
+        if self.params and self.operator in OPERATORS:
+            raise _CrossFieldError([("corruption.params", f"only for plug-in operators; the parameters of {self.operator!r} "
+                                     f"live in [corruption.{self.operator}]")])
+        return self
+
 
 def operator_tables(corruption: "CorruptionConfig") -> list[str]:
     """Names of the operator parameter tables given in ``corruption`` (``[corruption.<operator>]``)."""
-    from .operators import OPERATORS
+    from .operators.registry import OPERATORS
 
     return [name for name in corruption.model_fields_set if name in OPERATORS and isinstance(getattr(corruption, name), BaseModel)]
 
@@ -329,7 +372,8 @@ def _checkpoint_every(default_kimg: float) -> Any:
 class TeacherConfig(_Section):
     """``[teacher]``: Phase I, the corruption-aware diffusion teacher (docs/method.md §2)."""
 
-    objective: ObjectiveName = Field("auto", description="auto | edm | ambient_tweedie | ambient_mask | ambient_fourier (auto picks from the operator; mask operators need ambient_mask, multicoil_mri ambient_fourier)")
+    objective: ObjectiveName = Field("auto", description="auto | edm | ambient_tweedie | ambient_mask | ambient_fourier (auto picks from the operator's objective family; "
+                                     "mask operators need ambient_mask, multicoil_mri ambient_fourier)")
     checkpoint: Optional[str] = Field(None, max_length=MAX_PATH, description="skip training: load the teacher EMA from this run folder or checkpoint")
     kimg: float = Field(64.0, ge=0.0, le=MAX_KIMG, description="training length in thousands of images seen, ≤ 10⁶")
     batch_size: int = Field(64, ge=1, le=MAX_BATCH, description="global batch (all processes together), ≤ 65536")
@@ -453,10 +497,6 @@ class Preset(_Section):
         if self.accelerate.device == "cuda" and not _cuda_possible("cuda"):
             problems.append(("accelerate.device", "'cuda' requested but torch sees no GPU; allowed here: 'auto' or 'cpu'"))
         problems.extend(_operator_problems(self))
-        try:
-            resolve_objective(self)
-        except ValueError as e:
-            problems.append(("teacher.objective", str(e)))
         if problems:
             raise _CrossFieldError(problems)
         return self
@@ -476,6 +516,9 @@ def _operator_problems(preset: "Preset") -> list[tuple[str, str]]:
     if c.operator == "gaussian_blur" and c.gaussian_blur.kernel_size // 2 >= res:
         k = c.gaussian_blur.kernel_size
         problems.append(("corruption.gaussian_blur.kernel_size", f"{k}: its reflection padding {k // 2} must be < data.resolution = {res}; allowed: odd sizes ≤ {2 * res - 1}"))
+    if c.operator == "motion_blur" and c.motion_blur.kernel_size // 2 >= res:
+        k = c.motion_blur.kernel_size
+        problems.append(("corruption.motion_blur.kernel_size", f"{k}: its reflection padding {k // 2} must be < data.resolution = {res}; allowed: odd sizes ≤ {2 * res - 1}"))
     if c.operator == "super_resolution" and res % c.super_resolution.factor:
         f = c.super_resolution.factor
         ok = [k for k in (2, 4) if res % k == 0]
@@ -517,55 +560,6 @@ def _cuda_possible(device: str) -> bool:
     import torch
 
     return torch.cuda.is_available()
-
-
-def resolve_objective(preset: Preset) -> str:
-    """The teacher objective a preset trains with (docs/method.md §2).
-
-    ``auto`` gives the operator's own objective family: ``ambient_tweedie`` (which equals plain EDM
-    at σ_c = 0) for operators without a mask, ``ambient_mask`` (Ambient Diffusion, §2.3, combined
-    with §2.2 when σ_c > 0) for mask operators (``objective_family == "mask"``), ``ambient_fourier``
-    (§9) for multi-coil MRI.
-
-    Returns:
-        one of ``"edm"``, ``"ambient_tweedie"``, ``"ambient_mask"``, ``"ambient_fourier"``.
-
-    Raises:
-        ValueError: when an explicit objective does not fit the operator.
-    """
-    from .operators import FAMILY_OBJECTIVES, OPERATORS
-
-    allowed = FAMILY_OBJECTIVES[OPERATORS[preset.corruption.operator].objective_family]
-    chosen = preset.teacher.objective
-    if chosen == "auto":
-        return allowed[0]
-    if chosen not in allowed:
-        raise ValueError(f"{chosen!r} does not fit operator {preset.corruption.operator!r}; allowed: auto, {', '.join(sorted(allowed))}")
-    return chosen
-
-
-def _operator_table(preset: Preset) -> BaseModel | None:
-    """The ``[corruption.<operator>]`` table of the selected operator (``None`` for operators without one)."""
-    table = getattr(preset.corruption, preset.corruption.operator, None)
-    return table if isinstance(table, BaseModel) else None
-
-
-def operator_params(preset: Preset) -> dict[str, Any]:
-    """The keyword parameters of the operator A: its ``[corruption.<operator>]`` table without the
-    objective's settings kept there (δ of the mask operators), e.g. ``{"kernel_size": 9, "std": 2.0}``
-    for ``gaussian_blur``, ``{}`` for operators without a table."""
-    table = _operator_table(preset)
-    if table is None:
-        return {}
-    return table.model_dump(exclude=set(getattr(table, "objective_keys", ())))
-
-
-def ambient_delta(preset: Preset) -> float:
-    """δ of the Ambient further corruption (docs/method.md §2.3): a training setting of the mask
-    objective, read from ``corruption.<mask operator>.delta`` where presets keep it; 0 for operators
-    without a mask."""
-    table = _operator_table(preset)
-    return float(table.delta) if table is not None and "delta" in getattr(table, "objective_keys", ()) else 0.0
 
 
 def _problems_from_validation(err: ValidationError, data: dict) -> list[tuple[str, str]]:
@@ -709,7 +703,7 @@ def dumps(preset: Preset) -> str:
     """The effective preset as TOML text, every field written (``None`` fields omitted), of the operator
     tables only the selected operator's."""
     data = preset.model_dump(mode="json", exclude_none=True)
-    from .operators import OPERATORS
+    from .operators.registry import OPERATORS
 
     for name in OPERATORS:
         if name != preset.corruption.operator:
@@ -780,36 +774,48 @@ def schema_fields() -> list[dict[str, Any]]:
         one dict per field: ``section``, ``key``, ``default``, ``type`` (JSON-schema type or ``enum``),
         ``choices`` (for enums; ``corruption.operator`` lists the operator registry), ``description`` (unit and range), ``minimum``/``maximum`` where set.
         Nested tables are flattened into dotted keys: an operator's parameters have ``section``
-        ``"corruption"`` and ``key`` such as ``"gaussian_blur.kernel_size"``.
+        ``"corruption"`` and ``key`` such as ``"gaussian_blur.kernel_size"``. A plug-in's parameters
+        (``corruption.params``) come from its own schema: ``rsd-engine check-operator PRESET --schema``.
     """
     out = []
     todo = [(section, "", finfo.annotation) for section, finfo in Preset.model_fields.items()]
     while todo:
         section, prefix, model = todo.pop(0)
-        props = model.model_json_schema()["properties"]
         for key, field in model.model_fields.items():
             if isinstance(field.annotation, type) and issubclass(field.annotation, BaseModel):
                 todo.append((section, f"{prefix}{key}.", field.annotation))
-                continue
-            p = props[key]
-            variants = p.get("anyOf", [p])
-            main = next((v for v in variants if v.get("type") != "null"), variants[0])
-            entry = {
-                "section": section,
-                "key": prefix + key,
-                "default": field.get_default(call_default_factory=True),
-                "type": "enum" if "enum" in main or "const" in main else main.get("type", "string"),
-                "nullable": any(v.get("type") == "null" for v in variants),
-                "description": field.description or "",
-            }
-            if entry["type"] == "enum":
-                entry["choices"] = main.get("enum", [main.get("const")])
-            if (section, prefix + key) == ("corruption", "operator"):
-                from .operators import OPERATORS
+        out.extend(table_fields(model, section, prefix))
+    return out
 
-                entry["type"], entry["choices"] = "enum", sorted(OPERATORS)
-            for bound in ("minimum", "maximum", "exclusiveMinimum", "exclusiveMaximum"):
-                if bound in main:
-                    entry[bound] = main[bound]
-            out.append(entry)
+
+def table_fields(model: type[BaseModel], section: str, prefix: str = "") -> list[dict[str, Any]]:
+    """The :func:`schema_fields` entries of one table's scalar and list fields (nested tables skipped),
+    ``key`` prefixed by ``prefix``; ``required`` is set for fields without a default."""
+    out = []
+    props = model.model_json_schema()["properties"]
+    for key, field in model.model_fields.items():
+        if isinstance(field.annotation, type) and issubclass(field.annotation, BaseModel):
+            continue
+        p = props[key]
+        variants = p.get("anyOf", [p])
+        main = next((v for v in variants if v.get("type") != "null"), variants[0])
+        entry = {
+            "section": section,
+            "key": prefix + key,
+            "default": None if field.is_required() else field.get_default(call_default_factory=True),
+            "required": field.is_required(),
+            "type": "enum" if "enum" in main or "const" in main else main.get("type", "string"),
+            "nullable": any(v.get("type") == "null" for v in variants),
+            "description": field.description or "",
+        }
+        if entry["type"] == "enum":
+            entry["choices"] = main.get("enum", [main.get("const")])
+        if (section, prefix + key) == ("corruption", "operator"):
+            from .operators.registry import known_names
+
+            entry["type"], entry["choices"] = "enum", known_names()
+        for bound in ("minimum", "maximum", "exclusiveMinimum", "exclusiveMaximum"):
+            if bound in main:
+                entry[bound] = main[bound]
+        out.append(entry)
     return out

@@ -11,13 +11,12 @@ from __future__ import annotations
 import torch
 from accelerate import Accelerator
 
+from . import assembly
 from . import config as cfg
 from .checkpoints import checkpoint_exists
 from .data import training_measurements
 from .evaluation import Evaluation
 from .generate import ModelSampler
-from .measurement import Measurement
-from .objectives import Objective
 from .runs import GENERATOR_FINAL, MODELS, RunDir
 from .signals import stop_agreed
 from .stage import StageRunner
@@ -55,9 +54,9 @@ class Experiment:
         self.preset = preset
         self.run = run
         self.acc = accelerator
-        self.measurement = Measurement.from_preset(preset).to(accelerator.device)
+        self.measurement = assembly.build_measurement(preset).to(accelerator.device)
         self.dataset = training_measurements(preset, self.measurement)
-        self.objective = Objective.from_preset(preset, self.measurement)
+        self.objective = assembly.build_objective(preset, self.measurement)
         self.sampler = ModelSampler.from_preset(preset, self.objective)
 
         def stop() -> bool:

@@ -27,12 +27,12 @@ import os
 import shutil
 from pathlib import Path
 
+from . import assembly
 from . import config as cfg
 from .checkpoints import checkpoint_exists, load_checkpoint
 from .generate import ModelSampler
 from .model_card import model_card
 from .networks import EDMPrecond, count_parameters
-from .operators import OPERATORS
 from .pipelines import RSDHeunPipeline, RSDOneStepPipeline
 from .runs import (
     EXPORT_MODELS,
@@ -84,10 +84,10 @@ def export_run(run_dir: str | Path, out: str | Path, model: str = "generator", w
         raise ExportError(f"{run_dir} holds no run (no preset.toml)")
     out = _target(run, Path(out), force)
     try:
-        preset = cfg.load(run.preset_path)
+        preset = assembly.load(run.preset_path)
     except cfg.PresetError as e:
         raise ExportError(f"the run's preset cannot be read: {e}") from None
-    op = OPERATORS[preset.corruption.operator]
+    op = assembly.operator_class(preset)
     if op.cond_kind != "pixel_mask":
         raise ExportError(f"{run.preset_path}: corruption.operator = {op.name!r} cannot be exported: its networks take the "
                           "k-space projection P_Ã(·) through a line mask and coil maps, which the diffusers pipelines do not "

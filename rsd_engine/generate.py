@@ -15,8 +15,8 @@ from dataclasses import dataclass
 
 import torch
 
+from . import assembly
 from .finite import require_finite
-from .measurement import Measurement
 from .networks import EDMPrecond
 from .objectives import Objective
 from .operators import Condition
@@ -90,7 +90,7 @@ class ModelSampler:
             objective: the run's objective; default: the preset's own (its measurement included).
         """
         if objective is None:
-            objective = Objective.from_preset(preset, Measurement.from_preset(preset))
+            objective = assembly.build_objective(preset, assembly.build_measurement(preset))
         e = preset.eval
         stop = e.stop_sigma if e.stop_sigma is not None else objective.noise_sigma
         shape = (preset.data.channels, preset.data.resolution, preset.data.resolution)

@@ -1,7 +1,8 @@
 """The forward model of a preset: y = A(x) + σ_c·ε, built once and handed to every part that corrupts.
 
 :class:`Measurement` bundles the operator A, the measurement noise σ_c and the seeding rule that
-freezes one measurement per image index (docs/method.md §1). Data, objectives, distillation,
+freezes one measurement per image index (docs/method.md §1); :func:`rsd_engine.assembly.build_measurement`
+builds it from a preset. Data, objectives, distillation,
 evaluation and the preview all take this one object instead of re-reading ``corruption.*`` from the
 preset.
 """
@@ -12,7 +13,7 @@ import math
 
 import torch
 
-from .operators import Operator, build_operator
+from .operators import Operator
 from .seeding import item_generator
 
 __all__ = ["Measurement"]
@@ -38,17 +39,6 @@ class Measurement:
         self.op = op
         self.noise_sigma = sigma
         self.seed = int(seed)
-
-    @classmethod
-    def from_preset(cls, preset) -> "Measurement":
-        """The forward model of a validated preset: its operator, ``corruption.noise_sigma`` and ``corruption.seed``.
-
-        Raises:
-            KeyError, ValueError: an operator or parameters the registry refuses (validation normally
-                catches these first).
-        """
-        c = preset.corruption
-        return cls(build_operator(preset), c.noise_sigma, c.seed)
 
     def to(self, device) -> "Measurement":
         """Move the operator's buffers (kernels) to ``device``; returns ``self``."""

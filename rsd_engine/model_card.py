@@ -3,6 +3,7 @@ from, how long it trained, its final metrics with their n and reference, and how
 
 from __future__ import annotations
 
+from . import assembly
 from . import config as cfg
 from .generate import ModelSampler
 from .runs import GENERATOR, TEACHER_FULL, TEACHER_TRUNCATED
@@ -27,7 +28,7 @@ def model_card(preset: cfg.Preset, metrics: dict, model: str, weights: str, stat
         parameters: the network's parameter count.
     """
     d, c, t, g = preset.data, preset.corruption, preset.teacher, preset.distill
-    params = cfg.operator_params(preset)
+    params = assembly.operator_params(preset)
     operator = f"`{c.operator}`" + (f" ({', '.join(f'{k} = {v}' for k, v in params.items())})" if params else "")
     title = "one-step RSD generator" if model == "generator" else "RSD teacher (EDM Heun sampler)"
     lines = [
@@ -44,7 +45,7 @@ def model_card(preset: cfg.Preset, metrics: dict, model: str, weights: str, stat
         lines += [preset.run.description, ""]
     lines += [
         f"Learned from corrupted measurements only, y = A(x) + σ_c·ε with A = {operator} and σ_c = {c.noise_sigma} on the "
-        f"[-1, 1] image scale. A diffusion teacher was trained on y with the `{cfg.resolve_objective(preset)}` objective, then "
+        f"[-1, 1] image scale. A diffusion teacher was trained on y with the `{assembly.resolve_objective(preset)}` objective, then "
         "distilled with Restoration Score Distillation (Zhang et al., ICLR 2026; Score identity Distillation through A) into "
         "a one-step generator x = G(σ_init·z; σ_init).",
         "",
@@ -56,7 +57,7 @@ def model_card(preset: cfg.Preset, metrics: dict, model: str, weights: str, stat
         f"{', first ' + str(d.max_images) + ' training images' if d.max_images else ''} |",
         f"| operator A | {operator}, corruption seed {c.seed} |",
         f"| measurement noise σ_c | {c.noise_sigma} |",
-        f"| teacher | `{cfg.resolve_objective(preset)}`, {_kimg(states.get('teacher'), t.kimg)}, batch {t.batch_size}, lr {t.lr}"
+        f"| teacher | `{assembly.resolve_objective(preset)}`, {_kimg(states.get('teacher'), t.kimg)}, batch {t.batch_size}, lr {t.lr}"
         f"{', from ' + t.checkpoint if t.checkpoint else ''} |",
     ]
     if model == "generator":

@@ -9,21 +9,32 @@ weight λ = 1/c_out² comes from the network (:meth:`rsd_engine.networks.EDMPrec
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import math
+from dataclasses import dataclass
+from typing import Any, ClassVar
 
 import torch
+from pydantic import Field
 
 from .measurement import Measurement
 from .networks import EDMPrecond, unwrap
-from .operators import FAMILY_OBJECTIVES, Condition, MultiCoilMRI
+from .operators import Condition, MultiCoilMRI
 from .operators.inpainting import further_mask
 
-__all__ = ["sample_training_sigma", "ambient_tweedie_loss", "edm_loss", "ambient_mask_loss", "ambient_fourier_loss", "Objective", "OBJECTIVES"]
-
-#: The objective names :func:`rsd_engine.config.resolve_objective` resolves a preset to.
-OBJECTIVES = ("edm", "ambient_tweedie", "ambient_mask", "ambient_fourier")
+__all__ = [
+    "sample_training_sigma",
+    "ambient_tweedie_loss",
+    "edm_loss",
+    "ambient_mask_loss",
+    "ambient_fourier_loss",
+    "ObjectiveFamily",
+    "TweedieFamily",
+    "MaskFamily",
+    "FourierFamily",
+    "FAMILIES",
+    "OBJECTIVES",
+    "Objective",
+]
 
 
 def sample_training_sigma(batch: int, p_mean: float, p_std: float, device=None, generator=None, floor: float = 0.0) -> torch.Tensor:
@@ -229,14 +240,107 @@ def ambient_fourier_loss(net: EDMPrecond, y: torch.Tensor, op: MultiCoilMRI, par
     return per_pixel.flatten(1).sum(1)
 
 
+class ObjectiveFamily:
+    """The teacher objectives that fit one kind of measurement, chosen by ``Operator.objective_family``
+    (docs/operators.md): which objective names it allows (the first is what ``teacher.objective = "auto"``
+    picks), the per-sample loss and the networks' fresh further-corrupted condition. One class per
+    family; an operator of an existing family needs no change here.
+    """
+
+    name: ClassVar[str] = ""
+    objectives: ClassVar[tuple[str, ...]] = ()
+    #: Measurement parameters (``Operator.sample_params`` keys) the loss needs.
+    needs: ClassVar[tuple[str, ...]] = ()
+    #: Training settings of the family that a plug-in's ``[corruption.params]`` carries beside the
+    #: operator's own parameters: pydantic field definitions ``{name: (type, Field(...))}``.
+    settings: ClassVar[dict[str, Any]] = {}
+
+    def loss(self, objective: "Objective", net: EDMPrecond, y: torch.Tensor, params: dict[str, torch.Tensor],
+             sigma: torch.Tensor, loss_on: str) -> torch.Tensor:
+        """Per-sample loss (B,) of ``net`` on measurements y at noise levels σ (B,)."""
+        raise NotImplementedError
+
+    def further(self, objective: "Objective", params: dict[str, torch.Tensor], generator: torch.Generator | None) -> dict[str, torch.Tensor]:
+        """Freshly drawn measurement parameters with the mask further corrupted for the networks (§3.1);
+        families without a mask return them unchanged."""
+        return params
+
+
+class TweedieFamily(ObjectiveFamily):
+    """Operators whose measurements are images without a mask (identity, blurs, super-resolution):
+    Ambient-Tweedie (docs/method.md §2.2) or plain EDM, which treats y as clean (the naive baseline)."""
+
+    name = "tweedie"
+    objectives = ("ambient_tweedie", "edm")
+
+    def loss(self, objective, net, y, params, sigma, loss_on):
+        """:func:`ambient_tweedie_loss` with σ_c (``edm``: with 0, :func:`edm_loss`)."""
+        noise = 0.0 if objective.name == "edm" else objective.noise_sigma
+        return ambient_tweedie_loss(net, y, noise, sigma=sigma)
+
+
+class MaskFamily(ObjectiveFamily):
+    """Pixel-mask operators (inpainting): Ambient Diffusion with the further mask Ã (docs/method.md §2.3)."""
+
+    name = "mask"
+    objectives = ("ambient_mask",)
+    needs = ("mask",)
+    settings = {"delta": (float, Field(0.1, ge=0.0, lt=1.0, description="setting of the Ambient objective, not of A: fraction of "
+                                       "surviving pixels erased again at each training step (further mask), 0 ≤ δ < 1 (paper 0.1)"))}
+
+    def loss(self, objective, net, y, params, sigma, loss_on):
+        """:func:`ambient_mask_loss` with the measurements' ``mask`` and the objective's δ."""
+        return ambient_mask_loss(net, y, params["mask"], objective.noise_sigma, objective.delta, sigma=sigma, loss_on=loss_on)
+
+    def further(self, objective, params, generator):
+        """``mask`` with a fraction δ of its surviving pixels erased (:func:`further_mask`)."""
+        return {**params, "mask": further_mask(params["mask"], objective.delta, generator)}
+
+
+class FourierFamily(ObjectiveFamily):
+    """k-space line operators (multi-coil MRI): Fourier-space Ambient Diffusion (docs/method.md §9)."""
+
+    name = "fourier"
+    objectives = ("ambient_fourier",)
+    needs = ("mask", "maps")
+
+    def loss(self, objective, net, y, params, sigma, loss_on):
+        """:func:`ambient_fourier_loss` with the operator's projections."""
+        return ambient_fourier_loss(net, y, objective.measurement.op, params, objective.noise_sigma, sigma=sigma, loss_on=loss_on)
+
+    def further(self, objective, params, generator):
+        """``mask`` less the operator's ``further_lines`` random non-ACS lines."""
+        return {**params, "mask": objective.measurement.op.further_mask(params["mask"], generator)}
+
+
+#: The objective families by ``Operator.objective_family``.
+FAMILIES: dict[str, ObjectiveFamily] = {f.name: f for f in (TweedieFamily(), MaskFamily(), FourierFamily())}
+
+#: Every teacher objective name (``teacher.objective`` without ``auto``).
+OBJECTIVES: tuple[str, ...] = tuple(name for f in FAMILIES.values() for name in f.objectives)
+
+
+def family_of(op) -> ObjectiveFamily:
+    """The :class:`ObjectiveFamily` of an operator (instance or class).
+
+    Raises:
+        ValueError: an ``objective_family`` that is not one of :data:`FAMILIES`.
+    """
+    family = getattr(op, "objective_family", None)
+    if family not in FAMILIES:
+        raise ValueError(f"objective_family {family!r} of operator {getattr(op, 'name', '') or type(op).__name__!r}: allowed {', '.join(FAMILIES)}")
+    return FAMILIES[family]
+
+
 @dataclass(frozen=True)
 class Objective:
     """The denoising objective a run trains its teacher with, and its fake score in Phase II.
 
     Args:
-        name: ``"edm"`` (treats y as clean: the naive baseline), ``"ambient_tweedie"`` (accounts for
-            σ_c, docs/method.md §2.2), ``"ambient_mask"`` (Ambient Diffusion for mask operators, §2.3)
-            or ``"ambient_fourier"`` (its Fourier-space form for multi-coil MRI, §9).
+        name: one of the operator family's objectives (:class:`ObjectiveFamily`): ``"edm"`` (treats y as
+            clean: the naive baseline), ``"ambient_tweedie"`` (accounts for σ_c, docs/method.md §2.2),
+            ``"ambient_mask"`` (Ambient Diffusion for mask operators, §2.3) or ``"ambient_fourier"``
+            (its Fourier-space form for multi-coil MRI, §9).
         measurement: the forward model the data came from (σ_c, and fresh masks for the networks).
         p_mean, p_std: training σ distribution, ln σ ~ N(p_mean, p_std²) (EDM: −1.2, 1.2).
         delta: δ ∈ [0, 1) of the Ambient further corruption Ã = A ⊙ B (``ambient_mask`` only; paper 0.1).
@@ -246,8 +350,8 @@ class Objective:
             a constant factor, docs/method.md §2.2).
 
     Raises:
-        ValueError: unknown name, δ outside [0, 1), or an objective the operator's family does not allow
-            (:data:`FAMILY_OBJECTIVES`).
+        ValueError: δ outside [0, 1), an operator of an unknown family, or an objective its family does
+            not allow.
     """
 
     name: str
@@ -258,21 +362,17 @@ class Objective:
     above_noise: bool = False
 
     def __post_init__(self):
-        if self.name not in OBJECTIVES:
-            raise ValueError(f"unknown teacher objective {self.name!r}; allowed: {', '.join(OBJECTIVES)}")
         if not 0.0 <= self.delta < 1.0:
             raise ValueError(f"delta {self.delta}: must be in [0, 1)")
-        if self.name not in FAMILY_OBJECTIVES[self.measurement.op.objective_family]:
-            raise ValueError(f"objective {self.name!r} does not fit operator {self.measurement.op.name!r}")
+        family = family_of(self.measurement.op)
+        if self.name not in family.objectives:
+            raise ValueError(f"objective {self.name!r} does not fit operator {self.measurement.op.name!r} "
+                             f"(family {family.name}); allowed: {', '.join(family.objectives)}")
 
-    @classmethod
-    def from_preset(cls, preset, measurement: Measurement) -> "Objective":
-        """The preset's objective (:func:`rsd_engine.config.resolve_objective`), its σ distribution
-        (``teacher.p_mean``, ``teacher.p_std``, ``teacher.sigma_sampling``) and δ (:func:`rsd_engine.config.ambient_delta`)."""
-        from .config import ambient_delta, resolve_objective
-
-        t = preset.teacher
-        return cls(resolve_objective(preset), measurement, t.p_mean, t.p_std, ambient_delta(preset), t.sigma_sampling == "above_noise")
+    @property
+    def family(self) -> ObjectiveFamily:
+        """The operator's :class:`ObjectiveFamily`."""
+        return family_of(self.measurement.op)
 
     @property
     def noise_sigma(self) -> float:
@@ -284,7 +384,7 @@ class Objective:
         (:func:`sample_training_sigma`, conditioned on σ > σ_c when ``above_noise``).
 
         ``params`` are the measurements' operator parameters (:meth:`Measurement.frozen`), on y's
-        device: ``ambient_mask`` uses ``"mask"`` (B, 1, H, W), ``ambient_fourier`` ``"mask"`` and
+        device: the mask family uses ``"mask"`` (B, 1, H, W), the Fourier family ``"mask"`` and
         ``"maps"``; ``loss_on`` (``"A"`` for the teacher, ``"A_tilde"`` for the fake score, docs/method.md
         §3.2) applies to those two.
 
@@ -292,23 +392,20 @@ class Objective:
             ValueError: a mask objective without its parameters, or a bad ``loss_on``.
         """
         params = params or {}
-        if self.name in ("ambient_mask", "ambient_fourier") and ("mask" not in params or (self.name == "ambient_fourier" and "maps" not in params)):
-            raise ValueError(f"objective {self.name!r} needs the measurement parameters (objective.loss(net, y, params))")
+        family = self.family
+        missing = [k for k in family.needs if k not in params]
+        if missing:
+            raise ValueError(f"objective {self.name!r} needs the measurement parameters {', '.join(missing)} (objective.loss(net, y, params))")
         floor = self.noise_sigma if self.above_noise else 0.0
         sigma = sample_training_sigma(y.shape[0], self.p_mean, self.p_std, device=y.device, floor=floor)
-        if self.name == "ambient_tweedie":
-            return ambient_tweedie_loss(net, y, self.noise_sigma, sigma=sigma)
-        if self.name == "edm":
-            return edm_loss(net, y, sigma=sigma)
-        if self.name == "ambient_fourier":
-            return ambient_fourier_loss(net, y, self.measurement.op, params, self.noise_sigma, sigma=sigma, loss_on=loss_on)
-        return ambient_mask_loss(net, y, params["mask"], self.noise_sigma, self.delta, sigma=sigma, loss_on=loss_on)
+        return family.loss(self, net, y, params, sigma, loss_on)
 
     def network_condition(self, batch: int, generator: torch.Generator | None = None, device=None) -> Condition | None:
         """A fresh condition for the networks' mask input: measurement parameters drawn like the data's,
-        the mask further corrupted (δ of the surviving pixels erased for inpainting; ``further_lines``
-        lines removed for MRI) (docs/method.md §3.1, §9: the generator and the score networks see a
-        random further-corrupted mask, and for MRI random coil maps); ``None`` when the networks take no mask.
+        the mask further corrupted by the family (δ of the surviving pixels erased for inpainting;
+        ``further_lines`` lines removed for MRI) (docs/method.md §3.1, §9: the generator and the score
+        networks see a random further-corrupted mask, and for MRI random coil maps); ``None`` when the
+        networks take no mask.
 
         Args:
             batch: B.
@@ -322,9 +419,5 @@ class Objective:
         op = self.measurement.op
         if not self.measurement.has_mask:
             return None
-        params = op.sample_params(batch, generator)
-        if self.name == "ambient_fourier":
-            params["mask"] = op.further_mask(params["mask"], generator)
-        else:
-            params["mask"] = further_mask(params["mask"], self.delta, generator)
+        params = self.family.further(self, op.sample_params(batch, generator), generator)
         return op.condition(**params).to(device)

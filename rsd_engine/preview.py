@@ -44,7 +44,7 @@ def preview_rows(preset, measurement: Measurement, n: int = 16) -> dict[str, tor
 
     Args:
         preset: a validated :class:`rsd_engine.config.Preset` (where the clean images come from).
-        measurement: the preset's forward model (:meth:`Measurement.from_preset`).
+        measurement: the preset's forward model (:func:`rsd_engine.assembly.build_measurement`).
         n: number of images ≥ 1 (fewer if the evaluation split is smaller).
 
     Returns:

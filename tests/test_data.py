@@ -8,6 +8,7 @@ import pytest
 import torch
 from PIL import Image
 
+from rsd_engine import assembly
 from rsd_engine import config as cfg
 from rsd_engine.data import CorruptedDataset, DataError, IndexStream, read_images, training_measurements
 from rsd_engine.measurement import Measurement
@@ -142,7 +143,7 @@ def test_index_stream_shards_global_batch_across_processes():
 
 
 def test_training_measurements_from_fashion_mnist(tiny_preset):
-    ds = training_measurements(tiny_preset, Measurement.from_preset(tiny_preset))
+    ds = training_measurements(tiny_preset, assembly.build_measurement(tiny_preset))
     assert len(ds) == 128
     y, _ = ds.measurements([0])
     assert y.shape == (1, 1, 32, 32)
@@ -151,4 +152,4 @@ def test_training_measurements_from_fashion_mnist(tiny_preset):
 def test_fashion_mnist_source_with_custom_path_in_preset(tmp_path):
     _write_idx(tmp_path / "train-images-idx3-ubyte.gz", np.zeros((3, 28, 28)))
     p = cfg.loads(f'[data]\npath = "{tmp_path}"\n')
-    assert len(training_measurements(p, Measurement.from_preset(p))) == 3
+    assert len(training_measurements(p, assembly.build_measurement(p))) == 3

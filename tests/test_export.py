@@ -17,6 +17,7 @@ from PIL import Image
 from safetensors.torch import load_file, safe_open
 from safetensors.torch import save_file
 
+from rsd_engine import assembly
 from rsd_engine import config as cfg
 from rsd_engine.checkpoints import load_checkpoint, load_network, save_checkpoint
 from rsd_engine.cli import main
@@ -81,17 +82,15 @@ def test_checkpoints_store_the_diffusers_config_and_old_checkpoints_still_load(t
 
 
 def test_distillation_refuses_a_teacher_of_another_network(tmp_path, finished_run):
-    from rsd_engine.measurement import Measurement
-    from rsd_engine.objectives import Objective
     from rsd_engine.training import rsd_stage
 
     run = finished_run(tmp_path / "run")
     wider = cfg.loads(TINY_PRESET, ["network.block_out_channels=[16, 48]"])
-    objective = Objective.from_preset(wider, Measurement.from_preset(wider))
+    objective = assembly.build_objective(wider, assembly.build_measurement(wider))
     with pytest.raises(ValueError, match=r"block_out_channels.*\[16, 32\].*\[16, 48\]"):
         rsd_stage(wider, run.checkpoint("teacher-final"), objective, lambda *a: None)
     same = cfg.loads(TINY_PRESET)
-    assert rsd_stage(same, run.checkpoint("teacher-final"), Objective.from_preset(same, Measurement.from_preset(same)), lambda *a: None).name == "distill"
+    assert rsd_stage(same, run.checkpoint("teacher-final"), assembly.build_objective(same, assembly.build_measurement(same)), lambda *a: None).name == "distill"
 
 
 def test_mask_pipeline_needs_the_mask_and_equals_the_engine(tmp_path):

@@ -7,6 +7,7 @@ from __future__ import annotations
 import pytest
 import torch
 
+from rsd_engine import assembly
 from rsd_engine import config
 from rsd_engine.distill import fake_score_loss, generator_loss
 from rsd_engine.generate import ModelSampler
@@ -153,7 +154,7 @@ def test_preset_errors_name_the_field():
         with pytest.raises(config.PresetError, match=field):
             config.loads(base, [override])
     p = config.loads(base, ["corruption.multicoil_mri.acceleration=2"])
-    assert config.resolve_objective(p) == "ambient_fourier" and p.corruption.multicoil_mri.acceleration == 2
+    assert assembly.resolve_objective(p) == "ambient_fourier" and p.corruption.multicoil_mri.acceleration == 2
 
 
 # ------------------------------------------------------------------------------ networks and objective

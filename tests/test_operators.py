@@ -6,6 +6,7 @@ from __future__ import annotations
 import pytest
 import torch
 
+from rsd_engine import assembly
 from rsd_engine import config
 from rsd_engine.measurement import Measurement
 from rsd_engine.operators import (
@@ -14,7 +15,6 @@ from rsd_engine.operators import (
     GaussianBlur,
     RandomInpainting,
     SuperResolution,
-    build_operator,
     further_mask,
 )
 from rsd_engine.operators.blur import gaussian_kernel, reflect_pad_adjoint
@@ -249,27 +249,27 @@ def test_sr_refuses_bad_factor():
 
 
 def _preset(text: str):
-    return config.loads(text)
+    return assembly.loads(text)
 
 
 def _problems(text: str) -> dict[str, str]:
     with pytest.raises(config.PresetError) as err:
-        config.loads(text)
+        assembly.loads(text)
     return dict(err.value.problems)
 
 
 def test_build_operator_passes_operator_table():
     p = _preset('[corruption]\noperator = "gaussian_blur"\n[corruption.gaussian_blur]\nkernel_size = 5\nstd = 1.5\n')
-    op = build_operator(p)
+    op = assembly.build_operator(p)
     assert isinstance(op, GaussianBlur) and op.kernel_size == 5 and op.std == 1.5
     p = _preset('[corruption]\noperator = "random_inpainting"\n[corruption.random_inpainting]\np = 0.9\ndelta = 0.2\n')
-    op = build_operator(p)
+    op = assembly.build_operator(p)
     assert op.p == 0.9 and not hasattr(op, "delta")  # δ is the objective's setting, not part of A
-    assert config.ambient_delta(p) == 0.2 and config.operator_params(p) == {"p": 0.9}
+    assert assembly.ambient_delta(p) == 0.2 and assembly.operator_params(p) == {"p": 0.9}
     p = _preset('[data]\nresolution = 32\n[corruption]\noperator = "box_inpainting"\n')
-    assert build_operator(p).box_size == 16
+    assert assembly.build_operator(p).box_size == 16
     p = _preset('[corruption]\noperator = "super_resolution"\n[corruption.super_resolution]\nfactor = 4\nupsample = "bicubic"\n')
-    op = build_operator(p)
+    op = assembly.build_operator(p)
     assert op.factor == 4 and op.upsample == "bicubic"
     # the effective preset round-trips through TOML
     assert config.loads(config.dumps(p)) == p
@@ -314,12 +314,12 @@ def test_cross_field_operator_rules():
 
 def test_mask_operators_resolve_to_ambient_mask():
     for op in ("random_inpainting", "box_inpainting"):
-        assert config.resolve_objective(_preset(f'[corruption]\noperator = "{op}"\n')) == "ambient_mask"
-        assert config.resolve_objective(_preset(f'[corruption]\noperator = "{op}"\n[teacher]\nobjective = "ambient_mask"\n')) == "ambient_mask"
+        assert assembly.resolve_objective(_preset(f'[corruption]\noperator = "{op}"\n')) == "ambient_mask"
+        assert assembly.resolve_objective(_preset(f'[corruption]\noperator = "{op}"\n[teacher]\nobjective = "ambient_mask"\n')) == "ambient_mask"
         pr = _problems(f'[corruption]\noperator = "{op}"\n[teacher]\nobjective = "edm"\n')
         assert "teacher.objective" in pr and "ambient_mask" in pr["teacher.objective"]
     for op in ("gaussian_blur", "super_resolution"):
-        assert config.resolve_objective(_preset(f'[corruption]\noperator = "{op}"\n')) == "ambient_tweedie"
+        assert assembly.resolve_objective(_preset(f'[corruption]\noperator = "{op}"\n')) == "ambient_tweedie"
         pr = _problems(f'[corruption]\noperator = "{op}"\n[teacher]\nobjective = "ambient_mask"\n')
         assert "teacher.objective" in pr
 
@@ -341,10 +341,10 @@ def test_preview_grid_rows(name, tmp_path):
     from rsd_engine.preview import preview_grid, preview_rows
 
     p = _preset(f'[data]\nresolution = 16\n[network]\nblock_out_channels = [8]\nnorm_groups = 4\n[corruption]\noperator = "{name}"\n')
-    rows = preview_rows(p, Measurement.from_preset(p), 3)
+    rows = preview_rows(p, assembly.build_measurement(p), 3)
     assert rows["clean"].shape == rows["measurement"].shape == rows["adjoint"].shape == (3, 1, 16, 16)
     out = tmp_path / "preview.png"
-    img = preview_grid(p, Measurement.from_preset(p), 3, out)
+    img = preview_grid(p, assembly.build_measurement(p), 3, out)
     assert out.exists() and img.size == (3 * 17 + 1, 3 * 17 + 1) and img.mode == "L"
     # deterministic: the same preset gives the same grid
-    assert preview_grid(p, Measurement.from_preset(p), 3).tobytes() == img.tobytes()
+    assert preview_grid(p, assembly.build_measurement(p), 3).tobytes() == img.tobytes()

@@ -16,13 +16,12 @@ import pytest
 import tomli
 import torch
 
+from rsd_engine import assembly
 from rsd_engine import config as cfg
 from rsd_engine.data import check_data, training_measurements
 from rsd_engine.data.sources import DataError
 from rsd_engine.generate import ModelSampler
-from rsd_engine.measurement import Measurement
 from rsd_engine.networks import EDMPrecond
-from rsd_engine.objectives import Objective
 from rsd_engine.runs import GENERATOR
 
 BASE = """
@@ -168,7 +167,7 @@ def _given(data, field: str) -> bool:
 
 def _validate(data: dict):
     """What ``rsd-engine validate`` checks: the schema, this machine (paths, memory) and the data headers."""
-    preset = cfg.from_dict(data)
+    preset = assembly.check(cfg.from_dict(data))
     cfg.check_here(preset)
     check_data(preset)
     return preset
@@ -176,9 +175,9 @@ def _validate(data: dict):
 
 def _first_steps(preset) -> None:
     """What a run builds before its first step, one loss on two frozen measurements, one generator sample."""
-    measurement = Measurement.from_preset(preset)
+    measurement = assembly.build_measurement(preset)
     data = training_measurements(preset, measurement)
-    objective = Objective.from_preset(preset, measurement)
+    objective = assembly.build_objective(preset, measurement)
     sampler = ModelSampler.from_preset(preset, objective)
     torch.manual_seed(0)
     net = EDMPrecond.from_preset(preset, measurement.op.cond_channels, measurement.op.cond_kind)
@@ -219,7 +218,7 @@ def test_preset_mutations_are_refused_by_field_or_run(fuzz_files, one_thread):
             assert "data." in str(e), (label, str(e))
             refused.append(label)
             continue
-        assert cfg.loads(cfg.dumps(preset)) == preset, label  # the frozen preset of the run reads back
+        assert assembly.loads(assembly.frozen_text(preset)) == preset, label  # the frozen preset of the run reads back
         _first_steps(preset)
         accepted.append(label)
     assert len(refused) >= 40 and len(accepted) >= 10, (accepted, refused)

@@ -7,10 +7,9 @@ import json
 
 import pytest
 
+from rsd_engine import assembly
 from rsd_engine import config as cfg
 from rsd_engine.generate import ModelSampler
-from rsd_engine.measurement import Measurement
-from rsd_engine.objectives import Objective
 from rsd_engine.runs import MODELS, RunDir, default_run_folder, is_valid_name, parse_snapshot, snapshot_name
 from rsd_engine.seeding import epoch_seed, item_generator, step_seed
 
@@ -97,7 +96,7 @@ def test_seed_rules_keep_their_values():
 def test_truncation_is_derived_in_one_place(sigma_c, stop, truncated):
     overrides = [f"corruption.noise_sigma={sigma_c}"] + ([f"eval.stop_sigma={stop}"] if stop is not None else [])
     preset = cfg.loads("", overrides)
-    sampler = ModelSampler.from_preset(preset, Objective.from_preset(preset, Measurement.from_preset(preset)))
+    sampler = ModelSampler.from_preset(preset, assembly.build_objective(preset, assembly.build_measurement(preset)))
     assert sampler.truncated is truncated
     assert sampler.truncation_sigma == (stop if stop is not None else sigma_c)
     assert ("teacher-truncated" in sampler.models()) is truncated and sampler.models()[-1] == "generator"

@@ -35,7 +35,7 @@ import torch.nn.functional as F
 from ..operators.coils import espirit_maps
 from ..operators.fourier import ifft2c, to_channels
 from ..seeding import MRI_PHASE_SEED, item_generator, mix_seed
-from .sources import DataError
+from .errors import DataError
 
 __all__ = [
     "NIFTI_DIR",

@@ -18,6 +18,9 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
+from .errors import DataError
+from .mri import fastmri_slices, mri_identity, nifti_slices
+
 __all__ = ["DataError", "FASHION_MNIST_DIR", "IMAGE_SUFFIXES", "MRI_SOURCES", "check_npz", "read_images", "source_identity"]
 
 FASHION_MNIST_DIR = Path("/usr/share/datasets/fashion-mnist")
@@ -26,10 +29,6 @@ IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".webp"}
 _NPZ_KEYS = ("images", "x", "arr_0")
 #: Sources of complex MRI slices (:mod:`rsd_engine.data.mri`), read as float32 (re, im) channels.
 MRI_SOURCES = ("mri-nifti", "fastmri")
-
-
-class DataError(ValueError):
-    """A dataset file or folder is missing or malformed; the message names the path and what is expected."""
 
 
 def _read_idx_images(path: Path) -> np.ndarray:
@@ -199,8 +198,6 @@ def read_images(source: str, path: str | None, split: str, channels: int, resolu
     if split not in ("train", "test"):
         raise DataError(f"split {split!r}: allowed train, test")
     if source in MRI_SOURCES:
-        from .mri import fastmri_slices, nifti_slices
-
         if channels != 2:
             raise DataError(f"data.channels {channels}: the {source} source gives complex images, allowed: 2")
         images = nifti_slices(path, split, resolution) if source == "mri-nifti" else fastmri_slices(path, resolution)
@@ -226,8 +223,6 @@ def source_identity(source: str, path: str | None, split: str) -> str:
     """A string naming a collection for cache keys: source, resolved path, split, file size and mtime
     (for the MRI sources every file, and the slicing rules' version: :func:`rsd_engine.data.mri.mri_identity`)."""
     if source in MRI_SOURCES:
-        from .mri import mri_identity
-
         return mri_identity(source, path, split)
     if source == "fashion-mnist":
         p = (Path(path) if path else FASHION_MNIST_DIR) / _FMNIST_FILES.get(split, "")

@@ -9,11 +9,7 @@ from typing import ClassVar
 import torch
 from torch import nn
 
-__all__ = ["Operator", "Condition", "FAMILY_OBJECTIVES"]
-
-#: The teacher objectives (docs/method.md §2, §9) each ``Operator.objective_family`` allows; the first is
-#: the one ``teacher.objective = "auto"`` picks.
-FAMILY_OBJECTIVES = {"tweedie": ("ambient_tweedie", "edm"), "mask": ("ambient_mask",), "fourier": ("ambient_fourier",)}
+__all__ = ["Operator", "Condition"]
 
 
 @dataclass(frozen=True)
