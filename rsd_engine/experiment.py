@@ -88,7 +88,9 @@ class Experiment:
     def distill(self) -> None:
         """Phase II (docs/method.md §3): RSD from the teacher EMA; writes ``generator-final``. First the
         teacher's live-FID baseline that the generator's live FIDs are compared with
-        (:meth:`rsd_engine.evaluation.Evaluation.teacher_baseline`).
+        (:meth:`rsd_engine.evaluation.Evaluation.teacher_baseline`), then, on a fresh start, the live
+        evaluation (grid, live FID) of the initialised generator at 0 kimg, so the race starts where
+        RSD starts.
 
         Raises:
             StopRequested: after SIGTERM/SIGINT, with ``distill-latest`` written.
@@ -98,11 +100,19 @@ class Experiment:
             self.run.write_status(stage="distill")
         stage = rsd_stage(self.preset, self.teacher_final(), self.objective, self.evaluation.live, self.acc.device)
         self.evaluation.teacher_baseline()
+        if not checkpoint_exists(self.run.latest(stage.name)) and not self._evaluated_at_start(stage.name):
+            stage.evaluate(0, 0.0)  # the initialised generator (a copy of the teacher EMA) at 0 kimg: where RSD starts
         self.runner.run(stage)
 
-    def evaluate(self, models: tuple[str, ...] = MODELS) -> dict:
-        """Final evaluation of ``models`` into metrics.json (:meth:`rsd_engine.evaluation.Evaluation.final`)."""
-        return self.evaluation.final(models)
+    def _evaluated_at_start(self, stage: str) -> bool:
+        """Whether the live evaluation at 0 kimg of ``stage`` is already in events.jsonl (a resume
+        before the stage's first checkpoint does not measure it twice)."""
+        return any(e.get("stage") == stage and e.get("kind") == "grid" and e.get("kimg") == 0 for e in self.run.read_events())
+
+    def evaluate(self, models: tuple[str, ...] = MODELS, reuse: bool = True) -> dict:
+        """Final evaluation of ``models`` into metrics.json (:meth:`rsd_engine.evaluation.Evaluation.final`;
+        ``reuse=False`` computes every FID again)."""
+        return self.evaluation.final(models, reuse)
 
     def run_all(self) -> None:
         """Teacher (unless already final or given), distillation (unless final), evaluation of

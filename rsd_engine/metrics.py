@@ -38,6 +38,7 @@ __all__ = [
     "TooFewSamples",
     "find_fid_weights",
     "InceptionFeatures",
+    "FEATURES_VERSION",
     "load_feature_network",
     "extract_features",
     "fid_from_features",
@@ -146,7 +147,9 @@ class InceptionFeatures(nn.Module):
     """TF-Inception pool3 features for uint8 images, usable as torchmetrics' ``feature=`` module.
 
     Input (N, C, H, W) uint8 with C ∈ {1, 3} (grey is replicated to RGB); bilinear resize to
-    299×299 in float, scaled (u − 128)/128, TorchScript forward. Output (N, 2048) float32.
+    299×299 in float, scaled (u − 128)/128, TorchScript forward on a channels_last input (faster on CPU
+    than contiguous NCHW, benchmarks/bench_features.py; features equal to float32 rounding).
+    Output (N, 2048) float32.
 
     Args:
         weights: path of the TorchScript file (see :func:`find_fid_weights`).
@@ -173,8 +176,12 @@ class InceptionFeatures(nn.Module):
         if x.shape[-2:] != (299, 299):
             x = F.interpolate(x, size=(299, 299), mode="bilinear", align_corners=False)
         x = (x - 128.0) / 128.0
-        return self.net(x).to(torch.float32)
+        return self.net(x.contiguous(memory_format=torch.channels_last)).to(torch.float32)
 
+
+#: Changes whenever the computation of features changes in its last bits (e.g. the memory layout of the
+#: network's input), so that cached reference features and new sample features come from the same one.
+FEATURES_VERSION = "channels_last"
 
 _NETWORKS: dict[str, InceptionFeatures] = {}
 
@@ -344,7 +351,7 @@ def cached_features(identity: str, images_fn, net: InceptionFeatures, cache_dir:
         StopRequested: ``stop()`` said so; nothing is cached.
     """
     cache_dir = Path(cache_dir) if cache_dir else default_cache_dir()
-    key = hashlib.sha256(f"{identity}|{_file_fingerprint(net.weights)}".encode()).hexdigest()[:24]
+    key = hashlib.sha256(f"{identity}|{_file_fingerprint(net.weights)}|{FEATURES_VERSION}".encode()).hexdigest()[:24]
     path = cache_dir / f"features-{key}.npy"
     if path.is_file():
         return torch.from_numpy(np.load(path))

@@ -351,6 +351,8 @@ class RunDir:
 
     def __init__(self, path: str | Path):
         self.path = Path(path)
+        #: called with every event after it is written (the run's trackers, :mod:`rsd_engine.trackers`)
+        self.on_event: Callable[[dict], None] | None = None
 
     preset_path = property(lambda self: self.path / "preset.toml")
     status_path = property(lambda self: self.path / "status.json")
@@ -462,8 +464,9 @@ class RunDir:
         """Append one event line ``{"time", "stage", "kind", **fields}`` to events.jsonl and return it.
 
         Kinds used by the engine: ``progress`` (losses, kimg, it/s, train_seconds), ``fid`` (live FID
-        with n), :data:`TEACHER_BASELINE`, :data:`GENERATOR_BEATS_TEACHER`, ``checkpoint``, ``grid``,
-        ``metrics``, ``stopped``. Non-finite numbers (a NaN loss) are
+        with n), :data:`TEACHER_BASELINE`, :data:`GENERATOR_BEATS_TEACHER`, ``checkpoint`` (with its
+        seconds), ``grid``, ``metrics``, ``stopped``, ``timing`` (seconds of a part of the run,
+        :mod:`rsd_engine.timing`). Non-finite numbers (a NaN loss) are
         written as ``null`` so every line stays valid JSON.
         """
         event = _finite({"time": round(time.time(), 3), "stage": stage, "kind": kind, **fields})
@@ -471,6 +474,8 @@ class RunDir:
         with open(self.events_path, "a", encoding="utf-8") as f:
             f.write(line)
             f.flush()
+        if self.on_event is not None:
+            self.on_event(event)
         return event
 
     def read_events(self) -> list[dict]:

@@ -271,9 +271,12 @@ class StageRunner:
             self._after_step(stage, ctx, saved, before, images_seen, done, stop, report)
         report.close()
         if self.main:
+            started = time.perf_counter()
             state = {"stage": stage.name, "images_seen": images_seen, "train_seconds": report.train_seconds, **stage.final_state}
             save_checkpoint(self.run_dir.checkpoint(stage.final_checkpoint), {n: e.module for n, e in stage.emas.items()},
                             state, self.preset_toml)
+            self.run_dir.append_event(stage.name, "checkpoint", kimg=images_seen / 1000, name=stage.final_checkpoint,
+                                      seconds=round(time.perf_counter() - started, 3))
         acc.wait_for_everyone()
         return images_seen
 
@@ -363,10 +366,11 @@ class StageRunner:
 
     def _save_latest(self, stage: Stage, networks: dict, optimizers: dict, images_seen: int, train_seconds: float) -> None:
         if self.main:
+            started = time.perf_counter()
             name = self.run_dir.latest(stage.name).name
             state = {"stage": stage.name, "images_seen": images_seen, "train_seconds": train_seconds, **self.state}
             save_checkpoint(self.run_dir.latest(stage.name), networks, state, self.preset_toml, optimizers)
-            self.run_dir.append_event(stage.name, "checkpoint", kimg=images_seen / 1000, name=name)
+            self.run_dir.append_event(stage.name, "checkpoint", kimg=images_seen / 1000, name=name, seconds=round(time.perf_counter() - started, 3))
         self.accelerator.wait_for_everyone()
 
     def _report(self, stage: Stage, values: dict, images_seen: int, total: int, rates: tuple[float, float]) -> None:

@@ -60,9 +60,10 @@ def test_tiny_run_end_to_end_then_sample_and_deterministic_evaluate(preset_file,
 
     first = metrics["generator"]
     (run.samples / "generator.png").unlink()
-    assert main(["evaluate", str(out), "--models", "generator"]) == 0
+    assert main(["evaluate", str(out), "--models", "generator", "--recompute"]) == 0
     again = RunDir(out).read_metrics()
     assert again["generator"]["fid"] == first["fid"] and again["generator"]["kid"] == first["kid"]  # same weights, n, seeds
+    assert "reused_from" not in again["generator"] and again["generator"]["eval_key"] == first["eval_key"]
     assert again["teacher-full"] == metrics["teacher-full"]  # records of other models are kept
     assert (run.samples / "generator.png").is_file()
 

@@ -24,8 +24,11 @@ def _overrides(items):
 
 
 def test_baseline_crossing_and_summary_are_consistent(preset_file, tmp_path):
+    """One tiny run with live FID and ``run.trackers = ["tensorboard"]``: the race (teacher baseline,
+    the generator's live FID from 0 kimg of distillation, the first crossing, the summary) and the
+    TensorBoard event files, read with TensorBoard's own reader."""
     out = tmp_path / "run"
-    assert main(["run", str(preset_file), "--out", str(out), *_overrides(LIVE)]) == 0
+    assert main(["run", str(preset_file), "--out", str(out), *_overrides([*LIVE, 'run.trackers=["tensorboard"]'])]) == 0
     run = RunDir(out)
     events = run.read_events()
     base = teacher_baseline(events)
@@ -34,7 +37,10 @@ def test_baseline_crossing_and_summary_are_consistent(preset_file, tmp_path):
     assert base is not None and base["n"] == 4 and base["fid"] == teacher_fids[-1]["fid"]
     assert base["model"] == "teacher-truncated" and "teacher stage" in base["source"]
     gen = [e for e in events if e["kind"] == "fid" and e["stage"] == "distill"]
-    assert len(gen) == 2 and all(e["train_seconds"] > 0 for e in gen)
+    # the initialised generator is measured at 0 kimg, before any update (where RSD starts)
+    assert [e["kimg"] for e in gen] == [0, 0.016, 0.032] and gen[0]["train_seconds"] == 0
+    assert all(e["train_seconds"] > 0 for e in gen[1:])
+    _assert_tensorboard(out, teacher_fids, gen)
     below = [e for e in gen if e["fid"] < base["fid"]]
     crossing = first_crossing(events)
     status = run.read_status()
@@ -52,6 +58,22 @@ def test_baseline_crossing_and_summary_are_consistent(preset_file, tmp_path):
     assert final["generator_better"] == (final["generator_fid"] < final["teacher_fid"])
     progress = [e["train_seconds"] for e in events if e["kind"] == "progress" and e["stage"] == "distill"]
     assert progress == sorted(progress) and progress[-1] > 0
+
+
+def _assert_tensorboard(out, teacher_fids, gen):
+    """The run's TensorBoard files hold the teacher loss, both live FIDs (n in the tag) on one axis
+    of images seen since the run started (distillation after the teacher's 64 images), and grids."""
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    acc = EventAccumulator(str(out / "trackers" / "tensorboard"), size_guidance={"scalars": 0, "images": 0})
+    acc.Reload()
+    tags = acc.Tags()
+    assert {"teacher/loss", "distill/loss_generator", "distill/loss_fake_score", "live_fid/teacher-truncated_n4",
+            "live_fid/generator_n4", "live_kid/generator_n4"} <= set(tags["scalars"]), tags["scalars"]
+    assert [round(e.value, 3) for e in acc.Scalars("live_fid/generator_n4")] == [round(e["fid"], 3) for e in gen]
+    assert [e.step for e in acc.Scalars("live_fid/generator_n4")] == [64, 80, 96]
+    assert [e.step for e in acc.Scalars("live_fid/teacher-truncated_n4")] == [round(e["kimg"] * 1000) for e in teacher_fids]
+    assert "samples/generator" in tags["images"] and "samples/teacher-truncated" in tags["images"]
 
 
 def test_baseline_of_a_given_teacher_is_read_from_its_run_or_computed_and_the_same(preset_file, tmp_path):

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from rsd_engine.runs import RunDir
+from rsd_engine.runs import RACE, RunDir
 
 from workbench import preset_edit as pe
 from workbench import run_reader
@@ -40,6 +40,7 @@ TINY = {
     "eval.psnr_n": "0",
     "eval.teacher_steps": "3",
     "eval.reference_n": "2",
+    "eval.models": '["teacher-full", "teacher-truncated", "generator"]',  # the quickstart leaves teacher-full out
 }
 
 # --------------------------------------------------------------------------------------------
@@ -297,10 +298,10 @@ def test_run_reader_table_plots_gallery_metrics(tmp_path):
     assert row["state"] == "running" and row["images_per_s"] == 20
     frame = run_reader.runs_frame([row])
     assert list(frame.iloc[0][["state", "stage", "progress", "images seen (kimg)", "ETA"]]) == ["running", "distill", "50 %", "1.5 / 3", "2 min"]
-    frames = run_reader.plot_frames(RunDir(run).read_events())
-    assert list(frames["fid"]["series"]) == ["teacher-truncated FID (n=64)"]
-    assert set(frames["distill_loss"]["series"]) == {"fake-score loss", "generator loss"}
-    assert len(frames["throughput"]) == 2
+    points = run_reader.run_points(RunDir(run).read_events())
+    assert {p["series"] for p in points if p["plot"] == "fid"} == {"teacher-truncated (n=64)"}
+    assert {p["series"] for p in points if p["plot"] == "loss" and p["series"] != "teacher loss"} == {"fake-score loss", "generator loss"}
+    assert len([p for p in points if p["plot"] == "throughput"]) == 2
     assert run_reader.snapshots(run) == [0, 1]
     latest = run_reader.gallery_paths(run)
     assert latest["generator"].name == "generator.png" and latest["teacher-full"] is None
@@ -776,3 +777,73 @@ def test_client_preview_of_an_mri_preset_shows_kspace_and_magnitudes(served):
     with Image.open(path) as im:
         assert im.size == (4 * 65 + 1, 4 * 65 + 1) and im.mode == "L"
     assert "k-space line mask" in info and "simulated" in info and "mri-nifti" in info and "2 channel" in info
+
+
+def test_compare_page_puts_runs_on_one_global_axis(tmp_path):
+    """The Live plots tab's page, without Gradio: three runs in one FID plot, the distillation after
+    the teacher on the kimg axis (boundary marked), a one-point series drawn with a marker, the
+    teacher baseline as a line per run, log scale and smoothing of losses, the comparison table and
+    the preset differences."""
+    from workbench.ui.plots_view import page
+
+    runs = tmp_path / "runs"
+    for i, name in enumerate(("a", "b", "c")):
+        run = runs / name
+        run.mkdir(parents=True)
+        (run / "preset.toml").write_text(f'[corruption]\noperator = "identity"\nnoise_sigma = {0.1 * (i + 1):.1f}\n[distill]\nkimg = 2\n')
+        events = [
+            {"time": 100.0, "stage": "teacher", "kind": "progress", "kimg": 1.0, "loss": 2.0, "images_per_s": 50},
+            {"time": 160.0, "stage": "teacher", "kind": "progress", "kimg": 2.0, "loss": 1.0, "images_per_s": 50},
+            {"time": 170.0, "stage": "teacher", "kind": "fid", "model": "teacher-truncated", "fid": 80.0, "n": 16, "kimg": 2.0},
+            {"time": 171.0, "stage": "distill", "kind": "teacher_baseline", "model": "teacher-truncated", "fid": 80.0, "n": 16},
+            {"time": 172.0, "stage": "distill", "kind": "fid", "model": "generator", "fid": 90.0 - i, "n": 16, "kimg": 0.0},
+        ]
+        if name != "c":  # run c has one generator point only
+            events.append({"time": 220.0, "stage": "distill", "kind": "fid", "model": "generator", "fid": 70.0, "n": 16, "kimg": 1.0})
+        (run / "events.jsonl").write_text("".join(json.dumps(e) + "\n" for e in events))
+        (run / "status.json").write_text(json.dumps({"state": "done"}))
+        (run / "metrics.json").write_text(json.dumps({"teacher-truncated": {"fid": 50.0, "n": 16}, "generator": {"fid": 45.0, "n": 16},
+                                                      RACE: {"teacher_model": "teacher-truncated", "final": {"ratio": 0.9}}}))
+    wb = Workbench(runs, tmp_path / "presets", SHIPPED, engine_cmd=["true"])
+    try:
+        shown = page(wb, "a", ["b", "c"], "images seen (kimg)", True, 0.6)
+        fid = shown["fid"]
+        gen = {t.name: t for t in fid.data if "generator (n=16)" in t.name and "target" not in t.name}
+        assert set(gen) == {"a · generator (n=16)", "b · generator (n=16)", "c · generator (n=16)"}
+        assert list(gen["a · generator (n=16)"].x) == [2.0, 3.0]  # distillation after the teacher's 2 kimg
+        assert list(gen["c · generator (n=16)"].x) == [2.0] and "markers" in gen["c · generator (n=16)"].mode
+        targets = [t for t in fid.data if "target" in t.name]
+        assert len(targets) == 3 and all(list(t.y) == [80.0, 80.0] for t in targets)
+        assert any(s.type == "line" and s.x0 == 2.0 for s in fid.layout.shapes)  # distillation starts
+        loss = shown["loss"]
+        assert loss.layout.yaxis.type == "log"
+        teacher = next(t for t in loss.data if t.name == "a · teacher loss")
+        assert list(teacher.y) == pytest.approx([2.0, (0.6 * 0.4 * 2.0 + 0.4 * 1.0) / (1 - 0.36)])
+        minutes = page(wb, "a", [], "wall-clock minutes", False, 0.0)["fid"]
+        assert list(next(t for t in minutes.data if t.name == "generator (n=16)").x) == pytest.approx([72 / 60, 120 / 60])
+        table = shown["table"]
+        assert list(table["run"]) == ["a", "b", "c"] and list(table["σ"]) == ["0.1", "0.2", "0.3"]
+        assert list(table.iloc[0][["teacher FID (n)", "generator FID (n)", "ratio"]]) == ["50.00 (n=16)", "45.00 (n=16)", "0.900"]
+        assert shown["diff"].values.tolist() == [["corruption.noise_sigma", "0.1", "0.2"]]
+    finally:
+        wb.close()
+
+
+def test_finished_run_row_and_verdict_row_say_what_they_mean(tmp_path):
+    """A finished run's row gives its final FIDs (with n and the verdict) and its duration; the metrics
+    table's verdict row keeps the ratio out of the KID column; a teacher's blank proximal FID says why."""
+    run = tmp_path / "done-run"
+    run.mkdir()
+    (run / "preset.toml").write_text("")
+    (run / "workbench.json").write_text(json.dumps({"launched": 1000.0}))
+    (run / "status.json").write_text(json.dumps({"state": "done", "stage": "evaluate", "updated": 1000.0 + 5400}))
+    final = {"generator_fid": 12.1, "teacher_fid": 13.4, "n": 150, "ratio": 0.903, "generator_better": True}
+    metrics = {"teacher-truncated": {"fid": 13.4, "n": 150}, "generator": {"fid": 12.1, "n": 150, "proximal_fid": 9.0},
+               RACE: {"teacher_model": "teacher-truncated", "final": final}}
+    (run / "metrics.json").write_text(json.dumps(metrics))
+    frame = run_reader.runs_frame([run_reader.run_row(run)])
+    assert list(frame.iloc[0][["final FID", "duration"]]) == ["generator 12.1 vs teacher 13.4 (n=150) ✓", "1 h 30 min"]
+    table = run_reader.metrics_frame(run_reader.metrics_rows("done-run", metrics), drop_empty=False)
+    verdict = table[table["model"] == "generator vs teacher-truncated"].iloc[0]
+    assert verdict["KID ×10³"] == "" and verdict["note"].startswith("ratio 0.903")
+    assert table[table["model"] == "teacher-truncated"].iloc[0]["proximal FID"] == "generator only"

@@ -9,6 +9,8 @@ three main views under the test's output folder.
 from __future__ import annotations
 
 import socket
+import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -141,5 +143,198 @@ def test_browser_phone_shows_every_tab_the_whole_preset_name_and_a_read_only_sav
             page.wait_for_function("() => !document.querySelector('#preset-save').disabled", timeout=20_000)
             browser.close()
     finally:
+        demo.close()
+        wb.close()
+
+
+def _serve(tmp_path, **kwargs):
+    """The workbench on a free loopback port: ``(demo, workbench, url)``."""
+    from workbench.app import create_app, launch_kwargs
+
+    demo, wb = create_app(tmp_path / "runs", tmp_path / "presets", REPO / "presets", **kwargs)
+    port = _free_port()
+    demo.queue().launch(prevent_thread_lock=True, quiet=True, **launch_kwargs(wb, "127.0.0.1", port))
+    return demo, wb, f"http://127.0.0.1:{port}/"
+
+
+def _type_into(page, selector: str, text: str) -> None:
+    """Select a field's content and type ``text`` key by key, as a person does (a number box drops
+    letters it cannot read, which ``fill`` would refuse to do)."""
+    page.locator(selector).click()
+    page.keyboard.press("Control+A")
+    page.keyboard.press("Backspace")
+    if text:
+        page.keyboard.type(text)
+
+
+def _leaving_asks(page) -> bool:
+    """Whether leaving or reloading the page now would ask first (what the page's beforeunload guard
+    asks; a synthetic beforeunload event would also end Gradio's connection)."""
+    return page.evaluate("() => window.rsdUnsavedEdits()")
+
+
+def test_browser_form_never_shows_valid_for_what_the_toml_does_not_hold(tmp_path):
+    """Trust defects of the Presets form, on one page load: letters or an empty value in a number
+    field is an error on that field and keeps the TOML's key (no "Valid preset"); an unreadable list
+    is never shown beside "Valid preset"; a fixed value's error goes away; Launch refuses while the
+    form holds a value the TOML does not; picking another preset or leaving the page with unsaved
+    edits asks first; after Save as new the Runs tab no longer speaks of unsaved edits."""
+    demo, wb, url = _serve(tmp_path)
+    shots = tmp_path / "screenshots"
+    shots.mkdir()
+    try:
+        with playwright_api.sync_playwright() as p:
+            browser = p.chromium.launch(executable_path=str(CHROMIUM), args=ARGS)
+            page = browser.new_page(viewport={"width": 1400, "height": 900})
+            page.goto(url)
+            page.wait_for_selector("#preset-editor .cm-content", timeout=120_000)
+            validation = page.locator("#preset-validation")
+            validation.get_by_text("Valid preset").wait_for(timeout=20_000)
+            page.wait_for_function("() => typeof window.rsdUnsavedEdits === 'function'", timeout=20_000)
+            assert not _leaving_asks(page)
+            before = _editor_text(page)
+            kimg_line = next(line for line in before.splitlines() if line.strip().startswith("kimg"))
+
+            # defect 1: letters in a number field, then an emptied one
+            page.locator("#section-teacher").get_by_text("Teacher (phase I)").first.click()
+            page.locator("#field-teacher-kimg input").wait_for(timeout=10_000)
+            for typed in ("abc", ""):
+                _type_into(page, "#field-teacher-kimg input", typed)
+                validation.get_by_text("teacher.kimg").wait_for(timeout=20_000)
+                assert "Valid preset" not in validation.inner_text()
+                assert "field-error" in page.locator("#field-teacher-kimg").get_attribute("class")
+                assert kimg_line in _editor_text(page), "the TOML lost or changed the key the user did not delete"
+                page.locator("#preset-current").get_by_text("unsaved changes").wait_for(timeout=10_000)
+            page.screenshot(path=str(shots / "number-field-error.png"))
+
+            # Launch refuses what the form shows but the TOML does not hold
+            page.get_by_role("tab", name="3 · Runs").click()
+            assert "✗" in page.locator("#launch-summary").inner_text()
+            page.locator("#launch-button").click()
+            page.locator("#launch-msg").get_by_text("not launched").wait_for(timeout=20_000)
+            assert wb.run_names() == []
+            page.get_by_role("tab", name="1 · Presets").click()
+
+            # defect 5: the fixed value's error goes away, and the value reaches the TOML
+            _type_into(page, "#field-teacher-kimg input", "0.5")
+            validation.get_by_text("Valid preset").wait_for(timeout=20_000)
+            page.wait_for_function("() => !document.querySelector('#field-teacher-kimg').className.includes('field-error')", timeout=10_000)
+            assert "kimg = 0.5" in _editor_text(page)
+
+            # defect 2: an unreadable list is one problem, never beside "Valid preset"
+            page.locator("#section-network").get_by_text("Network").first.click()
+            _type_into(page, "#field-network-block-out-channels textarea, #field-network-block-out-channels input", "[16, ")
+            validation.get_by_text("network.block_out_channels").wait_for(timeout=20_000)
+            assert "Valid preset" not in validation.inner_text()
+            _type_into(page, "#field-network-block-out-channels textarea, #field-network-block-out-channels input", "[16, 32]")
+            validation.get_by_text("Valid preset").wait_for(timeout=20_000)
+            assert "block_out_channels = [16, 32]" in _editor_text(page)
+
+            # defect 4: unsaved edits are not dropped by picking another preset, nor by leaving silently
+            assert _leaving_asks(page)
+            edited = _editor_text(page)
+            picker = page.locator("#preset-select input").first
+            picker.click()
+            other = next(n for _, n in wb.preset_choices() if n != "quickstart")
+            page.get_by_role("option").filter(has_text=other).first.click()
+            page.locator("#preset-switch-msg").get_by_text("unsaved edits").wait_for(timeout=20_000)
+            assert _editor_text(page) == edited
+            page.screenshot(path=str(shots / "switch-asks.png"))
+            page.locator("#preset-switch-no").click()
+            page.locator("#preset-switch-row").wait_for(state="hidden", timeout=10_000)
+            assert _editor_text(page) == edited
+
+            # defect 3: after Save as new, nothing is unsaved any more, here and in the Runs tab
+            page.locator("#preset-new-name input, #preset-new-name textarea").first.fill("mine")
+            page.locator("#preset-save-as").click()
+            page.locator("#preset-msg").get_by_text("Saved as").wait_for(timeout=20_000)
+            assert not _leaving_asks(page)
+            page.get_by_role("tab", name="3 · Runs").click()
+            page.locator("#launch-summary").get_by_text("mine").wait_for(timeout=10_000)
+            assert "unsaved" not in page.locator("#launch-summary").inner_text()
+            assert "not launched" not in page.locator("#launch-msg").inner_text(), "a message about an earlier preset stayed"
+            page.get_by_role("tab", name="1 · Presets").click()
+            # saved: another preset now loads at once
+            picker.click()
+            page.get_by_role("option").filter(has_text=other).first.click()
+            page.locator("#preset-current").get_by_text(other).wait_for(timeout=20_000)
+            assert page.locator("#preset-switch-row").is_hidden()
+
+            # edits of the newly loaded preset: leaving would ask again
+            page.locator("#section-distill").get_by_text("Distillation (phase II)").first.click()
+            _type_into(page, "#field-distill-alpha input", "1.0")
+            page.locator("#preset-current").get_by_text("unsaved changes").wait_for(timeout=20_000)
+            assert _leaving_asks(page)
+            browser.close()
+    finally:
+        demo.close()
+        wb.close()
+
+
+def test_browser_three_runs_compared_on_one_axis_and_fresh_run_messages(tmp_path):
+    """With the fake engine: three finished runs selected in Live plots show their FID curves in one
+    plot on the global axis (markers, the stage boundary, the comparison table with final FIDs and
+    the preset differences); in the Runs tab a resume replaces the launch message instead of
+    standing beside it."""
+    from test_workbench import FAKE_ENGINE
+
+    engine = tmp_path / "fake_engine.py"
+    engine.write_text(FAKE_ENGINE)
+    demo, wb, url = _serve(tmp_path, engine_cmd=[sys.executable, str(engine)], grace_s=5)
+    shots = tmp_path / "screenshots"
+    shots.mkdir()
+    text = (REPO / "presets" / "quickstart.toml").read_text()
+    try:
+        for i, name in enumerate(("r-a", "r-b", "r-c")):
+            wb.launch(text.replace("noise_sigma = 0.2", f"noise_sigma = 0.{i + 1}"), name)
+        deadline = time.time() + 180
+        while any(wb.run_status(n)["state"] != "done" for n in ("r-a", "r-b", "r-c")) and time.time() < deadline:
+            time.sleep(0.5)
+        with playwright_api.sync_playwright() as p:
+            browser = p.chromium.launch(executable_path=str(CHROMIUM), args=ARGS)
+            page = browser.new_page(viewport={"width": 1400, "height": 900})
+            page.goto(url)
+            page.wait_for_selector("#preset-editor .cm-content", timeout=120_000)
+            page.get_by_role("tab", name="4 · Live plots").click()
+            compare = page.locator("#plots-compare input").first
+            for other in ("r-a", "r-b", "r-c"):
+                compare.click()
+                page.get_by_role("option").filter(has_text=other).first.click()
+            page.keyboard.press("Escape")
+            page.wait_for_function("""() => {
+                const shown = Array.from(document.querySelectorAll('#plot-fid .legendtext')).map(e => e.textContent).join('|');
+                return ['r-a', 'r-b', 'r-c'].every(run => shown.includes(run + ' · generator (n=16)'));
+            }""", timeout=60_000)
+            assert page.locator("#plot-fid .scatterlayer .point").count() >= 12  # markers: 2 teacher + 2 generator points per run
+            page.locator("#plot-fid").get_by_text("distillation starts").wait_for(timeout=10_000)
+            page.wait_for_function("""() => {
+                const table = document.querySelector('#plots-table').innerText, diff = document.querySelector('#plots-diff').innerText;
+                return ['r-a', 'r-b', 'r-c', '12.50 (n=16)'].every(t => table.includes(t)) && diff.includes('corruption.noise_sigma');
+            }""", timeout=20_000)
+            page.wait_for_timeout(500)
+            page.screenshot(path=str(shots / "compare.png"), full_page=True)
+
+            # Runs tab: launch a long run, stop it, resume it: the launch message does not stay
+            long_text = "# fake-mode: long\n" + text
+            page.get_by_role("tab", name="1 · Presets").click()
+            page.locator("#preset-editor .cm-content").click()
+            page.keyboard.press("Control+A")
+            page.keyboard.insert_text(long_text)
+            page.get_by_role("tab", name="3 · Runs").click()
+            page.locator("#launch-run-name input, #launch-run-name textarea").first.fill("r-long")
+            page.locator("#launch-button").click()
+            page.locator("#launch-msg").get_by_text("Launched").wait_for(timeout=30_000)
+            page.wait_for_function("() => !document.querySelector('#run-stop').disabled", timeout=60_000)
+            page.locator("#run-stop").click()
+            page.locator("#run-action-msg").get_by_text("stop").first.wait_for(timeout=60_000)
+            page.wait_for_function("() => !document.querySelector('#run-resume').disabled", timeout=60_000)
+            page.locator("#run-resume").click()
+            page.locator("#run-action-msg").get_by_text("Resumed").wait_for(timeout=30_000)
+            assert "Launched" not in page.locator("#launch-msg").inner_text()
+            page.screenshot(path=str(shots / "runs.png"), full_page=True)
+            browser.close()
+    finally:
+        for run in wb.launcher.running():
+            wb.launcher.stop(run, wait_s=10)
         demo.close()
         wb.close()

@@ -135,6 +135,8 @@ class Workbench:
         f = preset_edit.field_by_name(field)
         if isinstance(value, str) and f.type == "string" and f.nullable is False:
             new_value = value
+        elif value is None or (isinstance(value, str) and not value.strip()):
+            new_value = preset_edit.UNSET  # asked for by name through the API: the key is removed
         else:
             new_value = preset_edit.from_widget(f, value)
         return preset_edit.set_field(text, f.name, new_value)

@@ -62,10 +62,10 @@ def create_app(runs_dir: str | Path, presets_dir: str | Path | None = None, ship
 
 
 def launch_kwargs(wb, host: str, port: int) -> dict:
-    """Keyword arguments of ``Blocks.launch`` for the workbench (theme, CSS, paths, no SSR)."""
+    """Keyword arguments of ``Blocks.launch`` for the workbench (theme, CSS, the leave-page guard, paths, no SSR)."""
     import gradio as gr
 
-    from .ui import CSS, THEME_KW
+    from .ui import CSS, JS, THEME_KW
 
     return dict(
         server_name=host,
@@ -73,6 +73,7 @@ def launch_kwargs(wb, host: str, port: int) -> dict:
         allowed_paths=[str(wb.runs_dir)],
         theme=gr.themes.Default(**THEME_KW),
         css=CSS,
+        js=JS,
         ssr_mode=False,
         show_error=True,
         footer_links=[],

@@ -274,16 +274,23 @@ def to_widget(f: FormField, value: Any) -> Any:
 
 
 def from_widget(f: FormField, value: Any) -> Any:
-    """A widget's value → the TOML value to store, or :data:`UNSET` to remove the key.
+    """A widget's value → the TOML value to store, or :data:`UNSET` to remove the key (only for an
+    emptied optional field, whose engine default then applies).
 
     Raises:
-        FieldInputError: text that is not a TOML array, a number that is not finite, etc.
+        FieldInputError: an empty (or, from a number box, unreadable) value of a required number or
+            list field, text that is not a TOML array, a number that is not finite, etc.
     """
     if value is None or (isinstance(value, str) and not value.strip()):
-        if f.nullable or f.type in ("integer", "number", "array"):
+        if f.nullable:
             return UNSET
         if f.type == "string":
             return ""
+        if f.type in ("integer", "number", "array"):
+            # a number box holding letters hands back nothing, like an emptied one: both are errors
+            # on the field, never a silent removal of the key (the run would use the default)
+            what = {"integer": "a whole number", "number": "a number", "array": "a list like [32, 64, 64]"}[f.type]
+            raise FieldInputError(f.name, f"is empty or not {what}; type {what} (default: {_show(f.default)})")
         return UNSET
     if f.type == "array":
         try:

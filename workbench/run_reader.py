@@ -31,6 +31,7 @@ from rsd_engine.runs import (
     run_state,
     teacher_baseline,
 )
+from rsd_engine.timing import TIMING, split_table, time_split
 
 from .launcher import RECORD_NAME, describe_exit
 
@@ -41,7 +42,13 @@ __all__ = [
     "run_row",
     "runs_frame",
     "crossing_text",
-    "plot_frames",
+    "run_points",
+    "smooth",
+    "compare_figure",
+    "COMPARE_PLOTS",
+    "compare_row",
+    "compare_frame",
+    "preset_differences",
     "snapshots",
     "gallery_paths",
     "MODEL_NOTES",
@@ -53,6 +60,7 @@ __all__ = [
     "progress_text",
     "stage_kimg",
     "kimg_text",
+    "time_split_md",
 ]
 
 #: Side-by-side order of the gallery (issue 4): what the teacher saw, then the two teacher samplers, then the generator.
@@ -184,10 +192,27 @@ def run_row(run_dir: Path, state_override: str | None = None) -> dict:
         "error": status.get("error") or "",
         "exit_code": read_json_object(run_dir / RECORD_NAME).get("exit_code"),
         "beats_teacher": status.get("generator_beats_teacher"),
+        "final": (run.read_metrics().get(RACE) or {}).get("final") if state == "done" else None,
+        "duration_s": (status.get("updated") or 0) - started if state in ("done", "failed", "stopped") and (started := _launched(run_dir)) else None,
     }
 
 
-RUNS_COLUMNS = ["run", "state", "stage", "progress", "images seen (kimg)", "throughput", "ETA", "generator below teacher", "updated"]
+def _launched(run_dir: Path) -> float | None:
+    """When the workbench launched the run (its record), else when its folder was made."""
+    return _finite(read_json_object(run_dir / RECORD_NAME).get("launched")) or _mtime(run_dir / "preset.toml") or None
+
+
+RUNS_COLUMNS = ["run", "state", "stage", "progress", "images seen (kimg)", "throughput", "ETA", "generator below teacher", "final FID",
+                "duration", "updated"]
+
+
+def final_text(final: dict | None) -> str:
+    """``"generator 12.1 vs teacher 13.4 (n=150) ✓"`` for the final race record of metrics.json (✓ when
+    the generator is better), else ``""``."""
+    if not isinstance(final, dict) or _finite(final.get("generator_fid")) is None:
+        return ""
+    mark = "✓" if final.get("generator_better") else "✗"
+    return f"generator {_num(final['generator_fid'], '{:.1f}')} vs teacher {_num(final.get('teacher_fid'), '{:.1f}')} (n={final.get('n')}) {mark}"
 
 
 def crossing_text(crossing: dict | None) -> str:
@@ -217,7 +242,7 @@ def runs_frame(rows: list[dict]) -> pd.DataFrame:
         if state == "failed":
             state = " ".join(filter(None, ["failed", "⚠" if r.get("error") else "", describe_exit(r.get("exit_code"))]))
         out.append([r["run"], state, r.get("stage", ""), progress, kimg, " · ".join(thr), fmt_duration(r.get("eta_s")),
-                    crossing_text(r.get("beats_teacher")), ago])
+                    crossing_text(r.get("beats_teacher")), final_text(r.get("final")), fmt_duration(r.get("duration_s")), ago])
     return pd.DataFrame(out, columns=RUNS_COLUMNS)
 
 
@@ -227,42 +252,6 @@ def _finite(value: Any) -> float | None:
     except (TypeError, ValueError):
         return None
     return v if math.isfinite(v) else None
-
-
-def plot_frames(events: list[dict]) -> dict[str, pd.DataFrame]:
-    """Plot data from events.
-
-    Returns:
-        ``{"teacher_loss", "distill_loss", "fid", "throughput"}``, each a DataFrame with columns
-        ``kimg`` (images seen in that stage, thousands), ``value`` and ``series`` (the legend:
-        loss name, ``"<model> FID (n=…)"``, or ``"<stage> img/s"``). The FID frame also holds the
-        teacher baseline of the distillation (its final live FID at the same n) as a horizontal
-        line over the distillation's kimg, the reference the generator's live FID is to go below.
-    """
-    rows: dict[str, list[tuple[float, float, str]]] = {"teacher_loss": [], "distill_loss": [], "fid": [], "throughput": []}
-    for e in events:
-        kimg = _finite(e.get("kimg"))
-        if kimg is None:
-            continue
-        kind, stage = e.get("kind"), e.get("stage")
-        if kind == "progress":
-            if stage == "teacher" and _finite(e.get("loss")) is not None:
-                rows["teacher_loss"].append((kimg, _finite(e["loss"]), "teacher loss"))
-            if stage == "distill":
-                for key, label in (("loss_fake_score", "fake-score loss"), ("loss_generator", "generator loss")):
-                    if _finite(e.get(key)) is not None:
-                        rows["distill_loss"].append((kimg, _finite(e[key]), label))
-            if _finite(e.get("images_per_s")) is not None:
-                rows["throughput"].append((kimg, _finite(e["images_per_s"]), f"{stage} img/s"))
-        elif kind == "fid" and _finite(e.get("fid")) is not None:
-            n = e.get("n")
-            rows["fid"].append((kimg, _finite(e["fid"]), f"{e.get('model', stage)} FID (n={n})"))
-    base = teacher_baseline(events)
-    if base is not None and _finite(base.get("fid")) is not None:
-        end = max((_finite(e.get("kimg")) or 0.0 for e in events if e.get("stage") == "distill"), default=0.0)
-        label = f"{base.get('model')} FID (n={base.get('n')}), the generator's target"
-        rows["fid"] += [(0.0, _finite(base["fid"]), label), (max(end, 1e-3), _finite(base["fid"]), label)]
-    return {k: pd.DataFrame(v, columns=["kimg", "value", "series"]) for k, v in rows.items()}
 
 
 def latest_values(events: list[dict]) -> str:
@@ -349,7 +338,7 @@ def metrics_rows(run: str, metrics: dict) -> list[list[str]]:
             str(m.get("weights", "")),
             _num(m.get("fid"), "{:.2f}"),
             kid,
-            _num(m.get("proximal_fid"), "{:.2f}"),
+            _num(m.get("proximal_fid"), "{:.2f}") or ("generator only" if model != GENERATOR else ""),
             str(m.get("n", "")),
             "" if seeds is None else str(seeds),
             str(m.get("nfe", "")),
@@ -377,7 +366,7 @@ def metrics_rows(run: str, metrics: dict) -> list[list[str]]:
     final = race.get("final") if isinstance(race, dict) else None
     if isinstance(final, dict):
         live = race.get("live") or {}
-        note = "generator better" if final.get("generator_better") else "teacher better"
+        note = f"ratio {_num(final.get('ratio'), '{:.3f}')} (generator / teacher): " + ("generator better" if final.get("generator_better") else "teacher better")
         if live.get("first_below"):
             note += f"; live FID (n={live.get('n')}) first below the teacher's {crossing_text(live['first_below'])}"
         out.append([
@@ -385,7 +374,7 @@ def metrics_rows(run: str, metrics: dict) -> list[list[str]]:
             f"generator vs {race.get('teacher_model')}",
             "EMA",
             f"{_num(final.get('generator_fid'), '{:.2f}')} vs {_num(final.get('teacher_fid'), '{:.2f}')}",
-            f"ratio {_num(final.get('ratio'), '{:.3f}')}",
+            "",
             "",
             str(final.get("n", "")),
             "",
@@ -447,3 +436,197 @@ def _tail(path: Path, lines: int) -> str:
     except OSError:
         return ""
     return "\n".join(deque(data.splitlines(), maxlen=lines)).strip()
+
+
+# ---------------------------------------------------------------------------------------------
+# Comparing runs: one global x axis per run (images seen since its start, teacher then distillation)
+
+#: What each comparison plot shows: title, y title, whether its y axis may be logarithmic and smoothed.
+COMPARE_PLOTS = {
+    "fid": ("Live FID (small n: compare runs with each other, not with 50k figures)", "FID", False),
+    "loss": ("Losses: teacher, then fake score and generator", "loss", True),
+    "throughput": ("Throughput", "images / s", False),
+}
+
+
+def run_points(events: list[dict], teacher_kimg: float | None = None) -> list[dict]:
+    """The plotted points of one run on a global axis.
+
+    Args:
+        events: the run's events.jsonl.
+        teacher_kimg: the teacher stage's length (kimg); the distillation's points start there.
+            Default: the last teacher-stage kimg in the events (0 when the teacher came from
+            another run).
+
+    Returns:
+        dicts ``{"plot", "series", "kimg", "minutes", "value", "n"}``: ``plot`` is a key of
+        :data:`COMPARE_PLOTS`; ``kimg`` is images seen since the start of the run (thousands);
+        ``minutes`` the wall-clock minutes since its first event; ``n`` the FID's sample count.
+    """
+    if teacher_kimg is None:
+        teacher_kimg = max((_finite(e.get("kimg")) or 0.0 for e in events if e.get("stage") == "teacher"), default=0.0)
+    start = min((_finite(e.get("time")) for e in events if _finite(e.get("time")) is not None), default=0.0)
+    out = []
+    for e in events:
+        kimg, stage = _finite(e.get("kimg")), e.get("stage")
+        if kimg is None or stage not in ("teacher", "distill"):
+            continue
+        x = kimg + (teacher_kimg if stage == "distill" else 0.0)
+        minutes = ((_finite(e.get("time")) or start) - start) / 60
+
+        def add(plot: str, series: str, value: Any, n: Any = None) -> None:
+            v = _finite(value)
+            if v is not None:
+                out.append({"plot": plot, "series": series, "kimg": x, "minutes": minutes, "value": v, "n": n})
+
+        if e.get("kind") == "progress":
+            if stage == "teacher":
+                add("loss", "teacher loss", e.get("loss"))
+            else:
+                add("loss", "fake-score loss", e.get("loss_fake_score"))
+                add("loss", "generator loss", e.get("loss_generator"))
+            add("throughput", f"{stage} img/s", e.get("images_per_s"))
+        elif e.get("kind") == "fid":
+            add("fid", f"{e.get('model', stage)} (n={e.get('n')})", e.get("fid"), e.get("n"))
+    return out
+
+
+def smooth(values: list[float], weight: float) -> list[float]:
+    """Exponential moving average with bias correction (TensorBoard's smoothing): ``weight`` in
+    [0, 1), 0 = none. Returns a list of the same length."""
+    if not 0 < weight < 1:
+        return list(values)
+    out, avg = [], 0.0
+    for i, v in enumerate(values, start=1):
+        avg = weight * avg + (1 - weight) * v
+        out.append(avg / (1 - weight**i))
+    return out
+
+
+def compare_figure(runs: dict[str, list[dict]], plot: str, x: str = "kimg", log_y: bool = False, smoothing: float = 0.0):
+    """A Plotly figure of several runs' ``plot`` (a key of :data:`COMPARE_PLOTS`) on a global axis.
+
+    Each series has markers (one point is still visible) and hover values; the distillation's start
+    of each run is a dotted vertical line (on the kimg axis), and on the FID plot each run's teacher
+    baseline (the truncated teacher's live FID at the same n) is a dashed horizontal line over its
+    distillation.
+
+    Args:
+        runs: run name → its events.
+        x: ``"kimg"`` (images seen since the run's start, thousands) or ``"minutes"`` (wall clock).
+        log_y: logarithmic y axis (losses).
+        smoothing: EMA weight in [0, 1) for the losses (:func:`smooth`); the raw points stay faint.
+    """
+    import plotly.graph_objects as go
+
+    title, y_title, smoothable = COMPARE_PLOTS[plot]
+    fig = go.Figure()
+    palette = ["#1f77b4", "#d62728", "#2ca02c", "#9467bd", "#ff7f0e", "#8c564b", "#e377c2", "#17becf"]
+    dashes = ["solid", "dash", "dot", "dashdot"]
+    x_title = "images seen since the start of the run (kimg): teacher, then distillation" if x == "kimg" else "wall-clock minutes since the start"
+    for i, (name, events) in enumerate(runs.items()):
+        color = palette[i % len(palette)]
+        points = [p for p in run_points(events) if p["plot"] == plot]
+        series = list(dict.fromkeys(p["series"] for p in points))
+        for j, s in enumerate(series):
+            pts = [p for p in points if p["series"] == s]
+            xs, ys = [p[x] for p in pts], [p["value"] for p in pts]
+            label = f"{name} · {s}" if len(runs) > 1 else s
+            if smoothable and smoothing > 0:
+                fig.add_trace(go.Scatter(x=xs, y=ys, mode="markers", marker=dict(color=color, size=4, opacity=0.25), showlegend=False,
+                                         hoverinfo="skip", legendgroup=label))
+                ys = smooth(ys, smoothing)
+            fig.add_trace(go.Scatter(x=xs, y=ys, mode="lines+markers", name=label, legendgroup=label,
+                                     line=dict(color=color, dash=dashes[j % len(dashes)]), marker=dict(size=7),
+                                     hovertemplate=f"{label}<br>%{{x:.4g}} {'kimg' if x == 'kimg' else 'min'}: %{{y:.4g}}<extra></extra>"))
+        teacher_end = max((_finite(e.get("kimg")) or 0.0 for e in events if e.get("stage") == "teacher"), default=None)
+        distill = [p for p in run_points(events) if p["plot"] != "throughput" and p["kimg"] >= (teacher_end or 0)]
+        if x == "kimg" and teacher_end and any(e.get("stage") == "distill" for e in events):
+            label = dict(annotation_text="distillation starts", annotation_position="top left") if i == 0 else {}
+            fig.add_vline(x=teacher_end, line=dict(color=color, dash="dot", width=1), **label)
+        base = teacher_baseline(events)
+        if plot == "fid" and base is not None and _finite(base.get("fid")) is not None and distill:
+            xs = [p[x] for p in distill]
+            label = f"{name} · {base.get('model')} (n={base.get('n')}), the generator's target" if len(runs) > 1 else \
+                f"{base.get('model')} (n={base.get('n')}), the generator's target"
+            fig.add_trace(go.Scatter(x=[min(xs), max(xs)], y=[base["fid"]] * 2, mode="lines", name=label,
+                                     line=dict(color=color, dash="longdash", width=1.5),
+                                     hovertemplate=f"{label}: %{{y:.4g}}<extra></extra>"))
+    fig.update_layout(title=dict(text=title, font=dict(size=14)), height=330, margin=dict(l=60, r=20, t=50, b=50),
+                      legend=dict(orientation="h", y=-0.25, font=dict(size=11)), hovermode="closest", template="plotly_white")
+    fig.update_xaxes(title_text=x_title)
+    fig.update_yaxes(title_text=y_title, type="log" if log_y else "linear")
+    return fig
+
+
+COMPARE_COLUMNS = ["run", "state", "operator", "σ", "teacher FID (n)", "generator FID (n)", "ratio", "generator below teacher", "duration"]
+
+
+def compare_row(run_dir: Path) -> list[str]:
+    """One row of the comparison table (:data:`COMPARE_COLUMNS`): state, operator and noise σ from the
+    frozen preset, the final FIDs of the truncated teacher and the generator with their n, their
+    ratio (generator / teacher, below 1 = generator better), the first live FID of the generator
+    below its teacher's (distillation kimg and training minutes), and the run's wall-clock duration
+    (first to last event)."""
+    run = RunDir(run_dir)
+    try:
+        import tomli
+
+        preset = tomli.loads(run.preset_path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        preset = {}
+    corruption = preset.get("corruption", {}) if isinstance(preset.get("corruption"), dict) else {}
+    metrics = run.read_metrics()
+    race = metrics.get(RACE) if isinstance(metrics.get(RACE), dict) else {}
+    final = race.get("final") if isinstance(race.get("final"), dict) else {}
+    teacher_model = race.get("teacher_model") or TEACHER_TRUNCATED
+
+    def fid(model: str) -> str:
+        m = metrics.get(model)
+        return f"{_num(m.get('fid'), '{:.2f}')} (n={m.get('n')})" if isinstance(m, dict) and _finite(m.get("fid")) is not None else ""
+
+    events = run.read_events()
+    times = [t for t in (_finite(e.get("time")) for e in events) if t is not None]
+    status = run.read_status()
+    return [run_dir.name, str(status.get("state") or "unknown"), str(corruption.get("operator", "")), _num(corruption.get("noise_sigma")),
+            fid(teacher_model), fid(GENERATOR), _num(final.get("ratio"), "{:.3f}"),
+            crossing_text(status.get("generator_beats_teacher")) or ("not yet" if teacher_baseline(events) else ""),
+            fmt_duration(max(times) - min(times)) if len(times) > 1 else ""]
+
+
+def compare_frame(run_dirs: list[Path]) -> pd.DataFrame:
+    """The comparison table of several runs (one :func:`compare_row` each)."""
+    return pd.DataFrame([compare_row(p) for p in run_dirs], columns=COMPARE_COLUMNS)
+
+
+def preset_differences(text_a: str, text_b: str) -> pd.DataFrame:
+    """The keys whose values differ between two presets (TOML texts), dotted, with both values
+    (``""`` where a preset does not set the key). Columns ``field``, ``a``, ``b``."""
+    import tomli
+
+    def flat(d: dict, prefix: str = "") -> dict:
+        out = {}
+        for k, v in d.items():
+            if isinstance(v, dict):
+                out.update(flat(v, f"{prefix}{k}."))
+            else:
+                out[f"{prefix}{k}"] = v
+        return out
+
+    a, b = flat(tomli.loads(text_a or "")), flat(tomli.loads(text_b or ""))
+    rows = [[k, _show(a.get(k)), _show(b.get(k))] for k in sorted(set(a) | set(b)) if a.get(k) != b.get(k)]
+    return pd.DataFrame(rows, columns=["field", "a", "b"])
+
+
+def _show(value: Any) -> str:
+    return "" if value is None else str(value)
+
+
+def time_split_md(run_dir: Path) -> str:
+    """Where the run's wall time went (:func:`rsd_engine.timing.time_split`: training, live and final
+    evaluation per model, reference features, checkpoints, start-up; seconds and share) as the Markdown
+    table of ``rsd-engine time-split``; ``""`` for a run without timing events (made before they existed)."""
+    events = RunDir(run_dir).read_events()
+    if not any(e.get("kind") == TIMING for e in events):
+        return ""
+    return split_table(time_split(events))

@@ -5,6 +5,6 @@ creating its components (returned as a namespace) and ``wire(...)`` attaching it
 every view exists, because events cross views (the Runs tab launches the preset being edited).
 """
 
-from .layout import build_blocks, CSS, THEME_KW
+from .layout import build_blocks, CSS, JS, THEME_KW
 
-__all__ = ["build_blocks", "CSS", "THEME_KW"]
+__all__ = ["build_blocks", "CSS", "JS", "THEME_KW"]

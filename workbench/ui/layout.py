@@ -5,9 +5,9 @@ from __future__ import annotations
 import gradio as gr
 
 from ..api import Workbench
-from . import api_endpoints, gallery_view, plots_view, presets_view, preview_view, runs_view
+from . import api_endpoints, gallery_view, plots_view, presets_view, preview_view, runs_view, time_view
 
-__all__ = ["build_blocks", "CSS", "THEME_KW", "REFRESH_S"]
+__all__ = ["build_blocks", "CSS", "JS", "THEME_KW", "REFRESH_S"]
 
 #: Seconds between refreshes of runs, plots and gallery.
 REFRESH_S = 2.0
@@ -15,9 +15,13 @@ REFRESH_S = 2.0
 CSS = """
 .field-error { border-left: 3px solid #d33 !important; padding-left: 4px; }
 #preset-validation { min-height: 2.5em; }
-/* the form scrolls inside its column, so validation and the TOML stay in view beside it */
-#preset-form { max-height: 78vh; overflow-y: auto; flex-wrap: nowrap !important; padding-right: 6px; }
-#preset-form > * { flex-shrink: 0 !important; }
+/* the page scrolls (one scroll bar); validation and the TOML stay in view beside the form */
+#preset-side { position: sticky; top: 0; align-self: flex-start; }
+/* a field's problem reads as an error, not as help text */
+.field-error .info-text { color: #c62828 !important; }
+/* tables: headers break between words only; long cells (a reference's path) wrap instead of widening the page */
+table th, table th * { word-break: normal !important; overflow-wrap: normal !important; hyphens: none; }
+table td, table td * { overflow-wrap: anywhere; }
 #wb-header p { margin: 0.2em 0; }
 footer { display: none !important; }
 /* sample grids: scale up small PNGs without smoothing, so every pixel stays visible */
@@ -30,6 +34,20 @@ footer { display: none !important; }
   #preset-select { padding-left: 6px !important; padding-right: 6px !important; }
   #preset-select .wrap-inner { padding-left: 6px !important; padding-right: 4px !important; }
   #preset-select input { font-size: 12px; }
+}
+"""
+
+#: Run once when the page opens: leaving or reloading the page while the preset being edited has
+#: unsaved changes (the Presets tab's line says so) asks the browser's "leave page?" question.
+JS = """
+() => {
+  window.rsdUnsavedEdits = () => {
+    const line = document.querySelector('#preset-current');
+    return Boolean(line && line.innerText.includes('unsaved changes'));
+  };
+  window.addEventListener('beforeunload', (event) => {
+    if (window.rsdUnsavedEdits()) { event.preventDefault(); event.returnValue = ''; }
+  });
 }
 """
 
@@ -55,6 +73,7 @@ def build_blocks(wb: Workbench) -> gr.Blocks:
             with gr.Tab("3 · Runs", id="runs"):
                 v0 = wb.validate(pv.initial_text)
                 rv = runs_view.build(wb, presets_view.launch_md(pv.initial_name, False, v0))
+                tv = time_view.build()
             names = wb.run_names()
             first_run = names[0] if names else None
             with gr.Tab("4 · Live plots", id="plots"):
@@ -62,9 +81,9 @@ def build_blocks(wb: Workbench) -> gr.Blocks:
             with gr.Tab("5 · Gallery", id="gallery"):
                 gv = gallery_view.build(wb, first_run)
 
-        presets_view.wire(wb, pv, launch_summary=rv.launch_summary)
+        presets_view.wire(wb, pv, launch_summary=rv.launch_summary, launch_msg=rv.launch_msg)
         preview_view.wire(wb, prv, pv.editor, pv.name_state)
-        runs_view.wire(wb, rv, pv.editor, follow=[plv.run, gv.run_a])
+        runs_view.wire(wb, rv, pv.editor, follow=[plv.run, gv.run_a], form_errors=pv.input_errors)
         plots_view.wire(wb, plv)
         gallery_view.wire(wb, gv)
 
@@ -73,12 +92,14 @@ def build_blocks(wb: Workbench) -> gr.Blocks:
             runs_view.refresh(wb, rv, follow=[plv.run, gv.run_a], others=[gv.run_b]),
             plots_view.refresh(wb, plv),
             gallery_view.refresh(wb, gv),
+            time_view.refresh(wb, tv, rv.selected),
         ):
             timer.tick(fn, inputs, outputs, show_progress="hidden", api_visibility="private", concurrency_limit=None, queue=False)
 
         load_fn, load_outputs = runs_view.on_page_load(wb, rv, follow=[plv.run, gv.run_a], others=[gv.run_b])
         demo.load(load_fn, None, load_outputs, api_visibility="private", show_progress="hidden")
         demo.load(lambda: gr.Dropdown(choices=wb.preset_choices()), None, pv.dropdown, api_visibility="private", show_progress="hidden")
+        demo.load(lambda: gr.Dropdown(choices=wb.run_names()), None, plv.compare, api_visibility="private", show_progress="hidden")
 
         api_endpoints.register(wb)
     return demo

@@ -1,5 +1,11 @@
-"""Live plots view: losses, live FID (labelled with its n) and throughput against images seen,
-read from the run's events.jsonl on a timer."""
+"""Live plots view: one run, or several compared, on a global axis (images seen since the start of
+each run, teacher then distillation, or wall-clock minutes): live FID with each run's teacher
+baseline, losses (log scale and smoothing on request), throughput; a comparison table and the
+differences between two runs' presets. Read from the run folders on a timer.
+
+:func:`page` computes everything shown from plain values (no Gradio), so it is tested directly;
+:func:`wire` and :func:`refresh` only bind it to the components.
+"""
 
 from __future__ import annotations
 
@@ -9,87 +15,129 @@ from .. import run_reader
 from ..api import Workbench, WorkbenchError
 from .common import View
 
-__all__ = ["build", "wire", "refresh"]
+__all__ = ["build", "wire", "refresh", "page", "X_AXES"]
 
-_PLOTS = {
-    "teacher_loss": ("Teacher loss (phase I)", "loss"),
-    "distill_loss": ("Distillation losses (phase II): fake score and generator", "loss"),
-    "fid": ("Live FID — small n, compare runs with each other, not with 50k figures", "FID"),
-    "throughput": ("Throughput", "images / s"),
-}
+#: Choices of the x axis → the key of :func:`workbench.run_reader.run_points`.
+X_AXES = {"images seen (kimg)": "kimg", "wall-clock minutes": "minutes"}
 
 
 def build(wb: Workbench, run: str | None) -> View:
     """Create the Live plots tab's components (call inside a ``gr.Tab``)."""
     v = View()
     names = wb.run_names()
-    with gr.Row():
+    with gr.Row(equal_height=True):
         v.run = gr.Dropdown(choices=names, value=run, label="Run", scale=2, elem_id="plots-run", allow_custom_value=True)
-        gr.Markdown("x axis: images seen in the stage, in thousands (kimg). Each live FID point is measured on the n samples "
-                    "named in its legend, against the held-out clean reference. Refreshed every 2 s.")
-    frames = _frames(wb, run)
-    v.latest = gr.Markdown(_latest(wb, run), elem_id="plots-latest")
+        v.compare = gr.Dropdown(choices=names, value=[], multiselect=True, label="Compare with", scale=3, elem_id="plots-compare",
+                                info="other runs drawn in the same plots (a study's settings, for instance)")
+    with gr.Row(equal_height=True):
+        v.x_axis = gr.Radio(list(X_AXES), value=next(iter(X_AXES)), label="x axis", elem_id="plots-x", scale=2,
+                            info="images seen since the start of each run: the teacher's, then the distillation's (dotted line)")
+        v.log_y = gr.Checkbox(False, label="log scale (losses)", elem_id="plots-log", scale=1)
+        v.smoothing = gr.Slider(0, 0.95, value=0.0, step=0.05, label="smoothing (losses, EMA weight)", elem_id="plots-smoothing", scale=2)
+    shown = page(wb, run, [], next(iter(X_AXES)), False, 0.0)
+    v.latest = gr.Markdown(shown["latest"], elem_id="plots-latest")
     v.plots = {}
-    keys = list(_PLOTS)
-    for i in range(0, len(keys), 2):
-        with gr.Row():
-            for key in keys[i : i + 2]:
-                title, y_title = _PLOTS[key]
-                v.plots[key] = gr.LinePlot(frames[key], x="kimg", y="value", color="series", title=title, x_title="images seen (kimg)",
-                                           y_title=y_title, height=260, elem_id=f"plot-{key.replace('_', '-')}")
+    with gr.Row():
+        for key in ("fid", "loss"):
+            v.plots[key] = gr.Plot(shown[key], elem_id=f"plot-{key}", show_label=False)
+    with gr.Row():
+        v.plots["throughput"] = gr.Plot(shown["throughput"], elem_id="plot-throughput", show_label=False)
+        v.diff = gr.Dataframe(shown["diff"], label="Preset differences (the run, a, against the first compared run, b)",
+                              interactive=False, wrap=True, elem_id="plots-diff")
+    v.table = gr.Dataframe(shown["table"], label="Runs shown: final FIDs (truncated teacher vs generator, with n), "
+                           "ratio = generator / teacher (below 1: generator better)", interactive=False, wrap=True, elem_id="plots-table")
     v.sig = gr.State({})
     return v
 
 
-def _events(wb: Workbench, run: str | None) -> list[dict]:
-    if not run:
-        return []
+def _events(wb: Workbench, run: str) -> list[dict]:
     try:
         return wb.run_events(run)
     except WorkbenchError:
         return []
 
 
-def _frames(wb: Workbench, run: str | None) -> dict:
-    return run_reader.plot_frames(_events(wb, run))
+def _preset_text(wb: Workbench, run: str) -> str:
+    try:
+        return (wb.run_dir(run) / "preset.toml").read_text(encoding="utf-8")
+    except (WorkbenchError, OSError):
+        return ""
 
 
-def _latest(wb: Workbench, run: str | None) -> str:
-    return run_reader.latest_values(_events(wb, run)) if run else "Pick a run."
+def page(wb: Workbench, run: str | None, compare: list[str] | None, x_axis: str, log_y: bool, smoothing: float) -> dict:
+    """Everything the tab shows for these choices.
+
+    Returns:
+        ``{"fid", "loss", "throughput"}`` Plotly figures, ``"latest"`` (Markdown, the selected
+        run's latest values), ``"table"`` (:func:`workbench.run_reader.compare_frame`) and
+        ``"diff"`` (:func:`workbench.run_reader.preset_differences` of the run and the first
+        compared run; empty with fewer than two runs).
+    """
+    shown = list(dict.fromkeys([r for r in [run, *(compare or [])] if r]))
+    events = {r: _events(wb, r) for r in shown}
+    x = X_AXES.get(x_axis, "kimg")
+    out = {key: run_reader.compare_figure(events, key, x=x, log_y=bool(log_y) and key == "loss",
+                                          smoothing=float(smoothing or 0) if key == "loss" else 0.0)
+           for key in run_reader.COMPARE_PLOTS}
+    out["latest"] = run_reader.latest_values(events[run]) if run else "Pick a run."
+    folders = []
+    for r in shown:
+        try:
+            folders.append(wb.run_dir(r))
+        except WorkbenchError:
+            pass
+    out["table"] = run_reader.compare_frame(folders)
+    out["diff"] = run_reader.preset_differences(_preset_text(wb, shown[0]), _preset_text(wb, shown[1])) if len(shown) > 1 else \
+        run_reader.preset_differences("", "")
+    return out
+
+
+def _inputs(v: View) -> list:
+    return [v.run, v.compare, v.x_axis, v.log_y, v.smoothing]
+
+
+def _outputs(v: View) -> list:
+    return [*v.plots.values(), v.latest, v.table, v.diff]
+
+
+def _as_list(shown: dict, v: View) -> list:
+    return [*(shown[k] for k in v.plots), shown["latest"], shown["table"], shown["diff"]]
 
 
 def wire(wb: Workbench, v: View) -> None:
-    """Attach the run selector of the Live plots tab."""
+    """Bind the tab's choices to :func:`page`."""
 
-    def show(run):
-        """Show the chosen run."""
-        frames = _frames(wb, run)
-        return [frames[k] for k in _PLOTS] + [_latest(wb, run)]
+    def show(*choices):
+        """Re-draw for the current choices."""
+        return _as_list(page(wb, *choices), v)
 
-    v.run.change(show, [v.run], [*(v.plots[k] for k in _PLOTS), v.latest], api_visibility="private", show_progress="hidden")
+    for control in _inputs(v):
+        control.change(show, _inputs(v), _outputs(v), api_visibility="private", show_progress="hidden")
 
 
 def refresh(wb: Workbench, v: View):
-    """Timer refresh: re-plot only when events.jsonl grew. Returns ``(fn, inputs, outputs)``."""
+    """Timer refresh: re-draw only when an events.jsonl shown grew. Returns ``(fn, inputs, outputs)``."""
 
-    def tick(run, sig):
+    def tick(run, compare, x_axis, log_y, smoothing, sig):
         """One timer refresh; sends only what changed."""
         sig = dict(sig or {})
-        key = None
-        if run:
+        key = []
+        for r in [run, *(compare or [])]:
+            if not r:
+                continue
             try:
-                st = (wb.run_dir(run) / "events.jsonl").stat()
-                key = f"{run}:{st.st_size}:{st.st_mtime_ns}"
+                st = (wb.run_dir(r) / "events.jsonl").stat()
+                key.append(f"{r}:{st.st_size}:{st.st_mtime_ns}")
             except (WorkbenchError, OSError):
-                key = f"{run}:none"
+                key.append(f"{r}:none")
+        key = "|".join(key) + f"|{x_axis}|{log_y}|{smoothing}"
+        names = wb.run_names()
+        # new runs become choices; the selection is the viewer's (it may change while this tick runs)
+        choices = gr.Dropdown(choices=names) if sig.get("names") is not None and names != sig["names"] else gr.skip()
+        sig["names"] = names
         if key == sig.get("key"):
-            return {v.sig: sig}
+            return [gr.skip()] * len(_outputs(v)) + [choices, sig]
         sig["key"] = key
-        events = _events(wb, run)
-        frames = run_reader.plot_frames(events)
-        out = {v.plots[k]: frames[k] for k in _PLOTS}
-        out[v.latest] = run_reader.latest_values(events) if run else "Pick a run."
-        out[v.sig] = sig
-        return out
+        return _as_list(page(wb, run, compare, x_axis, log_y, smoothing), v) + [choices, sig]
 
-    return tick, [v.run, v.sig], [*v.plots.values(), v.latest, v.sig]
+    return tick, [*_inputs(v), v.sig], [*_outputs(v), v.compare, v.sig]

@@ -55,6 +55,9 @@ def build(wb: Workbench) -> View:
     v.name_state = gr.State(first)
     v.loaded_state = gr.State(text)
     v.flagged_state = gr.State({})
+    # form values that could not be written into the TOML (field → message): problems until fixed
+    v.input_errors = gr.State({})
+    v.pending_switch = gr.State(None)  # the preset to load once unsaved edits may be discarded
     with gr.Row(equal_height=True, elem_id="preset-row"):
         v.dropdown = gr.Dropdown(choices=choices, value=first, label="Preset", scale=2, elem_id="preset-select",
                                  info="Pick a ready preset (read-only) or one of yours; picking one loads it into the editor.")
@@ -99,6 +102,10 @@ def build(wb: Workbench) -> View:
                     v.save_as_btn = gr.Button("Save as new preset", elem_id="preset-save-as", min_width=80)
                     v.duplicate_btn = gr.Button("Duplicate saved preset", elem_id="preset-duplicate", min_width=80)
             confirm_row(v, "Yes, delete", "preset-delete-yes")
+            with gr.Row(visible=False, elem_id="preset-switch-row") as v.switch_row:
+                v.switch_md = gr.Markdown(elem_id="preset-switch-msg")
+                v.switch_yes = gr.Button("Discard edits and load it", variant="stop", elem_id="preset-switch-yes")
+                v.switch_no = gr.Button("Keep editing", elem_id="preset-switch-no")
             v.msg = gr.Markdown(elem_id="preset-msg")
             with gr.Accordion("Effective preset — every field, defaults filled in, as the engine will run it", open=False):
                 v.effective = gr.Code(value=pe.validate(text).effective if text else "", language=None, interactive=False, lines=12, max_lines=40,
@@ -120,28 +127,37 @@ def _current_md(name: str | None, kind: str | None, modified: bool) -> str:
     return f"Editing **{name}** ({what}){state}"
 
 
-def wire(wb: Workbench, v: View, launch_summary=None) -> None:
-    """Attach the Presets tab's events. ``launch_summary`` (Runs tab) is refreshed with validation."""
+def wire(wb: Workbench, v: View, launch_summary=None, launch_msg=None) -> None:
+    """Attach the Presets tab's events. ``launch_summary`` (Runs tab) is refreshed with validation;
+    ``launch_msg`` (Runs tab), a message about an earlier launch, is cleared by any edit of the preset."""
     fields = v.fields
     widget_list = [v.widgets[f.name] for f in fields if f.name in v.widgets]
     field_list = [f for f in fields if f.name in v.widgets]
     accordions = list(v.accordions.values())
     groups = list(v.op_groups.values())
-    extra = [launch_summary] if launch_summary is not None else []
-    render_outputs = [v.editor, v.validation, v.effective, v.current, v.save_btn, v.flagged_state, *accordions, *groups, *widget_list, *extra]
+    extra = [c for c in (launch_summary, launch_msg) if c is not None]
+    render_outputs = [v.editor, v.validation, v.effective, v.current, v.save_btn, v.flagged_state, v.input_errors, v.msg, v.switch_row,
+                      *accordions, *groups, *widget_list, *extra]
 
-    def render(text: str, loaded: str, name: str | None, flagged: dict, *, set_text: bool, refill: dict | None, edited: str | None = None) -> dict:
-        """Updates after any change: validation, effective TOML, section badges, field flags,
-        operator groups, and (``refill``) widget values from the TOML."""
+    def render(text: str, loaded: str, name: str | None, flagged: dict, *, set_text: bool, refill: dict | None, edited: str | None = None,
+               input_errors: dict | None = None) -> dict:
+        """Updates after any change: validation (the engine's problems and the form values that
+        could not be written, ``input_errors``), effective TOML, section badges, field flags,
+        operator groups, and (``refill``) widget values from the TOML. Earlier messages are cleared."""
         out: dict = {}
+        input_errors = dict(input_errors or {})
         if set_text:
             out[v.editor] = text
-        val = wb.validate(text)
+        val = form_validation(wb.validate(text), input_errors)
         out[v.validation] = val.markdown()
         out[v.effective] = val.effective if val.ok else "# (shown once the preset is valid)"
         kind = _safe_kind(wb, name)
-        out[v.current] = _current_md(name, kind, text != loaded)
+        modified = edited_text(text, loaded) or bool(input_errors)
+        out[v.current] = _current_md(name, kind, modified)
         out[v.save_btn] = gr.Button(interactive=_can_save(kind))
+        out[v.input_errors] = input_errors
+        out[v.msg] = ""
+        out[v.switch_row] = gr.Row(visible=False)
         problems: dict[str, str] = {}
         for fname, msg in val.problems:
             problems.setdefault(_field_of(fname, msg, v.widgets), msg)
@@ -178,12 +194,14 @@ def wire(wb: Workbench, v: View, launch_summary=None) -> None:
                 out[w] = gr.update(**upd)
         out[v.flagged_state] = new_flagged
         if launch_summary is not None:
-            out[launch_summary] = launch_md(name, text != loaded, val)
+            out[launch_summary] = launch_md(name, modified, val)
+        if launch_msg is not None:
+            out[launch_msg] = ""
         return out
 
     # -- TOML editor → form --------------------------------------------------------------------
     def on_text(text, loaded, name, flagged, *values):
-        """TOML editor edited: re-fill the form and validate."""
+        """TOML editor edited: re-fill the form (which replaces any unreadable form value) and validate."""
         return render(text, loaded, name, flagged or {}, set_text=False, refill=dict(zip([f.name for f in field_list], values)))
 
     v.editor.input(on_text, [v.editor, v.loaded_state, v.name_state, v.flagged_state, *widget_list], render_outputs,
@@ -191,20 +209,22 @@ def wire(wb: Workbench, v: View, launch_summary=None) -> None:
 
     # -- form → TOML editor --------------------------------------------------------------------
     for f in field_list:
-        def on_field(text, loaded, name, flagged, value, _f=f):
-            """Form field edited: write it into the TOML and validate."""
+        def on_field(text, loaded, name, flagged, input_errors, value, _f=f):
+            """Form field edited: write it into the TOML and validate. A value that cannot be written
+            (letters in a number box, an emptied required field) leaves the TOML as it is and stays a
+            problem of this field until it is fixed."""
+            errors = dict(input_errors or {})
             try:
                 new_text = pe.set_field(text, _f.name, pe.from_widget(_f, value))
             except pe.FieldInputError as e:
-                out = render(text, loaded, name, flagged or {}, set_text=False, refill=None)
-                out[v.validation] = err_md(str(e)) + "\n\n" + out[v.validation]
-                out[v.widgets[_f.name]] = gr.update(info=f"⚠ {e} — {_f.help_text()}", elem_classes=["field-error"])
-                out[v.flagged_state] = {**out[v.flagged_state], _f.name: str(e)}
-                return out
-            return render(new_text, loaded, name, flagged or {}, set_text=True, refill=None, edited=_f.name)
+                kept = pe.effective_value(_parsed(text), _f)
+                errors[_f.name] = f"{e.args[0].split(': ', 1)[-1]}; the TOML keeps {_f.name} = {pe.to_widget(_f, kept)}"
+                return render(text, loaded, name, flagged or {}, set_text=False, refill=None, input_errors=errors)
+            errors.pop(_f.name, None)
+            return render(new_text, loaded, name, flagged or {}, set_text=True, refill=None, edited=_f.name, input_errors=errors)
 
-        v.widgets[f.name].input(on_field, [v.editor, v.loaded_state, v.name_state, v.flagged_state, v.widgets[f.name]], render_outputs,
-                                trigger_mode="always_last", show_progress="hidden", api_visibility="private")
+        v.widgets[f.name].input(on_field, [v.editor, v.loaded_state, v.name_state, v.flagged_state, v.input_errors, v.widgets[f.name]],
+                                render_outputs, trigger_mode="always_last", show_progress="hidden", api_visibility="private")
 
     # -- loading -------------------------------------------------------------------------------
     def load(name):
@@ -214,44 +234,79 @@ def wire(wb: Workbench, v: View, launch_summary=None) -> None:
         except WorkbenchError as e:
             return {v.msg: err_md(e)}
         out = render(text, text, name, {f.name: "?" for f in field_list}, set_text=True, refill={})
-        out.update({v.loaded_state: text, v.name_state: name, v.msg: "", v.confirm_row: gr.Row(visible=False)})
+        out.update({v.loaded_state: text, v.name_state: name, v.msg: "", v.confirm_row: gr.Row(visible=False), v.pending_switch: None})
         return out
 
-    load_outputs = [*render_outputs, v.loaded_state, v.name_state, v.msg, v.confirm_row]
-    v.dropdown.input(load, [v.dropdown], load_outputs, api_name="ui_load_preset", api_visibility="undocumented")
+    load_outputs = [*render_outputs, v.loaded_state, v.name_state, v.msg, v.confirm_row, v.pending_switch]
+
+    def pick(picked, current, text, loaded, input_errors):
+        """A preset was picked in the list: load it, unless the editor holds unsaved edits; then ask
+        first (the list goes back to the preset being edited until the edits are discarded)."""
+        if picked == current:  # the list repeats its input event after a load; nothing to do
+            return {v.pending_switch: None}
+        if not edited_text(text, loaded) and not input_errors:
+            return load(picked)
+        return {v.dropdown: gr.Dropdown(value=current), v.pending_switch: picked, v.switch_row: gr.Row(visible=True),
+                v.switch_md: f"**{current or 'The unsaved preset'}** has unsaved edits. Load **{picked}** and discard them? "
+                             "(*Save as new preset* keeps them.)"}
+
+    v.dropdown.input(pick, [v.dropdown, v.name_state, v.editor, v.loaded_state, v.input_errors],
+                     [*load_outputs, v.dropdown, v.switch_md], api_name="ui_load_preset", api_visibility="undocumented")
+    v.switch_yes.click(lambda picked: {**load(picked), v.dropdown: gr.Dropdown(value=picked)} if picked else {v.switch_row: gr.Row(visible=False)},
+                       [v.pending_switch], [*load_outputs, v.dropdown], api_visibility="private")
+    v.switch_no.click(lambda: (gr.Row(visible=False), None), None, [v.switch_row, v.pending_switch], api_visibility="private")
 
     # -- save / save as / duplicate / delete ---------------------------------------------------
     def choices_update(selected):
         """The preset dropdown with fresh choices and this selection."""
         return gr.Dropdown(choices=wb.preset_choices(), value=selected)
 
-    def save(name, text):
+    def saved_updates(saved: str, text: str, message: str) -> dict:
+        """After a save: the saved text is the loaded one, so nothing is unsaved any more (here and
+        in the Runs tab's launch line)."""
+        out = {v.msg: ok_md(message), v.loaded_state: text, v.name_state: saved, v.current: _current_md(saved, "user", False),
+               v.dropdown: choices_update(saved), v.save_btn: gr.Button(interactive=True), v.switch_row: gr.Row(visible=False)}
+        if launch_summary is not None:
+            out[launch_summary] = launch_md(saved, False, wb.validate(text))
+        if launch_msg is not None:
+            out[launch_msg] = ""
+        return out
+
+    def unsaved_form_values(input_errors: dict) -> str | None:
+        """The refusal when the form holds values that are not in the TOML, else ``None``."""
+        if not input_errors:
+            return None
+        return err_md("not saved: " + "; ".join(f"{k} {m}" for k, m in input_errors.items()))
+
+    def save(name, text, input_errors):
         """Save the editor's text over the current user preset."""
         if not name:
             return {v.msg: err_md("this preset has no name yet: type one under New preset name and use Save as new preset")}
+        if unsaved_form_values(input_errors):
+            return {v.msg: unsaved_form_values(input_errors)}
         try:
             if wb.preset_kind(name) == "shipped":
                 raise WorkbenchError(f"{name!r} is a ready preset and read-only; type a new name and use Save as new preset")
             saved = wb.save_preset(name, text, overwrite=True)
         except WorkbenchError as e:
             return {v.msg: err_md(e)}
-        return {v.msg: ok_md(f"Saved {saved!r} in {wb.store.user_dir}"), v.loaded_state: text, v.name_state: saved,
-                v.current: _current_md(saved, "user", False), v.dropdown: choices_update(saved), v.save_btn: gr.Button(interactive=True)}
+        return saved_updates(saved, text, f"Saved {saved!r} in {wb.store.user_dir}")
 
-    save_outputs = [v.msg, v.loaded_state, v.name_state, v.current, v.dropdown, v.save_btn]
-    v.save_btn.click(save, [v.name_state, v.editor], save_outputs, api_name="ui_save_preset", api_visibility="undocumented")
+    save_outputs = [v.msg, v.loaded_state, v.name_state, v.current, v.dropdown, v.save_btn, v.switch_row, *extra]
+    v.save_btn.click(save, [v.name_state, v.editor, v.input_errors], save_outputs, api_name="ui_save_preset", api_visibility="undocumented")
 
-    def save_as(new_name, text):
+    def save_as(new_name, text, input_errors):
         """Save the editor's text as a new user preset."""
+        if unsaved_form_values(input_errors):
+            return {v.msg: unsaved_form_values(input_errors)}
         try:
             saved = wb.save_preset(new_name, text, overwrite=False)
         except WorkbenchError as e:
             return {v.msg: err_md(e)}
-        return {v.msg: ok_md(f"Saved as {saved!r} in {wb.store.user_dir}; you are now editing it"), v.loaded_state: text,
-                v.name_state: saved, v.current: _current_md(saved, "user", False), v.dropdown: choices_update(saved), v.new_name: "",
-                v.save_btn: gr.Button(interactive=True)}
+        return {**saved_updates(saved, text, f"Saved as {saved!r} in {wb.store.user_dir}; you are now editing it"), v.new_name: ""}
 
-    v.save_as_btn.click(save_as, [v.new_name, v.editor], [*save_outputs, v.new_name], api_name="ui_save_preset_as", api_visibility="undocumented")
+    v.save_as_btn.click(save_as, [v.new_name, v.editor, v.input_errors], [*save_outputs, v.new_name], api_name="ui_save_preset_as",
+                        api_visibility="undocumented")
 
     def duplicate(name, new_name):
         """Copy the saved current preset to a new user preset and open it."""
@@ -304,6 +359,32 @@ def launch_md(name: str | None, modified: bool, val: pe.Validation) -> str:
         return f"Launch starts {label}{mod} from the Presets tab — ✗ it has {len(val.problems)} problem(s); fix them there first."
     procs = f"{val.num_processes} process{'es' if val.num_processes > 1 else ''}"
     return f"Launch starts {label}{mod} from the Presets tab — ✓ valid · run.name `{val.run_name}` · {procs} · mixed precision `{val.mixed_precision}`"
+
+
+def edited_text(text: str | None, loaded: str | None) -> bool:
+    """Whether the editor's text differs from the loaded preset's, ignoring line endings and
+    trailing blanks (which the browser's editor may change on its own)."""
+    def norm(t: str | None) -> str:
+        return "\n".join(line.rstrip() for line in (t or "").strip().splitlines())
+
+    return norm(text) != norm(loaded)
+
+
+def form_validation(val: pe.Validation, input_errors: dict[str, str]) -> pe.Validation:
+    """The page's verdict: the engine's on the TOML text, plus the form values that could not be
+    written into it (``input_errors``, field → message). Valid only when both are clean, so the
+    page never says "Valid preset" while a field shows something the TOML does not hold."""
+    if not input_errors:
+        return val
+    engine = [(f, m) for f, m in val.problems if f not in input_errors]
+    return pe.Validation(False, [*input_errors.items(), *engine])
+
+
+def _parsed(text: str) -> dict:
+    try:
+        return pe.parse_toml(text)
+    except pe.FieldInputError:
+        return {}
 
 
 def _field_of(name: str, message: str, widgets: dict) -> str:

@@ -148,9 +148,11 @@ def on_page_load(wb: Workbench, v: View, follow: list, others: list = ()):
     return load, [v.selected, v.detail, v.log, v.confirm_row, v.stop_btn, v.resume_btn, v.table, *follow, *others]
 
 
-def wire(wb: Workbench, v: View, editor, follow: list) -> None:
+def wire(wb: Workbench, v: View, editor, follow: list, form_errors=None) -> None:
     """Attach the Runs tab's events. ``editor`` is the preset TOML; ``follow`` are dropdowns of other
-    views (plots, gallery) that switch to a run when it is selected or launched here."""
+    views (plots, gallery) that switch to a run when it is selected or launched here; ``form_errors``
+    (a state, field → message) holds the Presets form's values that are not in the TOML: while there
+    are any, Launch is refused (it would start something other than what the form shows)."""
 
     def select_updates(run):
         """Everything that follows a change of the selected run."""
@@ -158,19 +160,25 @@ def wire(wb: Workbench, v: View, editor, follow: list) -> None:
 
     select_outputs = [v.selected, v.detail, v.log, v.confirm_row, v.stop_btn, v.resume_btn, *follow]
 
-    def launch(text, run_name):
+    def launch(text, run_name, pending=None):
         """Launch the editor's preset as a new run."""
+        if pending:
+            problems = "; ".join(f"{k} {m}" for k, m in pending.items())
+            return {v.launch_msg: err_md(f"not launched: the Presets form holds values that are not in the TOML ({problems}); fix them there"),
+                    v.action_msg: ""}
         try:
             info = wb.launch(text, run_name)
         except WorkbenchError as e:
-            return {v.launch_msg: err_md(e)}
+            return {v.launch_msg: err_md(e), v.action_msg: ""}
         out = select_updates(info["run"])
+        out[v.action_msg] = ""
         out[v.launch_msg] = ok_md(f"Launched **{info['run']}** (process group {info['pid']}). It runs on its own: closing this page does not stop it.")
         out[v.table] = run_reader.runs_frame(wb.run_rows())
         out[v.run_name] = ""
         return out
 
-    v.launch_btn.click(launch, [editor, v.run_name], [v.launch_msg, v.table, v.run_name, *select_outputs],
+    v.launch_btn.click(launch, [editor, v.run_name, *([form_errors] if form_errors is not None else [])],
+                       [v.launch_msg, v.action_msg, v.table, v.run_name, *select_outputs],
                        api_name="ui_launch", api_visibility="undocumented", concurrency_limit=1)
 
     def on_select(run):
@@ -193,34 +201,35 @@ def wire(wb: Workbench, v: View, editor, follow: list) -> None:
     def stop(run):
         """Stop the selected run (its whole process group)."""
         if not run:
-            return {v.action_msg: err_md("select a run first")}
+            return {v.action_msg: err_md("select a run first"), v.launch_msg: ""}
         try:
             res = wb.stop(run, wait_s=3.0)
         except WorkbenchError as e:
-            return {v.action_msg: err_md(e)}
+            return {v.action_msg: err_md(e), v.launch_msg: ""}
         if res["state"] != "stopping":
             return {v.action_msg: ended_md(wb, run), v.detail: detail_md(wb, run), v.table: run_reader.runs_frame(wb.run_rows()),
-                    v.stop_btn: gr.Button(interactive=False), v.stopping: None}
+                    v.stop_btn: gr.Button(interactive=False), v.stopping: None, v.launch_msg: ""}
         return {v.action_msg: ok_md(f"{run} is stopping (final checkpoint being written); its whole process group was signalled."),
                 v.detail: detail_md(wb, run), v.table: run_reader.runs_frame(wb.run_rows()), v.stop_btn: gr.Button(interactive=False),
-                v.stopping: run}
+                v.stopping: run, v.launch_msg: ""}
 
-    v.stop_btn.click(stop, [v.selected], [v.action_msg, v.detail, v.table, v.stop_btn, v.stopping], api_name="ui_stop",
+    v.stop_btn.click(stop, [v.selected], [v.action_msg, v.detail, v.table, v.stop_btn, v.stopping, v.launch_msg], api_name="ui_stop",
                      api_visibility="undocumented")
 
     def resume(run):
         """Resume the selected run from its latest checkpoint."""
         if not run:
-            return {v.action_msg: err_md("select a run first")}
+            return {v.action_msg: err_md("select a run first"), v.launch_msg: ""}
         try:
             info = wb.resume(run)
         except WorkbenchError as e:
-            return {v.action_msg: err_md(e)}
+            return {v.action_msg: err_md(e), v.launch_msg: ""}
         return {v.action_msg: ok_md(f"Resumed {info['run']} from its latest checkpoint (process group {info['pid']})."),
                 v.detail: detail_md(wb, run), v.table: run_reader.runs_frame(wb.run_rows()),
-                v.stop_btn: gr.Button(interactive=True), v.resume_btn: gr.Button(interactive=False)}
+                v.stop_btn: gr.Button(interactive=True), v.resume_btn: gr.Button(interactive=False), v.launch_msg: "", v.stopping: None}
 
-    v.resume_btn.click(resume, [v.selected], [v.action_msg, v.detail, v.table, v.stop_btn, v.resume_btn], api_name="ui_resume",
+    v.resume_btn.click(resume, [v.selected], [v.action_msg, v.detail, v.table, v.stop_btn, v.resume_btn, v.launch_msg, v.stopping],
+                       api_name="ui_resume",
                        api_visibility="undocumented")
 
     def ask_delete(run):
@@ -242,10 +251,11 @@ def wire(wb: Workbench, v: View, editor, follow: list) -> None:
         names = wb.run_names()
         out = select_updates(names[0] if names else None)
         out[v.action_msg] = ok_md(f"Deleted {run}.")
+        out[v.launch_msg] = ""
         out[v.table] = run_reader.runs_frame(wb.run_rows())
         return out
 
-    v.confirm_yes.click(do_delete, [v.selected], [v.action_msg, v.table, *select_outputs], api_name="ui_delete_run", api_visibility="undocumented")
+    v.confirm_yes.click(do_delete, [v.selected], [v.action_msg, v.launch_msg, v.table, *select_outputs], api_name="ui_delete_run", api_visibility="undocumented")
 
 
 def refresh(wb: Workbench, v: View, follow: list, others: list = ()):
