@@ -137,9 +137,12 @@ def _setup_logging(log_file: Path | None, main_process: bool) -> None:
 
 
 def _cmd_validate(args) -> int:
+    from .data import check_data
+
     preset = assembly.load(args.preset, args.overrides)
     if not args.no_paths:
         cfg.check_here(preset, args.preset)
+        check_data(preset)
     sys.stdout.write(cfg.dumps(preset))
     return 0
 
@@ -420,3 +423,6 @@ def main(argv: list[str] | None = None) -> int:
     except NonFiniteError as e:  # sample / evaluate of a run whose weights are not finite
         print(f"error: {e}", file=sys.stderr)
         return 1
+    except OSError as e:  # e.g. sample/preview --out on a read-only or full disk: one line, not a traceback
+        print(f"error: {e.strerror or e}{f': {e.filename}' if e.filename else ''}", file=sys.stderr)
+        return 2

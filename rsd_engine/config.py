@@ -713,7 +713,7 @@ def check_here(preset: Preset, source: str | None = None, num_processes: int | N
 
 def check_paths(preset: Preset, source: str | None = None) -> None:
     """Check every path of a preset before any work starts: ``data.path`` and ``data.eval_path`` (a file
-    for npz, a file or a folder for the MRI sources, else a folder), ``teacher.checkpoint`` (a run folder or checkpoint folder holding a teacher
+    for npz, a file or a folder for the MRI sources, else a folder; an image folder must hold an image), ``teacher.checkpoint`` (a run folder or checkpoint folder holding a teacher
     checkpoint), ``eval.reference_stats`` (a file) and ``eval.fid_cache_dir`` (a folder, or not yet there). ``eval.fid_weights`` is not
     refused: a missing FID weights file only disables FID/KID (logged when the run starts).
 
@@ -722,7 +722,7 @@ def check_paths(preset: Preset, source: str | None = None) -> None:
     """
     import zipfile
 
-    from .data.sources import MRI_SOURCES
+    from .data.sources import IMAGE_SUFFIXES, MRI_SOURCES
 
     d, problems = preset.data, []
     for key, path, npz in (("data.path", d.path, d.source in ("npz", "edm-zip")), ("data.eval_path", d.eval_path, (d.eval_path or "").endswith((".npz", ".zip")))):
@@ -739,6 +739,8 @@ def check_paths(preset: Preset, source: str | None = None) -> None:
             problems.append((key, f"{_quote(path)}: not {kind}{detail}"))
         elif not npz and not Path(path).is_dir():
             problems.append((key, f"{_quote(path)}: no such folder; set {key} to a folder of images"))
+        elif d.source == "image-folder" and not any(p.suffix.lower() in IMAGE_SUFFIXES for p in Path(path).rglob("*")):
+            problems.append((key, f"{_quote(path)}: holds no images ({', '.join(sorted(IMAGE_SUFFIXES))}); set {key} to a folder of images"))
     ck = preset.teacher.checkpoint
     if ck and complete_checkpoint(teacher_checkpoint_folder(ck)) is None:
         problems.append(("teacher.checkpoint", f"{_quote(ck)}: holds no teacher checkpoint (a run folder with checkpoints/teacher-final, "

@@ -14,7 +14,6 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from rsd_engine import budget
 from rsd_engine import config as cfg
 from rsd_engine.cli import main
 from rsd_engine.data.sources import DataError, read_images
@@ -57,6 +56,8 @@ def test_sizes_beyond_any_machine_are_refused_at_validate(capsys, preset_file, o
 
 def test_sizes_that_do_not_fit_this_machine_are_refused_with_what_fits(capsys, preset_file, monkeypatch):
     """With 256 MiB of memory, the largest teacher batch the error allows is accepted and one more refused."""
+    from rsd_engine import budget
+
     monkeypatch.setattr(budget, "_host_ram", lambda: 256 * 2**20)
     code, err = _validate(capsys, preset_file, "teacher.batch_size=60000")
     assert code == 2 and "teacher.batch_size" in err and "is valid; it does not fit this machine's memory" in err and "256.0 MiB" in err, err
@@ -70,6 +71,8 @@ def test_sizes_that_do_not_fit_this_machine_are_refused_with_what_fits(capsys, p
 
 
 def test_a_run_too_large_for_the_machine_starts_no_work(preset_file, tmp_path, monkeypatch, capsys):
+    from rsd_engine import budget
+
     monkeypatch.setattr(budget, "_host_ram", lambda: 64 * 2**20)
     out = tmp_path / "run"
     assert main(["run", str(preset_file), "--out", str(out), "--set", "teacher.batch_size=8192"]) == 2
@@ -293,7 +296,7 @@ def test_a_full_disk_mid_run_ends_in_one_error_and_a_failed_run(tmp_path, tiny_p
     runs = tmp_path / "runs"
     out = runs / "full"
     sets = [a for o in FID_OFF for a in ("--set", o)]
-    env = {**os.environ, "PYTHONPATH": f"{REPO}{os.pathsep}{os.environ.get('PYTHONPATH', '')}"}
+    env = {**os.environ, "PYTHONPATH": f"{REPO}{os.pathsep}{os.environ.get('PYTHONPATH', '')}", "OMP_NUM_THREADS": "1"}
     proc = subprocess.run([sys.executable, str(REPO / "tests" / "full_disk.py"), str(out), "4", "--", "run", str(preset), "--out", str(out), *sets],
                           capture_output=True, text=True, timeout=600, env=env)
     assert proc.returncode == 1, proc.stderr[-3000:]

@@ -280,13 +280,13 @@ def test_a_failed_export_leaves_nothing_half_written(tmp_path, monkeypatch, fini
 
     monkeypatch.setattr(RSDOneStepPipeline, "save_pretrained", broken)
     target = tmp_path / "new" / "deeper" / "gen"
-    with pytest.raises(OSError, match="disk full"):
+    with pytest.raises(ExportError, match="disk full"):  # one line naming the folder (issue 19), not a traceback
         export_run(run.path, target)
     assert not (tmp_path / "new").exists()
     earlier = tmp_path / "earlier"
     earlier.mkdir()
     (earlier / "model_index.json").write_text("{}")
-    with pytest.raises(OSError):
+    with pytest.raises(ExportError):
         export_run(run.path, earlier, force=True)
     assert [p.name for p in earlier.iterdir()] == ["model_index.json"] and (earlier / "model_index.json").read_text() == "{}"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["earlier", "run"]

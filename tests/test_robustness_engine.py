@@ -176,7 +176,8 @@ def test_bad_values_are_quoted_short(tiny_preset_text):
     assert len(str(err.value)) < 300 and "5002 characters" in str(err.value)
     with pytest.raises(cfg.PresetError) as err:
         cfg.loads(tiny_preset_text, ["corruption.operator=" + "y" * 5000])
-    assert len(str(err.value)) < 400
+    # the value is cut to 80 characters; the rest is the list of allowed operators, which grew with plug-ins
+    assert "5002 characters" in str(err.value) and len(str(err.value)) < 600
 
 
 def test_set_accepts_nested_operator_keys(tiny_preset_text):

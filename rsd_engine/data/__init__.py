@@ -13,7 +13,7 @@ import torch
 from ..measurement import Measurement
 from .corrupted import CorruptedDataset, IndexStream, to_float
 from .mri import check_mri_source
-from .sources import MRI_SOURCES, DataError, read_images, source_identity
+from .sources import MRI_SOURCES, DataError, check_npz, read_images, source_identity
 
 __all__ = [
     "CorruptedDataset",
@@ -40,9 +40,10 @@ def training_measurements(preset, measurement: Measurement) -> CorruptedDataset:
 
 
 def check_data(preset) -> None:
-    """Cheap checks of a preset's data files before a run folder is made: the MRI sources' headers
-    (:func:`rsd_engine.data.mri.check_mri_source`) for ``data.path`` and ``data.eval_path``.
-    Other sources are checked when they are read.
+    """Cheap checks of a preset's data files before a run folder is made, from their headers: the MRI
+    sources' (:func:`rsd_engine.data.mri.check_mri_source`) and npz archives'
+    (:func:`rsd_engine.data.sources.check_npz`) for ``data.path`` and ``data.eval_path``. Other sources
+    are checked when they are read.
 
     Raises:
         DataError: naming the file and what is wrong with it.
@@ -52,6 +53,10 @@ def check_data(preset) -> None:
         check_mri_source(d.source, d.path)
         if d.eval_path:
             check_mri_source(d.source, d.eval_path)
+    if d.source == "npz":
+        check_npz(d.path, "data.path")
+    if d.eval_path and d.eval_path.endswith(".npz"):
+        check_npz(d.eval_path, "data.eval_path")
 
 
 def _eval_location(preset) -> tuple[str | None, str]:

@@ -23,11 +23,11 @@ from PIL import Image
 from .errors import DataError
 from .mri import fastmri_slices, mri_identity, nifti_slices
 
-__all__ = ["DataError", "FASHION_MNIST_DIR", "MRI_SOURCES", "read_images", "source_identity"]
+__all__ = ["DataError", "FASHION_MNIST_DIR", "IMAGE_SUFFIXES", "MRI_SOURCES", "check_npz", "read_images", "source_identity"]
 
 FASHION_MNIST_DIR = Path("/usr/share/datasets/fashion-mnist")
 _FMNIST_FILES = {"train": "train-images-idx3-ubyte.gz", "test": "t10k-images-idx3-ubyte.gz"}
-_IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".webp"}
+IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".webp"}
 _NPZ_KEYS = ("images", "x", "arr_0")
 #: Sources of complex MRI slices (:mod:`rsd_engine.data.mri`), read as float32 (re, im) channels.
 MRI_SOURCES = ("mri-nifti", "fastmri")
@@ -59,9 +59,9 @@ def _fashion_mnist(split: str, root: Path) -> np.ndarray:
 def _image_folder(path: Path, channels: int, resolution: int) -> np.ndarray:
     if not path.is_dir():
         raise DataError(f"image folder {path} does not exist")
-    files = sorted(p for p in path.rglob("*") if p.suffix.lower() in _IMAGE_SUFFIXES)
+    files = sorted(p for p in path.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES)
     if not files:
-        raise DataError(f"image folder {path} holds no images ({', '.join(sorted(_IMAGE_SUFFIXES))})")
+        raise DataError(f"image folder {path} holds no images ({', '.join(sorted(IMAGE_SUFFIXES))})")
     out = np.empty((len(files), channels, resolution, resolution), dtype=np.uint8)
     for i, f in enumerate(files):
         try:
@@ -79,30 +79,51 @@ def _image_folder(path: Path, channels: int, resolution: int) -> np.ndarray:
     return out
 
 
+def check_npz(path: Path, field: str) -> str:
+    """Check an ``.npz`` file of images from its headers alone (no array is read): a zip archive holding
+    an array named ``images``, ``x`` or ``arr_0`` of numbers with 3 or 4 dimensions.
+
+    Returns:
+        the name of the image array.
+
+    Raises:
+        DataError: naming ``field`` and the file, and what is wrong; never advising to unpickle.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise DataError(f"{field}: npz file {path} does not exist")
+    not_images = f"{field}: {path} is not an .npz file of images (data.source = 'npz' reads a NumPy .npz archive holding an array {' / '.join(_NPZ_KEYS)} of numbers)"
+    try:
+        with zipfile.ZipFile(path) as z:
+            names = [n.removesuffix(".npy") for n in z.namelist()]
+            key = next((k for k in _NPZ_KEYS if k in names), None)
+            if key is None:
+                raise DataError(f"{field}: {path}: no array named {' / '.join(_NPZ_KEYS)} (found {', '.join(names) or 'none'})")
+            with z.open(f"{key}.npy") as f:
+                fmt = np.lib.format
+                read_header = fmt.read_array_header_1_0 if fmt.read_magic(f) == (1, 0) else fmt.read_array_header_2_0
+                shape, _, dtype = read_header(f)
+    except (zipfile.BadZipFile, ValueError, OSError, EOFError, KeyError) as e:
+        if isinstance(e, DataError):
+            raise
+        raise DataError(f"{not_images}; it is not a zip of .npy arrays or is damaged") from None
+    if dtype.kind not in "biuf" or len(shape) not in (3, 4):
+        raise DataError(f"{not_images}; its array {key!r} has dtype {dtype} and shape {shape}")
+    return key
+
+
 def _npz(path: Path, field: str) -> np.ndarray:
     """The image array of an ``.npz`` archive, read without unpickling (objects inside are refused).
 
     Raises:
-        DataError: naming ``field`` and the file: missing, not an ``.npz`` archive, no image array, an
-            array of Python objects, or a shape that is not a stack of images.
+        DataError: naming ``field`` and the file (:func:`check_npz`), or a shape that is not a stack of images.
     """
-    if not path.is_file():
-        raise DataError(f"{field}: npz file {path} does not exist")
-    not_images = f"{field}: {path} is not an .npz file of images (data.source = 'npz' reads a NumPy .npz archive holding an array {' / '.join(_NPZ_KEYS)} of numbers)"
-    if not zipfile.is_zipfile(path):
-        raise DataError(not_images)
+    key = check_npz(path, field)
     try:
         with np.load(path, allow_pickle=False) as z:
-            key = next((k for k in _NPZ_KEYS if k in z.files), None)
-            if key is None:
-                raise DataError(f"{field}: {path}: no array named {' / '.join(_NPZ_KEYS)} (found {', '.join(z.files) or 'none'})")
             arr = z[key]
-    except (ValueError, OSError, zipfile.BadZipFile, EOFError) as e:  # numpy's own words may advise unpickling; never shown
-        if isinstance(e, DataError):
-            raise
-        raise DataError(f"{not_images}; it holds Python objects or is damaged") from None
-    if arr.dtype.kind not in "biuf":
-        raise DataError(f"{not_images}; its array {key!r} has dtype {arr.dtype}")
+    except (ValueError, OSError, zipfile.BadZipFile, EOFError):  # numpy's own words may advise unpickling; never shown
+        raise DataError(f"{field}: {path} is not an .npz file of images; it is damaged") from None
     if arr.ndim == 3:
         arr = arr[:, None]
     if arr.ndim != 4:
