@@ -249,6 +249,16 @@ def test_set_field_keeps_comments_and_validation_names_the_field():
         pe.set_field("[data\n", "data.resolution", 32)
 
 
+def test_switching_the_operator_drops_the_old_operators_table():
+    text = SHIPPED.joinpath("quickstart.toml").read_text()
+    assert "[corruption.gaussian_blur]" in text
+    switched = pe.set_field(text, "corruption.operator", "random_inpainting")
+    assert "[corruption.gaussian_blur]" not in switched and 'operator = "random_inpainting"' in switched
+    assert pe.validate(switched).ok, pe.validate(switched).problems
+    kept = pe.set_field(text, "corruption.operator", "gaussian_blur")  # the selected operator keeps its table
+    assert "[corruption.gaussian_blur]" in kept
+
+
 def test_nested_operator_tables_become_operator_fields(monkeypatch):
     from rsd_engine import config
 

@@ -338,7 +338,9 @@ def from_widget(f: FormField, value: Any) -> Any:
 def set_field(text: str, name: str, value: Any) -> str:
     """Return ``text`` with field ``name`` set to ``value`` (or removed for :data:`UNSET`).
 
-    Comments and layout of the rest of the file are kept. Tables are created as needed.
+    Comments and layout of the rest of the file are kept. Tables are created as needed. Setting
+    ``corruption.operator`` removes the parameter tables of other operators (``[corruption.<name>]``,
+    ``[corruption.params]``): the engine refuses a table of an operator that is not selected.
 
     Raises:
         FieldInputError: ``text`` is not valid TOML, or a parent of the field is not a table.
@@ -363,6 +365,9 @@ def set_field(text: str, name: str, value: Any) -> str:
             del node[last]
     else:
         node[last] = value
+        if name == "corruption.operator":
+            for key in [k for k, v in node.items() if isinstance(v, dict) and k != value]:
+                del node[key]
     return tomlkit.dumps(doc)
 
 
