@@ -171,9 +171,9 @@ def _edm_zip(path: Path, resolution: int) -> np.ndarray:
         raise DataError(f"EDM dataset zip {path} does not exist")
     try:
         with zipfile.ZipFile(path) as z:
-            names = sorted(n for n in z.namelist() if Path(n).suffix.lower() in _IMAGE_SUFFIXES)
+            names = sorted(n for n in z.namelist() if Path(n).suffix.lower() in IMAGE_SUFFIXES)
             if not names:
-                raise DataError(f"{path}: holds no images ({', '.join(sorted(_IMAGE_SUFFIXES))}); an EDM dataset_tool zip "
+                raise DataError(f"{path}: holds no images ({', '.join(sorted(IMAGE_SUFFIXES))}); an EDM dataset_tool zip "
                                 "holds PNG files in numbered folders")
             arrays = []
             for name in names:
