@@ -235,7 +235,8 @@ def _cmd_run(args) -> int:
                 with open(run.log_path, "a", encoding="utf-8") as f:
                     f.write(details)
 
-            _record(run, lambda: run.write_status(state="failed", error=f"{type(e).__name__}: {e}"))
+            error = f"{type(e).__name__}: {e}"
+            _record(run, lambda: run.write_status(state="failed", error=error))
             _record(run, log_details, quiet=True)
         return 1
     finally:

@@ -24,7 +24,6 @@ from rsd_engine import config as cfg
 from rsd_engine import load_edm_teacher
 from rsd_engine.checkpoints import load_network
 from rsd_engine.cli import main
-from rsd_engine.edm_import import import_teacher
 from rsd_engine.edm_pickle import EDMPickleError, read_pickle
 from rsd_engine.networks import SongUNetPrecond
 from rsd_engine.runs import FINAL_NETWORK, TEACHER_FINAL, RunDir
