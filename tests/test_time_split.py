@@ -159,13 +159,12 @@ def test_workbench_shows_the_same_split(tmp_path):
 
 
 def test_channels_last_features_equal_nchw_ones():
-    import torch.nn.functional as F
 
-    from rsd_engine.metrics import extract_features, load_feature_network
+    from rsd_engine.metrics import extract_features, load_feature_network, tf1_resize
 
     net = load_feature_network()
     imgs = torch.randint(0, 256, (2, 1, 32, 32), dtype=torch.uint8, generator=torch.Generator().manual_seed(0))
-    x = F.interpolate(imgs.float().expand(-1, 3, -1, -1), size=(299, 299), mode="bilinear", align_corners=False)
+    x = tf1_resize(imgs.float().expand(-1, 3, -1, -1))
     nchw = net.net(((x - 128.0) / 128.0).contiguous())
     fast = extract_features(net, imgs, 2)
     assert torch.allclose(fast, nchw, rtol=0, atol=1e-4)

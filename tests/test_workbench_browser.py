@@ -24,6 +24,7 @@ TINY = {
     "teacher.kimg": 0.032, "teacher.batch_size": 16, "distill.kimg": 0.016, "distill.batch_size": 8,
     "network.block_out_channels": [16, 32], "data.max_images": 64, "eval.final_fid_n": 0, "eval.live_fid_n": 0,
     "eval.grid_n": 8, "eval.psnr_n": 0, "eval.teacher_steps": 3, "eval.reference_n": 2,
+    "eval.models": ["teacher-full", "teacher-truncated", "generator"],  # the quickstart leaves teacher-full out
 }
 ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking",
         "--disable-component-update", "--disable-sync"]
