@@ -40,6 +40,20 @@ def _sync(device: torch.device) -> None:
         torch.cuda.synchronize()
 
 
+def _teacher_step_seconds(net, objective, z, device, repeats: int) -> float:
+    """Seconds of one teacher training step (loss on y = z/2, backward, Adam lr 1e-5), median of ``repeats`` after a warm-up (:func:`_timed`)."""
+    opt = torch.optim.Adam(net.parameters(), lr=1e-5)
+    y = z * 0.5
+
+    def step():
+        loss = objective.loss(net, y).mean()
+        loss.backward()
+        opt.step()
+        opt.zero_grad(set_to_none=True)
+
+    return _timed(step, device, repeats)
+
+
 def _timed(fn, device, repeats: int) -> float:
     """Median wall seconds of ``fn()`` over ``repeats`` runs after one warm-up run."""
     fn()
@@ -71,16 +85,7 @@ def run(preset: cfg.Preset, batch: int, repeats: int, device: torch.device, step
     steps, d = preset.eval.teacher_steps, preset.distill
     rows: list[tuple[str, str]] = [("network parameters", f"{count_parameters(net):,}"), ("batch", str(batch))]
     if step_only:
-        opt = torch.optim.Adam(net.parameters(), lr=1e-5)
-        y = z * 0.5
-
-        def bare_step():
-            loss = objective.loss(net, y).mean()
-            loss.backward()
-            opt.step()
-            opt.zero_grad(set_to_none=True)
-
-        t = _timed(bare_step, device, repeats)
+        t = _teacher_step_seconds(net, objective, z, device, repeats)
         return rows + [("teacher training step, s (images/s)", f"{t:.3f} ({batch / t:.1f})")]
 
     net.eval()
@@ -95,16 +100,7 @@ def run(preset: cfg.Preset, batch: int, repeats: int, device: torch.device, step
     ]
 
     net.train()
-    opt = torch.optim.Adam(net.parameters(), lr=1e-5)
-    y = z * 0.5
-
-    def teacher_step():
-        loss = objective.loss(net, y).mean()
-        loss.backward()
-        opt.step()
-        opt.zero_grad(set_to_none=True)
-
-    t_teacher = _timed(teacher_step, device, repeats)
+    t_teacher = _teacher_step_seconds(net, objective, z, device, repeats)
     teacher = copy.deepcopy(net).eval().requires_grad_(False)
     fake, gen = copy.deepcopy(net), copy.deepcopy(net)
     opt_f = torch.optim.Adam(fake.parameters(), lr=1e-5, betas=(0.0, 0.999))
