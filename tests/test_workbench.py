@@ -784,9 +784,38 @@ def test_client_preview_of_an_mri_preset_shows_kspace_and_magnitudes(served):
     text = client.predict("mri-brain-r4", api_name="/get_preset")
     image, info = client.predict(text, 4, api_name="/preview")
     path = image if isinstance(image, str) else image["path"]
-    with Image.open(path) as im:
-        assert im.size == (4 * 65 + 1, 4 * 65 + 1) and im.mode == "L"
+    with Image.open(path) as im:  # four rows of 64-pixel tiles, each under its label band
+        assert im.width == 4 * 65 + 1 and im.height > 4 * 65 + 1 and im.mode == "RGB"
     assert "k-space line mask" in info and "simulated" in info and "mri-nifti" in info and "2 channel" in info
+    assert "**Grid:** 261×261 px, mode L" in info and "**Operator settings:** acceleration = 4 · coils = 4" in info
+
+
+def test_preview_rows_get_their_labels_and_tiles_keep_every_pixel(tmp_path):
+    """The preview grid is enlarged by a whole factor (nearest neighbour) under one label band per row;
+    labels that do not match the grid's rows leave the grid as it is."""
+    import numpy as np
+    from PIL import Image
+
+    from workbench.preview_labels import MIN_TILE_PX, labelled_preview, row_labels
+
+    rng = np.random.default_rng(0)
+    grid = np.zeros((2 * 9 + 1, 3 * 9 + 1), np.uint8)  # 2 rows × 3 tiles of 8×8 px, 1-pixel gaps
+    for r in range(2):
+        for c in range(3):
+            grid[1 + 9 * r:9 + 9 * r, 1 + 9 * c:9 + 9 * c] = rng.integers(1, 255, (8, 8))
+    Image.fromarray(grid, "L").save(tmp_path / "grid.png")
+    labels = row_labels("data: x\nrows: clean test images | measurements y = A(x) + σε\nnote: y")
+    assert labels == ["clean test images", "measurements y = A(x) + σε"]
+    out = labelled_preview(tmp_path / "grid.png", labels, tmp_path / "labelled.png")
+    scale = MIN_TILE_PX // 8
+    with Image.open(out) as im:
+        shown = np.asarray(im.convert("L"))
+    assert shown.shape[1] == grid.shape[1] * scale
+    band = shown.shape[0] - grid.shape[0] * scale
+    assert band > 0 and (shown[:4] == 255).all()  # a white label band on top
+    bottom_row = shown[-(9 * scale + scale):]  # the second row of tiles and the last gap, enlarged
+    assert (bottom_row == np.kron(grid[9:], np.ones((scale, scale), np.uint8))).all()
+    assert labelled_preview(tmp_path / "grid.png", ["one", "two", "three"], tmp_path / "x.png") == tmp_path / "grid.png"
 
 
 def test_compare_page_puts_runs_on_one_global_axis(tmp_path):
@@ -857,3 +886,46 @@ def test_finished_run_row_and_verdict_row_say_what_they_mean(tmp_path):
     verdict = table[table["model"] == "generator vs teacher-truncated"].iloc[0]
     assert verdict["KID ×10³"] == "" and verdict["note"].startswith("ratio 0.903")
     assert table[table["model"] == "teacher-truncated"].iloc[0]["proximal FID"] == "generator only"
+
+
+def test_compare_a_whole_study_folder_and_the_ratio_of_equal_fids(tmp_path):
+    """A study folder (runs one and two levels deeper, as benchmarks/fidelity_study.py writes them) is
+    one "Compare with" choice that draws all its runs; the selected run is never offered to compare
+    with itself; the table's ratio comes from the two final FIDs (1.000 when equal, "n differs" when
+    measured at different n), with no race record needed."""
+    from workbench.ui.plots_view import compare_choices, page
+
+    runs = tmp_path / "runs"
+
+    def make_run(folder: Path, teacher_fid: float, generator_fid: float, generator_n: int = 16) -> None:
+        folder.mkdir(parents=True)
+        (folder / "preset.toml").write_text('[corruption]\noperator = "identity"\nnoise_sigma = 0.2\n')
+        (folder / "events.jsonl").write_text(json.dumps(
+            {"time": 1.0, "stage": "distill", "kind": "fid", "model": "generator", "fid": generator_fid, "n": generator_n, "kimg": 0.5}) + "\n")
+        (folder / "metrics.json").write_text(json.dumps({"teacher-truncated": {"fid": teacher_fid, "n": 16},
+                                                         "generator": {"fid": generator_fid, "n": generator_n}}))
+
+    make_run(runs / "plain", 12.5, 12.5)
+    make_run(runs / "study-x" / "alpha-1", 40.0, 30.0)
+    make_run(runs / "study-x" / "alpha-2", 40.0, 35.0, generator_n=32)
+    make_run(runs / "study-x" / "teachers" / "t1", 40.0, 44.0)
+    (runs / "study-x" / "study.json").write_text("{}")
+    (runs / "empty-folder").mkdir()
+    wb = Workbench(runs, tmp_path / "presets", SHIPPED, engine_cmd=["true"])
+    try:
+        assert wb.run_names() == ["plain"]  # the Runs tab lists runs it can stop and resume only
+        choices = compare_choices(wb, "plain")
+        assert choices == ["study-x/", "study-x/alpha-1", "study-x/alpha-2", "study-x/teachers/t1"]
+        assert "plain" in compare_choices(wb, "study-x/alpha-1")
+        shown = page(wb, "plain", ["plain", "study-x/"], "images seen (kimg)", False, 0.0)
+        table = shown["table"].set_index("run")
+        assert list(table.index) == ["plain", "study-x/alpha-1", "study-x/alpha-2", "study-x/teachers/t1"]
+        assert list(table["ratio"]) == ["1.000", "0.750", "n differs", "1.100"]
+        names = {t.name for t in shown["fid"].data}
+        assert {"plain · generator (n=16)", "study-x/alpha-1 · generator (n=16)", "study-x/alpha-2 · generator (n=32)"} <= names
+        with pytest.raises(WorkbenchError, match="path"):
+            wb.run_dir("study-x/..")
+        with pytest.raises(WorkbenchError, match="at most 2 folders"):
+            wb.run_dir("study-x/teachers/t1/samples")
+    finally:
+        wb.close()

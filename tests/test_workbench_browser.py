@@ -339,3 +339,63 @@ def test_browser_three_runs_compared_on_one_axis_and_fresh_run_messages(tmp_path
             wb.launcher.stop(run, wait_s=10)
         demo.close()
         wb.close()
+
+
+def _finished_run(folder: Path, teacher_fid: float, generator_fid: float, log_lines: int = 3) -> None:
+    """A finished run's folder as the engine leaves it (frozen preset, status, one live FID, final
+    metrics without a race record, a log of ``log_lines`` lines)."""
+    folder.mkdir(parents=True)
+    (folder / "preset.toml").write_text('[corruption]\noperator = "identity"\nnoise_sigma = 0.2\n')
+    (folder / "status.json").write_text('{"state": "done", "stage": "evaluate"}')
+    (folder / "events.jsonl").write_text('{"time": 1.0, "stage": "distill", "kind": "fid", "model": "generator", "fid": 20.0, "n": 16, "kimg": 0.5}\n')
+    (folder / "metrics.json").write_text(f'{{"teacher-truncated": {{"fid": {teacher_fid}, "n": 16}}, "generator": {{"fid": {generator_fid}, "n": 16}}}}')
+    (folder / "log.txt").write_text("".join(f"log line {i}\n" for i in range(log_lines)))
+
+
+def test_browser_log_follows_its_end_compare_offers_studies_and_preview_labels_rows(tmp_path):
+    """The log tail shows its last line without scrolling; "Compare with" never offers the selected
+    run, offers a study folder (benchmarks/fidelity_study.py's layout) that draws all its runs, and
+    the table gives the ratio of two equal final FIDs (1.000); the preview labels every row of images
+    and lists the operator's settings."""
+    runs = tmp_path / "runs"
+    _finished_run(runs / "r-long-log", 12.5, 12.5, log_lines=300)
+    for name in ("a", "b", "teachers/t"):
+        _finished_run(runs / "study-s" / name, 40.0, 30.0)
+    demo, wb, url = _serve(tmp_path)
+    try:
+        with playwright_api.sync_playwright() as p:
+            browser = p.chromium.launch(executable_path=str(CHROMIUM), args=ARGS)
+            page = browser.new_page(viewport={"width": 1400, "height": 900})
+            page.goto(url)
+            page.wait_for_selector("#preset-editor .cm-content", timeout=120_000)
+            page.get_by_role("tab", name="3 · Runs").click()
+            page.wait_for_function("() => document.querySelector('#run-log textarea').value.includes('log line 299')", timeout=30_000)
+            page.wait_for_timeout(500)
+            assert page.evaluate("""() => { const t = document.querySelector('#run-log textarea');
+                                          return t.scrollHeight > t.clientHeight && t.scrollTop + t.clientHeight >= t.scrollHeight - 2; }""")
+
+            page.get_by_role("tab", name="4 · Live plots").click()
+            page.locator("#plots-compare input").first.click()
+            options = page.get_by_role("option").all_inner_texts()
+            assert "study-s/" in options and "study-s/teachers/t" in options and "r-long-log" not in options
+            page.get_by_role("option").filter(has_text="study-s/").first.click()
+            page.keyboard.press("Escape")
+            page.wait_for_function("""() => {
+                const table = document.querySelector('#plots-table').innerText;
+                return ['study-s/a', 'study-s/b', 'study-s/teachers/t', '1.000', '0.750'].every(t => table.includes(t));
+            }""", timeout=30_000)
+
+            page.get_by_role("tab", name="2 · Preview").click()
+            page.locator("#preview-n input[type=number]").fill("6")
+            page.locator("#preview-run").click()
+            page.locator("#preview-info").get_by_text("Operator settings").wait_for(timeout=120_000)
+            info = page.locator("#preview-info").inner_text()
+            assert "kernel_size = 9" in info and "std = 2.0" in info and "1. clean test images" in info
+            page.wait_for_function("() => { const i = document.querySelector('#preview-image img'); return i && i.naturalHeight > 0; }",
+                                   timeout=30_000)
+            natural = page.evaluate("() => { const i = document.querySelector('#preview-image img'); return [i.naturalWidth, i.naturalHeight]; }")
+            assert natural[0] == 2 * (6 * 33 + 1) and natural[1] > 2 * (3 * 33 + 1)  # tiles doubled, a label band above each row
+            browser.close()
+    finally:
+        demo.close()
+        wb.close()

@@ -19,8 +19,9 @@ from rsd_engine.runs import EXPORT_MODELS, EXPORT_WEIGHTS, FINAL_STATES, RunDir,
 
 from . import preset_edit, run_reader
 from .launcher import RECORD_NAME, LaunchError, Launcher
-from .names import BadName, check_name
+from .names import BadName, check_name, inside
 from .presets_store import PresetStore, StoreError, default_shipped_dir
+from .preview_labels import labelled_preview, row_labels
 
 __all__ = ["Workbench", "WorkbenchError", "default_presets_dir"]
 
@@ -182,13 +183,15 @@ class Workbench:
 
     # -- preview -------------------------------------------------------------------------------
     def preview(self, text: str, n: int = 16) -> tuple[Path, str]:
-        """Run ``rsd_engine preview`` on ``text``: a PNG grid of clean | measurement | adjoint.
+        """Run ``rsd_engine preview`` on ``text``: a PNG grid of clean | measurement | adjoint, each row
+        under its label (:func:`workbench.preview_labels.labelled_preview`).
 
-        The PNG and a copy of the preset are kept in ``RUNS/.workbench/preview/`` (keyed by the
+        The PNGs and a copy of the preset are kept in ``RUNS/.workbench/preview/`` (keyed by the
         preset text and n, so a second call is instant).
 
         Returns:
-            (PNG path, a Markdown description of the data: source, size, resolution, operator).
+            (labelled PNG path, a Markdown description: data source, size and resolution; the operator
+            with every setting it gets; what each row shows; the engine's grid size).
 
         Raises:
             WorkbenchError: invalid preset, or the engine failed (its error message is included).
@@ -210,7 +213,9 @@ class Workbench:
             engine_lines = [ln for ln in (proc.stdout + "\n" + proc.stderr).splitlines()
                             if ln.strip() and ln.strip() != str(png) and "Warning" not in ln]
             info_path.write_text("\n".join(engine_lines[-12:]), encoding="utf-8")
-        return png, self._preview_info(v.effective, info_path.read_text(encoding="utf-8"), n, png)
+        engine_text = info_path.read_text(encoding="utf-8")
+        labelled = labelled_preview(png, row_labels(engine_text), folder / f"{key}-labelled.png")
+        return labelled, self._preview_info(v.effective, engine_text, n, png)
 
     def _engine(self, args: list[str], timeout_s: float, action: str) -> subprocess.CompletedProcess:
         """Run the engine CLI with ``args`` and wait for it (stdout and stderr captured).
@@ -234,21 +239,25 @@ class Workbench:
         data = preset_edit.parse_toml(effective)
         d, c = data.get("data", {}), data.get("corruption", {})
         size = "all training images" if d.get("max_images") is None else f"first {d['max_images']} training images"
+        settings = c.get("params") or c.get(str(c.get("operator")))  # a plug-in's [corruption.params] or the built-in's table
+        settings = settings if isinstance(settings, dict) else {}
+        rows = row_labels(engine_text)
         lines = [
             f"**Data:** `{d.get('source')}`{' at ' + repr(d['path']) if d.get('path') else ''} · {size} · "
             f"resolution {d.get('resolution')}×{d.get('resolution')} · {d.get('channels')} channel(s)",
             f"**Corruption:** `{c.get('operator')}` · noise σ = {c.get('noise_sigma')} (on [-1, 1]) · seed {c.get('seed')}",
-            f"**Grid:** {n} held-out images per row — " + (
-                "row 1 k-space line mask (white = measured line), row 2 coil 1 image from its undersampled k-space, row 3 zero-filled "
-                "coil combination |Aᴴy|, row 4 clean magnitude. The k-space is simulated from real slices with synthetic coils."
-                if c.get("operator") == "multicoil_mri" else
-                "row 1 clean, row 2 measurement y = A(x)+σε (what the teacher trains on), row 3 adjoint Aᵀy."),
+            "**Operator settings:** " + (" · ".join(f"{k} = {preset_edit.md_text(str(val))}" for k, val in settings.items())
+                                         or "none (the operator's defaults)"),
+            f"**Rows** ({n} held-out images each, top to bottom): " + ("; ".join(f"{i + 1}. {preset_edit.md_text(t)}" for i, t in enumerate(rows))
+                                                                      or "see the engine's output below"),
         ]
+        if c.get("operator") == "multicoil_mri":
+            lines.append("The k-space is simulated from real slices with synthetic coils.")
         try:
             from PIL import Image
 
             with Image.open(png) as im:
-                lines.append(f"PNG {im.width}×{im.height} px, mode {im.mode}.")
+                lines.append(f"**Grid:** {im.width}×{im.height} px, mode {im.mode}, tiles shown enlarged without smoothing.")
         except Exception:  # noqa: BLE001 - informative only
             pass
         if engine_text.strip():
@@ -335,14 +344,34 @@ class Workbench:
         """Runs in the runs folder, newest first."""
         return run_reader.list_runs(self.runs_dir)
 
+    def compare_choices(self) -> list[str]:
+        """What the Live plots tab can draw: the runs (:meth:`run_names`), then each study folder as
+        ``"<study>/"`` (all its runs at once) followed by its runs ``"<study>/<setting>"``
+        (:func:`workbench.run_reader.list_studies`)."""
+        studies = run_reader.list_studies(self.runs_dir)
+        return self.run_names() + [name for study, runs in studies.items() for name in (f"{study}/", *runs)]
+
+    def expand_runs(self, names: list[str]) -> list[str]:
+        """``names`` with every study entry ``"<study>/"`` replaced by the study's runs, repeats dropped,
+        order kept (a study that no longer exists expands to nothing)."""
+        studies = run_reader.list_studies(self.runs_dir)
+        out = []
+        for name in names:
+            out += studies.get(name[:-1], []) if name.endswith("/") else [name]
+        return list(dict.fromkeys(out))
+
     @_wrap
     def run_dir(self, run: str) -> Path:
-        """The folder of run ``run``.
+        """The folder of run ``run``: a run of the runs folder, or a study's run ``"<study>/<setting>"``
+        (each part a plain name, read-only uses: plots, tables).
 
         Raises:
             WorkbenchError: a path for a name, or no such run.
         """
-        path = self.launcher.run_dir(run)
+        parts = (run or "").split("/")
+        if len(parts) > 1 + run_reader.STUDY_DEPTH:
+            raise WorkbenchError(f"run {run!r}: at most {run_reader.STUDY_DEPTH} folders below a study")
+        path = inside(self.runs_dir, "/".join(check_name(part, "run name") for part in parts))
         if not path.is_dir():
             raise WorkbenchError(f"no run named {run!r}")
         return path

@@ -39,6 +39,7 @@ __all__ = [
     "GALLERY_MODELS",
     "MODEL_LABELS",
     "list_runs",
+    "list_studies",
     "run_row",
     "runs_frame",
     "crossing_text",
@@ -84,6 +85,12 @@ MODEL_NOTES = {
     CLEAN_GRID: "held-out clean images, used only as the FID reference",
 }
 
+def _is_run(folder: Path) -> bool:
+    """Whether ``folder`` is a run folder (it has a frozen preset, a status or a launch record)."""
+    run = RunDir(folder)
+    return run.preset_path.exists() or run.status_path.exists() or (folder / RECORD_NAME).exists()
+
+
 def list_runs(runs_dir: str | Path) -> list[str]:
     """Names of the run folders under ``runs_dir``, newest first (folders whose name breaks the run-name
     rule, such as the hidden ``.workbench``, are skipped)."""
@@ -92,14 +99,41 @@ def list_runs(runs_dir: str | Path) -> list[str]:
         return []
     found = []
     for child in root.iterdir():
-        if not child.is_dir() or not is_valid_name(child.name):
-            continue
-        run = RunDir(child)
-        if run.preset_path.exists() or run.status_path.exists() or (child / RECORD_NAME).exists():
+        if child.is_dir() and is_valid_name(child.name) and _is_run(child):
             record = read_json_object(child / RECORD_NAME)
             started = record.get("launched") or _mtime(child)
             found.append((started, child.name))
     return [name for _, name in sorted(found, reverse=True)]
+
+
+#: How many folders below a study folder its runs may lie (``study/setting``, ``study/teachers/name``).
+STUDY_DEPTH = 2
+
+
+def list_studies(runs_dir: str | Path) -> dict[str, list[str]]:
+    """Study folders under ``runs_dir`` (written by ``benchmarks/fidelity_study.py``: a folder that is
+    not a run, holding runs one or two levels deeper) and their runs.
+
+    Returns:
+        study folder name → run names relative to ``runs_dir`` with '/' separators
+        (``"study-x/setting"``, then ``"study-x/teachers/t"``), in name order; studies without runs
+        are left out.
+    """
+    root = Path(runs_dir)
+    if not root.is_dir():
+        return {}
+    studies = {}
+    for child in sorted(root.iterdir()):
+        if not child.is_dir() or not is_valid_name(child.name) or _is_run(child):
+            continue
+        found, level = [], [child]
+        for _ in range(STUDY_DEPTH):
+            below = [d for folder in level for d in sorted(folder.iterdir()) if d.is_dir() and is_valid_name(d.name)]
+            found += [d.relative_to(root).as_posix() for d in below if _is_run(d)]
+            level = [d for d in below if not _is_run(d)]
+        if found:
+            studies[child.name] = found
+    return studies
 
 
 def _mtime(path: Path) -> float:
@@ -562,12 +596,13 @@ def compare_figure(runs: dict[str, list[dict]], plot: str, x: str = "kimg", log_
 COMPARE_COLUMNS = ["run", "state", "operator", "σ", "teacher FID (n)", "generator FID (n)", "ratio", "generator below teacher", "duration"]
 
 
-def compare_row(run_dir: Path) -> list[str]:
-    """One row of the comparison table (:data:`COMPARE_COLUMNS`): state, operator and noise σ from the
-    frozen preset, the final FIDs of the truncated teacher and the generator with their n, their
-    ratio (generator / teacher, below 1 = generator better), the first live FID of the generator
-    below its teacher's (distillation kimg and training minutes), and the run's wall-clock duration
-    (first to last event)."""
+def compare_row(run_dir: Path, name: str | None = None) -> list[str]:
+    """One row of the comparison table (:data:`COMPARE_COLUMNS`) for the run in ``run_dir``, shown as
+    ``name`` (default: the folder's name): state, operator and noise σ from the frozen preset, the
+    final FIDs of the truncated teacher and the generator with their n, their ratio (generator /
+    teacher, below 1 = generator better; "n differs" when the two FIDs were measured at different
+    n), the first live FID of the generator below its teacher's (distillation kimg and training
+    minutes), and the run's wall-clock duration (first to last event)."""
     run = RunDir(run_dir)
     try:
         import tomli
@@ -578,25 +613,29 @@ def compare_row(run_dir: Path) -> list[str]:
     corruption = preset.get("corruption", {}) if isinstance(preset.get("corruption"), dict) else {}
     metrics = run.read_metrics()
     race = metrics.get(RACE) if isinstance(metrics.get(RACE), dict) else {}
-    final = race.get("final") if isinstance(race.get("final"), dict) else {}
-    teacher_model = race.get("teacher_model") or TEACHER_TRUNCATED
+    finals = {"teacher": metrics.get(race.get("teacher_model") or TEACHER_TRUNCATED), "generator": metrics.get(GENERATOR)}
+    finals = {k: m for k, m in finals.items() if isinstance(m, dict) and _finite(m.get("fid")) is not None}
 
-    def fid(model: str) -> str:
-        m = metrics.get(model)
-        return f"{_num(m.get('fid'), '{:.2f}')} (n={m.get('n')})" if isinstance(m, dict) and _finite(m.get("fid")) is not None else ""
+    def fid(key: str) -> str:
+        m = finals.get(key)
+        return f"{_num(m['fid'], '{:.2f}')} (n={m.get('n')})" if m else ""
 
+    ratio = ""
+    if len(finals) == 2:
+        t, g = finals["teacher"], finals["generator"]
+        ratio = "n differs" if t.get("n") != g.get("n") else (_num(g["fid"] / t["fid"], "{:.3f}") if t["fid"] > 0 else "")
     events = run.read_events()
     times = [t for t in (_finite(e.get("time")) for e in events) if t is not None]
     status = run.read_status()
-    return [run_dir.name, str(status.get("state") or "unknown"), str(corruption.get("operator", "")), _num(corruption.get("noise_sigma")),
-            fid(teacher_model), fid(GENERATOR), _num(final.get("ratio"), "{:.3f}"),
+    return [name or run_dir.name, str(status.get("state") or "unknown"), str(corruption.get("operator", "")),
+            _num(corruption.get("noise_sigma")), fid("teacher"), fid("generator"), ratio,
             crossing_text(status.get("generator_beats_teacher")) or ("not yet" if teacher_baseline(events) else ""),
             fmt_duration(max(times) - min(times)) if len(times) > 1 else ""]
 
 
-def compare_frame(run_dirs: list[Path]) -> pd.DataFrame:
-    """The comparison table of several runs (one :func:`compare_row` each)."""
-    return pd.DataFrame([compare_row(p) for p in run_dirs], columns=COMPARE_COLUMNS)
+def compare_frame(runs: dict[str, Path]) -> pd.DataFrame:
+    """The comparison table of several runs, run name → folder (one :func:`compare_row` each, in order)."""
+    return pd.DataFrame([compare_row(path, name) for name, path in runs.items()], columns=COMPARE_COLUMNS)
 
 
 def preset_differences(text_a: str, text_b: str) -> pd.DataFrame:

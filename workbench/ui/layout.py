@@ -48,6 +48,20 @@ JS = """
   window.addEventListener('beforeunload', (event) => {
     if (window.rsdUnsavedEdits()) { event.preventDefault(); event.returnValue = ''; }
   });
+  // the log tail follows its end, as `tail -f` does, until the reader scrolls up; scrolling back
+  // to the end (or picking another run, `restart`) follows again
+  window.rsdFollowLog = (restart) => {
+    const box = document.querySelector('#run-log textarea');
+    if (!box) return;
+    if (!box.dataset.rsdWatched) {
+      box.dataset.rsdWatched = '1';
+      box.addEventListener('scroll', () => {
+        if (box.clientHeight > 0) box.dataset.rsdFollow = box.scrollTop + box.clientHeight >= box.scrollHeight - 24 ? 'yes' : 'no';
+      });
+    }
+    if (restart) box.dataset.rsdFollow = 'yes';
+    if (box.dataset.rsdFollow !== 'no') requestAnimationFrame(() => { box.scrollTop = box.scrollHeight; });
+  };
 }
 """
 
@@ -70,7 +84,7 @@ def build_blocks(wb: Workbench) -> gr.Blocks:
                 pv = presets_view.build(wb)
             with gr.Tab("2 · Preview", id="preview"):
                 prv = preview_view.build(wb)
-            with gr.Tab("3 · Runs", id="runs"):
+            with gr.Tab("3 · Runs", id="runs") as runs_tab:
                 v0 = wb.validate(pv.initial_text)
                 rv = runs_view.build(wb, presets_view.launch_md(pv.initial_name, False, v0))
                 tv = time_view.build()
@@ -85,6 +99,7 @@ def build_blocks(wb: Workbench) -> gr.Blocks:
         preview_view.wire(wb, prv, pv.editor, pv.name_state)
         runs_view.wire(wb, rv, pv.editor, follow=[plv.run, gv.run_a], form_errors=pv.input_errors)
         plots_view.wire(wb, plv)
+        runs_tab.select(None, None, None, js="() => window.rsdFollowLog(false)")  # a hidden box cannot scroll: follow when shown
         gallery_view.wire(wb, gv)
 
         timer = gr.Timer(REFRESH_S)
@@ -99,7 +114,6 @@ def build_blocks(wb: Workbench) -> gr.Blocks:
         load_fn, load_outputs = runs_view.on_page_load(wb, rv, follow=[plv.run, gv.run_a], others=[gv.run_b])
         demo.load(load_fn, None, load_outputs, api_visibility="private", show_progress="hidden")
         demo.load(lambda: gr.Dropdown(choices=wb.preset_choices()), None, pv.dropdown, api_visibility="private", show_progress="hidden")
-        demo.load(lambda: gr.Dropdown(choices=wb.run_names()), None, plv.compare, api_visibility="private", show_progress="hidden")
 
         api_endpoints.register(wb)
     return demo

@@ -15,7 +15,7 @@ from .. import run_reader
 from ..api import Workbench, WorkbenchError
 from .common import View
 
-__all__ = ["build", "wire", "refresh", "page", "X_AXES"]
+__all__ = ["build", "wire", "refresh", "page", "compare_choices", "X_AXES"]
 
 #: Choices of the x axis → the key of :func:`workbench.run_reader.run_points`.
 X_AXES = {"images seen (kimg)": "kimg", "wall-clock minutes": "minutes"}
@@ -24,11 +24,11 @@ X_AXES = {"images seen (kimg)": "kimg", "wall-clock minutes": "minutes"}
 def build(wb: Workbench, run: str | None) -> View:
     """Create the Live plots tab's components (call inside a ``gr.Tab``)."""
     v = View()
-    names = wb.run_names()
     with gr.Row(equal_height=True):
-        v.run = gr.Dropdown(choices=names, value=run, label="Run", scale=2, elem_id="plots-run", allow_custom_value=True)
-        v.compare = gr.Dropdown(choices=names, value=[], multiselect=True, label="Compare with", scale=3, elem_id="plots-compare",
-                                info="other runs drawn in the same plots (a study's settings, for instance)")
+        v.run = gr.Dropdown(choices=wb.run_names(), value=run, label="Run", scale=2, elem_id="plots-run", allow_custom_value=True)
+        v.compare = gr.Dropdown(choices=compare_choices(wb, run), value=[], multiselect=True, label="Compare with", scale=3,
+                                elem_id="plots-compare",
+                                info="other runs drawn in the same plots; a study folder (name ending in /) adds all its runs")
     with gr.Row(equal_height=True):
         v.x_axis = gr.Radio(list(X_AXES), value=next(iter(X_AXES)), label="x axis", elem_id="plots-x", scale=2,
                             info="images seen since the start of each run: the teacher's, then the distillation's (dotted line)")
@@ -64,26 +64,35 @@ def _preset_text(wb: Workbench, run: str) -> str:
         return ""
 
 
+def compare_choices(wb: Workbench, run: str | None) -> list[str]:
+    """The "Compare with" choices when ``run`` is the selected run: every run and study entry
+    (:meth:`Workbench.compare_choices`) except ``run`` itself."""
+    return [c for c in wb.compare_choices() if c != run]
+
+
 def page(wb: Workbench, run: str | None, compare: list[str] | None, x_axis: str, log_y: bool, smoothing: float) -> dict:
     """Everything the tab shows for these choices.
+
+    ``compare`` may name study folders (``"<study>/"``): each stands for all of the study's runs
+    (:meth:`Workbench.expand_runs`); the selected run is drawn once even when also compared.
 
     Returns:
         ``{"fid", "loss", "throughput"}`` Plotly figures, ``"latest"`` (Markdown, the selected
         run's latest values), ``"table"`` (:func:`workbench.run_reader.compare_frame`) and
-        ``"diff"`` (:func:`workbench.run_reader.preset_differences` of the run and the first
-        compared run; empty with fewer than two runs).
+        ``"diff"`` (:func:`workbench.run_reader.preset_differences` of the first two runs shown;
+        empty with fewer than two runs).
     """
-    shown = list(dict.fromkeys([r for r in [run, *(compare or [])] if r]))
+    shown = wb.expand_runs([r for r in [run, *(compare or [])] if r])
     events = {r: _events(wb, r) for r in shown}
     x = X_AXES.get(x_axis, "kimg")
     out = {key: run_reader.compare_figure(events, key, x=x, log_y=bool(log_y) and key == "loss",
                                           smoothing=float(smoothing or 0) if key == "loss" else 0.0)
            for key in run_reader.COMPARE_PLOTS}
-    out["latest"] = run_reader.latest_values(events[run]) if run else "Pick a run."
-    folders = []
+    out["latest"] = run_reader.latest_values(events[run]) if run in events else "Pick a run."
+    folders = {}
     for r in shown:
         try:
-            folders.append(wb.run_dir(r))
+            folders[r] = wb.run_dir(r)
         except WorkbenchError:
             pass
     out["table"] = run_reader.compare_frame(folders)
@@ -105,7 +114,7 @@ def _as_list(shown: dict, v: View) -> list:
 
 
 def wire(wb: Workbench, v: View) -> None:
-    """Bind the tab's choices to :func:`page`."""
+    """Bind the tab's choices to :func:`page`; a newly selected run leaves the "Compare with" choices."""
 
     def show(*choices):
         """Re-draw for the current choices."""
@@ -114,26 +123,31 @@ def wire(wb: Workbench, v: View) -> None:
     for control in _inputs(v):
         control.change(show, _inputs(v), _outputs(v), api_visibility="private", show_progress="hidden")
 
+    def exclude(run, compare):
+        """The compare choices without the selected run."""
+        return gr.Dropdown(choices=compare_choices(wb, run), value=[c for c in compare or [] if c != run])
+
+    v.run.change(exclude, [v.run, v.compare], v.compare, api_visibility="private", show_progress="hidden")
+
 
 def refresh(wb: Workbench, v: View):
-    """Timer refresh: re-draw only when an events.jsonl shown grew. Returns ``(fn, inputs, outputs)``."""
+    """Timer refresh: re-draw only when an events.jsonl shown grew; new runs and studies become
+    choices. Returns ``(fn, inputs, outputs)``."""
 
     def tick(run, compare, x_axis, log_y, smoothing, sig):
         """One timer refresh; sends only what changed."""
         sig = dict(sig or {})
         key = []
-        for r in [run, *(compare or [])]:
-            if not r:
-                continue
+        for r in wb.expand_runs([r for r in [run, *(compare or [])] if r]):
             try:
                 st = (wb.run_dir(r) / "events.jsonl").stat()
                 key.append(f"{r}:{st.st_size}:{st.st_mtime_ns}")
             except (WorkbenchError, OSError):
                 key.append(f"{r}:none")
         key = "|".join(key) + f"|{x_axis}|{log_y}|{smoothing}"
-        names = wb.run_names()
+        names = compare_choices(wb, run)
         # new runs become choices; the selection is the viewer's (it may change while this tick runs)
-        choices = gr.Dropdown(choices=names) if sig.get("names") is not None and names != sig["names"] else gr.skip()
+        choices = gr.Dropdown(choices=names) if names != sig.get("names") else gr.skip()
         sig["names"] = names
         if key == sig.get("key"):
             return [gr.skip()] * len(_outputs(v)) + [choices, sig]

@@ -44,7 +44,7 @@ def build(wb: Workbench, launch_text: str) -> View:
     confirm_row(v, "Yes, delete the run folder", "run-delete-yes")
     v.action_msg = gr.Markdown(elem_id="run-action-msg")
     v.detail = gr.Markdown(detail_md(wb, names[0]) if names else "No runs yet: load a preset, then ▶ Launch run.", elem_id="run-detail")
-    v.log = gr.Textbox(label="Log tail (log.txt; console output when the engine crashed)", lines=14, max_lines=14, autoscroll=True,
+    v.log = gr.Textbox(label="Log tail (log.txt; console output when the engine crashed)", lines=14, max_lines=14, autoscroll=False,
                        interactive=False, elem_id="run-log", value=wb.log_tail(names[0]) if names else "")
     v.sig = gr.State({})
     v.stopping = gr.State(None)  # the run whose "is stopping" message the refresh replaces once it has ended
@@ -186,6 +186,8 @@ def wire(wb: Workbench, v: View, editor, follow: list, form_errors=None) -> None
         return select_updates(run)
 
     v.selected.input(on_select, [v.selected], select_outputs, api_visibility="private", show_progress="hidden")
+    v.selected.change(None, None, None, js="() => window.rsdFollowLog(true)")  # another run's log: start at its end
+    v.log.change(None, None, None, js="() => window.rsdFollowLog(false)")
 
     def on_table_select(evt: gr.SelectData):
         """A row of the runs table was clicked."""
