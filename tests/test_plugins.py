@@ -220,12 +220,9 @@ def test_example_plugin_end_to_end_then_resume_without_it(plugin_dir, tmp_path, 
 def test_workbench_form_validates_and_previews_a_plugin_without_importing_it(tmp_path, monkeypatch):
     """The form reads a plug-in's typed fields and validates its preset through the engine's command
     line (the same field-named errors), preview works, and the web server never imports the plug-in."""
-    import gradio as gr
-
     from workbench import preset_edit as pe
+    from workbench import presets_page as pp
     from workbench.api import Workbench
-    from workbench.ui.common import View
-    from workbench.ui.presets_view import PLUGIN_SLOTS, _plugin_group, _plugin_updates
 
     folder = tmp_path / "plugins"
     folder.mkdir()
@@ -246,13 +243,16 @@ def test_workbench_form_validates_and_previews_a_plugin_without_importing_it(tmp
         assert gone.problems == [("corruption.operator", "module 'plug_wb_nowhere' not found (is its package installed, or its folder on PYTHONPATH?)")]
         png, info = wb.preview(text, n=4)
         assert png.read_bytes()[:4] == b"\x89PNG" and "plug_wb_columns:DeadColumns" in info
-        with gr.Blocks():
-            v = View()
-            _plugin_group(v)
-        out = _plugin_updates(v, fields, "plug_wb_columns:DeadColumns", pe.parse_toml(text), {"corruption.params.delta": "too large"}, None)
-        assert out[v.plugin_slots[0]]["label"] == "params.p (number)" and out[v.plugin_slots[0]]["value"] == "0.3"
-        assert out[v.plugin_slots[1]]["value"] == "0.1" and out[v.plugin_slots[1]]["info"].startswith("⚠ too large")
-        assert all(out[v.plugin_slots[i]]["visible"] is False for i in range(2, PLUGIN_SLOTS))
+        _, page = pp.render(wb, pp.Editor(text=text, loaded=text), send_text=False, refill=None)
+        assert page.plugin_title.startswith("**Parameters of plug-in `plug_wb_columns:DeadColumns`")
+        assert [(s.label, s.value, s.error) for s in page.plugin_slots] == [("params.p (number)", "0.3", False), ("params.delta (number)", "0.1", False)]
+        too_large = pp.slot_edited(wb, pp.Editor(text=text, loaded=text), 1, "2.0")  # delta < 1 by its schema
+        assert "delta = 2.0" in too_large.editor.text and too_large.page.text == too_large.editor.text
+        slot = too_large.page.plugin_slots[1]
+        assert slot.error and slot.info.startswith("⚠") and slot.value is None  # the box being typed in keeps its text
+        letters = pp.slot_edited(wb, pp.Editor(text=text, loaded=text), 0, "abc")
+        assert letters.editor.text == text and "corruption.params.p" in letters.editor.input_errors
+        assert letters.page.plugin_slots[0].error and "Valid preset" not in letters.page.validation
         assert "plug_wb_columns" not in sys.modules
     finally:
         wb.close()

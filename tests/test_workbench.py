@@ -656,7 +656,7 @@ def test_client_preview_shows_the_corruption_of_real_images(served):
 # --------------------------------------------------------------------------------------------
 # robustness of what the page shows (issue 11, items 7 and 8)
 def test_failed_run_shows_its_exit_code_and_resume_needs_a_checkpoint(tmp_path, fake_engine):
-    from workbench.ui import runs_view
+    from workbench import runs_page
 
     wb = Workbench(tmp_path / "runs", tmp_path / "presets", SHIPPED, engine_cmd=fake_engine)
     try:
@@ -664,54 +664,53 @@ def test_failed_run_shows_its_exit_code_and_resume_needs_a_checkpoint(tmp_path, 
             _launch(wb.launcher, run, mode)
             assert wb.wait_state(run, timeout_s=20) == "failed"
             assert _wait(lambda: wb.run_status(run)["exit_code"] == code, 10)
-            detail = runs_view.detail_md(wb, run)
+            detail = runs_page.detail_md(wb, run)
             assert f"exit code {code}" in detail, detail
             assert run_reader.runs_frame(wb.run_rows()).set_index("run").loc[run, "state"].endswith(f"exit code {code}")
-            assert runs_view.buttons_for(wb, run) == (False, False), "Resume offered on a run without a checkpoint"
+            assert runs_page.buttons_for(wb, run) == (False, False), "Resume offered on a run without a checkpoint"
             with pytest.raises(WorkbenchError, match="no checkpoint"):
                 wb.resume(run)
-        assert "non-finite" in runs_view.detail_md(wb, "engine-error")
+        assert "non-finite" in runs_page.detail_md(wb, "engine-error")
         latest = tmp_path / "runs" / "engine-error" / "checkpoints" / "teacher-latest"
         latest.mkdir(parents=True)
         (latest / "state.json").write_text("{}")
-        assert runs_view.buttons_for(wb, "engine-error") == (False, True)
+        assert runs_page.buttons_for(wb, "engine-error") == (False, True)
     finally:
         wb.close()
 
 
 def test_stopping_message_is_replaced_once_the_run_has_stopped(tmp_path, fake_engine):
-    from types import SimpleNamespace
-
-    from workbench.ui import runs_view
+    from workbench import runs_page
 
     wb = Workbench(tmp_path / "runs", tmp_path / "presets", SHIPPED, engine_cmd=fake_engine, grace_s=5)
-    comps = SimpleNamespace(**{k: object() for k in ("table", "selected", "detail", "log", "stop_btn", "resume_btn", "sig", "action_msg", "stopping")})
-    tick = runs_view.refresh(wb, comps, follow=[])[0]
     try:
         _launch(wb.launcher, "long", "child")
         assert _wait(lambda: wb.launcher.state("long") == "running", 20)
-        assert comps.action_msg not in tick("long", {}, "long"), "replaced while the run still runs"
+        out, sig = runs_page.tick(wb, "long", {}, "long")
+        assert out.action_msg is None and out.stopping is None, "replaced while the run still runs"
+        assert out.names == (["long"], "long") and out.buttons == (True, False) and sig["names"] == ["long"]
+        assert runs_page.tick(wb, "long", sig, None)[0].names is None  # a second tick sends only what changed
         assert wb.stop("long", wait_s=15)["state"] == "stopped"
-        out = tick("long", {}, "long")
-        assert "stopped" in out[comps.action_msg] and "stopping" not in out[comps.action_msg]
-        assert "Resume" in out[comps.action_msg] and out[comps.stopping] is None
+        out, _ = runs_page.tick(wb, "long", {}, "long")
+        assert "stopped" in out.action_msg and "stopping" not in out.action_msg
+        assert "Resume" in out.action_msg and out.stopping == (None,)
     finally:
         wb.close()
 
 
 def test_detail_and_table_show_sane_progress_kimg_and_eta(tmp_path):
-    from workbench.ui import runs_view
+    from workbench import runs_page
 
     run = _fake_run_folder(tmp_path / "runs")
     wb = Workbench(tmp_path / "runs", tmp_path / "presets", SHIPPED, engine_cmd=["true"])
     try:
         RunDir(run).write_status(progress=1.12, eta_s=-3.0)  # a stage that overshoots its length; a meaningless ETA
-        detail = runs_view.detail_md(wb, "r1")
+        detail = runs_page.detail_md(wb, "r1")
         assert "100 % of the stage" in detail and "112" not in detail
         assert "ETA" not in detail
         assert run_reader.runs_frame(wb.run_rows()).loc[0, "progress"] == "100 %"
         RunDir(run).write_status(stage="evaluate", progress=0.25, kimg=3.0, kimg_total=3.0, eta_s=0)  # a status of an older engine
-        detail = runs_view.detail_md(wb, "r1")
+        detail = runs_page.detail_md(wb, "r1")
         assert "stage **evaluate**" in detail and "kimg" not in detail, detail
         assert run_reader.runs_frame(wb.run_rows()).loc[0, "images seen (kimg)"] == ""
     finally:
@@ -927,5 +926,43 @@ def test_compare_a_whole_study_folder_and_the_ratio_of_equal_fids(tmp_path):
             wb.run_dir("study-x/..")
         with pytest.raises(WorkbenchError, match="at most 2 folders"):
             wb.run_dir("study-x/teachers/t1/samples")
+    finally:
+        wb.close()
+
+
+def test_presets_page_events_without_gradio(tmp_path):
+    """The Presets tab's events as plain functions: letters in a number field keep the TOML's key and
+    make the verdict invalid until fixed; Save refuses while the form holds such a value; Save as
+    leaves nothing unsaved (the Runs tab's launch line says so); picking another preset with unsaved
+    edits asks first; the endpoints answer without Gradio."""
+    from workbench import presets_page as pp
+    from workbench.endpoints import ENDPOINTS, Endpoints
+
+    wb = Workbench(tmp_path / "runs", tmp_path / "presets", SHIPPED, engine_cmd=["true"])
+    try:
+        ed = pp.load(wb, "quickstart").editor
+        assert not ed.modified and ed.name == "quickstart"
+        bad = pp.field_edited(wb, ed, "teacher.kimg", "abc")
+        assert bad.editor.text == ed.text and "teacher.kimg" in bad.editor.input_errors
+        assert "Valid preset" not in bad.page.validation and bad.page.fields["teacher.kimg"]["error"] is True
+        assert "unsaved changes" in bad.page.current
+        assert pp.save_as(wb, bad.editor, "mine").msg.startswith("✗ not saved: teacher.kimg")
+        fixed = pp.field_edited(wb, bad.editor, "teacher.kimg", 0.5)
+        assert fixed.editor.input_errors == {} and "kimg = 0.5" in fixed.page.text and fixed.page.fields["teacher.kimg"]["error"] is False
+        assert pp.save(wb, fixed.editor).msg.startswith("✗") and "read-only" in pp.save(wb, fixed.editor).msg
+        saved = pp.save_as(wb, fixed.editor, "mine")
+        assert saved.editor.name == "mine" and not saved.editor.modified and saved.choices == ("mine",) and saved.clear_new_name
+        assert "with unsaved edits" not in saved.page.launch and "**mine**" in saved.page.launch
+        typed = pp.text_edited(wb, saved.editor, saved.editor.text.replace("kimg = 0.5", "kimg = 2"), {"teacher.kimg": 0.5})
+        assert typed.page.fields["teacher.kimg"]["value"] == 2 and typed.page.text is None  # the form follows the TOML
+        ask = pp.pick(wb, typed.editor, "quickstart")
+        assert ask.switch[0] and ask.pending == "quickstart" and ask.choices == ("mine",) and ask.page is None
+        assert pp.pick(wb, saved.editor, "quickstart").editor.name == "quickstart"  # nothing unsaved: loads at once
+        assert pp.delete(wb, saved.editor).msg == "✓ Deleted 'mine'"
+        api = Endpoints(wb)
+        assert all(callable(getattr(api, name)) for name in ENDPOINTS)
+        assert {"name": "quickstart", "kind": "shipped"} in api.list_presets()
+        with pytest.raises(WorkbenchError, match="snapshot"):
+            api.gallery("nothing-here", "soon")
     finally:
         wb.close()

@@ -298,7 +298,9 @@ def test_browser_three_runs_compared_on_one_axis_and_fresh_run_messages(tmp_path
             page.wait_for_selector("#preset-editor .cm-content", timeout=120_000)
             page.get_by_role("tab", name="4 · Live plots").click()
             compare = page.locator("#plots-compare input").first
-            for other in ("r-a", "r-b", "r-c"):
+            selected = page.locator("#plots-run input").first.input_value()
+            assert selected in ("r-a", "r-b", "r-c")  # the newest run; "Compare with" adds the other two
+            for other in {"r-a", "r-b", "r-c"} - {selected}:
                 compare.click()
                 page.get_by_role("option").filter(has_text=other).first.click()
             page.keyboard.press("Escape")

@@ -369,6 +369,8 @@ class Workbench:
             WorkbenchError: a path for a name, or no such run.
         """
         parts = (run or "").split("/")
+        if "" in parts or len(parts) == 1:
+            check_name(run, "run name")  # names what is wrong with an absolute path or an empty part
         if len(parts) > 1 + run_reader.STUDY_DEPTH:
             raise WorkbenchError(f"run {run!r}: at most {run_reader.STUDY_DEPTH} folders below a study")
         path = inside(self.runs_dir, "/".join(check_name(part, "run name") for part in parts))

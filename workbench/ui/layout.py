@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import gradio as gr
 
+from .. import presets_page
 from ..api import Workbench
 from . import api_endpoints, gallery_view, plots_view, presets_view, preview_view, runs_view, time_view
 
@@ -86,7 +87,7 @@ def build_blocks(wb: Workbench) -> gr.Blocks:
                 prv = preview_view.build(wb)
             with gr.Tab("3 · Runs", id="runs") as runs_tab:
                 v0 = wb.validate(pv.initial_text)
-                rv = runs_view.build(wb, presets_view.launch_md(pv.initial_name, False, v0))
+                rv = runs_view.build(wb, presets_page.launch_md(pv.initial_name, False, v0))
                 tv = time_view.build()
             names = wb.run_names()
             first_run = names[0] if names else None
@@ -96,8 +97,8 @@ def build_blocks(wb: Workbench) -> gr.Blocks:
                 gv = gallery_view.build(wb, first_run)
 
         presets_view.wire(wb, pv, launch_summary=rv.launch_summary, launch_msg=rv.launch_msg)
-        preview_view.wire(wb, prv, pv.editor, pv.name_state)
-        runs_view.wire(wb, rv, pv.editor, follow=[plv.run, gv.run_a], form_errors=pv.input_errors)
+        preview_view.wire(wb, prv, pv.editor, pv.editor_state)
+        runs_view.wire(wb, rv, pv.editor, pv.editor_state, follow=[plv.run, gv.run_a])
         plots_view.wire(wb, plv)
         runs_tab.select(None, None, None, js="() => window.rsdFollowLog(false)")  # a hidden box cannot scroll: follow when shown
         gallery_view.wire(wb, gv)

@@ -2,27 +2,27 @@
 (kept in sync both ways), validation as you type, save / save as / duplicate / delete, and the
 effective preset.
 
-Sync rule: a form edit changes exactly one key of the TOML text (comments and layout kept); a
-TOML edit re-fills the form. Both use ``.input`` events (user edits only), so the programmatic
-update of one side never echoes back.
+What each event does is decided in :mod:`workbench.presets_page` (plain values, tested without
+Gradio); this module creates the components, binds each event to its function there and turns the
+returned :class:`~workbench.presets_page.Outcome` into component updates (:func:`updates`). Edits
+use ``.input`` events (user edits only), so the programmatic update of one side never echoes back.
 """
 
 from __future__ import annotations
 
 import re
+from dataclasses import replace
 from typing import Any
 
 import gradio as gr
 
 from .. import preset_edit as pe
-from ..api import Workbench, WorkbenchError
-from .common import View, confirm_row, err_md, ok_md
+from .. import presets_page as pp
+from ..api import Workbench
+from ..presets_page import PLUGIN_SLOTS
+from .common import View, confirm_row
 
-__all__ = ["build", "wire", "elem_id_for", "PLUGIN_SLOTS"]
-
-#: Parameter boxes of the plug-in group: a plug-in operator's ``[corruption.params]`` fields are shown in
-#: these, typed and labelled from its schema (:func:`workbench.preset_edit.plugin_fields`).
-PLUGIN_SLOTS = 8
+__all__ = ["build", "wire", "outputs", "updates", "elem_id_for"]
 
 
 def elem_id_for(f: pe.FormField) -> str:
@@ -56,16 +56,12 @@ def build(wb: Workbench) -> View:
     except pe.FieldInputError:
         data = {}
     v = View(fields=fields, initial_name=first, initial_text=text)
-    v.name_state = gr.State(first)
-    v.loaded_state = gr.State(text)
-    v.flagged_state = gr.State({})
-    # form values that could not be written into the TOML (field → message): problems until fixed
-    v.input_errors = gr.State({})
+    v.editor_state = gr.State(pp.Editor(text=text, loaded=text, name=first))  # see workbench.presets_page.Editor
     v.pending_switch = gr.State(None)  # the preset to load once unsaved edits may be discarded
     with gr.Row(equal_height=True, elem_id="preset-row"):
         v.dropdown = gr.Dropdown(choices=choices, value=first, label="Preset", scale=2, elem_id="preset-select",
                                  info="Pick a ready preset (read-only) or one of yours; picking one loads it into the editor.")
-        v.current = gr.Markdown(_current_md(first, wb.preset_kind(first) if first else None, False), elem_id="preset-current")
+        v.current = gr.Markdown(pp.current_md(first, wb.preset_kind(first) if first else None, False), elem_id="preset-current")
     with gr.Row():
         with gr.Column(scale=3, elem_id="preset-form"):
             gr.Markdown("#### Form — every field with its unit, allowed range and default. Changes go straight into the TOML on the right.")
@@ -99,7 +95,7 @@ def build(wb: Workbench) -> View:
                                lines=22, max_lines=40, interactive=True, elem_id="preset-editor", wrap_lines=True)
             with gr.Row():
                 v.save_btn = gr.Button("Save changes to this preset", variant="primary", elem_id="preset-save", scale=3,
-                                       interactive=_can_save(wb.preset_kind(first) if first else None))
+                                       interactive=(wb.preset_kind(first) if first else None) == "user")
                 v.delete_btn = gr.Button("Delete…", variant="stop", elem_id="preset-delete", scale=1, min_width=80)
             with gr.Group():
                 v.new_name = gr.Textbox(label="New preset name", placeholder="e.g. my-blur-experiment", elem_id="preset-new-name", max_lines=1,
@@ -121,353 +117,103 @@ def build(wb: Workbench) -> View:
 
 def _plugin_group(v: View) -> None:
     """The group of a plug-in operator's parameters: a title and :data:`PLUGIN_SLOTS` text boxes, hidden
-    until the preset names a plug-in; :func:`wire` labels and fills them from the plug-in's schema."""
+    until the preset names a plug-in; :func:`updates` labels and fills them from the plug-in's schema."""
     with gr.Group(visible=False, elem_id="operator-plugin") as v.plugin_group:
         v.plugin_title = gr.Markdown()
         v.plugin_slots = [gr.Textbox(visible=False, max_lines=1, interactive=True, elem_id=f"plugin-param-{i}") for i in range(PLUGIN_SLOTS)]
 
 
-def _plugin_updates(v: View, pfields: tuple, op: str | None, data: dict | None, problems: dict, edited: int | None) -> dict:
-    """Group title and slot labels, values and flags for the plug-in fields ``pfields`` of operator ``op``."""
-    out: dict = {v.plugin_group: gr.Group(visible=bool(pfields))}
-    out[v.plugin_title] = f"**Parameters of plug-in `{op}`** (from its schema; typed, with defaults)" if pfields else ""
-    for i, slot in enumerate(v.plugin_slots):
-        if i >= len(pfields):
-            out[slot] = gr.update(visible=False)
-            continue
-        f = pfields[i]
-        msg = problems.get(f.name)
-        upd = dict(visible=True, label=f"{f.label} ({f.type})", info=f"⚠ {msg} — {f.help_text()}" if msg else f.help_text(),
-                   elem_classes=["field-error"] if msg else [])
-        if i != edited and data is not None:
-            value = pe.to_widget(f, pe.effective_value(data, f))
-            upd["value"] = "" if value is None else str(value).lower() if isinstance(value, bool) else str(value)
-        out[slot] = gr.update(**upd)
-    return out
+def outputs(v: View, launch_summary=None, launch_msg=None) -> list:
+    """Every component an event of the tab may update (what :func:`updates` may return)."""
+    return [v.editor, v.validation, v.effective, v.current, v.save_btn, v.editor_state, v.msg, v.switch_row, v.switch_md,
+            v.pending_switch, v.confirm_row, v.confirm_md, v.dropdown, v.new_name, *v.accordions.values(), *v.op_groups.values(),
+            *v.widgets.values(), v.plugin_group, v.plugin_title, *v.plugin_slots,
+            *(c for c in (launch_summary, launch_msg) if c is not None)]
 
 
-def _can_save(kind: str | None) -> bool:
-    """Whether *Save changes* applies: only to a user preset (ready presets are read-only, and an
-    unsaved text has no name yet; both use *Save as new preset*)."""
-    return kind == "user"
-
-
-def _current_md(name: str | None, kind: str | None, modified: bool) -> str:
-    if not name:
-        return "Editing an **unsaved preset** — use *Save as new preset*."
-    what = "ready preset, read-only — use *Save as new preset* to keep changes" if kind == "shipped" else "your preset"
-    state = " · **unsaved changes**" if modified else " · saved"
-    return f"Editing **{name}** ({what}){state}"
+def updates(wb: Workbench, v: View, out: pp.Outcome, launch_summary=None, launch_msg=None) -> dict:
+    """The component updates of an event's :class:`workbench.presets_page.Outcome` (only its set parts)."""
+    u: dict = {}
+    if out.editor is not None:
+        u[v.editor_state] = out.editor
+    page = out.page
+    if page is not None:
+        if page.text is not None:
+            u[v.editor] = page.text
+        u.update({v.validation: page.validation, v.effective: page.effective, v.current: page.current,
+                  v.save_btn: gr.Button(interactive=page.can_save)})
+        for section, acc in v.accordions.items():
+            title, force_open = page.sections[section]
+            u[acc] = gr.Accordion(label=title, **({"open": True} if force_open else {}))
+        if page.operator is not None:
+            for op, group in v.op_groups.items():
+                u[group] = gr.Group(visible=op == page.operator)
+        u[v.plugin_group] = gr.Group(visible=bool(page.plugin_title))
+        u[v.plugin_title] = page.plugin_title
+        for i, box in enumerate(v.plugin_slots):
+            slot = page.plugin_slots[i] if i < len(page.plugin_slots) else pp.PluginSlot()
+            if not slot.visible:
+                u[box] = gr.update(visible=False)
+                continue
+            kw = dict(visible=True, label=slot.label, info=slot.info, elem_classes=["field-error"] if slot.error else [])
+            u[box] = gr.update(**kw, **({} if slot.value is None else {"value": slot.value}))
+        for name, change in page.fields.items():
+            kw = {k: val for k, val in change.items() if k != "error"}
+            if "error" in change:
+                kw["elem_classes"] = ["field-error"] if change["error"] else []
+            u[v.widgets[name]] = gr.update(**kw)
+        if launch_summary is not None:
+            u[launch_summary] = page.launch
+    if out.msg is not None:
+        u[v.msg] = out.msg
+    if out.choices is not None:
+        u[v.dropdown] = gr.Dropdown(choices=wb.preset_choices(), value=out.choices[0])
+    if out.switch is not None:
+        u[v.switch_row] = gr.Row(visible=out.switch[0])
+        u[v.switch_md] = out.switch[1]
+    if out.pending is not None or out.switch is not None or out.page is not None:
+        u[v.pending_switch] = out.pending
+    if out.confirm is not None:
+        u[v.confirm_row] = gr.Row(visible=out.confirm[0])
+        u[v.confirm_md] = out.confirm[1]
+    if out.clear_new_name:
+        u[v.new_name] = ""
+    if out.launch_msg is not None and launch_msg is not None:
+        u[launch_msg] = out.launch_msg
+    return u
 
 
 def wire(wb: Workbench, v: View, launch_summary=None, launch_msg=None) -> None:
-    """Attach the Presets tab's events. ``launch_summary`` (Runs tab) is refreshed with validation;
-    ``launch_msg`` (Runs tab), a message about an earlier launch, is cleared by any edit of the preset."""
-    fields = v.fields
-    widget_list = [v.widgets[f.name] for f in fields if f.name in v.widgets]
-    field_list = [f for f in fields if f.name in v.widgets]
-    accordions = list(v.accordions.values())
-    groups = list(v.op_groups.values())
-    extra = [c for c in (launch_summary, launch_msg) if c is not None]
-    plugin_outputs = [v.plugin_group, v.plugin_title, *v.plugin_slots]
-    render_outputs = [v.editor, v.validation, v.effective, v.current, v.save_btn, v.flagged_state, v.input_errors, v.msg, v.switch_row,
-                      *accordions, *groups, *widget_list, *plugin_outputs, *extra]
+    """Bind the Presets tab's events to :mod:`workbench.presets_page`. ``launch_summary`` (Runs tab) is
+    refreshed with validation; ``launch_msg`` (Runs tab), a message about an earlier launch, is cleared
+    by any edit of the preset."""
+    outs = outputs(v, launch_summary, launch_msg)
+    names = list(v.widgets)
+    quiet = dict(show_progress="hidden", api_visibility="private")
 
-    def render(text: str, loaded: str, name: str | None, flagged: dict, *, set_text: bool, refill: dict | None, edited: str | None = None,
-               input_errors: dict | None = None, edited_slot: int | None = None) -> dict:
-        """Updates after any change: validation (the engine's problems and the form values that
-        could not be written, ``input_errors``), effective TOML, section badges, field flags,
-        operator groups, the plug-in parameter group, and (``refill``) widget values from the TOML.
-        Earlier messages are cleared."""
-        out: dict = {}
-        input_errors = dict(input_errors or {})
-        if set_text:
-            out[v.editor] = text
-        val = form_validation(wb.validate(text), input_errors)
-        out[v.validation] = val.markdown()
-        out[v.effective] = val.effective if val.ok else "# (shown once the preset is valid)"
-        kind = _safe_kind(wb, name)
-        modified = edited_text(text, loaded) or bool(input_errors)
-        out[v.current] = _current_md(name, kind, modified)
-        out[v.save_btn] = gr.Button(interactive=_can_save(kind))
-        out[v.input_errors] = input_errors
-        out[v.msg] = ""
-        out[v.switch_row] = gr.Row(visible=False)
-        problems: dict[str, str] = {}
-        for fname, msg in val.problems:
-            problems.setdefault(_field_of(fname, msg, v.widgets), msg)
-        per_section: dict[str, int] = {}
-        for fname in problems:
-            per_section[fname.split(".")[0]] = per_section.get(fname.split(".")[0], 0) + 1
-        for section, acc in v.accordions.items():
-            title = pe.SECTIONS[section]
-            k = per_section.get(section, 0)
-            out[acc] = gr.Accordion(label=f"{title} — ⚠ {k} problem{'s' if k > 1 else ''}" if k else title, **({"open": True} if k else {}))
-        try:
-            data = pe.parse_toml(text)
-        except pe.FieldInputError:
-            data = None
-        op = None
-        if data is not None and "corruption.operator" in v.widgets:
-            op = pe.effective_value(data, pe.field_by_name("corruption.operator"))
-            for name_, g in v.op_groups.items():
-                out[g] = gr.Group(visible=name_ == op)
-        out.update(_plugin_updates(v, pe.plugin_fields(text, wb.launcher._env()), op, data, problems, edited_slot))
-        new_flagged = {}
-        for f in field_list:
-            w = v.widgets[f.name]
-            msg = problems.get(f.name)
-            if msg:
-                new_flagged[f.name] = msg
-            upd: dict = {}
-            if flagged.get(f.name) != msg:
-                upd["info"] = f"⚠ {msg} — {f.help_text()}" if msg else f.help_text()
-                upd["elem_classes"] = ["field-error"] if msg else []
-            if refill is not None and data is not None:
-                new_val = pe.to_widget(f, pe.effective_value(data, f))
-                if f.name != edited and not _same(refill.get(f.name), new_val):
-                    upd["value"] = new_val
-            if upd:
-                out[w] = gr.update(**upd)
-        out[v.flagged_state] = new_flagged
-        if launch_summary is not None:
-            out[launch_summary] = launch_md(name, modified, val)
-        if launch_msg is not None:
-            out[launch_msg] = ""
-        return out
+    def bind(event, fn, inputs, **kw):
+        """``event`` calls ``fn(editor, *inputs)`` (the editor's state with the TOML as typed) and shows its outcome."""
 
-    # -- TOML editor → form --------------------------------------------------------------------
-    def on_text(text, loaded, name, flagged, *values):
-        """TOML editor edited: re-fill the form (which replaces any unreadable form value) and validate."""
-        return render(text, loaded, name, flagged or {}, set_text=False, refill=dict(zip([f.name for f in field_list], values)))
+        def handler(ed, text, *args):
+            """Run the event on the current editor and turn its outcome into updates."""
+            return updates(wb, v, fn(replace(ed or pp.Editor(), text=text), *args), launch_summary, launch_msg)
 
-    v.editor.input(on_text, [v.editor, v.loaded_state, v.name_state, v.flagged_state, *widget_list], render_outputs,
-                   trigger_mode="always_last", show_progress="hidden", api_visibility="private")
+        event(handler, [v.editor_state, v.editor, *inputs], outs, **kw)
 
-    # -- form → TOML editor --------------------------------------------------------------------
-    for f in field_list:
-        def on_field(text, loaded, name, flagged, input_errors, value, _f=f):
-            """Form field edited: write it into the TOML and validate. A value that cannot be written
-            (letters in a number box, an emptied required field) leaves the TOML as it is and stays a
-            problem of this field until it is fixed."""
-            errors = dict(input_errors or {})
-            try:
-                new_text = pe.set_field(text, _f.name, pe.from_widget(_f, value))
-            except pe.FieldInputError as e:
-                kept = pe.effective_value(_parsed(text), _f)
-                errors[_f.name] = f"{e.args[0].split(': ', 1)[-1]}; the TOML keeps {_f.name} = {pe.to_widget(_f, kept)}"
-                return render(text, loaded, name, flagged or {}, set_text=False, refill=None, input_errors=errors)
-            errors.pop(_f.name, None)
-            return render(new_text, loaded, name, flagged or {}, set_text=True, refill=None, edited=_f.name, input_errors=errors)
-
-        v.widgets[f.name].input(on_field, [v.editor, v.loaded_state, v.name_state, v.flagged_state, v.input_errors, v.widgets[f.name]],
-                                render_outputs, trigger_mode="always_last", show_progress="hidden", api_visibility="private")
-
-    for i, slot in enumerate(v.plugin_slots):
-        def on_slot(text, loaded, name, flagged, errors, value, _i=i):
-            """A plug-in parameter edited: write it into ``[corruption.params]`` as its schema's type, and validate."""
-            errors = dict(errors or {})
-            pfields = pe.plugin_fields(text, wb.launcher._env())
-            if _i >= len(pfields):
-                return render(text, loaded, name, flagged or {}, set_text=False, refill=None, input_errors=errors)
-            f = pfields[_i]
-            try:
-                new_text = pe.set_field(text, f.name, pe.from_widget(f, value))
-            except pe.FieldInputError as e:
-                errors[f.name] = e.args[0].split(": ", 1)[-1]
-                return render(text, loaded, name, flagged or {}, set_text=False, refill=None, input_errors=errors, edited_slot=_i)
-            errors.pop(f.name, None)
-            return render(new_text, loaded, name, flagged or {}, set_text=True, refill=None, input_errors=errors, edited_slot=_i)
-
-        slot.input(on_slot, [v.editor, v.loaded_state, v.name_state, v.flagged_state, v.input_errors, slot], render_outputs,
-                   trigger_mode="always_last", show_progress="hidden", api_visibility="private")
-
-    # -- loading -------------------------------------------------------------------------------
-    def load(name):
-        """Load a preset into the editor and the form."""
-        try:
-            text = wb.preset_text(name)
-        except WorkbenchError as e:
-            return {v.msg: err_md(e)}
-        out = render(text, text, name, {f.name: "?" for f in field_list}, set_text=True, refill={})
-        out.update({v.loaded_state: text, v.name_state: name, v.msg: "", v.confirm_row: gr.Row(visible=False), v.pending_switch: None})
-        return out
-
-    load_outputs = [*render_outputs, v.loaded_state, v.name_state, v.msg, v.confirm_row, v.pending_switch]
-
-    def pick(picked, current, text, loaded, input_errors):
-        """A preset was picked in the list: load it, unless the editor holds unsaved edits; then ask
-        first (the list goes back to the preset being edited until the edits are discarded)."""
-        if picked == current:  # the list repeats its input event after a load; nothing to do
-            return {v.pending_switch: None}
-        if not edited_text(text, loaded) and not input_errors:
-            return load(picked)
-        return {v.dropdown: gr.Dropdown(value=current), v.pending_switch: picked, v.switch_row: gr.Row(visible=True),
-                v.switch_md: f"**{current or 'The unsaved preset'}** has unsaved edits. Load **{picked}** and discard them? "
-                             "(*Save as new preset* keeps them.)"}
-
-    v.dropdown.input(pick, [v.dropdown, v.name_state, v.editor, v.loaded_state, v.input_errors],
-                     [*load_outputs, v.dropdown, v.switch_md], api_name="ui_load_preset", api_visibility="undocumented")
-    v.switch_yes.click(lambda picked: {**load(picked), v.dropdown: gr.Dropdown(value=picked)} if picked else {v.switch_row: gr.Row(visible=False)},
-                       [v.pending_switch], [*load_outputs, v.dropdown], api_visibility="private")
+    bind(v.editor.input, lambda ed, *values: pp.text_edited(wb, ed, ed.text, dict(zip(names, values))), list(v.widgets.values()),
+         trigger_mode="always_last", **quiet)
+    for name, widget in v.widgets.items():
+        bind(widget.input, lambda ed, value, _name=name: pp.field_edited(wb, ed, _name, value), [widget], trigger_mode="always_last", **quiet)
+    for i, box in enumerate(v.plugin_slots):
+        bind(box.input, lambda ed, value, _i=i: pp.slot_edited(wb, ed, _i, value), [box], trigger_mode="always_last", **quiet)
+    bind(v.dropdown.input, lambda ed, picked: pp.pick(wb, ed, picked), [v.dropdown], api_name="ui_load_preset", api_visibility="undocumented")
+    bind(v.switch_yes.click, lambda ed, picked: replace(pp.load(wb, picked), choices=(picked,)) if picked else pp.Outcome(switch=(False, "")),
+         [v.pending_switch], **quiet)
     v.switch_no.click(lambda: (gr.Row(visible=False), None), None, [v.switch_row, v.pending_switch], api_visibility="private")
-
-    # -- save / save as / duplicate / delete ---------------------------------------------------
-    def choices_update(selected):
-        """The preset dropdown with fresh choices and this selection."""
-        return gr.Dropdown(choices=wb.preset_choices(), value=selected)
-
-    def saved_updates(saved: str, text: str, message: str) -> dict:
-        """After a save: the saved text is the loaded one, so nothing is unsaved any more (here and
-        in the Runs tab's launch line)."""
-        out = {v.msg: ok_md(message), v.loaded_state: text, v.name_state: saved, v.current: _current_md(saved, "user", False),
-               v.dropdown: choices_update(saved), v.save_btn: gr.Button(interactive=True), v.switch_row: gr.Row(visible=False)}
-        if launch_summary is not None:
-            out[launch_summary] = launch_md(saved, False, wb.validate(text))
-        if launch_msg is not None:
-            out[launch_msg] = ""
-        return out
-
-    def unsaved_form_values(input_errors: dict) -> str | None:
-        """The refusal when the form holds values that are not in the TOML, else ``None``."""
-        if not input_errors:
-            return None
-        return err_md("not saved: " + "; ".join(f"{k} {m}" for k, m in input_errors.items()))
-
-    def save(name, text, input_errors):
-        """Save the editor's text over the current user preset."""
-        if not name:
-            return {v.msg: err_md("this preset has no name yet: type one under New preset name and use Save as new preset")}
-        if unsaved_form_values(input_errors):
-            return {v.msg: unsaved_form_values(input_errors)}
-        try:
-            if wb.preset_kind(name) == "shipped":
-                raise WorkbenchError(f"{name!r} is a ready preset and read-only; type a new name and use Save as new preset")
-            saved = wb.save_preset(name, text, overwrite=True)
-        except WorkbenchError as e:
-            return {v.msg: err_md(e)}
-        return saved_updates(saved, text, f"Saved {saved!r} in {wb.store.user_dir}")
-
-    save_outputs = [v.msg, v.loaded_state, v.name_state, v.current, v.dropdown, v.save_btn, v.switch_row, *extra]
-    v.save_btn.click(save, [v.name_state, v.editor, v.input_errors], save_outputs, api_name="ui_save_preset", api_visibility="undocumented")
-
-    def save_as(new_name, text, input_errors):
-        """Save the editor's text as a new user preset."""
-        if unsaved_form_values(input_errors):
-            return {v.msg: unsaved_form_values(input_errors)}
-        try:
-            saved = wb.save_preset(new_name, text, overwrite=False)
-        except WorkbenchError as e:
-            return {v.msg: err_md(e)}
-        return {**saved_updates(saved, text, f"Saved as {saved!r} in {wb.store.user_dir}; you are now editing it"), v.new_name: ""}
-
-    v.save_as_btn.click(save_as, [v.new_name, v.editor, v.input_errors], [*save_outputs, v.new_name], api_name="ui_save_preset_as",
-                        api_visibility="undocumented")
-
-    def duplicate(name, new_name):
-        """Copy the saved current preset to a new user preset and open it."""
-        try:
-            target = wb.duplicate_preset(name or "", new_name)
-        except WorkbenchError as e:
-            return {v.msg: err_md(e)}
-        out = load(target)
-        out[v.dropdown] = choices_update(target)
-        out[v.msg] = ok_md(f"Copied the saved {name!r} to {target!r} and opened it (edits not yet saved in {name!r} were not copied)")
-        out[v.new_name] = ""
-        return out
-
-    v.duplicate_btn.click(duplicate, [v.name_state, v.new_name], [*load_outputs, v.dropdown, v.new_name],
-                          api_name="ui_duplicate_preset", api_visibility="undocumented")
-
-    def ask_delete(name):
-        """Ask for confirmation before deleting."""
-        kind = _safe_kind(wb, name)
-        if kind != "user":
-            why = "ready presets are read-only" if kind == "shipped" else "it is not saved"
-            return {v.msg: err_md(f"cannot delete {name!r}: {why}"), v.confirm_row: gr.Row(visible=False)}
-        return {v.confirm_md: f"Delete your preset **{name}** for good?", v.confirm_row: gr.Row(visible=True), v.msg: ""}
-
-    v.delete_btn.click(ask_delete, [v.name_state], [v.msg, v.confirm_row, v.confirm_md], api_visibility="private")
+    bind(v.save_btn.click, lambda ed: pp.save(wb, ed), [], api_name="ui_save_preset", api_visibility="undocumented")
+    bind(v.save_as_btn.click, lambda ed, new: pp.save_as(wb, ed, new), [v.new_name], api_name="ui_save_preset_as", api_visibility="undocumented")
+    bind(v.duplicate_btn.click, lambda ed, new: pp.duplicate(wb, ed, new), [v.new_name], api_name="ui_duplicate_preset",
+         api_visibility="undocumented")
+    bind(v.delete_btn.click, lambda ed: pp.ask_delete(wb, ed), [], **quiet)
     v.confirm_no.click(lambda: gr.Row(visible=False), None, v.confirm_row, api_visibility="private")
-
-    def do_delete(name):
-        """Delete after confirmation."""
-        try:
-            wb.delete_preset(name)
-        except WorkbenchError as e:
-            return {v.msg: err_md(e), v.confirm_row: gr.Row(visible=False)}
-        names = [n for _, n in wb.preset_choices()]
-        nxt = "quickstart" if "quickstart" in names else (names[0] if names else None)
-        out = load(nxt) if nxt else {}
-        out[v.dropdown] = choices_update(nxt)
-        out[v.msg] = ok_md(f"Deleted {name!r}")
-        out[v.confirm_row] = gr.Row(visible=False)
-        return out
-
-    v.confirm_yes.click(do_delete, [v.name_state], [*load_outputs, v.dropdown], api_name="ui_delete_preset", api_visibility="undocumented")
-
-
-def launch_md(name: str | None, modified: bool, val: pe.Validation) -> str:
-    """The Runs tab's line about the preset that Launch would start."""
-    label = f"**{name}**" if name else "the unsaved preset"
-    mod = " with unsaved edits" if modified else ""
-    if not val.ok:
-        return f"Launch starts {label}{mod} from the Presets tab — ✗ it has {len(val.problems)} problem(s); fix them there first."
-    procs = f"{val.num_processes} process{'es' if val.num_processes > 1 else ''}"
-    return f"Launch starts {label}{mod} from the Presets tab — ✓ valid · run.name `{val.run_name}` · {procs} · mixed precision `{val.mixed_precision}`"
-
-
-def edited_text(text: str | None, loaded: str | None) -> bool:
-    """Whether the editor's text differs from the loaded preset's, ignoring line endings and
-    trailing blanks (which the browser's editor may change on its own)."""
-    def norm(t: str | None) -> str:
-        return "\n".join(line.rstrip() for line in (t or "").strip().splitlines())
-
-    return norm(text) != norm(loaded)
-
-
-def form_validation(val: pe.Validation, input_errors: dict[str, str]) -> pe.Validation:
-    """The page's verdict: the engine's on the TOML text, plus the form values that could not be
-    written into it (``input_errors``, field → message). Valid only when both are clean, so the
-    page never says "Valid preset" while a field shows something the TOML does not hold."""
-    if not input_errors:
-        return val
-    engine = [(f, m) for f, m in val.problems if f not in input_errors]
-    return pe.Validation(False, [*input_errors.items(), *engine])
-
-
-def _parsed(text: str) -> dict:
-    try:
-        return pe.parse_toml(text)
-    except pe.FieldInputError:
-        return {}
-
-
-def _field_of(name: str, message: str, widgets: dict) -> str:
-    """The form field a problem belongs to. A problem the engine reports for a whole section
-    (``network``) whose message starts with one of its keys is shown on that key's widget."""
-    if "." in name or name.startswith("("):
-        return name
-    first = message.strip().split(" ", 1)[0].rstrip(":")
-    candidate = f"{name}.{first}"
-    return candidate if candidate in widgets else name
-
-
-def _safe_kind(wb: Workbench, name: str | None) -> str | None:
-    if not name:
-        return None
-    try:
-        return wb.preset_kind(name)
-    except WorkbenchError:
-        return None
-
-
-def _same(a: Any, b: Any) -> bool:
-    if a == b:
-        return True
-    if a in (None, "") and b in (None, ""):
-        return True
-    try:
-        return float(a) == float(b)
-    except (TypeError, ValueError):
-        return str(a) == str(b)
+    bind(v.confirm_yes.click, lambda ed: pp.delete(wb, ed), [], api_name="ui_delete_preset", api_visibility="undocumented")

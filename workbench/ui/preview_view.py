@@ -31,17 +31,17 @@ def build(wb: Workbench) -> View:
     return v
 
 
-def wire(wb: Workbench, v: View, editor, name_state=None) -> None:
-    """Attach the Preview event; ``editor`` is the Presets tab's TOML editor, ``name_state`` its preset name."""
+def wire(wb: Workbench, v: View, editor, editor_state) -> None:
+    """Attach the Preview event; ``editor`` is the Presets tab's TOML editor, ``editor_state`` its
+    :class:`workbench.presets_page.Editor` (for the preset's name)."""
 
-    def preview(text: str, n: float, name: str | None = None):
-        """Run the engine's preview on the preset text; returns (PNG path, Markdown description)."""
+    def preview(text: str, n: float, ed=None):
+        """Run the engine's preview on the preset text; returns (labelled PNG path, Markdown description)."""
         try:
             png, info = wb.preview(text, int(n))
         except WorkbenchError as e:
             return None, err_md(e)
-        head = f"Preview of **{name}** as it is in the editor.\n\n" if name else ""
+        head = f"Preview of **{ed.name}** as it is in the editor.\n\n" if ed is not None and ed.name else ""
         return str(png), head + info
 
-    inputs = [editor, v.n] + ([name_state] if name_state is not None else [])
-    v.button.click(preview, inputs, [v.image, v.info], api_name="preview", concurrency_limit=1)
+    v.button.click(preview, [editor, v.n, editor_state], [v.image, v.info], api_name="preview", concurrency_limit=1)
