@@ -10,8 +10,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from pathlib import Path
 
 import torch
@@ -62,7 +61,7 @@ from .runs import (
     teacher_baseline,
 )
 from .seeding import EVAL_NOISE_SEED, PROXIMAL_NOISE_SEED, RECONSTRUCTION_NOISE_SEED, item_generator
-from .signals import STOP, StopRequested, any_process
+from .signals import StopPolicy, StopRequested
 from .timing import BASELINE, FINAL, LIVE, REFERENCE, TIMING
 
 __all__ = ["Evaluator", "Evaluation", "final_network", "RECONSTRUCTION_SIGMA"]
@@ -116,7 +115,8 @@ class Evaluator:
         dataset: the corrupted training set (proximal-FID references); its measurement corrupts
             samples and test images alike.
         device: torch device of the teacher denoiser.
-        stop: asked before each feature batch; ``True`` raises
+        stop: asked before each feature batch (a local check,
+            :meth:`rsd_engine.signals.StopPolicy.local`); ``True`` raises
             :class:`~rsd_engine.signals.StopRequested` from the method computing features
             (nothing is recorded or cached). Default: never stop.
     """
@@ -372,23 +372,23 @@ class Evaluation:
         accelerator: the run's ``Accelerator``.
         dataset: the corrupted training set.
         sampler: how each model draws its samples.
-        stop: whether a stop was requested, the same answer on every process
-            (:func:`rsd_engine.signals.stop_agreed`); checked before each model of the final evaluation.
+        stops: the run's stop policy (:class:`rsd_engine.signals.StopPolicy`): its agreed check comes
+            before each model of the final evaluation.
 
     Every evaluation is also interrupted between its sampling and feature batches as soon as this
-    process sees SIGTERM/SIGINT (:data:`rsd_engine.signals.STOP`): the processes agree on it and raise
-    :class:`~rsd_engine.signals.StopRequested`, and no FID or metric of the interrupted evaluation is
-    recorded (a grid only once all its images are drawn).
+    process sees SIGTERM/SIGINT (:meth:`StopPolicy.local`): the processes agree on it
+    (:meth:`StopPolicy.agree`) and raise :class:`~rsd_engine.signals.StopRequested`, and no FID or
+    metric of the interrupted evaluation is recorded (a grid only once all its images are drawn).
     """
 
-    def __init__(self, preset, run: RunDir, accelerator, dataset: CorruptedDataset, sampler: ModelSampler, stop: Callable[[], bool]):
+    def __init__(self, preset, run: RunDir, accelerator, dataset: CorruptedDataset, sampler: ModelSampler, stops: StopPolicy):
         self.preset = preset
         self.run = run
         self.acc = accelerator
         self.dataset = dataset
         self.sampler = sampler
-        self.stop = stop
-        self.evaluator = Evaluator(preset, dataset, accelerator.device, stop=STOP.is_set)
+        self.stops = stops
+        self.evaluator = Evaluator(preset, dataset, accelerator.device, stop=stops.local)
         self._baseline: dict | None = None
         self._baseline_known = False
         self._crossing: dict | None = None
@@ -399,22 +399,8 @@ class Evaluation:
         return self.acc.is_main_process
 
     def _samples(self, model: str, net: EDMPrecond, seeds: range) -> Samples:
-        """:meth:`ModelSampler.generate_across`, interrupted by this process's stop flag (every process calls it)."""
-        return self.sampler.generate_across(self.acc, model, net, seeds, stop=STOP.is_set)
-
-    @contextmanager
-    def _main_work(self) -> Iterator[None]:
-        """Around work that only the main process does (features, files) while the others wait: at
-        the end every process learns whether the main one was interrupted (or any process saw a stop
-        signal) and all raise :class:`~rsd_engine.signals.StopRequested` together (a collective that
-        also stands for ``wait_for_everyone``)."""
-        interrupted = False
-        try:
-            yield
-        except StopRequested:
-            interrupted = True
-        if any_process(self.acc, interrupted or STOP.is_set()):
-            raise StopRequested()
+        """:meth:`ModelSampler.generate_across`, interrupted by the stop policy (every process calls it)."""
+        return self.sampler.generate_across(self.acc, model, net, seeds, self.stops)
 
     def live(self, stage: str, net: EDMPrecond, images_seen: int, train_seconds: float = 0.0) -> dict | None:
         """Grid from fixed seeds and a small-n live FID (labelled with n) of the stage's model: the
@@ -443,7 +429,7 @@ class Evaluation:
         n = e.live_fid_n if e.live_fid_n >= 2 else 0
         drawn = self._samples(model, net, range(max(e.grid_n, n)))  # the grid's seeds are the first of the FID's
         rec = None
-        with self._main_work():
+        with self.stops.agree():  # main-process work; the others wait
             if not self.main:
                 return None
             snapshot = self.run.grid_path(model, kimg)
@@ -514,7 +500,7 @@ class Evaluation:
         start = time.perf_counter()
         n, model = self.preset.eval.live_fid_n, self.sampler.teacher_model
         compute = False
-        with self._main_work():
+        with self.stops.agree():  # main-process work; the others wait
             if self.main and n >= 2:
                 stats = self.evaluator.reference_statistics()
                 ref = self.evaluator.clean_reference_features() if stats is None else (None, stats.name)
@@ -532,7 +518,7 @@ class Evaluation:
         if compute:
             teacher = final_network(self.run, self.preset, model, self.acc.device)
             samples = self._samples(model, teacher, range(n))
-            with self._main_work():
+            with self.stops.agree():  # main-process work; the others wait
                 if self.main:
                     ident, earlier = self._identity(model, teacher, range(n))
                     rec = self.evaluator.fid_record(model, samples, range(n), ident=ident, earlier=earlier)
@@ -633,7 +619,7 @@ class Evaluation:
         teacher = final_network(self.run, self.preset, TEACHER_FULL, device)
         generator = final_network(self.run, self.preset, GENERATOR, device) if checkpoint_exists(self.run.checkpoint(GENERATOR_FINAL)) else None
         for i, model in enumerate(models):
-            if self.stop():  # evaluation restarts from scratch on resume; nothing to checkpoint
+            if self.stops.agreed():  # evaluation restarts from scratch on resume; nothing to checkpoint
                 raise StopRequested()
             net = generator if model == GENERATOR else teacher
             if net is None:
@@ -652,7 +638,7 @@ class Evaluation:
             if not skip[0]:
                 samples = self._samples(model, net, seeds)
                 grid = samples if e.final_fid_n >= e.grid_n else self._samples(model, net, range(e.grid_n))
-            with self._main_work():
+            with self.stops.agree():  # main-process work; the others wait
                 if self.main:
                     metrics[model] = self._final_record(model, samples, seeds, ident, earlier)
                     if grid is None:

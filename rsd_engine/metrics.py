@@ -261,7 +261,7 @@ def extract_features(net: InceptionFeatures, images_u8: torch.Tensor, batch_size
     optional tqdm bar.
 
     Args:
-        stop: asked before each batch (e.g. :data:`rsd_engine.signals.STOP`'s ``is_set``).
+        stop: asked before each batch (a local check, e.g. :meth:`rsd_engine.signals.StopPolicy.local`).
 
     Raises:
         TypeError: the images are not uint8 (float images go through :func:`quantize` first).

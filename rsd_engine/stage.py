@@ -200,7 +200,7 @@ class StageRunner:
         preset_toml: the effective preset, stored with every checkpoint.
         state: extra numbers for every ``<stage>-latest`` state.json (e.g. the objective).
         stop: whether a stop was requested, the same answer on every process
-            (:func:`rsd_engine.signals.stop_agreed`); asked once per step.
+            (:meth:`rsd_engine.signals.StopPolicy.agreed`, a collective); asked once per step.
         max_skipped_in_a_row: consecutive steps with a skipped update (non-finite loss or gradient)
             after which the stage stops with :class:`~rsd_engine.finite.NonFiniteError`.
     """
@@ -342,6 +342,7 @@ class StageRunner:
         interrupts the live evaluation (between its batches) is a stop at this step: the checkpoint
         is written and the evaluation's FID is not recorded; the resumed run draws that evaluation
         again (as after a kill between the checkpoint and the evaluation's grid, :meth:`_evaluation_lost`).
+        The evaluation's stop is already agreed by every process (:class:`~rsd_engine.signals.StopPolicy`).
 
         Raises:
             StopRequested: after the checkpoint, when a stop was requested.
