@@ -12,6 +12,7 @@ import logging
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import NamedTuple
 
 import torch
 from accelerate.utils import broadcast_object_list
@@ -64,7 +65,7 @@ from .seeding import EVAL_NOISE_SEED, PROXIMAL_NOISE_SEED, RECONSTRUCTION_NOISE_
 from .signals import StopPolicy, StopRequested
 from .timing import BASELINE, FINAL, LIVE, REFERENCE, TIMING
 
-__all__ = ["Evaluator", "Evaluation", "final_network", "RECONSTRUCTION_SIGMA"]
+__all__ = ["Evaluator", "Evaluation", "final_network", "find_teacher_baseline", "BaselineFound", "RECONSTRUCTION_SIGMA"]
 
 log = logging.getLogger("rsd_engine")
 
@@ -87,6 +88,57 @@ def final_network(run: RunDir, preset, model: str, device=None) -> EDMPrecond:
     else:
         folder, name = run.teacher_final(preset.teacher.checkpoint), FINAL_NETWORK[TEACHER_FINAL]
     return load_network(folder, name).to(device)
+
+
+class BaselineFound(NamedTuple):
+    """What :func:`find_teacher_baseline` found: the FID record, and how it was obtained (``source``,
+    the baseline event's field), or ``None`` when ``record`` is this run's baseline event already."""
+
+    record: dict
+    source: str | None
+
+
+def find_teacher_baseline(own_events: list[dict], n: int, reference: str, model: str, trainer_events: list[dict] | None,
+                          final_kimg: float | None, where: str = "") -> BaselineFound | None:
+    """The teacher's live-FID baseline for distillation from a run's records (a pure function: no files,
+    no collectives), or ``None`` when it has to be computed from teacher-final.
+
+    Precedence (the first that applies wins):
+
+    1. this run's last :data:`~rsd_engine.runs.TEACHER_BASELINE` event with this ``n`` and ``reference``
+       (``source`` ``None``: already recorded);
+    2. the last such event of the run that trained the teacher (``trainer_events``);
+    3. that run's teacher stage's *last* ``fid`` event, if it is of ``model``, ``n`` and ``reference`` and
+       was measured at teacher-final's position ``final_kimg`` (so on the final EMA); an earlier live
+       FID never counts, nor one of another model, n or reference;
+    4. else ``None``.
+
+    Args:
+        own_events: this run's events.jsonl.
+        n: ``eval.live_fid_n``.
+        reference: the FID reference's name (clean held-out images or ``eval.reference_stats``).
+        model: the teacher sampler shown during training (``ModelSampler.teacher_model``).
+        trainer_events: the events of the run folder that trained the teacher (this run's own, or the
+            one ``teacher.checkpoint`` names); ``None`` when the teacher comes from a folder that is no
+            run (steps 2–3 are skipped).
+        final_kimg: kimg of that run's teacher-final checkpoint (``images_seen`` / 1000), ``None``
+            without one (step 3 is skipped).
+        where: ``" of <run folder>"`` for a teacher trained in another run, named in ``source``.
+    """
+    own = teacher_baseline(own_events, n, reference)
+    if own is not None:
+        return BaselineFound(own, None)
+    if trainer_events is None:
+        return None
+    found = teacher_baseline(trainer_events, n, reference)
+    if found is not None:
+        return BaselineFound(found, f"teacher baseline{where}")
+    if final_kimg is None:
+        return None
+    last = next((e for e in reversed(trainer_events) if e.get("kind") == "fid" and e.get("stage") == "teacher"), None)
+    if last is None or (last.get("model"), last.get("n"), last.get("reference"), last.get("kimg")) != (model, n, reference, final_kimg):
+        return None
+    return BaselineFound(last, f"teacher stage's live FID{where} at {final_kimg:g} kimg (final EMA)")
 
 
 def clean_features(preset, n: int, net: InceptionFeatures, stop: Callable[[], bool] | None = None) -> tuple[torch.Tensor, str]:
@@ -485,10 +537,11 @@ class Evaluation:
         truncated teacher (the full one when σ_c = 0 and no ``eval.stop_sigma``), teacher EMA of
         teacher-final, ``eval.live_fid_n`` samples from seeds 0…n−1, the same clean reference.
 
-        Taken from events.jsonl when there: a :data:`~rsd_engine.runs.TEACHER_BASELINE` event with this
-        n and reference, or the teacher stage's last live FID (measured on the final EMA), in this run
-        or in the run folder that ``teacher.checkpoint`` names; else computed from teacher-final.
-        Written as a TEACHER_BASELINE event once. Every process must call it (the computation is
+        Taken from the records when there (:func:`find_teacher_baseline`, which states the precedence:
+        a :data:`~rsd_engine.runs.TEACHER_BASELINE` event with this n and reference, or the teacher
+        stage's last live FID measured on the final EMA, in this run or in the run folder that
+        ``teacher.checkpoint`` names), on the main process, which then tells the others whether to
+        compute it from teacher-final (a broadcast). Written as a TEACHER_BASELINE event once. Every process must call it (the computation is
         split across them); the record is returned on the main process.
 
         Returns:
@@ -507,11 +560,9 @@ class Evaluation:
                 if ref is not None and self.evaluator.feature_net is not None:
                     events = self.run.read_events()
                     self._crossing = first_crossing(events)
-                    self._baseline = teacher_baseline(events, n, ref[1])
-                    if self._baseline is None:
-                        found = self._teacher_run_fid(n, ref[1], events)
-                        if found is not None:
-                            self._baseline = self._record_baseline(*found)
+                    found = find_teacher_baseline(events, n, ref[1], model, *self._trainer_records(events))
+                    if found is not None:
+                        self._baseline = found.record if found.source is None else self._record_baseline(*found)
                     compute = self._baseline is None
         if self.acc.num_processes > 1:
             compute = broadcast_object_list([compute])[0]
@@ -529,29 +580,20 @@ class Evaluation:
         self._baseline_known = True
         return self._baseline
 
-    def _teacher_run_fid(self, n: int, reference: str, own_events: list[dict]) -> tuple[dict, str] | None:
-        """The teacher's live FID with this n and reference from the run folder that trained the
-        teacher (this run, whose events are ``own_events``, or the run folder named by
-        ``teacher.checkpoint``): its baseline event, or its teacher stage's last live FID when that was
-        measured on teacher-final's EMA. Returns (record, source) or ``None``."""
+    def _trainer_records(self, own_events: list[dict]) -> tuple[list[dict] | None, float | None, str]:
+        """The records of the run folder that trained the teacher, for :func:`find_teacher_baseline`:
+        (its events, its teacher-final's kimg or ``None``, ``" of <folder>"`` or ``""`` for this run).
+        The trainer is this run (``own_events``), or the run folder that ``teacher.checkpoint`` names;
+        ``(None, None, "")`` when ``teacher.checkpoint`` is a folder that is no run."""
         source = self.preset.teacher.checkpoint
         trainer = RunDir(source) if source and RunDir(source).exists() else (None if source else self.run)
         if trainer is None:
-            return None
+            return None, None, ""
         events = own_events if trainer is self.run else trainer.read_events()
         where = "" if trainer is self.run else f" of {trainer.path}"
-        found = teacher_baseline(events, n, reference)
-        if found is not None:
-            return found, f"teacher baseline{where}"
         final = trainer.checkpoint(TEACHER_FINAL)
-        if not checkpoint_exists(final):
-            return None
-        kimg = load_checkpoint(final).state.get("images_seen", -1) / 1000
-        for e in reversed(events):
-            if e.get("kind") == "fid" and e.get("stage") == "teacher":
-                same = e.get("model") == self.sampler.teacher_model and e.get("n") == n and e.get("reference") == reference
-                return (e, f"teacher stage's live FID{where} at {kimg:g} kimg (final EMA)") if same and e.get("kimg") == kimg else None
-        return None
+        kimg = load_checkpoint(final).state.get("images_seen", -1) / 1000 if checkpoint_exists(final) else None
+        return events, kimg, where
 
     def _record_baseline(self, rec: dict, source: str) -> dict:
         """Write the TEACHER_BASELINE event of a FID record (main process); returns the event."""
