@@ -11,6 +11,9 @@ the theory study's MLP. :func:`build_network` and :func:`network_from_config` pi
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
+
 import torch
 from diffusers import ConfigMixin, ModelMixin, UNet2DModel
 from diffusers.configuration_utils import register_to_config
@@ -19,7 +22,7 @@ from torch import nn
 from .songunet import SongUNet
 
 __all__ = ["EDMDenoiser", "UNetDenoiser", "EDMPrecond", "SongUNetPrecond", "ARCHITECTURES", "build_network", "network_arguments",
-           "network_from_config", "network_differences", "count_parameters", "unwrap"]
+           "network_from_config", "network_differences", "count_parameters", "unwrap", "frozen"]
 
 
 class EDMDenoiser(nn.Module):
@@ -422,6 +425,27 @@ def network_differences(net: nn.Module, preset, cond_channels: int = 0, cond_kin
 def count_parameters(module: nn.Module) -> int:
     """Number of trainable parameters."""
     return sum(p.numel() for p in module.parameters() if p.requires_grad)
+
+
+@contextmanager
+def frozen(module: nn.Module) -> Iterator[nn.Module]:
+    """Freeze ``module``'s parameters for the block (``requires_grad`` off) and give back each one's
+    previous flag at its end, also when the block raises; yields ``module``.
+
+    For a network that takes part in another network's loss without being trained by it (the fake
+    score inside the generator's loss, SiD's alternating updates): gradients still flow through its
+    inputs, none is accumulated in its parameters. A wrapped module (DistributedDataParallel) and the
+    bare one inside share their parameters, so freezing either freezes both. Train/eval mode is left
+    as it is.
+    """
+    params = list(module.parameters())
+    before = [p.requires_grad for p in params]
+    module.requires_grad_(False)
+    try:
+        yield module
+    finally:
+        for p, flag in zip(params, before):
+            p.requires_grad_(flag)
 
 
 def unwrap(net: nn.Module) -> nn.Module:

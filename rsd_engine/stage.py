@@ -86,14 +86,31 @@ class StepContext:
         """One optimiser step of network ``name`` on the scalar ``loss``: backward, the non-finite
         guard, gradient-norm clipping to ``clip`` (if set), the step, gradients cleared.
 
-        The only place where the networks of a stage change. The step is skipped (gradients cleared,
-        weights and optimiser state untouched, the reason added to :attr:`skipped`) when the loss is
-        not finite on any process, when every sample of the global batch was dropped, or when the
-        gradient is not finite although no sample was dropped. When samples were dropped from the
-        loss (``dropped`` > 0, e.g. generator samples with a non-finite loss), non-finite gradient
-        entries come from their paths and are set to 0 instead. Under fp16 loss scaling, gradient
-        overflow is left to Accelerate's gradient scaler, which skips those steps itself. Every
-        process calls backward and takes the same decision (one all-reduce of the flags).
+        The only place where the networks of a stage change. Every process calls backward (which
+        averages the gradients across processes), then one all-reduce sums two flags over the
+        processes: "the loss is not finite here" and the samples dropped here. The decision is then
+        the same on every process (the gradients are equal after backward, so is their check):
+
+        ==========================================================  =====================================
+        case, checked in this order                                 action
+        ==========================================================  =====================================
+        the loss is not finite on some process                      skip (reason ``loss = …`` with one
+                                                                    process, else ``loss not finite``)
+        every sample of the global batch was dropped                skip
+        fp16 loss scaling (Accelerate's gradient scaler is on)      step: the scaler skips an overflowing
+                                                                    step itself (no gradient check here)
+        gradient not finite, some samples dropped (``dropped``)     sanitise: the non-finite entries come
+                                                                    from the dropped samples' paths and
+                                                                    are set to 0 (:func:`sanitise_grads`),
+                                                                    then clip and step
+        gradient not finite, no sample dropped                      skip (``gradient not finite``)
+        otherwise                                                   clip (if ``clip``) and step
+        ==========================================================  =====================================
+
+        A skip clears the gradients, leaves the weights and the optimiser state untouched and adds
+        ``"<name>: <reason>"`` to :attr:`skipped`; a step clears the gradients after it. A network that
+        appears in this loss without being trained by it is frozen by the caller
+        (:func:`rsd_engine.networks.frozen`), so no gradient is left in it.
 
         Args:
             name: key of :attr:`nets`.

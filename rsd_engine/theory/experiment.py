@@ -35,6 +35,7 @@ import numpy as np
 import torch
 
 from ..distill import sid_generator_loss
+from ..networks import frozen
 from ..objectives import ambient_tweedie_loss
 from ..sampling import heun_sample, karras_position, karras_sigma
 from .gaussian import (
@@ -343,13 +344,11 @@ def distill_linear(
         if fake == "mlp":
             with torch.no_grad():
                 y_g = g(torch.randn(cfg.batch, rank)) @ a_t.T + noise_sigma * torch.randn(cfg.batch, d)
-            f_psi.requires_grad_(True)
             loss_f = ambient_tweedie_loss(f_psi, _as_images(y_g), noise_sigma).mean()
             opt_f.zero_grad(set_to_none=True)
             loss_f.backward()
             opt_f.step()
             sched_f.step()
-            f_psi.requires_grad_(False)
             fake_net = f_psi
         else:
             mean, cov = g.moments()
@@ -358,9 +357,10 @@ def distill_linear(
         t = t_floor + torch.rand(cfg.batch) * (cfg.t_max / 1000.0 - t_floor)
         sigma_t = karras_sigma(1 - t, teacher.sigma_min, teacher.sigma_max, cfg.rho)
         u_t = u + sigma_t.reshape(-1, 1, 1, 1) * torch.randn_like(u)
-        loss_g = sid_generator_loss(u, teacher(u_t, sigma_t), fake_net(u_t, sigma_t), alpha).mean()
-        opt_g.zero_grad(set_to_none=True)
-        loss_g.backward()
+        with frozen(fake_net):
+            loss_g = sid_generator_loss(u, teacher(u_t, sigma_t), fake_net(u_t, sigma_t), alpha).mean()
+            opt_g.zero_grad(set_to_none=True)
+            loss_g.backward()
         opt_g.step()
         sched_g.step()
         tick()
