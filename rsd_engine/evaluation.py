@@ -61,7 +61,7 @@ from .runs import (
     first_crossing,
     teacher_baseline,
 )
-from .seeding import EVAL_NOISE_SEED, PROXIMAL_NOISE_SEED, RECONSTRUCTION_NOISE_SEED, item_generator
+from .seeding import EVAL_NOISE_SEED, PROXIMAL_NOISE_SEED, RECONSTRUCTION_NOISE_SEED, item_rng
 from .signals import StopPolicy, StopRequested
 from .timing import BASELINE, FINAL, LIVE, REFERENCE, TIMING
 
@@ -331,7 +331,7 @@ class Evaluator:
 
     def proximal_fid(self, images: torch.Tensor, seeds: range) -> dict:
         """Proximal FID (docs/method.md §4.3): corrupt the samples with the same A and σ_c (sample of
-        seed s with the generator of s in the proximal stream) and compare with the corrupted training
+        seed s with the RNG of s in the proximal stream) and compare with the corrupted training
         measurements, both shown as images (for MRI the zero-filled magnitudes, §9).
         Returns ``{"proximal_fid", "proximal_reference"}``."""
         ref = self.measurement_reference_features()
@@ -368,7 +368,7 @@ class Evaluator:
         - ``zero-filled``: the adjoint Aᴴy of the measurements (the baseline);
         - ``teacher-reconstruction``: the teacher's posterior mean D([Aᴴy + √(σ_r² − σ_c²)·P_A n, A]; σ_r)
           at σ_r = max(σ_c, :data:`RECONSTRUCTION_SIGMA`), one network evaluation (n of image i from
-          its own generator of the reconstruction stream).
+          its own RNG of the reconstruction stream).
 
         The ``seeds`` of these records are held-out image indices.
 
@@ -389,7 +389,7 @@ class Evaluator:
         zero_filled = op.adjoint(y, **params)
         sigma = max(m.noise_sigma, RECONSTRUCTION_SIGMA)
         top_up = (sigma**2 - m.noise_sigma**2) ** 0.5
-        noise = torch.stack([torch.randn(x.shape[1:], generator=item_generator(RECONSTRUCTION_NOISE_SEED, i)) for i in range(x.shape[0])])
+        noise = torch.stack([torch.randn(x.shape[1:], generator=item_rng(RECONSTRUCTION_NOISE_SEED, i)) for i in range(x.shape[0])])
         start, outs = time.perf_counter(), []
         for s in range(0, x.shape[0], p.eval.batch_size):
             rows = slice(s, s + p.eval.batch_size)

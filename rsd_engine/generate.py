@@ -23,7 +23,7 @@ from .objectives import Objective
 from .operators import Condition
 from .runs import GENERATOR, MODELS, TEACHER_FULL, TEACHER_TRUNCATED
 from .sampling import heun_sample, one_step_generate
-from .seeding import EVAL_MASK_SEED, item_generator
+from .seeding import EVAL_MASK_SEED, item_rng
 from .signals import StopPolicy, StopRequested
 
 __all__ = ["latents", "Samples", "ModelSampler", "WEIGHTS"]
@@ -33,7 +33,7 @@ WEIGHTS = {TEACHER_FULL: "teacher EMA", TEACHER_TRUNCATED: "teacher EMA", GENERA
 
 
 def latents(seeds, shape: tuple[int, int, int], device=None) -> torch.Tensor:
-    """Standard-normal latents, one per seed, each from its own generator: (len(seeds), C, H, W).
+    """Standard-normal latents, one per seed, each from its own RNG: (len(seeds), C, H, W).
 
     The same seed always gives the same latent, whatever the batch it is drawn in.
     """
@@ -119,11 +119,11 @@ class ModelSampler:
         return tuple(m for m in requested if m != TEACHER_TRUNCATED or self.truncated)
 
     def seed_conditions(self, seeds, device=None) -> Condition | None:
-        """Network conditions (masks, and MRI coil maps) fixed by seed (one generator per seed, apart from
+        """Network conditions (masks, and MRI coil maps) fixed by seed (one RNG per seed, apart from
         the latents' seeds) for ``len(seeds)`` images, or ``None`` when the networks take no mask."""
         if not self.objective.measurement.has_mask or len(seeds) == 0:
             return None
-        parts = [self.objective.network_condition(1, item_generator(EVAL_MASK_SEED, s)) for s in seeds]
+        parts = [self.objective.network_condition(1, item_rng(EVAL_MASK_SEED, s)) for s in seeds]
         return type(parts[0]).cat(parts).to(device)
 
     @torch.no_grad()

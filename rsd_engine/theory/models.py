@@ -73,15 +73,15 @@ class LinearGenerator(nn.Module):
             the first k columns of a random orthogonal matrix otherwise); b starts at 0. With 0.5
             (σ_d) the full-rank generator starts with variance 0.25 in *every* direction, so it must
             remove the directions the clean law lacks.
-        generator: torch RNG for the random columns.
+        rng: torch RNG for the random columns.
     """
 
-    def __init__(self, dim: int, rank: int, init_scale: float = 0.5, generator: torch.Generator | None = None):
+    def __init__(self, dim: int, rank: int, init_scale: float = 0.5, rng: torch.Generator | None = None):
         super().__init__()
         if rank == dim:
             w = torch.eye(dim)
         else:
-            q, _ = torch.linalg.qr(torch.randn(dim, dim, generator=generator))
+            q, _ = torch.linalg.qr(torch.randn(dim, dim, generator=rng))
             w = q[:, :rank]
         self.weight = nn.Parameter(init_scale * w)
         self.bias = nn.Parameter(torch.zeros(dim))
