@@ -520,17 +520,18 @@ class Evaluation:
             return None, None
         return ident, find_earlier(ident["eval_key"], self.run.read_events(), self.run.read_metrics())
 
-    def _timed(self, stage: str, part: str, start: float, **fields) -> None:
-        """Append the ``timing`` event of ``part`` (seconds since ``start``, a ``time.perf_counter()``)
-        with the given fields (``None`` ones left out) (main process). Reference features loaded or
+    def _timed(self, phase: str, part: str, start: float, **fields) -> None:
+        """Append the ``timing`` event of ``part`` in ``phase`` (:data:`~rsd_engine.runs.PHASES`): seconds
+        since ``start`` (a ``time.perf_counter()``), with the given fields (``None`` ones left out) (main
+        process). Reference features loaded or
         computed meanwhile get their own :data:`~rsd_engine.timing.REFERENCE` events, and their seconds
         are not counted in ``part``."""
         seconds = time.perf_counter() - start
         for what, ref_seconds in self.evaluator.reference_seconds:
-            self.run.append_event(stage, TIMING, part=REFERENCE, seconds=round(ref_seconds, 3), what=what)
+            self.run.append_event(phase, TIMING, part=REFERENCE, seconds=round(ref_seconds, 3), what=what)
             seconds -= ref_seconds
         self.evaluator.reference_seconds.clear()
-        self.run.append_event(stage, TIMING, part=part, seconds=round(max(seconds, 0.0), 3), **{k: v for k, v in fields.items() if v is not None})
+        self.run.append_event(phase, TIMING, part=part, seconds=round(max(seconds, 0.0), 3), **{k: v for k, v in fields.items() if v is not None})
 
     def teacher_baseline(self) -> dict | None:
         """The teacher sampler's live FID that the generator's live FIDs are compared with: the

@@ -29,7 +29,7 @@ class EDMDenoiser(nn.Module):
     """EDM's preconditioning around a backbone F: D(x; σ) = c_skip(σ)·x + c_out(σ)·F([c_in(σ)·x, cond]; c_noise(σ)).
 
     c_skip = σ_d²/(σ²+σ_d²), c_out = σ·σ_d/√(σ²+σ_d²), c_in = 1/√(σ²+σ_d²), c_noise = ¼·ln σ
-    (EDM Table 1). Subclasses give the backbone as :meth:`raw`; this class is the only place that
+    (EDM Table 1). Subclasses give the backbone as :meth:`backbone`; this class is the only place that
     knows the four coefficients and the loss weight λ = 1/c_out². Mask channels ``cond`` are
     concatenated to c_in·x unscaled (docs/method.md §2.1).
 
@@ -123,13 +123,13 @@ class EDMDenoiser(nn.Module):
         m = mask.to(weight.dtype)
         return m * weight + (1 - m) / sd**2
 
-    def raw(self, x_in: torch.Tensor, c_noise: torch.Tensor) -> torch.Tensor:
+    def backbone(self, x_in: torch.Tensor, c_noise: torch.Tensor) -> torch.Tensor:
         """F, the backbone, on an already scaled input (B, C+k, H, W) at c_noise (B,); returns (B, C, H, W).
 
         Raises:
             NotImplementedError: in this base class.
         """
-        raise NotImplementedError(f"{type(self).__name__} must define raw(x_in, c_noise)")
+        raise NotImplementedError(f"{type(self).__name__} must define backbone(x_in, c_noise)")
 
     def forward(self, x: torch.Tensor, sigma: torch.Tensor | float, cond: torch.Tensor | None = None) -> torch.Tensor:
         """Denoise: E[clean | x] estimate.
@@ -156,7 +156,7 @@ class EDMDenoiser(nn.Module):
         x_in = c_in * x32
         if cond is not None:
             x_in = torch.cat([x_in, cond.to(x_in.dtype)], dim=1)
-        f = self.raw(x_in, c_noise).to(torch.float32)
+        f = self.backbone(x_in, c_noise).to(torch.float32)
         return c_skip * x32 + c_out * f
 
 
@@ -185,7 +185,7 @@ class UNetDenoiser(EDMDenoiser):
         super().__init__(sigma_data, sigma_min, sigma_max, cond_channels, cond_kind)
         self.unet = unet
 
-    def raw(self, x_in: torch.Tensor, c_noise: torch.Tensor) -> torch.Tensor:
+    def backbone(self, x_in: torch.Tensor, c_noise: torch.Tensor) -> torch.Tensor:
         """F: the bare UNet on an already scaled input (B, C+k, H, W) at c_noise (B,); returns (B, C, H, W)."""
         return self.unet(x_in, c_noise).sample
 
@@ -348,7 +348,7 @@ class SongUNetPrecond(_Configured, EDMDenoiser, ModelMixin, ConfigMixin):
         self.resolution = resolution
         self.channels = channels
 
-    def raw(self, x_in: torch.Tensor, c_noise: torch.Tensor) -> torch.Tensor:
+    def backbone(self, x_in: torch.Tensor, c_noise: torch.Tensor) -> torch.Tensor:
         """F: the backbone on an already scaled input (B, C+k, H, W) at c_noise (B,); returns (B, C, H, W)."""
         return self.model(x_in, c_noise)
 

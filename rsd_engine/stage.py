@@ -54,7 +54,7 @@ class StepContext:
 
     Attributes:
         nets: name → prepared network (wrapped for data parallelism where there are several processes).
-        raw: name → the bare network inside (for EMA, checkpoints and calls without gradient sync).
+        unwrapped: name → the bare network inside (for EMA, checkpoints and calls without gradient sync).
         optimizers: name → prepared optimiser.
         global_batch: images per step over all processes; ``local_batch`` = global_batch / processes.
         rank, world: this process's index and the number of processes.
@@ -66,7 +66,7 @@ class StepContext:
     def __init__(self, accelerator, nets: dict[str, nn.Module], optimizers: dict[str, torch.optim.Optimizer], global_batch: int):
         self.accelerator = accelerator
         self.nets = nets
-        self.raw = {name: accelerator.unwrap_model(net) for name, net in nets.items()}
+        self.unwrapped = {name: accelerator.unwrap_model(net) for name, net in nets.items()}
         self.optimizers = optimizers
         self.global_batch = global_batch
         self.world, self.rank = accelerator.num_processes, accelerator.process_index
@@ -263,7 +263,7 @@ class StageRunner:
         ctx = StepContext(acc, dict(zip(names, prepared[: len(names)])), dict(zip(names, prepared[len(names) :])), stage.batch_size)
         for ema in stage.emas.values():
             ema.module.to(acc.device)
-        saved = {**ctx.raw, **{name: ema.module for name, ema in stage.emas.items()}}
+        saved = {**ctx.unwrapped, **{name: ema.module for name, ema in stage.emas.items()}}
         self._status(state="running", stage=stage.name, kimg=images_seen / 1000, kimg_total=total / 1000, progress=min(images_seen / max(total, 1), 1.0))
         report = _Report(stage, images_seen, total, train_seconds, disable=not self.main)
         in_a_row = 0
@@ -274,7 +274,7 @@ class StageRunner:
             ctx.skipped = []
             stats = stage.step(ctx, images_seen)
             for ema in stage.emas.values():
-                ema.update(ctx.raw[ema.source], stage.batch_size, images_seen)
+                ema.update(ctx.unwrapped[ema.source], stage.batch_size, images_seen)
             before, images_seen = images_seen, images_seen + stage.batch_size
             in_a_row = in_a_row + 1 if ctx.skipped else 0
             report.add({**stats, SKIPPED: len(ctx.skipped)}, time.perf_counter() - started)

@@ -58,7 +58,7 @@ def rsd_iteration(ctx: StepContext, images_seen: int, *, teacher: EDMPrecond, ob
 
     Which module each network is called through (the wrapped one of :attr:`StepContext.nets` for the
     network being updated, so that its gradients are averaged across processes; the bare one of
-    :attr:`StepContext.raw` otherwise, which skips the wrapper's gradient bookkeeping):
+    :attr:`StepContext.unwrapped` otherwise, which skips the wrapper's gradient bookkeeping):
 
     =================  ===========================================  ==========================================
     step               generator G                                  fake score f_ψ
@@ -76,20 +76,20 @@ def rsd_iteration(ctx: StepContext, images_seen: int, *, teacher: EDMPrecond, ob
         sample dropped is skipped, :meth:`StepContext.update`).
     """
     fake, gen = ctx.nets["fake_score"], ctx.nets["generator"]
-    fake_raw, gen_raw = ctx.raw["fake_score"], ctx.raw["generator"]
+    fake_unwrapped, gen_unwrapped = ctx.unwrapped["fake_score"], ctx.unwrapped["generator"]
     fake.train()
-    gen_raw.eval()
+    gen_unwrapped.eval()
     z = ctx.latents(shape)
     with ctx.autocast():
-        loss_f = fake_score_loss(gen_raw, fake, objective, z, sigma_init=sigma_init)
+        loss_f = fake_score_loss(gen_unwrapped, fake, objective, z, sigma_init=sigma_init)
     ctx.update("fake_score", loss_f, grad_clip_fake_score)
-    fake_raw.eval()
+    fake_unwrapped.eval()
     gen.train()
     z = ctx.latents(shape)
-    with frozen(fake_raw):
+    with frozen(fake_unwrapped):
         with ctx.autocast():
-            step = generator_loss(gen, teacher, fake_raw, objective, z, sigma_init=sigma_init, alpha=alpha, t_max=t_max, rho=rho,
-                                  loss_scale=loss_scale, sigma_t_min=sigma_t_min)
+            step = generator_loss(gen, teacher, fake_unwrapped, objective, z, sigma_init=sigma_init, alpha=alpha, t_max=t_max,
+                                  rho=rho, loss_scale=loss_scale, sigma_t_min=sigma_t_min)
         ctx.update("generator", step.loss, dropped=step.nan_count)
     return {"loss_fake_score": loss_f, "loss_generator": step.loss, "nan_count": step.nan_count}
 

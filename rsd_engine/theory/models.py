@@ -49,7 +49,7 @@ class MLPDenoiser(EDMDenoiser):
         self.f = nn.Sequential(*layers)
         self.register_buffer("freqs", torch.arange(1, n_freq + 1, dtype=torch.float32) * math.pi)
 
-    def raw(self, x_in: torch.Tensor, c_noise: torch.Tensor) -> torch.Tensor:
+    def backbone(self, x_in: torch.Tensor, c_noise: torch.Tensor) -> torch.Tensor:
         """F on the scaled input (B, d, 1, 1) at c_noise (B,); returns (B, d, 1, 1).
 
         Raises:
