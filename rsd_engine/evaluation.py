@@ -542,8 +542,9 @@ class Evaluation:
         a :data:`~rsd_engine.runs.TEACHER_BASELINE` event with this n and reference, or the teacher
         stage's last live FID measured on the final EMA, in this run or in the run folder that
         ``teacher.checkpoint`` names), on the main process, which then tells the others whether to
-        compute it from teacher-final (a broadcast). Written as a TEACHER_BASELINE event once. Every process must call it (the computation is
-        split across them); the record is returned on the main process.
+        compute it from teacher-final (a broadcast). Written as a TEACHER_BASELINE event once. Every
+        process must call it (the computation is split across them); the record is returned on the
+        main process.
 
         Returns:
             the baseline event, or ``None`` when live FID is off (``eval.live_fid_n`` < 2), the FID
