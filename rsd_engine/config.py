@@ -789,14 +789,14 @@ def parse_override(text: str) -> tuple[str, str, Any]:
     m = _OVERRIDE.match(text.strip())
     if not m:
         raise PresetError([(text, "override must look like section.key=value, e.g. distill.alpha=1.0 or corruption.random_inpainting.p=0.8")])
-    section, key, raw = m.groups()
-    raw = raw.strip()
-    if raw.lower() in ("none", "null"):
+    section, key, value_text = m.groups()
+    value_text = value_text.strip()
+    if value_text.lower() in ("none", "null"):
         return section, key, None
     try:
-        value = tomli.loads(f"v = {raw}")["v"]
+        value = tomli.loads(f"v = {value_text}")["v"]
     except tomli.TOMLDecodeError:
-        value = raw
+        value = value_text
     return section, key, value
 
 

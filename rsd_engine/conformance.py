@@ -37,8 +37,8 @@ class CheckResult:
 
 
 def _inputs(op: Operator, batch: int, seed: int, dtype=torch.float32) -> torch.Tensor:
-    g = torch.Generator().manual_seed(seed)
-    return (torch.rand(batch, op.channels, op.resolution, op.resolution, generator=g, dtype=torch.float64) * 2 - 1).to(dtype)
+    rng = torch.Generator().manual_seed(seed)
+    return (torch.rand(batch, op.channels, op.resolution, op.resolution, generator=rng, dtype=torch.float64) * 2 - 1).to(dtype)
 
 
 def _params(op: Operator, batch: int, seed: int, dtype=None) -> dict[str, torch.Tensor]:

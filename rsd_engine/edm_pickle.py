@@ -147,13 +147,13 @@ def _array_reconstruct(cls, shape, typecode):
 
 
 class _Array:
-    """A numpy array being read: pickle's BUILD gives (version, shape, dtype, fortran, raw bytes)."""
+    """A numpy array being read: pickle's BUILD gives (version, shape, dtype, fortran, the data's bytes)."""
 
     def __setstate__(self, state):
-        _, shape, dtype, fortran, raw = state
-        if not isinstance(dtype, np.dtype) or dtype.hasobject or not isinstance(raw, (bytes, bytearray)):
+        _, shape, dtype, fortran, buffer = state
+        if not isinstance(dtype, np.dtype) or dtype.hasobject or not isinstance(buffer, (bytes, bytearray)):
             raise EDMPickleError("a numpy array that is not of a plain numeric dtype")
-        self.value = np.frombuffer(bytes(raw), dtype=dtype).reshape(shape, order="F" if fortran else "C").copy()
+        self.value = np.frombuffer(bytes(buffer), dtype=dtype).reshape(shape, order="F" if fortran else "C").copy()
 
 
 class _EasyDict(dict):

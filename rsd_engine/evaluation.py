@@ -10,9 +10,9 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from pathlib import Path
+from typing import NamedTuple
 
 import torch
 from accelerate.utils import broadcast_object_list
@@ -61,11 +61,11 @@ from .runs import (
     first_crossing,
     teacher_baseline,
 )
-from .seeding import EVAL_NOISE_SEED, PROXIMAL_NOISE_SEED, RECONSTRUCTION_NOISE_SEED, item_generator
-from .signals import STOP, StopRequested, any_process
+from .seeding import EVAL_NOISE_SEED, PROXIMAL_NOISE_SEED, RECONSTRUCTION_NOISE_SEED, item_rng
+from .signals import StopPolicy, StopRequested
 from .timing import BASELINE, FINAL, LIVE, REFERENCE, TIMING
 
-__all__ = ["Evaluator", "Evaluation", "final_network", "RECONSTRUCTION_SIGMA"]
+__all__ = ["Evaluator", "Evaluation", "final_network", "find_teacher_baseline", "BaselineFound", "RECONSTRUCTION_SIGMA"]
 
 log = logging.getLogger("rsd_engine")
 
@@ -88,6 +88,57 @@ def final_network(run: RunDir, preset, model: str, device=None) -> EDMPrecond:
     else:
         folder, name = run.teacher_final(preset.teacher.checkpoint), FINAL_NETWORK[TEACHER_FINAL]
     return load_network(folder, name).to(device)
+
+
+class BaselineFound(NamedTuple):
+    """What :func:`find_teacher_baseline` found: the FID record, and how it was obtained (``source``,
+    the baseline event's field), or ``None`` when ``record`` is this run's baseline event already."""
+
+    record: dict
+    source: str | None
+
+
+def find_teacher_baseline(own_events: list[dict], n: int, reference: str, model: str, trainer_events: list[dict] | None,
+                          final_kimg: float | None, where: str = "") -> BaselineFound | None:
+    """The teacher's live-FID baseline for distillation from a run's records (a pure function: no files,
+    no collectives), or ``None`` when it has to be computed from teacher-final.
+
+    Precedence (the first that applies wins):
+
+    1. this run's last :data:`~rsd_engine.runs.TEACHER_BASELINE` event with this ``n`` and ``reference``
+       (``source`` ``None``: already recorded);
+    2. the last such event of the run that trained the teacher (``trainer_events``);
+    3. that run's teacher stage's *last* ``fid`` event, if it is of ``model``, ``n`` and ``reference`` and
+       was measured at teacher-final's position ``final_kimg`` (so on the final EMA); an earlier live
+       FID never counts, nor one of another model, n or reference;
+    4. else ``None``.
+
+    Args:
+        own_events: this run's events.jsonl.
+        n: ``eval.live_fid_n``.
+        reference: the FID reference's name (clean held-out images or ``eval.reference_stats``).
+        model: the teacher sampler shown during training (``ModelSampler.teacher_model``).
+        trainer_events: the events of the run folder that trained the teacher (this run's own, or the
+            one ``teacher.checkpoint`` names); ``None`` when the teacher comes from a folder that is no
+            run (steps 2–3 are skipped).
+        final_kimg: kimg of that run's teacher-final checkpoint (``images_seen`` / 1000), ``None``
+            without one (step 3 is skipped).
+        where: ``" of <run folder>"`` for a teacher trained in another run, named in ``source``.
+    """
+    own = teacher_baseline(own_events, n, reference)
+    if own is not None:
+        return BaselineFound(own, None)
+    if trainer_events is None:
+        return None
+    found = teacher_baseline(trainer_events, n, reference)
+    if found is not None:
+        return BaselineFound(found, f"teacher baseline{where}")
+    if final_kimg is None:
+        return None
+    last = next((e for e in reversed(trainer_events) if e.get("kind") == "fid" and e.get("stage") == "teacher"), None)
+    if last is None or (last.get("model"), last.get("n"), last.get("reference"), last.get("kimg")) != (model, n, reference, final_kimg):
+        return None
+    return BaselineFound(last, f"teacher stage's live FID{where} at {final_kimg:g} kimg (final EMA)")
 
 
 def clean_features(preset, n: int, net: InceptionFeatures, stop: Callable[[], bool] | None = None) -> tuple[torch.Tensor, str]:
@@ -116,7 +167,8 @@ class Evaluator:
         dataset: the corrupted training set (proximal-FID references); its measurement corrupts
             samples and test images alike.
         device: torch device of the teacher denoiser.
-        stop: asked before each feature batch; ``True`` raises
+        stop: asked before each feature batch (a local check,
+            :meth:`rsd_engine.signals.StopPolicy.local`); ``True`` raises
             :class:`~rsd_engine.signals.StopRequested` from the method computing features
             (nothing is recorded or cached). Default: never stop.
     """
@@ -279,7 +331,7 @@ class Evaluator:
 
     def proximal_fid(self, images: torch.Tensor, seeds: range) -> dict:
         """Proximal FID (docs/method.md §4.3): corrupt the samples with the same A and σ_c (sample of
-        seed s with the generator of s in the proximal stream) and compare with the corrupted training
+        seed s with the RNG of s in the proximal stream) and compare with the corrupted training
         measurements, both shown as images (for MRI the zero-filled magnitudes, §9).
         Returns ``{"proximal_fid", "proximal_reference"}``."""
         ref = self.measurement_reference_features()
@@ -316,7 +368,7 @@ class Evaluator:
         - ``zero-filled``: the adjoint Aᴴy of the measurements (the baseline);
         - ``teacher-reconstruction``: the teacher's posterior mean D([Aᴴy + √(σ_r² − σ_c²)·P_A n, A]; σ_r)
           at σ_r = max(σ_c, :data:`RECONSTRUCTION_SIGMA`), one network evaluation (n of image i from
-          its own generator of the reconstruction stream).
+          its own RNG of the reconstruction stream).
 
         The ``seeds`` of these records are held-out image indices.
 
@@ -337,7 +389,7 @@ class Evaluator:
         zero_filled = op.adjoint(y, **params)
         sigma = max(m.noise_sigma, RECONSTRUCTION_SIGMA)
         top_up = (sigma**2 - m.noise_sigma**2) ** 0.5
-        noise = torch.stack([torch.randn(x.shape[1:], generator=item_generator(RECONSTRUCTION_NOISE_SEED, i)) for i in range(x.shape[0])])
+        noise = torch.stack([torch.randn(x.shape[1:], generator=item_rng(RECONSTRUCTION_NOISE_SEED, i)) for i in range(x.shape[0])])
         start, outs = time.perf_counter(), []
         for s in range(0, x.shape[0], p.eval.batch_size):
             rows = slice(s, s + p.eval.batch_size)
@@ -372,23 +424,23 @@ class Evaluation:
         accelerator: the run's ``Accelerator``.
         dataset: the corrupted training set.
         sampler: how each model draws its samples.
-        stop: whether a stop was requested, the same answer on every process
-            (:func:`rsd_engine.signals.stop_agreed`); checked before each model of the final evaluation.
+        stops: the run's stop policy (:class:`rsd_engine.signals.StopPolicy`): its agreed check comes
+            before each model of the final evaluation.
 
     Every evaluation is also interrupted between its sampling and feature batches as soon as this
-    process sees SIGTERM/SIGINT (:data:`rsd_engine.signals.STOP`): the processes agree on it and raise
-    :class:`~rsd_engine.signals.StopRequested`, and no FID or metric of the interrupted evaluation is
-    recorded (a grid only once all its images are drawn).
+    process sees SIGTERM/SIGINT (:meth:`StopPolicy.local`): the processes agree on it
+    (:meth:`StopPolicy.agree`) and raise :class:`~rsd_engine.signals.StopRequested`, and no FID or
+    metric of the interrupted evaluation is recorded (a grid only once all its images are drawn).
     """
 
-    def __init__(self, preset, run: RunDir, accelerator, dataset: CorruptedDataset, sampler: ModelSampler, stop: Callable[[], bool]):
+    def __init__(self, preset, run: RunDir, accelerator, dataset: CorruptedDataset, sampler: ModelSampler, stops: StopPolicy):
         self.preset = preset
         self.run = run
         self.acc = accelerator
         self.dataset = dataset
         self.sampler = sampler
-        self.stop = stop
-        self.evaluator = Evaluator(preset, dataset, accelerator.device, stop=STOP.is_set)
+        self.stops = stops
+        self.evaluator = Evaluator(preset, dataset, accelerator.device, stop=stops.local)
         self._baseline: dict | None = None
         self._baseline_known = False
         self._crossing: dict | None = None
@@ -399,22 +451,8 @@ class Evaluation:
         return self.acc.is_main_process
 
     def _samples(self, model: str, net: EDMPrecond, seeds: range) -> Samples:
-        """:meth:`ModelSampler.generate_across`, interrupted by this process's stop flag (every process calls it)."""
-        return self.sampler.generate_across(self.acc, model, net, seeds, stop=STOP.is_set)
-
-    @contextmanager
-    def _main_work(self) -> Iterator[None]:
-        """Around work that only the main process does (features, files) while the others wait: at
-        the end every process learns whether the main one was interrupted (or any process saw a stop
-        signal) and all raise :class:`~rsd_engine.signals.StopRequested` together (a collective that
-        also stands for ``wait_for_everyone``)."""
-        interrupted = False
-        try:
-            yield
-        except StopRequested:
-            interrupted = True
-        if any_process(self.acc, interrupted or STOP.is_set()):
-            raise StopRequested()
+        """:meth:`ModelSampler.generate_across`, interrupted by the stop policy (every process calls it)."""
+        return self.sampler.generate_across(self.acc, model, net, seeds, self.stops)
 
     def live(self, stage: str, net: EDMPrecond, images_seen: int, train_seconds: float = 0.0) -> dict | None:
         """Grid from fixed seeds and a small-n live FID (labelled with n) of the stage's model: the
@@ -443,7 +481,7 @@ class Evaluation:
         n = e.live_fid_n if e.live_fid_n >= 2 else 0
         drawn = self._samples(model, net, range(max(e.grid_n, n)))  # the grid's seeds are the first of the FID's
         rec = None
-        with self._main_work():
+        with self.stops.agree():  # main-process work; the others wait
             if not self.main:
                 return None
             snapshot = self.run.grid_path(model, kimg)
@@ -482,28 +520,31 @@ class Evaluation:
             return None, None
         return ident, find_earlier(ident["eval_key"], self.run.read_events(), self.run.read_metrics())
 
-    def _timed(self, stage: str, part: str, start: float, **fields) -> None:
-        """Append the ``timing`` event of ``part`` (seconds since ``start``, a ``time.perf_counter()``)
-        with the given fields (``None`` ones left out) (main process). Reference features loaded or
+    def _timed(self, phase: str, part: str, start: float, **fields) -> None:
+        """Append the ``timing`` event of ``part`` in ``phase`` (:data:`~rsd_engine.runs.PHASES`): seconds
+        since ``start`` (a ``time.perf_counter()``), with the given fields (``None`` ones left out) (main
+        process). Reference features loaded or
         computed meanwhile get their own :data:`~rsd_engine.timing.REFERENCE` events, and their seconds
         are not counted in ``part``."""
         seconds = time.perf_counter() - start
         for what, ref_seconds in self.evaluator.reference_seconds:
-            self.run.append_event(stage, TIMING, part=REFERENCE, seconds=round(ref_seconds, 3), what=what)
+            self.run.append_event(phase, TIMING, part=REFERENCE, seconds=round(ref_seconds, 3), what=what)
             seconds -= ref_seconds
         self.evaluator.reference_seconds.clear()
-        self.run.append_event(stage, TIMING, part=part, seconds=round(max(seconds, 0.0), 3), **{k: v for k, v in fields.items() if v is not None})
+        self.run.append_event(phase, TIMING, part=part, seconds=round(max(seconds, 0.0), 3), **{k: v for k, v in fields.items() if v is not None})
 
     def teacher_baseline(self) -> dict | None:
         """The teacher sampler's live FID that the generator's live FIDs are compared with: the
         truncated teacher (the full one when σ_c = 0 and no ``eval.stop_sigma``), teacher EMA of
         teacher-final, ``eval.live_fid_n`` samples from seeds 0…n−1, the same clean reference.
 
-        Taken from events.jsonl when there: a :data:`~rsd_engine.runs.TEACHER_BASELINE` event with this
-        n and reference, or the teacher stage's last live FID (measured on the final EMA), in this run
-        or in the run folder that ``teacher.checkpoint`` names; else computed from teacher-final.
-        Written as a TEACHER_BASELINE event once. Every process must call it (the computation is
-        split across them); the record is returned on the main process.
+        Taken from the records when there (:func:`find_teacher_baseline`, which states the precedence:
+        a :data:`~rsd_engine.runs.TEACHER_BASELINE` event with this n and reference, or the teacher
+        stage's last live FID measured on the final EMA, in this run or in the run folder that
+        ``teacher.checkpoint`` names), on the main process, which then tells the others whether to
+        compute it from teacher-final (a broadcast). Written as a TEACHER_BASELINE event once. Every
+        process must call it (the computation is split across them); the record is returned on the
+        main process.
 
         Returns:
             the baseline event, or ``None`` when live FID is off (``eval.live_fid_n`` < 2), the FID
@@ -514,25 +555,23 @@ class Evaluation:
         start = time.perf_counter()
         n, model = self.preset.eval.live_fid_n, self.sampler.teacher_model
         compute = False
-        with self._main_work():
+        with self.stops.agree():  # main-process work; the others wait
             if self.main and n >= 2:
                 stats = self.evaluator.reference_statistics()
                 ref = self.evaluator.clean_reference_features() if stats is None else (None, stats.name)
                 if ref is not None and self.evaluator.feature_net is not None:
                     events = self.run.read_events()
                     self._crossing = first_crossing(events)
-                    self._baseline = teacher_baseline(events, n, ref[1])
-                    if self._baseline is None:
-                        found = self._teacher_run_fid(n, ref[1], events)
-                        if found is not None:
-                            self._baseline = self._record_baseline(*found)
+                    found = find_teacher_baseline(events, n, ref[1], model, *self._trainer_records(events))
+                    if found is not None:
+                        self._baseline = found.record if found.source is None else self._record_baseline(*found)
                     compute = self._baseline is None
         if self.acc.num_processes > 1:
             compute = broadcast_object_list([compute])[0]
         if compute:
             teacher = final_network(self.run, self.preset, model, self.acc.device)
             samples = self._samples(model, teacher, range(n))
-            with self._main_work():
+            with self.stops.agree():  # main-process work; the others wait
                 if self.main:
                     ident, earlier = self._identity(model, teacher, range(n))
                     rec = self.evaluator.fid_record(model, samples, range(n), ident=ident, earlier=earlier)
@@ -543,29 +582,20 @@ class Evaluation:
         self._baseline_known = True
         return self._baseline
 
-    def _teacher_run_fid(self, n: int, reference: str, own_events: list[dict]) -> tuple[dict, str] | None:
-        """The teacher's live FID with this n and reference from the run folder that trained the
-        teacher (this run, whose events are ``own_events``, or the run folder named by
-        ``teacher.checkpoint``): its baseline event, or its teacher stage's last live FID when that was
-        measured on teacher-final's EMA. Returns (record, source) or ``None``."""
+    def _trainer_records(self, own_events: list[dict]) -> tuple[list[dict] | None, float | None, str]:
+        """The records of the run folder that trained the teacher, for :func:`find_teacher_baseline`:
+        (its events, its teacher-final's kimg or ``None``, ``" of <folder>"`` or ``""`` for this run).
+        The trainer is this run (``own_events``), or the run folder that ``teacher.checkpoint`` names;
+        ``(None, None, "")`` when ``teacher.checkpoint`` is a folder that is no run."""
         source = self.preset.teacher.checkpoint
         trainer = RunDir(source) if source and RunDir(source).exists() else (None if source else self.run)
         if trainer is None:
-            return None
+            return None, None, ""
         events = own_events if trainer is self.run else trainer.read_events()
         where = "" if trainer is self.run else f" of {trainer.path}"
-        found = teacher_baseline(events, n, reference)
-        if found is not None:
-            return found, f"teacher baseline{where}"
         final = trainer.checkpoint(TEACHER_FINAL)
-        if not checkpoint_exists(final):
-            return None
-        kimg = load_checkpoint(final).state.get("images_seen", -1) / 1000
-        for e in reversed(events):
-            if e.get("kind") == "fid" and e.get("stage") == "teacher":
-                same = e.get("model") == self.sampler.teacher_model and e.get("n") == n and e.get("reference") == reference
-                return (e, f"teacher stage's live FID{where} at {kimg:g} kimg (final EMA)") if same and e.get("kimg") == kimg else None
-        return None
+        kimg = load_checkpoint(final).state.get("images_seen", -1) / 1000 if checkpoint_exists(final) else None
+        return events, kimg, where
 
     def _record_baseline(self, rec: dict, source: str) -> dict:
         """Write the TEACHER_BASELINE event of a FID record (main process); returns the event."""
@@ -633,7 +663,7 @@ class Evaluation:
         teacher = final_network(self.run, self.preset, TEACHER_FULL, device)
         generator = final_network(self.run, self.preset, GENERATOR, device) if checkpoint_exists(self.run.checkpoint(GENERATOR_FINAL)) else None
         for i, model in enumerate(models):
-            if self.stop():  # evaluation restarts from scratch on resume; nothing to checkpoint
+            if self.stops.agreed():  # evaluation restarts from scratch on resume; nothing to checkpoint
                 raise StopRequested()
             net = generator if model == GENERATOR else teacher
             if net is None:
@@ -652,7 +682,7 @@ class Evaluation:
             if not skip[0]:
                 samples = self._samples(model, net, seeds)
                 grid = samples if e.final_fid_n >= e.grid_n else self._samples(model, net, range(e.grid_n))
-            with self._main_work():
+            with self.stops.agree():  # main-process work; the others wait
                 if self.main:
                     metrics[model] = self._final_record(model, samples, seeds, ident, earlier)
                     if grid is None:

@@ -18,7 +18,7 @@ from .data import training_measurements
 from .evaluation import Evaluation
 from .generate import ModelSampler
 from .runs import GENERATOR_FINAL, MODELS, RunDir
-from .signals import stop_agreed
+from .signals import StopPolicy
 from .stage import StageRunner
 from .training import rsd_stage, teacher_stage
 
@@ -58,18 +58,20 @@ class Experiment:
         self.dataset = training_measurements(preset, self.measurement)
         self.objective = assembly.build_objective(preset, self.measurement)
         self.sampler = ModelSampler.from_preset(preset, self.objective)
+        self.stops = StopPolicy(accelerator)
 
         def stop() -> bool:
             """:meth:`stop_requested`, looked up at each call (so a test may replace the method)."""
             return self.stop_requested()
 
-        self.evaluation = Evaluation(preset, run, accelerator, self.dataset, self.sampler, stop)
+        self.evaluation = Evaluation(preset, run, accelerator, self.dataset, self.sampler, self.stops)
         self.runner = StageRunner(accelerator=accelerator, run_dir=run, seed=preset.run.seed,
                                   preset_toml=cfg.dumps(preset), state={"objective": self.objective.name}, stop=stop)
 
     def stop_requested(self) -> bool:
-        """Whether any process received SIGTERM/SIGINT (all processes agree, so they stop together)."""
-        return stop_agreed(self.acc)
+        """Whether any process received SIGTERM/SIGINT (all processes agree, so they stop together): the
+        stage loop's check of :class:`~rsd_engine.signals.StopPolicy`, a collective."""
+        return self.stops.agreed()
 
     def teacher_final(self):
         """Folder of the trained teacher EMA (``teacher.checkpoint`` when set, else this run's teacher-final)."""

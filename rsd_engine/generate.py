@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
+from contextlib import nullcontext
 from dataclasses import dataclass
 
 import torch
@@ -22,8 +23,8 @@ from .objectives import Objective
 from .operators import Condition
 from .runs import GENERATOR, MODELS, TEACHER_FULL, TEACHER_TRUNCATED
 from .sampling import heun_sample, one_step_generate
-from .seeding import EVAL_MASK_SEED, item_generator
-from .signals import StopRequested, any_process
+from .seeding import EVAL_MASK_SEED, item_rng
+from .signals import StopPolicy, StopRequested
 
 __all__ = ["latents", "Samples", "ModelSampler", "WEIGHTS"]
 
@@ -32,7 +33,7 @@ WEIGHTS = {TEACHER_FULL: "teacher EMA", TEACHER_TRUNCATED: "teacher EMA", GENERA
 
 
 def latents(seeds, shape: tuple[int, int, int], device=None) -> torch.Tensor:
-    """Standard-normal latents, one per seed, each from its own generator: (len(seeds), C, H, W).
+    """Standard-normal latents, one per seed, each from its own RNG: (len(seeds), C, H, W).
 
     The same seed always gives the same latent, whatever the batch it is drawn in.
     """
@@ -118,11 +119,11 @@ class ModelSampler:
         return tuple(m for m in requested if m != TEACHER_TRUNCATED or self.truncated)
 
     def seed_conditions(self, seeds, device=None) -> Condition | None:
-        """Network conditions (masks, and MRI coil maps) fixed by seed (one generator per seed, apart from
+        """Network conditions (masks, and MRI coil maps) fixed by seed (one RNG per seed, apart from
         the latents' seeds) for ``len(seeds)`` images, or ``None`` when the networks take no mask."""
         if not self.objective.measurement.has_mask or len(seeds) == 0:
             return None
-        parts = [self.objective.network_condition(1, item_generator(EVAL_MASK_SEED, s)) for s in seeds]
+        parts = [self.objective.network_condition(1, item_rng(EVAL_MASK_SEED, s)) for s in seeds]
         return type(parts[0]).cat(parts).to(device)
 
     @torch.no_grad()
@@ -134,7 +135,7 @@ class ModelSampler:
             net: teacher EMA for the teacher models, generator EMA for ``generator``.
             seeds: sequence of int seeds (a range, or this process's share of one).
             device: where the networks run.
-            stop: asked before each batch (e.g. :data:`rsd_engine.signals.STOP`'s ``is_set``);
+            stop: asked before each batch (a local check, e.g. :meth:`rsd_engine.signals.StopPolicy.local`);
                 ``True`` abandons the sampling.
 
         Raises:
@@ -169,7 +170,7 @@ class ModelSampler:
             require_finite(images, f"{model} samples (seeds {seeds[0]}…{seeds[-1]})")
         return Samples(images, nfe, time.perf_counter() - start)
 
-    def generate_across(self, accelerator, model: str, net: EDMPrecond, seeds: range, stop: Callable[[], bool] | None = None) -> Samples:
+    def generate_across(self, accelerator, model: str, net: EDMPrecond, seeds: range, stops: StopPolicy | None = None) -> Samples:
         """Sample ``len(seeds)`` images of ``model`` with every process of ``accelerator`` drawing a
         contiguous share of the seeds (``split_between_processes``), collected on every process in
         seed order with ``gather_for_metrics``: exactly ``len(seeds)`` images, no padded duplicates.
@@ -178,24 +179,19 @@ class ModelSampler:
         including the gather; ``nfe`` is the main process's (it always holds a share when n ≥ 1).
 
         Args:
-            stop: this process's stop check, asked before each of its batches (see :meth:`generate`).
-                When given, the processes agree after sampling whether any of them stopped (a
-                collective) and then all raise, before the gather.
+            stops: the run's stop policy: when given, each process asks its own flag before each of
+                its batches (:meth:`StopPolicy.local`, see :meth:`generate`) and the processes agree
+                after sampling, before the gather, whether to stop (:meth:`StopPolicy.agree`).
 
         Raises:
             ValueError: unknown model.
-            StopRequested: ``stop()`` said so on some process; no samples are returned.
+            StopRequested: a stop on some process; no samples are returned.
             NonFiniteError: a sample of this process's share is not finite.
         """
         start = time.perf_counter()
-        stopped = False
-        with accelerator.split_between_processes(list(seeds)) as mine:
-            try:
-                local = self.generate(model, net, mine, accelerator.device, stop)
-            except StopRequested:
-                stopped = True
-        if stop is not None and any_process(accelerator, stopped):
-            raise StopRequested()
+        with stops.agree() if stops is not None else nullcontext():
+            with accelerator.split_between_processes(list(seeds)) as mine:
+                local = self.generate(model, net, mine, accelerator.device, stops.local if stops is not None else None)
         images = _gather_rows(accelerator, local.images) if accelerator.num_processes > 1 else local.images
         return Samples(images, local.nfe, time.perf_counter() - start)
 

@@ -14,7 +14,7 @@ import math
 import torch
 
 from .operators import Operator
-from .seeding import item_generator
+from .seeding import item_rng
 
 __all__ = ["Measurement"]
 
@@ -26,7 +26,7 @@ class Measurement:
         op: the forward operator A.
         noise_sigma: σ_c ≥ 0 on the [-1, 1] image scale.
         seed: corruption seed: the measurement of item i is drawn from
-            :func:`rsd_engine.seeding.item_generator` (seed, i).
+            :func:`rsd_engine.seeding.item_rng` (seed, i).
 
     Raises:
         ValueError: σ_c is not a finite number ≥ 0 (negative, NaN or ±Inf).
@@ -56,7 +56,7 @@ class Measurement:
         return self.op.cond_channels > 0
 
     def __call__(
-        self, x: torch.Tensor, generator: torch.Generator | None = None, noisy: bool = True
+        self, x: torch.Tensor, rng: torch.Generator | None = None, noisy: bool = True
     ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         """Corrupt images: y = A(x) + σ_c·ε, A's random parts drawn first, then ε.
 
@@ -65,7 +65,7 @@ class Measurement:
 
         Args:
             x: clean images (B, C, H, W) in [-1, 1].
-            generator: source of masks and noise (``None`` → torch's global RNG).
+            rng: source of masks and noise (``None`` → torch's global RNG).
             noisy: ``False`` returns the noise-free A(x) (the generator step of RSD, docs/method.md §3).
 
         Returns:
@@ -78,23 +78,23 @@ class Measurement:
         """
         if not x.is_floating_point():
             raise TypeError(f"Measurement: images of dtype {x.dtype}; expected float images in [-1, 1]")
-        params = {k: v.to(x.device) for k, v in self.op.sample_params(x.shape[0], generator).items()}
+        params = {k: v.to(x.device) for k, v in self.op.sample_params(x.shape[0], rng).items()}
         y = self.op(x, **params)
         if noisy and self.noise_sigma > 0:
-            eps = torch.randn(y.shape, generator=generator, dtype=y.dtype, device="cpu" if generator is not None else y.device)
+            eps = torch.randn(y.shape, generator=rng, dtype=y.dtype, device="cpu" if rng is not None else y.device)
             eps = eps.to(y.device)
             if "mask" in params:  # erased pixels are not measured: they carry no noise either
                 eps = eps * params["mask"]
             y = y + self.noise_sigma * eps
         return y, params
 
-    def generator(self, index: int, seed: int | None = None) -> torch.Generator:
-        """The generator that freezes the measurement of item ``index`` (``seed`` default: the corruption seed)."""
-        return item_generator(self.seed if seed is None else seed, index)
+    def rng(self, index: int, seed: int | None = None) -> torch.Generator:
+        """The RNG that freezes the measurement of item ``index`` (``seed`` default: the corruption seed)."""
+        return item_rng(self.seed if seed is None else seed, index)
 
     @torch.no_grad()
     def frozen(self, x: torch.Tensor, indices, seed: int | None = None) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-        """Measure each row of ``x`` with the generator of its item index: the same index always gives
+        """Measure each row of ``x`` with the RNG of its item index: the same index always gives
         the same measurement, whatever the batch it comes in.
 
         Args:
@@ -114,7 +114,7 @@ class Measurement:
             raise ValueError(f"{len(indices)} indices for {x.shape[0]} images")
         ys, params = [], []
         for row, i in enumerate(indices):
-            y, p = self(x[row : row + 1], self.generator(i, seed))
+            y, p = self(x[row : row + 1], self.rng(i, seed))
             ys.append(y)
             params.append(p)
         merged = {k: torch.cat([p[k] for p in params]) for k in (params[0] if params else {})}

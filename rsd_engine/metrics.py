@@ -261,7 +261,7 @@ def extract_features(net: InceptionFeatures, images_u8: torch.Tensor, batch_size
     optional tqdm bar.
 
     Args:
-        stop: asked before each batch (e.g. :data:`rsd_engine.signals.STOP`'s ``is_set``).
+        stop: asked before each batch (a local check, e.g. :meth:`rsd_engine.signals.StopPolicy.local`).
 
     Raises:
         TypeError: the images are not uint8 (float images go through :func:`quantize` first).
@@ -469,8 +469,8 @@ def load_reference_statistics(path: str | Path) -> ReferenceStatistics:
     """
     path = Path(path)
     try:
-        raw = path.read_bytes()
-        with np.load(io.BytesIO(raw), allow_pickle=False) as z:
+        content = path.read_bytes()
+        with np.load(io.BytesIO(content), allow_pickle=False) as z:
             arrays = {k: z[k] for k in ("mu", "sigma") if k in z.files}
             keys = list(z.files)
     except FileNotFoundError:
@@ -484,7 +484,7 @@ def load_reference_statistics(path: str | Path) -> ReferenceStatistics:
         raise ReferenceStatsError(f"{path}: mu {mu.shape}, sigma {sigma.shape}; expected (d,) and (d, d)")
     if not (np.isfinite(mu).all() and np.isfinite(sigma).all()):
         raise ReferenceStatsError(f"{path}: mu or sigma holds NaN/±Inf")
-    return ReferenceStatistics(mu, sigma, path, hashlib.sha256(raw).hexdigest())
+    return ReferenceStatistics(mu, sigma, path, hashlib.sha256(content).hexdigest())
 
 
 def save_reference_statistics(path: str | Path, features: torch.Tensor) -> ReferenceStatistics:

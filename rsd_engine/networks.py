@@ -11,6 +11,9 @@ the theory study's MLP. :func:`build_network` and :func:`network_from_config` pi
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
+
 import torch
 from diffusers import ConfigMixin, ModelMixin, UNet2DModel
 from diffusers.configuration_utils import register_to_config
@@ -19,14 +22,14 @@ from torch import nn
 from .songunet import SongUNet
 
 __all__ = ["EDMDenoiser", "UNetDenoiser", "EDMPrecond", "SongUNetPrecond", "ARCHITECTURES", "build_network", "network_arguments",
-           "network_from_config", "network_differences", "count_parameters", "unwrap"]
+           "network_from_config", "network_differences", "count_parameters", "unwrap", "frozen"]
 
 
 class EDMDenoiser(nn.Module):
     """EDM's preconditioning around a backbone F: D(x; σ) = c_skip(σ)·x + c_out(σ)·F([c_in(σ)·x, cond]; c_noise(σ)).
 
     c_skip = σ_d²/(σ²+σ_d²), c_out = σ·σ_d/√(σ²+σ_d²), c_in = 1/√(σ²+σ_d²), c_noise = ¼·ln σ
-    (EDM Table 1). Subclasses give the backbone as :meth:`raw`; this class is the only place that
+    (EDM Table 1). Subclasses give the backbone as :meth:`backbone`; this class is the only place that
     knows the four coefficients and the loss weight λ = 1/c_out². Mask channels ``cond`` are
     concatenated to c_in·x unscaled (docs/method.md §2.1).
 
@@ -120,13 +123,13 @@ class EDMDenoiser(nn.Module):
         m = mask.to(weight.dtype)
         return m * weight + (1 - m) / sd**2
 
-    def raw(self, x_in: torch.Tensor, c_noise: torch.Tensor) -> torch.Tensor:
+    def backbone(self, x_in: torch.Tensor, c_noise: torch.Tensor) -> torch.Tensor:
         """F, the backbone, on an already scaled input (B, C+k, H, W) at c_noise (B,); returns (B, C, H, W).
 
         Raises:
             NotImplementedError: in this base class.
         """
-        raise NotImplementedError(f"{type(self).__name__} must define raw(x_in, c_noise)")
+        raise NotImplementedError(f"{type(self).__name__} must define backbone(x_in, c_noise)")
 
     def forward(self, x: torch.Tensor, sigma: torch.Tensor | float, cond: torch.Tensor | None = None) -> torch.Tensor:
         """Denoise: E[clean | x] estimate.
@@ -153,7 +156,7 @@ class EDMDenoiser(nn.Module):
         x_in = c_in * x32
         if cond is not None:
             x_in = torch.cat([x_in, cond.to(x_in.dtype)], dim=1)
-        f = self.raw(x_in, c_noise).to(torch.float32)
+        f = self.backbone(x_in, c_noise).to(torch.float32)
         return c_skip * x32 + c_out * f
 
 
@@ -182,7 +185,7 @@ class UNetDenoiser(EDMDenoiser):
         super().__init__(sigma_data, sigma_min, sigma_max, cond_channels, cond_kind)
         self.unet = unet
 
-    def raw(self, x_in: torch.Tensor, c_noise: torch.Tensor) -> torch.Tensor:
+    def backbone(self, x_in: torch.Tensor, c_noise: torch.Tensor) -> torch.Tensor:
         """F: the bare UNet on an already scaled input (B, C+k, H, W) at c_noise (B,); returns (B, C, H, W)."""
         return self.unet(x_in, c_noise).sample
 
@@ -345,7 +348,7 @@ class SongUNetPrecond(_Configured, EDMDenoiser, ModelMixin, ConfigMixin):
         self.resolution = resolution
         self.channels = channels
 
-    def raw(self, x_in: torch.Tensor, c_noise: torch.Tensor) -> torch.Tensor:
+    def backbone(self, x_in: torch.Tensor, c_noise: torch.Tensor) -> torch.Tensor:
         """F: the backbone on an already scaled input (B, C+k, H, W) at c_noise (B,); returns (B, C, H, W)."""
         return self.model(x_in, c_noise)
 
@@ -422,6 +425,27 @@ def network_differences(net: nn.Module, preset, cond_channels: int = 0, cond_kin
 def count_parameters(module: nn.Module) -> int:
     """Number of trainable parameters."""
     return sum(p.numel() for p in module.parameters() if p.requires_grad)
+
+
+@contextmanager
+def frozen(module: nn.Module) -> Iterator[nn.Module]:
+    """Freeze ``module``'s parameters for the block (``requires_grad`` off) and give back each one's
+    previous flag at its end, also when the block raises; yields ``module``.
+
+    For a network that takes part in another network's loss without being trained by it (the fake
+    score inside the generator's loss, SiD's alternating updates): gradients still flow through its
+    inputs, none is accumulated in its parameters. A wrapped module (DistributedDataParallel) and the
+    bare one inside share their parameters, so freezing either freezes both. Train/eval mode is left
+    as it is.
+    """
+    params = list(module.parameters())
+    before = [p.requires_grad for p in params]
+    module.requires_grad_(False)
+    try:
+        yield module
+    finally:
+        for p, flag in zip(params, before):
+            p.requires_grad_(flag)
 
 
 def unwrap(net: nn.Module) -> nn.Module:

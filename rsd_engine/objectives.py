@@ -37,16 +37,16 @@ __all__ = [
 ]
 
 
-def sample_training_sigma(batch: int, p_mean: float, p_std: float, device=None, generator=None, floor: float = 0.0) -> torch.Tensor:
+def sample_training_sigma(batch: int, p_mean: float, p_std: float, device=None, rng=None, floor: float = 0.0) -> torch.Tensor:
     """Draw σ with ln σ ~ N(p_mean, p_std²) (EDM eq. 8 / Table 1); with ``floor`` > 0, from that law
     conditioned on σ > floor (inverse CDF of the truncated normal in ln σ, float64; ``teacher.sigma_sampling =
     "above_noise"``, docs/method.md §2.2). Returns shape (B,), σ > 0 (> floor). The losses compute in
     float32, where a draw within rounding of σ_c (probability ≈ 1e-7) counts as clamped."""
     if floor <= 0:
-        z = torch.randn(batch, device=device, generator=generator)
+        z = torch.randn(batch, device=device, generator=rng)
         return (z * p_std + p_mean).exp()
     low = 0.5 * math.erfc(-(math.log(floor) - p_mean) / (p_std * math.sqrt(2)))  # Φ((ln floor − p_mean)/p_std)
-    u = low + (1 - low) * torch.rand(batch, device=device, generator=generator, dtype=torch.float64)
+    u = low + (1 - low) * torch.rand(batch, device=device, generator=rng, dtype=torch.float64)
     return (torch.special.ndtri(u.clamp(max=1 - 1e-12)) * p_std + p_mean).exp()
 
 
@@ -260,7 +260,7 @@ class ObjectiveFamily:
         """Per-sample loss (B,) of ``net`` on measurements y at noise levels σ (B,)."""
         raise NotImplementedError
 
-    def further(self, objective: "Objective", params: dict[str, torch.Tensor], generator: torch.Generator | None) -> dict[str, torch.Tensor]:
+    def further(self, objective: "Objective", params: dict[str, torch.Tensor], rng: torch.Generator | None) -> dict[str, torch.Tensor]:
         """Freshly drawn measurement parameters with the mask further corrupted for the networks (§3.1);
         families without a mask return them unchanged."""
         return params
@@ -292,9 +292,9 @@ class MaskFamily(ObjectiveFamily):
         """:func:`ambient_mask_loss` with the measurements' ``mask`` and the objective's δ."""
         return ambient_mask_loss(net, y, params["mask"], objective.noise_sigma, objective.delta, sigma=sigma, loss_on=loss_on)
 
-    def further(self, objective, params, generator):
+    def further(self, objective, params, rng):
         """``mask`` with a fraction δ of its surviving pixels erased (:func:`further_mask`)."""
-        return {**params, "mask": further_mask(params["mask"], objective.delta, generator)}
+        return {**params, "mask": further_mask(params["mask"], objective.delta, rng)}
 
 
 class FourierFamily(ObjectiveFamily):
@@ -308,9 +308,9 @@ class FourierFamily(ObjectiveFamily):
         """:func:`ambient_fourier_loss` with the operator's projections."""
         return ambient_fourier_loss(net, y, objective.measurement.op, params, objective.noise_sigma, sigma=sigma, loss_on=loss_on)
 
-    def further(self, objective, params, generator):
+    def further(self, objective, params, rng):
         """``mask`` less the operator's ``further_lines`` random non-ACS lines."""
-        return {**params, "mask": objective.measurement.op.further_mask(params["mask"], generator)}
+        return {**params, "mask": objective.measurement.op.further_mask(params["mask"], rng)}
 
 
 #: The objective families by ``Operator.objective_family``.
@@ -400,7 +400,7 @@ class Objective:
         sigma = sample_training_sigma(y.shape[0], self.p_mean, self.p_std, device=y.device, floor=floor)
         return family.loss(self, net, y, params, sigma, loss_on)
 
-    def network_condition(self, batch: int, generator: torch.Generator | None = None, device=None) -> Condition | None:
+    def network_condition(self, batch: int, rng: torch.Generator | None = None, device=None) -> Condition | None:
         """A fresh condition for the networks' mask input: measurement parameters drawn like the data's,
         the mask further corrupted by the family (δ of the surviving pixels erased for inpainting;
         ``further_lines`` lines removed for MRI) (docs/method.md §3.1, §9: the generator and the score
@@ -409,7 +409,7 @@ class Objective:
 
         Args:
             batch: B.
-            generator: source of every draw (``None`` → torch's global RNG, CPU).
+            rng: source of every draw (``None`` → torch's global RNG, CPU).
             device: where the condition is returned.
 
         Returns:
@@ -419,5 +419,5 @@ class Objective:
         op = self.measurement.op
         if not self.measurement.has_mask:
             return None
-        params = self.family.further(self, op.sample_params(batch, generator), generator)
+        params = self.family.further(self, op.sample_params(batch, rng), rng)
         return op.condition(**params).to(device)

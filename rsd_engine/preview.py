@@ -6,7 +6,7 @@ zero-filled measurement); for multi-coil MRI the k-space line mask | coil 1's ze
 coil-combined zero-filled image | the clean image, complex images shown as magnitudes. The clean
 images come from :func:`rsd_engine.data.clean_reference` (the evaluation split, never training data)
 and are corrupted exactly as the training set is, by the same
-:class:`rsd_engine.measurement.Measurement` (one generator per image index from
+:class:`rsd_engine.measurement.Measurement` (one RNG per image index from
 ``(corruption.seed, index)``, docs/method.md §1). All pixels go through the single quantiser
 :func:`rsd_engine.metrics.quantize` (via :mod:`rsd_engine.grids`).
 """

@@ -52,10 +52,10 @@ def process_alive(pid: int) -> bool:
 def parent_command_line() -> list[str]:
     """Arguments of this process's parent (Linux ``/proc``); ``[]`` where they cannot be read."""
     try:
-        raw = Path(f"/proc/{os.getppid()}/cmdline").read_bytes()
+        content = Path(f"/proc/{os.getppid()}/cmdline").read_bytes()
     except OSError:
         return []
-    return [part.decode("utf-8", "replace") for part in raw.split(b"\0") if part]
+    return [part.decode("utf-8", "replace") for part in content.split(b"\0") if part]
 
 
 def _launcher_num_processes(argv: list[str]) -> int | None:

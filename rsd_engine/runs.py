@@ -45,7 +45,7 @@ __all__ = [
     "RunDir",
     "STATES",
     "FINAL_STATES",
-    "STAGES",
+    "PHASES",
     "TEACHER_FULL",
     "TEACHER_TRUNCATED",
     "GENERATOR",
@@ -77,7 +77,10 @@ __all__ = [
 STATES = ("running", "done", "failed", "stopped")
 #: States after which no engine process of the run is running.
 FINAL_STATES = ("done", "failed", "stopped")
-STAGES = ("teacher", "distill", "evaluate")
+#: The phases of a run, the value of the ``stage`` field of events and status.json (a name kept on
+#: disk): the two training *stages* (a :class:`rsd_engine.stage.Stage` each), then the final
+#: evaluation. Start-up and stop records of the whole process use ``run``.
+PHASES = ("teacher", "distill", "evaluate")
 
 #: The evaluated models: the teacher's Heun sampler run to σ = 0, the same sampler stopped at the data
 #: noise (docs/method.md §4.1), and the one-step generator. Their names key metrics.json and the grids.
@@ -460,8 +463,9 @@ class RunDir:
         return sorted(found)
 
     # ---------------------------------------------------------------- events
-    def append_event(self, stage: str, kind: str, **fields: Any) -> dict:
-        """Append one event line ``{"time", "stage", "kind", **fields}`` to events.jsonl and return it.
+    def append_event(self, phase: str, kind: str, **fields: Any) -> dict:
+        """Append one event line ``{"time", "stage", "kind", **fields}`` to events.jsonl and return it;
+        its ``stage`` field holds ``phase`` (:data:`PHASES`, or ``run`` for the whole process).
 
         Kinds used by the engine: ``progress`` (losses, kimg, it/s, train_seconds), ``fid`` (live FID
         with n), :data:`TEACHER_BASELINE`, :data:`GENERATOR_BEATS_TEACHER`, ``checkpoint`` (with its
@@ -469,7 +473,7 @@ class RunDir:
         :mod:`rsd_engine.timing`). Non-finite numbers (a NaN loss) are
         written as ``null`` so every line stays valid JSON.
         """
-        event = _finite({"time": round(time.time(), 3), "stage": stage, "kind": kind, **fields})
+        event = _finite({"time": round(time.time(), 3), "stage": phase, "kind": kind, **fields})
         line = json.dumps(event, sort_keys=True, allow_nan=False, default=_json_default) + "\n"
         with open(self.events_path, "a", encoding="utf-8") as f:
             f.write(line)

@@ -18,7 +18,7 @@ import torch
 
 __all__ = [
     "mix_seed",
-    "item_generator",
+    "item_rng",
     "step_seed",
     "epoch_seed",
     "STAGE_STREAMS",
@@ -63,7 +63,7 @@ def mix_seed(parts: Sequence[int], weights: Sequence[int]) -> int:
     return sum(int(p) * int(w) for p, w in zip(parts, weights)) % _MODULUS
 
 
-def item_generator(base: int, index: int) -> torch.Generator:
+def item_rng(base: int, index: int) -> torch.Generator:
     """A CPU ``torch.Generator`` for item ``index`` of a collection seeded by ``base``.
 
     Seed = base·1 000 003 + index·7 919 + 12 345 (mod 2⁶³ − 1). Used for the frozen measurement of

@@ -54,7 +54,7 @@ class StepContext:
 
     Attributes:
         nets: name → prepared network (wrapped for data parallelism where there are several processes).
-        raw: name → the bare network inside (for EMA, checkpoints and calls without gradient sync).
+        unwrapped: name → the bare network inside (for EMA, checkpoints and calls without gradient sync).
         optimizers: name → prepared optimiser.
         global_batch: images per step over all processes; ``local_batch`` = global_batch / processes.
         rank, world: this process's index and the number of processes.
@@ -66,7 +66,7 @@ class StepContext:
     def __init__(self, accelerator, nets: dict[str, nn.Module], optimizers: dict[str, torch.optim.Optimizer], global_batch: int):
         self.accelerator = accelerator
         self.nets = nets
-        self.raw = {name: accelerator.unwrap_model(net) for name, net in nets.items()}
+        self.unwrapped = {name: accelerator.unwrap_model(net) for name, net in nets.items()}
         self.optimizers = optimizers
         self.global_batch = global_batch
         self.world, self.rank = accelerator.num_processes, accelerator.process_index
@@ -86,14 +86,31 @@ class StepContext:
         """One optimiser step of network ``name`` on the scalar ``loss``: backward, the non-finite
         guard, gradient-norm clipping to ``clip`` (if set), the step, gradients cleared.
 
-        The only place where the networks of a stage change. The step is skipped (gradients cleared,
-        weights and optimiser state untouched, the reason added to :attr:`skipped`) when the loss is
-        not finite on any process, when every sample of the global batch was dropped, or when the
-        gradient is not finite although no sample was dropped. When samples were dropped from the
-        loss (``dropped`` > 0, e.g. generator samples with a non-finite loss), non-finite gradient
-        entries come from their paths and are set to 0 instead. Under fp16 loss scaling, gradient
-        overflow is left to Accelerate's gradient scaler, which skips those steps itself. Every
-        process calls backward and takes the same decision (one all-reduce of the flags).
+        The only place where the networks of a stage change. Every process calls backward (which
+        averages the gradients across processes), then one all-reduce sums two flags over the
+        processes: "the loss is not finite here" and the samples dropped here. The decision is then
+        the same on every process (the gradients are equal after backward, so is their check):
+
+        ==========================================================  =====================================
+        case, checked in this order                                 action
+        ==========================================================  =====================================
+        the loss is not finite on some process                      skip (reason ``loss = …`` with one
+                                                                    process, else ``loss not finite``)
+        every sample of the global batch was dropped                skip
+        fp16 loss scaling (Accelerate's gradient scaler is on)      step: the scaler skips an overflowing
+                                                                    step itself (no gradient check here)
+        gradient not finite, some samples dropped (``dropped``)     sanitise: the non-finite entries come
+                                                                    from the dropped samples' paths and
+                                                                    are set to 0 (:func:`sanitise_grads`),
+                                                                    then clip and step
+        gradient not finite, no sample dropped                      skip (``gradient not finite``)
+        otherwise                                                   clip (if ``clip``) and step
+        ==========================================================  =====================================
+
+        A skip clears the gradients, leaves the weights and the optimiser state untouched and adds
+        ``"<name>: <reason>"`` to :attr:`skipped`; a step clears the gradients after it. A network that
+        appears in this loss without being trained by it is frozen by the caller
+        (:func:`rsd_engine.networks.frozen`), so no gradient is left in it.
 
         Args:
             name: key of :attr:`nets`.
@@ -200,7 +217,7 @@ class StageRunner:
         preset_toml: the effective preset, stored with every checkpoint.
         state: extra numbers for every ``<stage>-latest`` state.json (e.g. the objective).
         stop: whether a stop was requested, the same answer on every process
-            (:func:`rsd_engine.signals.stop_agreed`); asked once per step.
+            (:meth:`rsd_engine.signals.StopPolicy.agreed`, a collective); asked once per step.
         max_skipped_in_a_row: consecutive steps with a skipped update (non-finite loss or gradient)
             after which the stage stops with :class:`~rsd_engine.finite.NonFiniteError`.
     """
@@ -246,7 +263,7 @@ class StageRunner:
         ctx = StepContext(acc, dict(zip(names, prepared[: len(names)])), dict(zip(names, prepared[len(names) :])), stage.batch_size)
         for ema in stage.emas.values():
             ema.module.to(acc.device)
-        saved = {**ctx.raw, **{name: ema.module for name, ema in stage.emas.items()}}
+        saved = {**ctx.unwrapped, **{name: ema.module for name, ema in stage.emas.items()}}
         self._status(state="running", stage=stage.name, kimg=images_seen / 1000, kimg_total=total / 1000, progress=min(images_seen / max(total, 1), 1.0))
         report = _Report(stage, images_seen, total, train_seconds, disable=not self.main)
         in_a_row = 0
@@ -257,7 +274,7 @@ class StageRunner:
             ctx.skipped = []
             stats = stage.step(ctx, images_seen)
             for ema in stage.emas.values():
-                ema.update(ctx.raw[ema.source], stage.batch_size, images_seen)
+                ema.update(ctx.unwrapped[ema.source], stage.batch_size, images_seen)
             before, images_seen = images_seen, images_seen + stage.batch_size
             in_a_row = in_a_row + 1 if ctx.skipped else 0
             report.add({**stats, SKIPPED: len(ctx.skipped)}, time.perf_counter() - started)
@@ -342,6 +359,7 @@ class StageRunner:
         interrupts the live evaluation (between its batches) is a stop at this step: the checkpoint
         is written and the evaluation's FID is not recorded; the resumed run draws that evaluation
         again (as after a kill between the checkpoint and the evaluation's grid, :meth:`_evaluation_lost`).
+        The evaluation's stop is already agreed by every process (:class:`~rsd_engine.signals.StopPolicy`).
 
         Raises:
             StopRequested: after the checkpoint, when a stop was requested.

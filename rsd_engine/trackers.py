@@ -109,9 +109,9 @@ class EventTrackers:
             log.warning("tracker could not log a %s event: %s", event.get("kind"), e)
 
     def _values(self, event: dict) -> tuple[dict[str, float], dict[str, Any]]:
-        kind, stage = event.get("kind"), event.get("stage")
+        kind, phase = event.get("kind"), event.get("stage")
         if kind == "progress":
-            return {f"{stage}/{k}": float(v) for k, v in event.items() if k not in _NOT_VALUES and _number(v)}, {}
+            return {f"{phase}/{k}": float(v) for k, v in event.items() if k not in _NOT_VALUES and _number(v)}, {}
         if kind in ("fid", "teacher_baseline"):
             tag = f"{event.get('model')}_n{event.get('n')}" + ("_teacher_baseline" if kind == "teacher_baseline" else "")
             out = {f"live_fid/{tag}": float(event["fid"])} if _number(event.get("fid")) else {}

@@ -17,7 +17,7 @@ from .checkpoints import load_checkpoint
 from .data import CorruptedDataset, IndexStream
 from .distill import fake_score_loss, generator_loss
 from .finite import NonFiniteError
-from .networks import EDMPrecond, build_network, count_parameters, network_differences
+from .networks import EDMPrecond, build_network, count_parameters, frozen, network_differences
 from .objectives import Objective
 from .runs import FINAL_NETWORK, GENERATOR_FINAL, TEACHER_FINAL
 from .stage import EMA, Stage, StepContext
@@ -56,27 +56,41 @@ def rsd_iteration(ctx: StepContext, images_seen: int, *, teacher: EDMPrecond, ob
     through A with the fake score's parameters frozen but its input differentiable. ``images_seen``
     is unused: latents come from torch's global RNG, reseeded by the runner.
 
+    Which module each network is called through (the wrapped one of :attr:`StepContext.nets` for the
+    network being updated, so that its gradients are averaged across processes; the bare one of
+    :attr:`StepContext.unwrapped` otherwise, which skips the wrapper's gradient bookkeeping):
+
+    =================  ===========================================  ==========================================
+    step               generator G                                  fake score f_ψ
+    =================  ===========================================  ==========================================
+    fake-score update  bare, eval mode, under ``no_grad``           wrapped, train mode, updated
+    generator update   wrapped, train mode, updated                 bare, eval mode, :func:`frozen` (parameters
+                                                                    without gradient, input differentiable)
+    =================  ===========================================  ==========================================
+
+    Both updates go through :meth:`StepContext.update` (its table: skip, sanitise or step).
+
     Returns:
         ``{"loss_fake_score", "loss_generator"}`` (scalar tensors) and ``"nan_count"`` (generator
         samples dropped for a non-finite loss; their gradient paths are zeroed, a step with every
         sample dropped is skipped, :meth:`StepContext.update`).
     """
     fake, gen = ctx.nets["fake_score"], ctx.nets["generator"]
-    fake_raw, gen_raw = ctx.raw["fake_score"], ctx.raw["generator"]
+    fake_unwrapped, gen_unwrapped = ctx.unwrapped["fake_score"], ctx.unwrapped["generator"]
     fake.train()
-    gen_raw.eval()
+    gen_unwrapped.eval()
     z = ctx.latents(shape)
     with ctx.autocast():
-        loss_f = fake_score_loss(gen_raw, fake, objective, z, sigma_init=sigma_init)
+        loss_f = fake_score_loss(gen_unwrapped, fake, objective, z, sigma_init=sigma_init)
     ctx.update("fake_score", loss_f, grad_clip_fake_score)
-    fake_raw.eval().requires_grad_(False)
+    fake_unwrapped.eval()
     gen.train()
     z = ctx.latents(shape)
-    with ctx.autocast():
-        step = generator_loss(gen, teacher, fake_raw, objective, z, sigma_init=sigma_init, alpha=alpha, t_max=t_max, rho=rho,
-                              loss_scale=loss_scale, sigma_t_min=sigma_t_min)
-    ctx.update("generator", step.loss, dropped=step.nan_count)
-    fake_raw.requires_grad_(True)
+    with frozen(fake_unwrapped):
+        with ctx.autocast():
+            step = generator_loss(gen, teacher, fake_unwrapped, objective, z, sigma_init=sigma_init, alpha=alpha, t_max=t_max,
+                                  rho=rho, loss_scale=loss_scale, sigma_t_min=sigma_t_min)
+        ctx.update("generator", step.loss, dropped=step.nan_count)
     return {"loss_fake_score": loss_f, "loss_generator": step.loss, "nan_count": step.nan_count}
 
 

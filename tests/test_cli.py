@@ -141,6 +141,36 @@ def test_two_processes_over_gloo(preset_file, tmp_path):
     assert abs(one["generator"]["proximal_fid"] - two["generator"]["proximal_fid"]) < 1e-3
 
 
+def test_two_processes_stop_together_when_only_one_is_signalled(preset_file, tmp_path):
+    """SIGTERM to the second of two processes only: both agree at the next step's collective check
+    (rsd_engine.signals.StopPolicy), the main process writes the checkpoint and the ``stopped`` state,
+    and the launch ends instead of hanging in a collective that one process missed."""
+    psutil = pytest.importorskip("psutil")
+    out = tmp_path / "run"
+    cmd = ["accelerate", "launch", "--multi_gpu", "--num_processes", "2", "--num_machines", "1", "--mixed_precision", "no",
+           "--dynamo_backend", "no", "-m", "rsd_engine", "run", str(preset_file), "--out", str(out),
+           "--set", "teacher.kimg=2", "--set", "teacher.checkpoint_every_kimg=100"]
+    log = tmp_path / "launch.log"
+    with open(log, "w") as sink:
+        launch = subprocess.Popen(cmd, stdout=sink, stderr=subprocess.STDOUT, env={**os.environ, "OMP_NUM_THREADS": "1"})
+    run = RunDir(out)
+    deadline = time.time() + 300
+    while time.time() < deadline and not (run.path.exists() and any(e["kind"] == "progress" for e in run.read_events())):
+        time.sleep(0.5)
+    main_pid = run.read_status()["pid"]
+    others = [p for p in psutil.Process(main_pid).parent().children() if p.pid != main_pid]
+    assert len(others) == 1, others
+    others[0].send_signal(signal.SIGTERM)
+    try:
+        launch.wait(timeout=180)
+    except subprocess.TimeoutExpired:
+        launch.kill()
+        pytest.fail("the processes did not stop together (a collective missed by one of them)")
+    assert run.read_status()["state"] == "stopped", log.read_text()[-3000:]
+    ck = json.loads((run.checkpoints / "teacher-latest" / "state.json").read_text())
+    assert 0 < ck["images_seen"] < 2000
+
+
 def test_events_stay_valid_json_with_nan_losses(tmp_path):
     run = RunDir.create(tmp_path / "r", "")
     run.append_event("distill", "progress", loss_generator=float("nan"), nested={"x": [float("inf"), 1.0]})

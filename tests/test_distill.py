@@ -6,7 +6,7 @@ import torch
 
 from rsd_engine.distill import generator_loss, sid_generator_loss
 from rsd_engine.measurement import Measurement
-from rsd_engine.networks import EDMPrecond
+from rsd_engine.networks import EDMPrecond, frozen
 from rsd_engine.objectives import Objective
 from rsd_engine.operators import OPERATORS
 from rsd_engine.sampling import karras_sigma
@@ -147,3 +147,18 @@ def test_sigma_t_min_outside_the_generator_range_is_refused():
         with pytest.raises(cfg.PresetError, match="distill.sigma_t_min"):
             cfg.loads(f"[distill]\nsigma_t_min = {bad}")
     assert cfg.loads("[distill]\nsigma_t_min = 0.2").distill.sigma_t_min == 0.2
+
+
+def test_frozen_keeps_gradients_out_of_the_network_but_flowing_through_it():
+    """The fake score inside the generator's loss: no gradient in its parameters, one through its input;
+    each parameter's flag comes back after the block, also when the block raises."""
+    fake, gen = torch.nn.Linear(3, 3), torch.nn.Linear(3, 3)
+    fake.bias.requires_grad_(False)  # a flag that was already off stays off
+    with frozen(fake) as net:
+        assert net is fake and not any(p.requires_grad for p in fake.parameters())
+        fake(gen(torch.ones(2, 3))).sum().backward()
+    assert fake.weight.grad is None and gen.weight.grad is not None
+    assert fake.weight.requires_grad and not fake.bias.requires_grad
+    with pytest.raises(RuntimeError), frozen(fake):
+        raise RuntimeError("inside")
+    assert fake.weight.requires_grad

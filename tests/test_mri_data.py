@@ -15,7 +15,7 @@ from rsd_engine.data import DataError, check_data, clean_reference, read_images,
 from rsd_engine.data.mri import FASTMRI_CROP, fastmri_slices, nifti_slices, smooth_phase
 from rsd_engine.operators.coils import birdcage_maps
 from rsd_engine.operators.fourier import fft2c, to_complex
-from rsd_engine.seeding import item_generator
+from rsd_engine.seeding import item_rng
 
 
 def test_nifti_slicer_splits_scales_and_is_deterministic(tiny_nifti):
@@ -35,9 +35,9 @@ def test_nifti_slicer_splits_scales_and_is_deterministic(tiny_nifti):
 
 
 def test_smooth_phase_is_frozen_and_smooth():
-    a = smooth_phase(16, 16, item_generator(1, 2))
-    assert torch.equal(a, smooth_phase(16, 16, item_generator(1, 2)))
-    assert not torch.equal(a, smooth_phase(16, 16, item_generator(1, 3)))
+    a = smooth_phase(16, 16, item_rng(1, 2))
+    assert torch.equal(a, smooth_phase(16, 16, item_rng(1, 2)))
+    assert not torch.equal(a, smooth_phase(16, 16, item_rng(1, 3)))
     assert (a[:, 1:] - a[:, :-1]).abs().max() < 0.5 and (a[1:] - a[:-1]).abs().max() < 0.5
 
 

@@ -28,7 +28,7 @@ def test_high_sigma_output_is_c_out_times_network():
         d = net(x, sigma)
         sd = 0.5
         c_skip, c_out, c_in = sd**2 / (80**2 + sd**2), 80 * sd / math.sqrt(80**2 + sd**2), 1 / math.sqrt(80**2 + sd**2)
-        f = net.raw(c_in * x, torch.full((2,), math.log(80) / 4))
+        f = net.backbone(c_in * x, torch.full((2,), math.log(80) / 4))
     assert torch.allclose(d, c_skip * x + c_out * f, atol=1e-5)
 
 
@@ -50,7 +50,7 @@ def test_mask_channels_reach_the_unet_unscaled():
         seen["x_in"] = x_in
         return torch.zeros(x_in.shape[0], 1, 8, 8)
 
-    net.raw = spy
+    net.backbone = spy
     x = torch.randn(2, 1, 8, 8)
     mask = (torch.rand(2, 1, 8, 8) > 0.5).float()
     net(x, torch.full((2,), 3.0), cond=mask)
@@ -72,7 +72,7 @@ def test_unseen_pixels_are_predicted_not_skipped():
     """With a mask, D = m·(c_skip·x + c_out·F) + (1 − m)·σ_d·F: at σ → 0 seen pixels are x and unseen
     ones σ_d·F, whatever x holds there (not 0, as EDM's c_out(σ) → 0 would give)."""
     net = _net(cond=1)
-    net.raw = lambda x_in, c_noise: torch.ones(x_in.shape[0], 1, 8, 8)
+    net.backbone = lambda x_in, c_noise: torch.ones(x_in.shape[0], 1, 8, 8)
     x = torch.randn(2, 1, 8, 8)
     mask = (torch.rand(2, 1, 8, 8) > 0.5).float()
     d = net(x, torch.full((2,), 1e-6), cond=mask)

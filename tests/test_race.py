@@ -6,7 +6,7 @@ import pytest
 
 from rsd_engine import config as cfg
 from rsd_engine.cli import main
-from rsd_engine.evaluation import Evaluation
+from rsd_engine.evaluation import BaselineFound, Evaluation, find_teacher_baseline
 from rsd_engine.runs import GENERATOR_BEATS_TEACHER, RACE, TEACHER_BASELINE, RunDir, first_crossing, teacher_baseline
 
 LIVE = ["eval.live_fid_n=4", "eval.grid_n=4", "eval.teacher_every_kimg=0.064", "eval.distill_every_kimg=0.016"]
@@ -108,3 +108,43 @@ def test_eval_models_refuses_unknown_and_repeated_names():
         cfg.loads('[eval]\nmodels = ["generator", "teacher-half"]')
     with pytest.raises(cfg.PresetError, match="eval.models"):
         cfg.loads('[eval]\nmodels = ["generator", "generator"]')
+
+
+# ---------------------------------------------------------------- the baseline's precedence, from records alone
+def _baseline(n=4, ref="clean", fid=1.0, source="computed"):
+    return {"stage": "distill", "kind": TEACHER_BASELINE, "model": "teacher-truncated", "n": n, "reference": ref, "fid": fid, "source": source}
+
+
+def _live(kimg, n=4, ref="clean", model="teacher-truncated", fid=2.0):
+    return {"stage": "teacher", "kind": "fid", "model": model, "n": n, "reference": ref, "kimg": kimg, "fid": fid}
+
+
+def _find(own, trainer, final_kimg=0.128, where=""):
+    return find_teacher_baseline(own, 4, "clean", "teacher-truncated", trainer, final_kimg, where)
+
+
+def test_baseline_precedence_own_event_then_trainer_event_then_final_live_fid():
+    own, trainer_base, final_live = _baseline(fid=1.0), _baseline(fid=3.0), _live(0.128, fid=5.0)
+    # 1. this run's own baseline event wins, as recorded (nothing to write)
+    assert _find([own], [trainer_base, final_live]) == BaselineFound(own, None)
+    # an own event of another n or reference does not count
+    assert _find([_baseline(n=8), _baseline(ref="other")], [trainer_base]).record is trainer_base
+    # 2. the trainer run's baseline event, before its live FIDs
+    assert _find([], [final_live, trainer_base], where=" of /t") == BaselineFound(trainer_base, "teacher baseline of /t")
+    # 3. the trainer's last teacher live FID, measured at teacher-final's position (the final EMA)
+    found = _find([], [_live(0.064, fid=9.0), final_live])
+    assert found.record is final_live and found.source == "teacher stage's live FID at 0.128 kimg (final EMA)"
+
+
+@pytest.mark.parametrize("last", [_live(0.064), _live(0.128, n=8), _live(0.128, ref="other"), _live(0.128, model="teacher-full")],
+                         ids=["not-at-final", "other-n", "other-reference", "other-model"])
+def test_baseline_takes_only_the_last_live_fid_and_only_when_it_matches(last):
+    # an earlier matching live FID never counts: only the last one of the teacher stage is looked at
+    assert _find([], [_live(0.128), last]) is None
+
+
+def test_baseline_without_trainer_records_or_final_checkpoint_is_computed():
+    assert _find([], None) is None  # teacher.checkpoint is a folder that is no run: only this run's own event counts
+    assert _find([_baseline()], None).source is None
+    assert _find([], [_live(0.128)], final_kimg=None) is None  # no teacher-final: no live FID is known to be of it
+    assert _find([], [_live(0.128, fid=7.0)] + [{"stage": "distill", "kind": "fid", "kimg": 0.0}]).record["fid"] == 7.0

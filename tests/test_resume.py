@@ -8,7 +8,7 @@ from safetensors.torch import load_file
 from rsd_engine import config as cfg
 from rsd_engine.experiment import Experiment, make_accelerator
 from rsd_engine.runs import RunDir
-from rsd_engine.signals import StopRequested
+from rsd_engine.signals import StopPolicy, StopRequested
 
 
 def _pipeline(preset, path):
@@ -184,3 +184,41 @@ def test_stop_signal_interrupts_the_live_fid_features_between_batches(tiny_prese
         exp.train_teacher()
     assert net.calls == 1, "feature extraction went on after the stop signal"
     _assert_stopped_at_the_evaluation(exp)
+
+
+class _Trigger:
+    """Accelerate's trigger between processes, as seen from one of them: ``others`` says whether another
+    process set its trigger; ``checks`` counts the collectives this process entered."""
+
+    def __init__(self, others=False):
+        self.others, self.mine, self.checks = others, False, 0
+
+    def set_trigger(self):
+        self.mine = True
+
+    def check_trigger(self):
+        self.checks += 1
+        return self.mine or self.others
+
+
+def test_stop_policy_agree_turns_local_stops_into_one_collective_decision():
+    import threading
+
+    flag = threading.Event()
+    quiet = StopPolicy(_Trigger(), flag)
+    with quiet.agree():  # nobody stopped: one collective, no raise
+        assert not quiet.local()
+    assert quiet.accelerator.checks == 1 and not quiet.agreed()
+    stopped_here = StopPolicy(_Trigger(), flag)
+    with pytest.raises(StopRequested), stopped_here.agree():
+        raise StopRequested()  # a local check inside the block: held until every process has agreed
+    assert stopped_here.accelerator.checks == 1 and stopped_here.accelerator.mine
+    elsewhere = StopPolicy(_Trigger(others=True), flag)
+    with pytest.raises(StopRequested), elsewhere.agree():  # another process stopped: this one raises too
+        pass
+    flag.set()
+    assert StopPolicy(_Trigger(), flag).local()  # this process's own flag, no collective
+    failing = StopPolicy(_Trigger(), flag)
+    with pytest.raises(ValueError), failing.agree():
+        raise ValueError("not a stop")
+    assert failing.accelerator.checks == 0  # other errors pass through without the collective

@@ -68,7 +68,7 @@ def test_nan_in_the_weights_mid_run_fails_the_stage_before_any_checkpoint_of_it(
         stats = real_step(ctx, images_seen, **kwargs)
         if images_seen == 16:  # the second step of 16 images
             with torch.no_grad():
-                next(ctx.raw["net"].parameters()).fill_(float("nan"))
+                next(ctx.unwrapped["net"].parameters()).fill_(float("nan"))
         return stats
 
     monkeypatch.setattr(training, "teacher_step", poisoned)

@@ -11,7 +11,7 @@ from rsd_engine import assembly
 from rsd_engine import config as cfg
 from rsd_engine.generate import ModelSampler
 from rsd_engine.runs import MODELS, RunDir, default_run_folder, is_valid_name, parse_snapshot, snapshot_name
-from rsd_engine.seeding import epoch_seed, item_generator, step_seed
+from rsd_engine.seeding import epoch_seed, item_rng, step_seed
 
 
 @pytest.mark.parametrize("name,ok", [("fmnist-denoise-0.2", True), ("a.b_c", True), (".hidden", False), ("-lead", False),
@@ -88,7 +88,7 @@ def test_mark_ended_keeps_the_engines_final_state(tmp_path):
 def test_seed_rules_keep_their_values():
     """The frozen measurements, step noise and data order of existing runs depend on these numbers."""
     assert step_seed(3, "distill", 1, 64) == 3 * 1_000_003 + 2 * 999_983 + 7_919 + 64
-    assert item_generator(7, 4).initial_seed() == 7 * 1_000_003 + 4 * 7_919 + 12_345
+    assert item_rng(7, 4).initial_seed() == 7 * 1_000_003 + 4 * 7_919 + 12_345
     assert epoch_seed(5, 2) == 5 * 100_003 + 2
 
 

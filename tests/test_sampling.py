@@ -76,7 +76,7 @@ def test_fixed_mask_teacher_sampler_fills_the_unseen_pixels():
     network's own prediction σ_d·F (here F ≡ 1 → 0.5), never the zeros the masked input carries."""
     torch.manual_seed(0)
     net = EDMPrecond(resolution=8, channels=1, cond_channels=1, block_out_channels=(8, 16), norm_groups=4).eval()
-    net.raw = lambda x_in, c_noise: torch.ones(x_in.shape[0], 1, 8, 8)
+    net.backbone = lambda x_in, c_noise: torch.ones(x_in.shape[0], 1, 8, 8)
     mask = (torch.rand(3, 1, 8, 8) > 0.7).float()
     with torch.no_grad():
         images = heun_sample(net, torch.randn(3, 1, 8, 8), steps=6, cond=PixelMask(mask)).images

@@ -1,6 +1,6 @@
 """The corrupted view of a dataset: one frozen measurement y_i = A(x_i) + σε_i per image index.
 
-The operator's random parts and the noise of image i are drawn from a generator seeded by
+The operator's random parts and the noise of image i are drawn from an RNG seeded by
 (corruption seed, i) (:meth:`rsd_engine.measurement.Measurement.frozen`; docs/method.md §1 and
 §7, pitfall 1), so every epoch, every process and every resumed run sees the same measurement of image
 i, and two images get independent draws.
@@ -86,8 +86,8 @@ class IndexStream:
 
     def _permutation(self, epoch: int) -> torch.Tensor:
         if epoch != self._epoch:
-            g = torch.Generator().manual_seed(epoch_seed(self.seed, epoch))
-            self._perm = torch.randperm(self.n, generator=g)
+            rng = torch.Generator().manual_seed(epoch_seed(self.seed, epoch))
+            self._perm = torch.randperm(self.n, generator=rng)
             self._epoch = epoch
         return self._perm
 

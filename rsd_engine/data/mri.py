@@ -34,7 +34,7 @@ import torch.nn.functional as F
 
 from ..operators.coils import espirit_maps
 from ..operators.fourier import ifft2c, to_channels
-from ..seeding import MRI_PHASE_SEED, item_generator, mix_seed
+from ..seeding import MRI_PHASE_SEED, item_rng, mix_seed
 from .errors import DataError
 
 __all__ = [
@@ -66,19 +66,19 @@ _NIFTI_SUFFIXES = (".nii", ".nii.gz")
 _ORDER_SEED = 7_000_003
 
 
-def smooth_phase(height: int, width: int, generator: torch.Generator) -> torch.Tensor:
+def smooth_phase(height: int, width: int, rng: torch.Generator) -> torch.Tensor:
     """A smooth random phase map φ (radians), a random quadratic surface in the normalised coordinates
     u, v ∈ [-1, 1]: φ = a₀ + a₁u + a₂v + a₃uv + a₄u² + a₅v², a₀ ~ U[-π, π), a₁…a₅ ~ N(0, (π/4)²).
 
     Args:
         height, width: size in pixels.
-        generator: the only source of randomness (one per slice freezes the phase).
+        rng: the only source of randomness (one per slice freezes the phase).
 
     Returns:
         float32 (height, width).
     """
-    a = torch.randn(6, generator=generator) * (torch.pi / 4)
-    a[0] = (torch.rand((), generator=generator) * 2 - 1) * torch.pi
+    a = torch.randn(6, generator=rng) * (torch.pi / 4)
+    a[0] = (torch.rand((), generator=rng) * 2 - 1) * torch.pi
     v, u = torch.meshgrid(torch.linspace(-1, 1, height), torch.linspace(-1, 1, width), indexing="ij")
     return a[0] + a[1] * u + a[2] * v + a[3] * u * v + a[4] * u**2 + a[5] * v**2
 
@@ -187,7 +187,7 @@ def _nifti_collection(files: tuple[str, ...], stamps: tuple[str, ...], resolutio
                 index = [picked[p] for p in positions]
                 slices = np.rot90(np.moveaxis(np.take(vol, index, axis=axis), axis, 0), axes=(1, 2))
                 magnitude = _square_resize(torch.from_numpy(slices.copy())[:, None], resolution)[:, 0].clamp(0, 1)
-                phases = torch.stack([smooth_phase(resolution, resolution, item_generator(MRI_PHASE_SEED, mix_seed((v, axis, i), (1_000_003, 100_003, 1))))
+                phases = torch.stack([smooth_phase(resolution, resolution, item_rng(MRI_PHASE_SEED, mix_seed((v, axis, i), (1_000_003, 100_003, 1))))
                                       for i in index])
                 out[split].append(to_channels(torch.polar(magnitude, phases)[:, None]))
     result = {}

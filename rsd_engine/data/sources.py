@@ -37,13 +37,13 @@ def _read_idx_images(path: Path) -> np.ndarray:
     """Read an IDX3 (optionally gzipped) image file → uint8 array (N, 28, 28)."""
     opener = gzip.open if path.suffix == ".gz" else open
     with opener(path, "rb") as f:
-        raw = f.read()
-    if len(raw) < 16 or int.from_bytes(raw[:4], "big") != 2051:
+        content = f.read()
+    if len(content) < 16 or int.from_bytes(content[:4], "big") != 2051:
         raise DataError(f"{path}: not an IDX3 image file (magic 2051 expected)")
-    n, h, w = (int.from_bytes(raw[i : i + 4], "big") for i in (4, 8, 12))
-    if len(raw) != 16 + n * h * w:
-        raise DataError(f"{path}: truncated IDX file ({len(raw)} bytes for {n}×{h}×{w} images)")
-    return np.frombuffer(raw, dtype=np.uint8, offset=16).reshape(n, h, w)
+    n, h, w = (int.from_bytes(content[i : i + 4], "big") for i in (4, 8, 12))
+    if len(content) != 16 + n * h * w:
+        raise DataError(f"{path}: truncated IDX file ({len(content)} bytes for {n}×{h}×{w} images)")
+    return np.frombuffer(content, dtype=np.uint8, offset=16).reshape(n, h, w)
 
 
 def _fashion_mnist(split: str, root: Path) -> np.ndarray:

@@ -54,7 +54,7 @@ class Operator(nn.Module):
 
     Subclasses keep fixed parts (kernels) as buffers and draw their random parts (masks) only
     through :meth:`sample_params` with an explicit ``torch.Generator``, so the corrupted dataset can
-    seed one generator per image index and every epoch sees the same measurement.
+    seed one RNG per image index and every epoch sees the same measurement.
 
     Class attributes:
         name: registry key used in presets (``corruption.operator``).
@@ -94,10 +94,10 @@ class Operator(nn.Module):
         """Shape (C', H', W') of one measurement A(x) for an image of shape (C, H, W)."""
         return (self.channels, self.resolution, self.resolution)
 
-    def sample_params(self, batch: int, generator: torch.Generator | None = None) -> dict[str, torch.Tensor]:
+    def sample_params(self, batch: int, rng: torch.Generator | None = None) -> dict[str, torch.Tensor]:
         """Draw the random parts of A for ``batch`` images (e.g. masks of shape (B, 1, H, W), values 0/1).
 
-        Operators without random parts return ``{}``. ``generator`` is the only source of randomness.
+        Operators without random parts return ``{}``. ``rng`` is the only source of randomness.
         """
         return {}
 

@@ -27,10 +27,10 @@ def _check_fraction(name: str, value: float) -> float:
     return value
 
 
-def _uniform(shape: tuple[int, ...], generator: torch.Generator | None, device=None) -> torch.Tensor:
-    """U[0, 1) draws: from ``generator`` on its device when given, else torch's global RNG on ``device``."""
-    if generator is not None:
-        return torch.rand(shape, generator=generator, device=generator.device)
+def _uniform(shape: tuple[int, ...], rng: torch.Generator | None, device=None) -> torch.Tensor:
+    """U[0, 1) draws: from ``rng`` on its device when given, else torch's global RNG on ``device``."""
+    if rng is not None:
+        return torch.rand(shape, generator=rng, device=rng.device)
     return torch.rand(shape, device=device)
 
 
@@ -62,7 +62,7 @@ def apply_mask(x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
     return x * mask.to(device=x.device, dtype=x.dtype)
 
 
-def further_mask(mask: torch.Tensor, delta: float, generator: torch.Generator | None = None) -> torch.Tensor:
+def further_mask(mask: torch.Tensor, delta: float, rng: torch.Generator | None = None) -> torch.Tensor:
     """Ambient Diffusion's further corruption Ã = A ⊙ B: erase a further fraction δ of the surviving pixels.
 
     B is an independent Bernoulli mask with P(B = 0) = δ per pixel (shared over the mask's channels),
@@ -72,7 +72,7 @@ def further_mask(mask: torch.Tensor, delta: float, generator: torch.Generator | 
     Args:
         mask: A, shape (B, k, H, W), values 0/1.
         delta: δ ∈ [0, 1) (paper 0.1). δ = 0 returns a copy of ``mask`` (and draws no random numbers).
-        generator: source of B (``None`` → torch's global RNG on the mask's device). A fresh draw per
+        rng: source of B (``None`` → torch's global RNG on the mask's device). A fresh draw per
             call: this is the training-time corruption, not part of the frozen measurement.
 
     Returns:
@@ -85,7 +85,7 @@ def further_mask(mask: torch.Tensor, delta: float, generator: torch.Generator | 
     _check_binary(mask, "further_mask")
     if delta == 0.0:
         return mask.clone()
-    keep = _uniform(tuple(mask.shape), generator, mask.device).to(mask.device) >= delta
+    keep = _uniform(tuple(mask.shape), rng, mask.device).to(mask.device) >= delta
     return mask * keep.to(mask.dtype)
 
 
@@ -124,7 +124,7 @@ class _MaskOperator(Operator):
 
     def _mask(self, params: dict[str, torch.Tensor]) -> torch.Tensor:
         if "mask" not in params:
-            raise ValueError(f"operator {self.name!r} needs its mask: call op(x, **op.sample_params(batch, generator))")
+            raise ValueError(f"operator {self.name!r} needs its mask: call op(x, **op.sample_params(batch, rng))")
         return params["mask"]
 
     def forward(self, x: torch.Tensor, **params: torch.Tensor) -> torch.Tensor:
@@ -170,10 +170,10 @@ class RandomInpainting(_MaskOperator):
         super().__init__(channels, resolution)
         self.p = _check_fraction("p", p)
 
-    def sample_params(self, batch: int, generator: torch.Generator | None = None) -> dict[str, torch.Tensor]:
-        """Draw masks ``{"mask": (B, 1, H, W) float32 0/1}``, P(0) = p per pixel, from ``generator`` only
-        (on the generator's device; CPU with torch's global RNG when ``None``)."""
-        u = _uniform((batch, 1, self.resolution, self.resolution), generator)
+    def sample_params(self, batch: int, rng: torch.Generator | None = None) -> dict[str, torch.Tensor]:
+        """Draw masks ``{"mask": (B, 1, H, W) float32 0/1}``, P(0) = p per pixel, from ``rng`` only
+        (on the RNG's device; CPU with torch's global RNG when ``None``)."""
+        u = _uniform((batch, 1, self.resolution, self.resolution), rng)
         return {"mask": (u >= self.p).to(torch.float32)}
 
 
@@ -200,13 +200,13 @@ class BoxInpainting(_MaskOperator):
             raise ValueError(f"box_size {s}: must be in [1, {self.resolution - 1}] (below the resolution {self.resolution})")
         self.box_size = s
 
-    def sample_params(self, batch: int, generator: torch.Generator | None = None) -> dict[str, torch.Tensor]:
+    def sample_params(self, batch: int, rng: torch.Generator | None = None) -> dict[str, torch.Tensor]:
         """Draw ``{"mask": (B, 1, H, W) float32}``: ones with a zero s×s square whose top-left corner is
-        uniform in [0, H − s]², from ``generator`` only."""
+        uniform in [0, H − s]², from ``rng`` only."""
         n = self.resolution - self.box_size + 1
-        dev = generator.device if generator is not None else None
-        top = torch.randint(0, n, (batch,), generator=generator, device=dev)
-        left = torch.randint(0, n, (batch,), generator=generator, device=dev)
+        dev = rng.device if rng is not None else None
+        top = torch.randint(0, n, (batch,), generator=rng, device=dev)
+        left = torch.randint(0, n, (batch,), generator=rng, device=dev)
         r = torch.arange(self.resolution, device=top.device)
         rows = (r[None, :] >= top[:, None]) & (r[None, :] < top[:, None] + self.box_size)  # (B, H)
         cols = (r[None, :] >= left[:, None]) & (r[None, :] < left[:, None] + self.box_size)  # (B, W)

@@ -11,7 +11,7 @@ its mean and scaled so its longest extent spans the kernel (k − 1 pixels), the
 splatted bilinearly into a k×k grid; the kernel is normalised to sum 1.
 
 A(x) = K_i ∗ reflect_pad(x) with the kernel K_i of image i on every channel. K_i is drawn only from
-the generator :meth:`MotionBlur.sample_params` is given, so the corrupted dataset freezes one kernel
+the RNG :meth:`MotionBlur.sample_params` is given, so the corrupted dataset freezes one kernel
 per image index (:meth:`rsd_engine.measurement.Measurement.frozen`). Different images hide different
 frequencies, which keeps the clean law identifiable from the measurements, unlike a fixed blur.
 """
@@ -29,14 +29,14 @@ from .blur import reflect_pad_adjoint
 __all__ = ["MotionBlur", "motion_kernels"]
 
 
-def motion_kernels(batch: int, kernel_size: int, intensity: float, generator: torch.Generator | None = None) -> torch.Tensor:
+def motion_kernels(batch: int, kernel_size: int, intensity: float, rng: torch.Generator | None = None) -> torch.Tensor:
     """Draw ``batch`` camera-shake kernels (module docstring).
 
     Args:
         batch: B ≥ 0.
         kernel_size: odd side k ≥ 3 in pixels.
         intensity: I in [0, 1]; 0 = straight linear motion, 1 = erratic shake.
-        generator: the only source of randomness (CPU generator; torch's global RNG when ``None``).
+        rng: the only source of randomness (a CPU ``torch.Generator``; torch's global RNG when ``None``).
 
     Returns:
         float32 tensor (B, 1, k, k) on the CPU, non-negative, each kernel summing to 1.
@@ -50,7 +50,7 @@ def motion_kernels(batch: int, kernel_size: int, intensity: float, generator: to
     if not 0.0 <= float(intensity) <= 1.0:
         raise ValueError(f"intensity {intensity}: must be in [0, 1]")
     steps = 4 * k
-    f64 = dict(dtype=torch.float64, generator=generator)
+    f64 = dict(dtype=torch.float64, generator=rng)
     angle = 2 * math.pi * torch.rand(batch, 1, **f64)
     kicks = torch.randn(batch, steps, 2, **f64) * intensity
     jerk = (torch.rand(batch, steps, **f64) < intensity / 2) * 2 * math.pi * torch.rand(batch, steps, **f64)
@@ -109,13 +109,13 @@ class MotionBlur(Operator):
             raise ValueError(f"intensity {intensity}: allowed 0 ≤ intensity ≤ 1")
         self.kernel_size, self.intensity, self.pad = k, float(intensity), k // 2
 
-    def sample_params(self, batch: int, generator: torch.Generator | None = None) -> dict[str, torch.Tensor]:
+    def sample_params(self, batch: int, rng: torch.Generator | None = None) -> dict[str, torch.Tensor]:
         """Draw ``{"kernel": (B, 1, k, k) float32}``, one kernel per image (:func:`motion_kernels`)."""
-        return {"kernel": motion_kernels(batch, self.kernel_size, self.intensity, generator)}
+        return {"kernel": motion_kernels(batch, self.kernel_size, self.intensity, rng)}
 
     def _weight(self, like: torch.Tensor, params: dict[str, torch.Tensor]) -> torch.Tensor:
         if "kernel" not in params:
-            raise ValueError("operator 'motion_blur' needs its kernels: call op(x, **op.sample_params(batch, generator))")
+            raise ValueError("operator 'motion_blur' needs its kernels: call op(x, **op.sample_params(batch, rng))")
         kernel = params["kernel"].to(device=like.device, dtype=like.dtype)
         b = like.shape[0]
         if kernel.shape != (b, 1, self.kernel_size, self.kernel_size):

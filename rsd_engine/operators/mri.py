@@ -161,41 +161,41 @@ class MultiCoilMRI(Operator):
         """(2C, H, W): real and imaginary part of each coil's k-space."""
         return (2 * self.coils, self.resolution, self.resolution)
 
-    def sample_params(self, batch: int, generator: torch.Generator | None = None) -> dict[str, torch.Tensor]:
-        """Draw each image's line mask and coil maps from ``generator`` only.
+    def sample_params(self, batch: int, rng: torch.Generator | None = None) -> dict[str, torch.Tensor]:
+        """Draw each image's line mask and coil maps from ``rng`` only.
 
         Returns:
             ``{"mask": (B, 1, 1, W) float32 0/1 with ⌊W/R⌋ ones (the ACS block and ⌊W/R⌋ − acs_lines
             lines uniform among the others), "maps": complex64 (B, C, H, W)}``, on the buffers' device.
         """
-        dev = generator.device if generator is not None else torch.device("cpu")
+        dev = rng.device if rng is not None else torch.device("cpu")
         w, n_free = self.resolution, self.lines_kept - self.acs_lines
-        scores = torch.rand((batch, self.others.numel()), generator=generator, device=dev)
+        scores = torch.rand((batch, self.others.numel()), generator=rng, device=dev)
         picked = self.others.to(dev)[scores.argsort(dim=1)[:, :n_free]]
         mask = torch.zeros(batch, w, device=dev)
         mask[:, self.acs.to(dev)] = 1.0
         mask.scatter_(1, picked, 1.0)
-        offsets = torch.randint(0, 2 * self.pad + 1, (batch, 2), generator=generator, device=dev).tolist()
+        offsets = torch.randint(0, 2 * self.pad + 1, (batch, 2), generator=rng, device=dev).tolist()
         maps = torch.stack([self.coil_bank[:, r : r + w, c : c + w] for r, c in offsets]) if batch else self.coil_bank.new_zeros(0, self.coils, w, w)
         return {"mask": mask.reshape(batch, 1, 1, w).to(self.coil_bank.device), "maps": maps}
 
-    def further_mask(self, mask: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
+    def further_mask(self, mask: torch.Tensor, rng: torch.Generator | None = None) -> torch.Tensor:
         """The Ambient further mask Ã ⊂ M: ``further_lines`` of each row's kept non-ACS lines, drawn
         uniformly, set to 0 (a fresh draw per call: a training-time corruption, not part of A).
 
         Args:
             mask: (B, 1, 1, W) 0/1 with at least ``further_lines`` kept non-ACS lines per row.
-            generator: source of the draw (``None`` → torch's global RNG).
+            rng: source of the draw (``None`` → torch's global RNG).
 
         Returns:
             Ã, same shape, dtype and device; the ACS block untouched.
         """
         if self.further_lines == 0:
             return mask.clone()
-        dev = generator.device if generator is not None else mask.device
+        dev = rng.device if rng is not None else mask.device
         others = self.others.to(mask.device)
         kept = mask.reshape(mask.shape[0], -1)[:, others] > 0
-        scores = torch.rand(kept.shape, generator=generator, device=dev).to(mask.device)
+        scores = torch.rand(kept.shape, generator=rng, device=dev).to(mask.device)
         scores = torch.where(kept, scores, torch.full_like(scores, -1.0))
         drop = others[scores.topk(self.further_lines, dim=1).indices]
         out = mask.clone().reshape(mask.shape[0], -1)
@@ -205,7 +205,7 @@ class MultiCoilMRI(Operator):
     @staticmethod
     def _parts(params: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
         if "mask" not in params or "maps" not in params:
-            raise ValueError("multicoil_mri needs its line mask and coil maps: call op(x, **op.sample_params(batch, generator))")
+            raise ValueError("multicoil_mri needs its line mask and coil maps: call op(x, **op.sample_params(batch, rng))")
         return params["mask"], params["maps"]
 
     def forward(self, x: torch.Tensor, **params: torch.Tensor) -> torch.Tensor:

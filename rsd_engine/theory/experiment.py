@@ -35,6 +35,7 @@ import numpy as np
 import torch
 
 from ..distill import sid_generator_loss
+from ..networks import frozen
 from ..objectives import ambient_tweedie_loss
 from ..sampling import heun_sample, karras_position, karras_sigma
 from .gaussian import (
@@ -332,7 +333,7 @@ def distill_linear(
     a_t = torch.as_tensor(a, dtype=torch.float32)
     a64 = torch.as_tensor(a, dtype=torch.float64)
     teacher.requires_grad_(False)
-    g = LinearGenerator(d, rank, init_scale=teacher.sigma_data, generator=torch.Generator().manual_seed(cfg.seed + 17))
+    g = LinearGenerator(d, rank, init_scale=teacher.sigma_data, rng=torch.Generator().manual_seed(cfg.seed + 17))
     opt_g = torch.optim.Adam(g.parameters(), lr=lr, betas=(0.9, 0.999))
     sched_g = _linear_decay(opt_g, steps)
     if fake == "mlp":
@@ -343,13 +344,11 @@ def distill_linear(
         if fake == "mlp":
             with torch.no_grad():
                 y_g = g(torch.randn(cfg.batch, rank)) @ a_t.T + noise_sigma * torch.randn(cfg.batch, d)
-            f_psi.requires_grad_(True)
             loss_f = ambient_tweedie_loss(f_psi, _as_images(y_g), noise_sigma).mean()
             opt_f.zero_grad(set_to_none=True)
             loss_f.backward()
             opt_f.step()
             sched_f.step()
-            f_psi.requires_grad_(False)
             fake_net = f_psi
         else:
             mean, cov = g.moments()
@@ -358,9 +357,10 @@ def distill_linear(
         t = t_floor + torch.rand(cfg.batch) * (cfg.t_max / 1000.0 - t_floor)
         sigma_t = karras_sigma(1 - t, teacher.sigma_min, teacher.sigma_max, cfg.rho)
         u_t = u + sigma_t.reshape(-1, 1, 1, 1) * torch.randn_like(u)
-        loss_g = sid_generator_loss(u, teacher(u_t, sigma_t), fake_net(u_t, sigma_t), alpha).mean()
-        opt_g.zero_grad(set_to_none=True)
-        loss_g.backward()
+        with frozen(fake_net):
+            loss_g = sid_generator_loss(u, teacher(u_t, sigma_t), fake_net(u_t, sigma_t), alpha).mean()
+            opt_g.zero_grad(set_to_none=True)
+            loss_g.backward()
         opt_g.step()
         sched_g.step()
         tick()
@@ -429,9 +429,9 @@ def denoiser_error(net: torch.nn.Module, exact: torch.nn.Module, law: CleanLaw, 
     x = law.mean + (rng.standard_normal((n, law.basis.shape[1])) * np.sqrt(law.eigenvalues)) @ law.basis.T
     ax = torch.as_tensor(x @ a.T, dtype=torch.float32)
     out = []
-    gen = torch.Generator().manual_seed(seed)
+    torch_rng = torch.Generator().manual_seed(seed)
     for s in sigmas:
-        v = _as_images(ax + s * torch.randn(ax.shape, generator=gen))
+        v = _as_images(ax + s * torch.randn(ax.shape, generator=torch_rng))
         diff = net(v, s).double() - exact(v, s).double()
         out.append(float(diff.pow(2).mean().sqrt()))
     return out
@@ -476,15 +476,15 @@ def null_direction_drift(law: CleanLaw, alpha: float, variance: float, *, sigma_
     teacher = GaussianDenoiser(mean, torch.as_tensor(law.cov, dtype=f64))
     fake = GaussianDenoiser(mean, torch.as_tensor(law.cov, dtype=f64) + variance * perp)
     log_v = torch.tensor(float(np.log(variance)), dtype=f64, requires_grad=True)
-    gen = torch.Generator().manual_seed(seed)
+    rng = torch.Generator().manual_seed(seed)
     n = max(batch // chunks, 1)
     grads = []
     for _ in range(chunks):
         w = root + torch.exp(0.5 * log_v) * perp
-        z = torch.randn(n, d, generator=gen, dtype=f64)
+        z = torch.randn(n, d, generator=rng, dtype=f64)
         u = _as_images(mean + z @ w.T)
-        s = karras_sigma(1 - torch.rand(n, generator=gen, dtype=f64) * (t_max / 1000.0), teacher.sigma_min, teacher.sigma_max, rho)
-        u_t = u + s.reshape(-1, 1, 1, 1) * torch.randn(u.shape, generator=gen, dtype=f64)
+        s = karras_sigma(1 - torch.rand(n, generator=rng, dtype=f64) * (t_max / 1000.0), teacher.sigma_min, teacher.sigma_max, rho)
+        u_t = u + s.reshape(-1, 1, 1, 1) * torch.randn(u.shape, generator=rng, dtype=f64)
         per = sid_generator_loss(u, teacher(u_t, s), fake(u_t, s), alpha) * (s >= sigma_floor)
         (g,) = torch.autograd.grad(per.mean(), log_v)
         grads.append(float(g))

@@ -49,7 +49,7 @@ class MLPDenoiser(EDMDenoiser):
         self.f = nn.Sequential(*layers)
         self.register_buffer("freqs", torch.arange(1, n_freq + 1, dtype=torch.float32) * math.pi)
 
-    def raw(self, x_in: torch.Tensor, c_noise: torch.Tensor) -> torch.Tensor:
+    def backbone(self, x_in: torch.Tensor, c_noise: torch.Tensor) -> torch.Tensor:
         """F on the scaled input (B, d, 1, 1) at c_noise (B,); returns (B, d, 1, 1).
 
         Raises:
@@ -73,15 +73,15 @@ class LinearGenerator(nn.Module):
             the first k columns of a random orthogonal matrix otherwise); b starts at 0. With 0.5
             (σ_d) the full-rank generator starts with variance 0.25 in *every* direction, so it must
             remove the directions the clean law lacks.
-        generator: torch RNG for the random columns.
+        rng: torch RNG for the random columns.
     """
 
-    def __init__(self, dim: int, rank: int, init_scale: float = 0.5, generator: torch.Generator | None = None):
+    def __init__(self, dim: int, rank: int, init_scale: float = 0.5, rng: torch.Generator | None = None):
         super().__init__()
         if rank == dim:
             w = torch.eye(dim)
         else:
-            q, _ = torch.linalg.qr(torch.randn(dim, dim, generator=generator))
+            q, _ = torch.linalg.qr(torch.randn(dim, dim, generator=rng))
             w = q[:, :rank]
         self.weight = nn.Parameter(init_scale * w)
         self.bias = nn.Parameter(torch.zeros(dim))

@@ -29,9 +29,9 @@ class DeadColumns(Operator):
             raise ValueError(f"p = {p}: allowed 0 ≤ p < 1")
         self.p = p
 
-    def sample_params(self, batch, generator=None):
-        """``{"mask": (B, 1, H, W)}``, one draw per column from ``generator`` only."""
-        alive = torch.rand(batch, 1, 1, self.resolution, generator=generator) >= self.p
+    def sample_params(self, batch, rng=None):
+        """``{"mask": (B, 1, H, W)}``, one draw per column from ``rng`` (a ``torch.Generator``) only."""
+        alive = torch.rand(batch, 1, 1, self.resolution, generator=rng) >= self.p
         return {"mask": alive.float().expand(-1, -1, self.resolution, -1).contiguous()}
 
     def forward(self, x, mask):
