@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from rsd_engine import config as cfg
+from rsd_engine.io import config as cfg
 from rsd_engine.cli import main
 from rsd_engine.data import DataError, clean_reference, read_images
 
