@@ -12,13 +12,13 @@ import torch
 from accelerate import Accelerator
 
 from . import assembly
-from .io import config as cfg
-from .train.checkpoints import checkpoint_exists
 from .data import training_measurements
 from .evaluate.evaluation import Evaluation
 from .evaluate.generate import ModelSampler
+from .io import config as cfg
 from .io.runs import GENERATOR_FINAL, MODELS, RunDir
 from .io.signals import StopPolicy
+from .train.checkpoints import checkpoint_exists
 from .train.stage import StageRunner
 from .train.training import rsd_stage, teacher_stage
 

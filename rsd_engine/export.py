@@ -28,16 +28,25 @@ import shutil
 from pathlib import Path
 
 from . import assembly
-from .io import config as cfg
-from .train.checkpoints import checkpoint_exists, load_checkpoint
 from .evaluate.generate import ModelSampler
+from .io import config as cfg
+from .io.runs import (
+    EXPORT_MODELS,
+    EXPORT_WEIGHTS,
+    FINAL_NETWORK,
+    GENERATOR_FINAL,
+    RAW_NETWORK,
+    TEACHER_FINAL,
+    OutputError,
+    RunDir,
+    partial_folder,
+    remove_partial_folders,
+    replace_folder,
+)
 from .model_card import model_card
 from .models.networks import EDMPrecond, count_parameters
 from .pipelines import RSDHeunPipeline, RSDOneStepPipeline
-from .io.runs import (
-    EXPORT_MODELS, EXPORT_WEIGHTS, FINAL_NETWORK, GENERATOR_FINAL, RAW_NETWORK, TEACHER_FINAL, OutputError, RunDir,
-    partial_folder, remove_partial_folders, replace_folder,
-)
+from .train.checkpoints import checkpoint_exists, load_checkpoint
 
 __all__ = ["ExportError", "export_run", "export_network"]
 

@@ -4,8 +4,8 @@ from, how long it trained, its final metrics with their n and reference, and how
 from __future__ import annotations
 
 from . import assembly
-from .io import config as cfg
 from .evaluate.generate import ModelSampler
+from .io import config as cfg
 from .io.runs import GENERATOR, TEACHER_FULL, TEACHER_TRUNCATED
 
 __all__ = ["model_card"]

@@ -31,9 +31,9 @@ from diffusers.utils.torch_utils import randn_tensor
 from .evaluate.generate import latents as seed_latents
 from .evaluate.grids import grid_image
 from .evaluate.metrics import quantize
+from .evaluate.sampling import heun_sample, one_step_generate
 from .models.networks import UNetDenoiser
 from .operators import PixelMask
-from .evaluate.sampling import heun_sample, one_step_generate
 
 __all__ = ["RSDOneStepPipeline", "RSDHeunPipeline", "OUTPUT_TYPES"]
 

@@ -6,10 +6,10 @@ import pytest
 import torch
 
 from rsd_engine.io import config as cfg
-from rsd_engine.train.checkpoints import save_checkpoint
+from rsd_engine.io.runs import GENERATOR_FINAL, TEACHER_FINAL, RunDir
 from rsd_engine.models.networks import EDMPrecond
 from rsd_engine.operators import OPERATORS
-from rsd_engine.io.runs import GENERATOR_FINAL, TEACHER_FINAL, RunDir
+from rsd_engine.train.checkpoints import save_checkpoint
 
 TINY_PRESET = """
 [run]

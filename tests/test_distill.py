@@ -4,12 +4,12 @@ answer (the generator matches the data mean and covariance for α in {0.5, 1.0, 
 import pytest
 import torch
 
-from rsd_engine.train.distill import generator_loss, sid_generator_loss
-from rsd_engine.operators.measurement import Measurement
-from rsd_engine.models.networks import EDMPrecond, frozen
-from rsd_engine.train.objectives import Objective
-from rsd_engine.operators import OPERATORS
 from rsd_engine.evaluate.sampling import karras_sigma
+from rsd_engine.models.networks import EDMPrecond, frozen
+from rsd_engine.operators import OPERATORS
+from rsd_engine.operators.measurement import Measurement
+from rsd_engine.train.distill import generator_loss, sid_generator_loss
+from rsd_engine.train.objectives import Objective
 from rsd_engine.train.stage import sanitise_grads
 
 

@@ -17,8 +17,19 @@ from typing import Any
 import pandas as pd
 
 from rsd_engine.io.runs import (
-    CLEAN_GRID, GENERATOR, MEASUREMENTS_GRID, MODELS, RACE, TEACHER_FULL, TEACHER_TRUNCATED, RunDir, first_crossing,
-    is_valid_name, read_json_object, run_state, teacher_baseline,
+    CLEAN_GRID,
+    GENERATOR,
+    MEASUREMENTS_GRID,
+    MODELS,
+    RACE,
+    TEACHER_FULL,
+    TEACHER_TRUNCATED,
+    RunDir,
+    first_crossing,
+    is_valid_name,
+    read_json_object,
+    run_state,
+    teacher_baseline,
 )
 from rsd_engine.io.timing import TIMING, split_table, time_split
 

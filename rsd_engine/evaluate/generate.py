@@ -17,14 +17,14 @@ from dataclasses import dataclass
 import torch
 
 from .. import assembly
-from ..train.finite import require_finite
-from ..models.networks import EDMPrecond
-from ..train.objectives import Objective
-from ..operators import Condition
 from ..io.runs import GENERATOR, MODELS, TEACHER_FULL, TEACHER_TRUNCATED
-from .sampling import heun_sample, one_step_generate
-from ..seeding import EVAL_MASK_SEED, item_rng
 from ..io.signals import StopPolicy, StopRequested
+from ..models.networks import EDMPrecond
+from ..operators import Condition
+from ..seeding import EVAL_MASK_SEED, item_rng
+from ..train.finite import require_finite
+from ..train.objectives import Objective
+from .sampling import heun_sample, one_step_generate
 
 __all__ = ["latents", "Samples", "ModelSampler", "WEIGHTS"]
 

@@ -10,8 +10,8 @@ import numpy as np
 import torch
 from PIL import Image
 
-from .metrics import display_images, quantize
 from ..io.runs import atomic_write_bytes
+from .metrics import display_images, quantize
 
 __all__ = ["grid_image", "save_grid"]
 

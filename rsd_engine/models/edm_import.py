@@ -27,10 +27,10 @@ import torch
 
 from .. import assembly
 from ..io import config as cfg
+from ..io.runs import FINAL_NETWORK, TEACHER_FINAL, RunDir
 from ..train.checkpoints import save_checkpoint
 from .edm_pickle import EDMPickleError, PersistentRecord, module_tensors, read_pickle
 from .networks import SongUNetPrecond
-from ..io.runs import FINAL_NETWORK, TEACHER_FINAL, RunDir
 
 __all__ = ["EDMPickleError", "load_edm_teacher", "read_edm_teacher", "import_teacher"]
 

@@ -21,9 +21,9 @@ from PIL import Image
 
 from ..data import CorruptedDataset, clean_reference, to_float
 from ..evaluate.grids import grid_image
-from .measurement import Measurement
 from ..evaluate.metrics import display_images
 from ..io.runs import atomic_write_bytes
+from .measurement import Measurement
 
 __all__ = ["PANEL_LABELS", "preview_rows", "rows_image", "preview_grid"]
 

@@ -34,10 +34,10 @@ from typing import Callable
 import numpy as np
 import torch
 
-from ..train.distill import sid_generator_loss
-from ..models.networks import frozen
-from ..train.objectives import ambient_tweedie_loss
 from ..evaluate.sampling import heun_sample, karras_position, karras_sigma
+from ..models.networks import frozen
+from ..train.distill import sid_generator_loss
+from ..train.objectives import ambient_tweedie_loss
 from .gaussian import (
     GaussianDenoiser,
     ambient_affine_minimiser,

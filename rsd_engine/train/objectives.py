@@ -16,10 +16,10 @@ from typing import Any, ClassVar
 import torch
 from pydantic import Field
 
-from ..operators.measurement import Measurement
 from ..models.networks import EDMPrecond, unwrap
 from ..operators import Condition, MultiCoilMRI
 from ..operators.inpainting import further_mask
+from ..operators.measurement import Measurement
 
 __all__ = [
     "sample_training_sigma",

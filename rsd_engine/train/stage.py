@@ -25,12 +25,12 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
+from ..io.runs import RunDir
+from ..io.signals import StopRequested
+from ..seeding import step_seed
 from .checkpoints import checkpoint_exists, load_checkpoint, save_checkpoint
 from .ema import ema_beta, update_ema
 from .finite import NonFiniteError, grads_finite, require_finite_weights
-from ..io.runs import RunDir
-from ..seeding import step_seed
-from ..io.signals import StopRequested
 
 __all__ = ["SKIPPED", "sanitise_grads", "StepContext", "EMA", "Stage", "StageRunner"]
 
