@@ -27,7 +27,7 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-from rsd_engine.metrics import load_feature_network
+from rsd_engine.evaluate.metrics import load_feature_network
 from results_file import prepend_section
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -26,10 +26,10 @@ from pathlib import Path
 import torch
 
 from rsd_engine import assembly
-from rsd_engine import config as cfg
-from rsd_engine.distill import fake_score_loss, generator_loss
-from rsd_engine.networks import build_network, count_parameters
-from rsd_engine.sampling import heun_sample, one_step_generate
+from rsd_engine.io import config as cfg
+from rsd_engine.train.distill import fake_score_loss, generator_loss
+from rsd_engine.models.networks import build_network, count_parameters
+from rsd_engine.evaluate.sampling import heun_sample, one_step_generate
 from results_file import prepend_section
 
 ROOT = Path(__file__).resolve().parents[1]

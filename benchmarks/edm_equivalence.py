@@ -22,7 +22,7 @@ from pathlib import Path
 import torch
 
 from rsd_engine import load_edm_teacher
-from rsd_engine.networks import SongUNetPrecond
+from rsd_engine.models.networks import SongUNetPrecond
 
 
 def main() -> int:

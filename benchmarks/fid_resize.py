@@ -1,6 +1,6 @@
 """How much the 299×299 resize moves FID: torch's bilinear ``interpolate`` (half-pixel centres, what the
 engine used before) against TF1's bilinear resize (what the detector behind EDM's reference statistics
-does, :func:`rsd_engine.metrics.tf1_resize`), on the same images and the same TF-Inception weights,
+does, :func:`rsd_engine.evaluate.metrics.tf1_resize`), on the same images and the same TF-Inception weights,
 and the feature throughput with and without a channels-last input.
 
     PYTHONPATH=. python3 benchmarks/fid_resize.py --n 300
@@ -19,7 +19,9 @@ import torch
 import torch.nn.functional as F
 
 from rsd_engine.data import read_images, to_float
-from rsd_engine.metrics import feature_statistics, fid_from_statistics, load_feature_network, quantize, tf1_resize
+from rsd_engine.evaluate.metrics import (
+    feature_statistics, fid_from_statistics, load_feature_network, quantize, tf1_resize,
+)
 
 
 def features(net, images_u8: torch.Tensor, resize: str, batch: int, channels_last: bool = True) -> tuple[torch.Tensor, float]:

@@ -58,9 +58,11 @@ sys.path.insert(0, str(ROOT / "benchmarks"))
 from results_file import prepend_section  # noqa: E402
 
 from rsd_engine import assembly  # noqa: E402
-from rsd_engine import config as cfg  # noqa: E402
-from rsd_engine.runs import (FINAL_NETWORK, GENERATOR, GENERATOR_FINAL, TEACHER_FULL, TEACHER_TRUNCATED,  # noqa: E402
-                             RunDir, first_crossing, is_valid_name, teacher_baseline)
+from rsd_engine.io import config as cfg  # noqa: E402
+from rsd_engine.io.runs import (  # noqa: E402
+    FINAL_NETWORK, GENERATOR, GENERATOR_FINAL, TEACHER_FULL, TEACHER_TRUNCATED, RunDir, first_crossing, is_valid_name,
+    teacher_baseline,
+)
 
 
 class StudyError(ValueError):
@@ -156,10 +158,10 @@ def high_pass_fid(run_dir: Path, model: str, n: int) -> float | None:
     import torch.nn.functional as F
 
     from rsd_engine.data import clean_reference, to_float, training_measurements
-    from rsd_engine.checkpoints import load_network
-    from rsd_engine.evaluation import Evaluator, final_network
-    from rsd_engine.generate import ModelSampler
-    from rsd_engine.metrics import cached_features, fid_from_features, quantize
+    from rsd_engine.train.checkpoints import load_network
+    from rsd_engine.evaluate.evaluation import Evaluator, final_network
+    from rsd_engine.evaluate.generate import ModelSampler
+    from rsd_engine.evaluate.metrics import cached_features, fid_from_features, quantize
 
     def high_pass(x: torch.Tensor) -> torch.Tensor:
         blur = F.avg_pool2d(F.pad(x, (1, 1, 1, 1), mode="reflect"), 3, stride=1)

@@ -34,7 +34,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from rsd_engine import config as cfg
+from rsd_engine.io import config as cfg
 from rsd_engine.data.sources import FASHION_MNIST_DIR
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -107,7 +107,7 @@ def throughput(quick: bool, device: torch.device) -> list[tuple[str, str, float]
 
 def features(quick: bool, device: torch.device) -> list[tuple[str, str, float]]:
     """Stage 3: TF-Inception feature throughput on the device."""
-    from rsd_engine.metrics import FIDWeightsError, extract_features, load_feature_network
+    from rsd_engine.evaluate.metrics import FIDWeightsError, extract_features, load_feature_network
 
     try:
         net = load_feature_network().to(device)

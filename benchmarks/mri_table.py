@@ -22,8 +22,8 @@ from pathlib import Path
 from quality_table import wall_seconds
 from results_file import table_main
 
-from rsd_engine import config as cfg
-from rsd_engine.runs import GENERATOR, TEACHER_FULL, RunDir
+from rsd_engine.io import config as cfg
+from rsd_engine.io.runs import GENERATOR, TEACHER_FULL, RunDir
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -19,8 +19,8 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-from rsd_engine import config as cfg
-from rsd_engine.runs import GENERATOR, TEACHER_FULL, TEACHER_TRUNCATED, RunDir
+from rsd_engine.io import config as cfg
+from rsd_engine.io.runs import GENERATOR, TEACHER_FULL, TEACHER_TRUNCATED, RunDir
 from results_file import table_main
 
 ROOT = Path(__file__).resolve().parents[1]

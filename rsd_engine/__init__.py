@@ -7,10 +7,10 @@ __all__ = ["load_edm_teacher"]
 
 
 def __getattr__(name: str):
-    """``load_edm_teacher`` (:func:`rsd_engine.edm_import.load_edm_teacher`), imported on first use so that
+    """``load_edm_teacher`` (:func:`rsd_engine.models.edm_import.load_edm_teacher`), imported on first use so that
     ``import rsd_engine`` stays free of torch."""
     if name == "load_edm_teacher":
-        from .edm_import import load_edm_teacher
+        from .models.edm_import import load_edm_teacher
 
         return load_edm_teacher
     raise AttributeError(f"module 'rsd_engine' has no attribute {name!r}")

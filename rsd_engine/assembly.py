@@ -1,15 +1,15 @@
 """From a validated preset to the objects a run is made of: the operator class and its parameters, the
-forward model (:class:`~rsd_engine.measurement.Measurement`) and the teacher objective
-(:class:`~rsd_engine.objectives.Objective`), and the operator checks that need the operator's code
+forward model (:class:`~rsd_engine.operators.measurement.Measurement`) and the teacher objective
+(:class:`~rsd_engine.train.objectives.Objective`), and the operator checks that need the operator's code
 (plug-ins, objective families).
 
-:mod:`rsd_engine.config` is the schema: it reads the registry's names but never imports a plug-in or
+:mod:`rsd_engine.io.config` is the schema: it reads the registry's names but never imports a plug-in or
 builds an operator. Here a plug-in named by import
 path or entry point (docs/operators.md) is imported, its ``[corruption.params]`` validated against its
 schema (:func:`rsd_engine.operators.registry.params_model`), and it is built once on a tiny batch so
 a constructor that raises or a declared output shape that differs from what it returns is a preset
 error named by field before any run folder exists. :func:`load`/:func:`loads` are
-:func:`rsd_engine.config.load`/:func:`~rsd_engine.config.loads` plus these checks; the command line
+:func:`rsd_engine.io.config.load`/:func:`~rsd_engine.io.config.loads` plus these checks; the command line
 uses them for every command.
 """
 
@@ -21,9 +21,9 @@ from typing import Any
 import torch
 from pydantic import BaseModel, ValidationError, create_model
 
-from . import config as cfg
-from .measurement import Measurement
-from .objectives import FAMILIES, Objective, ObjectiveFamily
+from .io import config as cfg
+from .operators.measurement import Measurement
+from .train.objectives import FAMILIES, Objective, ObjectiveFamily
 from .operators import Operator
 from .operators.registry import OPERATORS, OperatorLoadError, import_path, package_version, params_model, resolve
 
@@ -69,7 +69,7 @@ def _family(cls: type[Operator]) -> ObjectiveFamily:
 def plugin_params_model(cls: type[Operator]) -> type[BaseModel]:
     """The schema of a plug-in's ``[corruption.params]``: its own parameters
     (:func:`~rsd_engine.operators.registry.params_model`) plus the training settings of its objective
-    family (δ of the mask family, :attr:`rsd_engine.objectives.ObjectiveFamily.settings`).
+    family (δ of the mask family, :attr:`rsd_engine.train.objectives.ObjectiveFamily.settings`).
 
     Raises:
         OperatorLoadError: an unknown family, or a schema that cannot be built.
@@ -114,7 +114,7 @@ def ambient_delta(preset: cfg.Preset) -> float:
 
 def resolve_objective(preset: cfg.Preset) -> str:
     """The teacher objective a preset trains with (docs/method.md §2): ``teacher.objective``, or for
-    ``auto`` the first objective of the operator's family (:class:`rsd_engine.objectives.ObjectiveFamily`):
+    ``auto`` the first objective of the operator's family (:class:`rsd_engine.train.objectives.ObjectiveFamily`):
     ``ambient_tweedie`` (plain EDM at σ_c = 0), ``ambient_mask`` or ``ambient_fourier``.
 
     Raises:
@@ -158,7 +158,7 @@ def build_objective(preset: cfg.Preset, measurement: Measurement) -> Objective:
 
 
 def operator_schema(preset: cfg.Preset) -> list[dict[str, Any]]:
-    """The parameter fields of the preset's operator, in the form of :func:`rsd_engine.config.schema_fields`
+    """The parameter fields of the preset's operator, in the form of :func:`rsd_engine.io.config.schema_fields`
     (``section`` ``"corruption"``, ``key`` ``"params.<name>"`` for a plug-in, ``"<operator>.<name>"`` for a built-in).
 
     Raises:
@@ -228,7 +228,7 @@ def operator_problems(preset: cfg.Preset) -> list[tuple[str, str]]:
 
 
 def check(preset: cfg.Preset, source: str | None = None) -> cfg.Preset:
-    """Raise :class:`~rsd_engine.config.PresetError` for :func:`operator_problems`; returns the preset."""
+    """Raise :class:`~rsd_engine.io.config.PresetError` for :func:`operator_problems`; returns the preset."""
     problems = operator_problems(preset)
     if problems:
         raise cfg.PresetError(problems, source)
@@ -236,7 +236,7 @@ def check(preset: cfg.Preset, source: str | None = None) -> cfg.Preset:
 
 
 def loads(text: str, overrides: list[str] | None = None, source: str | None = None) -> cfg.Preset:
-    """:func:`rsd_engine.config.loads` plus :func:`check`.
+    """:func:`rsd_engine.io.config.loads` plus :func:`check`.
 
     Raises:
         PresetError: every schema problem, or the operator's problems (named by field).
@@ -245,7 +245,7 @@ def loads(text: str, overrides: list[str] | None = None, source: str | None = No
 
 
 def load(path: str | Path, overrides: list[str] | None = None) -> cfg.Preset:
-    """:func:`rsd_engine.config.load` plus :func:`check`.
+    """:func:`rsd_engine.io.config.load` plus :func:`check`.
 
     Raises:
         PresetError: an unreadable file, every schema problem, or the operator's problems (named by field).

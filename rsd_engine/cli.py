@@ -8,7 +8,7 @@ status.json and log.txt; also ``sample``/``evaluate`` of weights that are not fi
 
 A run that fails where nothing can be written any more (a full disk) still ends with one line on the
 terminal: its status.json may then keep ``running`` with the ended process's pid, which every reader
-takes as ``failed`` (:func:`rsd_engine.runs.run_state`).
+takes as ``failed`` (:func:`rsd_engine.io.runs.run_state`).
 """
 
 from __future__ import annotations
@@ -22,11 +22,13 @@ import traceback
 from pathlib import Path
 
 from . import assembly
-from . import config as cfg
-from .processes import parent_command_line, process_shortfall
-from .runs import EXPORT_MODELS, EXPORT_WEIGHTS, GENERATOR, MODELS, OutputError, RunDir, default_run_folder, this_host
-from .signals import StopRequested, install_signal_handlers
-from .timing import STARTUP, TIMING, WALL, process_seconds, split_table, time_split
+from .io import config as cfg
+from .io.processes import parent_command_line, process_shortfall
+from .io.runs import (
+    EXPORT_MODELS, EXPORT_WEIGHTS, GENERATOR, MODELS, OutputError, RunDir, default_run_folder, this_host,
+)
+from .io.signals import StopRequested, install_signal_handlers
+from .io.timing import STARTUP, TIMING, WALL, process_seconds, split_table, time_split
 
 __all__ = ["main", "build_parser"]
 
@@ -148,7 +150,7 @@ def _cmd_validate(args) -> int:
 
 
 def _cmd_check_operator(args) -> int:
-    from .conformance import format_table, run_checks
+    from .operators.conformance import format_table, run_checks
 
     preset = assembly.load(args.preset, args.overrides)
     if args.schema:
@@ -213,7 +215,7 @@ def _cmd_run(args) -> int:
             run.write_status(state="running", pid=os.getpid(), host=this_host(), error=None, num_processes=acc.num_processes,
                              device=str(acc.device), warnings=[shortfall] if shortfall else [])
             if preset.run.trackers:
-                from .trackers import EventTrackers
+                from .io.trackers import EventTrackers
 
                 trackers = run.on_event = EventTrackers(run, preset)
         experiment = Experiment(preset, run, acc)
@@ -252,7 +254,7 @@ def _cmd_run(args) -> int:
 def _record(run: RunDir, write, quiet: bool = False) -> None:
     """Call ``write`` (the final status or log lines); when the disk refuses it, say so in one line
     (unless ``quiet``) instead of a traceback: the run then reads as failed once this process has
-    ended (:func:`rsd_engine.runs.run_state`)."""
+    ended (:func:`rsd_engine.io.runs.run_state`)."""
     try:
         write()
     except OSError as e:
@@ -263,9 +265,9 @@ def _record(run: RunDir, write, quiet: bool = False) -> None:
 def _cmd_sample(args) -> int:
     import torch
 
-    from .evaluation import final_network
-    from .generate import ModelSampler
-    from .grids import save_grid
+    from .evaluate.evaluation import final_network
+    from .evaluate.generate import ModelSampler
+    from .evaluate.grids import save_grid
 
     run = RunDir(args.run_dir)
     preset = assembly.load(run.preset_path)
@@ -318,7 +320,7 @@ def _cmd_export(args) -> int:
 
 def _cmd_preview(args) -> int:
     from .data import training_measurements
-    from .preview import PANEL_LABELS, preview_rows, rows_image
+    from .operators.preview import PANEL_LABELS, preview_rows, rows_image
 
     preset = assembly.load(args.preset, args.overrides)
     cfg.check_here(preset, args.preset)
@@ -337,7 +339,7 @@ def _cmd_preview(args) -> int:
 
 
 def _cmd_import_teacher(args) -> int:
-    from .edm_import import EDMPickleError, import_teacher
+    from .models.edm_import import EDMPickleError, import_teacher
 
     try:
         run = import_teacher(args.pkl, args.preset, args.out, args.overrides)
@@ -355,8 +357,8 @@ def _cmd_import_teacher(args) -> int:
 def _cmd_fid_ref(args) -> int:
     import torch
 
-    from .evaluation import clean_features
-    from .metrics import FIDWeightsError, load_feature_network, save_reference_statistics
+    from .evaluate.evaluation import clean_features
+    from .evaluate.metrics import FIDWeightsError, load_feature_network, save_reference_statistics
 
     preset = assembly.load(args.preset, args.overrides)
     cfg.check_paths(preset, args.preset)
@@ -410,8 +412,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "run":
         install_signal_handlers()
     from .data.sources import DataError  # imports torch: after the handlers are in place
-    from .finite import NonFiniteError
-    from .metrics import ReferenceStatsError
+    from .train.finite import NonFiniteError
+    from .evaluate.metrics import ReferenceStatsError
 
     try:
         return _COMMANDS[args.command](args)

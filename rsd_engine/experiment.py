@@ -1,9 +1,9 @@
 """One run of the method: teacher → RSD distillation → evaluation, with resume (docs/architecture.md).
 
 :class:`Experiment` builds the run's parts once from the preset: the forward model
-(:class:`rsd_engine.measurement.Measurement`), the frozen training measurements, the objective, the
-model sampler and the evaluation; then hands the stages of :mod:`rsd_engine.training` to the one
-loop, :class:`rsd_engine.stage.StageRunner`.
+(:class:`rsd_engine.operators.measurement.Measurement`), the frozen training measurements, the objective, the
+model sampler and the evaluation; then hands the stages of :mod:`rsd_engine.train.training` to the one
+loop, :class:`rsd_engine.train.stage.StageRunner`.
 """
 
 from __future__ import annotations
@@ -12,15 +12,15 @@ import torch
 from accelerate import Accelerator
 
 from . import assembly
-from . import config as cfg
-from .checkpoints import checkpoint_exists
 from .data import training_measurements
-from .evaluation import Evaluation
-from .generate import ModelSampler
-from .runs import GENERATOR_FINAL, MODELS, RunDir
-from .signals import StopPolicy
-from .stage import StageRunner
-from .training import rsd_stage, teacher_stage
+from .evaluate.evaluation import Evaluation
+from .evaluate.generate import ModelSampler
+from .io import config as cfg
+from .io.runs import GENERATOR_FINAL, MODELS, RunDir
+from .io.signals import StopPolicy
+from .train.checkpoints import checkpoint_exists
+from .train.stage import StageRunner
+from .train.training import rsd_stage, teacher_stage
 
 __all__ = ["Experiment", "make_accelerator"]
 
@@ -70,7 +70,7 @@ class Experiment:
 
     def stop_requested(self) -> bool:
         """Whether any process received SIGTERM/SIGINT (all processes agree, so they stop together): the
-        stage loop's check of :class:`~rsd_engine.signals.StopPolicy`, a collective."""
+        stage loop's check of :class:`~rsd_engine.io.signals.StopPolicy`, a collective."""
         return self.stops.agreed()
 
     def teacher_final(self):
@@ -90,7 +90,7 @@ class Experiment:
     def distill(self) -> None:
         """Phase II (docs/method.md §3): RSD from the teacher EMA; writes ``generator-final``. First the
         teacher's live-FID baseline that the generator's live FIDs are compared with
-        (:meth:`rsd_engine.evaluation.Evaluation.teacher_baseline`), then, on a fresh start, the live
+        (:meth:`rsd_engine.evaluate.evaluation.Evaluation.teacher_baseline`), then, on a fresh start, the live
         evaluation (grid, live FID) of the initialised generator at 0 kimg, so the race starts where
         RSD starts.
 
@@ -112,7 +112,7 @@ class Experiment:
         return any(e.get("stage") == stage and e.get("kind") == "grid" and e.get("kimg") == 0 for e in self.run.read_events())
 
     def evaluate(self, models: tuple[str, ...] = MODELS, reuse: bool = True) -> dict:
-        """Final evaluation of ``models`` into metrics.json (:meth:`rsd_engine.evaluation.Evaluation.final`;
+        """Final evaluation of ``models`` into metrics.json (:meth:`rsd_engine.evaluate.evaluation.Evaluation.final`;
         ``reuse=False`` computes every FID again)."""
         return self.evaluation.final(models, reuse)
 

@@ -12,7 +12,7 @@ Layout of an export (``DIR``)::
 ``diffusers.UNet2DModel.from_pretrained(DIR, subfolder="unet")`` loads the UNet with diffusers alone;
 ``rsd_engine.pipelines.RSDOneStepPipeline.from_pretrained(DIR)`` loads the generator with its
 preconditioning. The folder is written beside the target under a temporary name and renamed into
-place at the end (:func:`rsd_engine.runs.replace_folder`), so a failed export leaves nothing behind;
+place at the end (:func:`rsd_engine.io.runs.replace_folder`), so a failed export leaves nothing behind;
 what an export killed outright left beside the same target is removed by the next export there.
 
 Runs whose networks take a k-space mask (``multicoil_mri``) are refused: their generator's input is
@@ -28,13 +28,9 @@ import shutil
 from pathlib import Path
 
 from . import assembly
-from . import config as cfg
-from .checkpoints import checkpoint_exists, load_checkpoint
-from .generate import ModelSampler
-from .model_card import model_card
-from .networks import EDMPrecond, count_parameters
-from .pipelines import RSDHeunPipeline, RSDOneStepPipeline
-from .runs import (
+from .evaluate.generate import ModelSampler
+from .io import config as cfg
+from .io.runs import (
     EXPORT_MODELS,
     EXPORT_WEIGHTS,
     FINAL_NETWORK,
@@ -47,6 +43,10 @@ from .runs import (
     remove_partial_folders,
     replace_folder,
 )
+from .model_card import model_card
+from .models.networks import EDMPrecond, count_parameters
+from .pipelines import RSDHeunPipeline, RSDOneStepPipeline
+from .train.checkpoints import checkpoint_exists, load_checkpoint
 
 __all__ = ["ExportError", "export_run", "export_network"]
 
@@ -104,7 +104,7 @@ def export_network(net: EDMPrecond, model: str, sampler: ModelSampler) -> RSDOne
 
     Args:
         net: the generator (``model="generator"``) or the teacher (``model="teacher"``).
-        model: one of :data:`rsd_engine.runs.EXPORT_MODELS`.
+        model: one of :data:`rsd_engine.io.runs.EXPORT_MODELS`.
         sampler: the run's :class:`ModelSampler` (σ_init; Heun steps, ρ and truncation σ).
 
     Raises:

@@ -4,9 +4,9 @@ from, how long it trained, its final metrics with their n and reference, and how
 from __future__ import annotations
 
 from . import assembly
-from . import config as cfg
-from .generate import ModelSampler
-from .runs import GENERATOR, TEACHER_FULL, TEACHER_TRUNCATED
+from .evaluate.generate import ModelSampler
+from .io import config as cfg
+from .io.runs import GENERATOR, TEACHER_FULL, TEACHER_TRUNCATED
 
 __all__ = ["model_card"]
 
@@ -140,8 +140,8 @@ def _usage(model: str, sampler: ModelSampler) -> list[str]:
     ]
     if masked:
         lines += [
-            "from rsd_engine import config",
-            "from rsd_engine.generate import ModelSampler",
+            "from rsd_engine.io import config",
+            "from rsd_engine.evaluate.generate import ModelSampler",
             "mask = ModelSampler.from_preset(config.load(\"DIR/preset.toml\")).seed_masks(range(16))  # the engine's masks of seeds 0–15",
             "images = pipe(seeds=range(16), mask=mask).images   # 16 PIL images",
         ]

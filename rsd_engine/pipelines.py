@@ -4,13 +4,13 @@ An exported folder holds the bare ``UNet2DModel`` under ``unet/`` (loadable by d
 in model_index.json, the pipeline class and its settings: the EDM preconditioning (σ_d, σ_min,
 σ_max, mask channels k) and the sampler's own (σ_init, or Heun steps, ρ and the truncation σ). At
 call time the pipeline puts the engine's preconditioning around the UNet
-(:class:`rsd_engine.networks.UNetDenoiser`, EDM Table 1 with the mask rule of docs/method.md §2.1)
+(:class:`rsd_engine.models.networks.UNetDenoiser`, EDM Table 1 with the mask rule of docs/method.md §2.1)
 and runs the engine's sampler, so the images are those ``rsd-engine sample`` draws:
 
 - :class:`RSDOneStepPipeline`: the generator, x = G(σ_init·z; σ_init) (docs/method.md §3.1);
 - :class:`RSDHeunPipeline`: the teacher, EDM Heun (Algorithm 1), full or truncated (docs/method.md §4.1).
 
-Latents come from ``seeds`` (one ``torch.Generator`` per seed, :func:`rsd_engine.generate.latents`,
+Latents come from ``seeds`` (one ``torch.Generator`` per seed, :func:`rsd_engine.evaluate.generate.latents`,
 the engine's rule), a ``generator`` (one, or one per image), or ``latents`` given directly. With the
 same seeds, weights and batch split (the engine draws ``eval.batch_size`` images per network call)
 the images equal the engine's bit for bit; other batch sizes can differ in the last float bits.
@@ -28,12 +28,12 @@ import torch
 from diffusers import DiffusionPipeline, ImagePipelineOutput, UNet2DModel
 from diffusers.utils.torch_utils import randn_tensor
 
-from .generate import latents as seed_latents
-from .grids import grid_image
-from .metrics import quantize
-from .networks import UNetDenoiser
+from .evaluate.generate import latents as seed_latents
+from .evaluate.grids import grid_image
+from .evaluate.metrics import quantize
+from .evaluate.sampling import heun_sample, one_step_generate
+from .models.networks import UNetDenoiser
 from .operators import PixelMask
-from .sampling import heun_sample, one_step_generate
 
 __all__ = ["RSDOneStepPipeline", "RSDHeunPipeline", "OUTPUT_TYPES"]
 

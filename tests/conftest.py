@@ -5,11 +5,11 @@ from __future__ import annotations
 import pytest
 import torch
 
-from rsd_engine import config as cfg
-from rsd_engine.checkpoints import save_checkpoint
-from rsd_engine.networks import EDMPrecond
+from rsd_engine.io import config as cfg
+from rsd_engine.io.runs import GENERATOR_FINAL, TEACHER_FINAL, RunDir
+from rsd_engine.models.networks import EDMPrecond
 from rsd_engine.operators import OPERATORS
-from rsd_engine.runs import GENERATOR_FINAL, TEACHER_FINAL, RunDir
+from rsd_engine.train.checkpoints import save_checkpoint
 
 TINY_PRESET = """
 [run]

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from rsd_engine import config as cfg
+from rsd_engine.io import config as cfg
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
 import quality_table  # noqa: E402

@@ -11,7 +11,7 @@ import time
 import pytest
 
 from rsd_engine.cli import main
-from rsd_engine.runs import RunDir
+from rsd_engine.io.runs import RunDir
 
 
 @pytest.fixture
@@ -143,7 +143,7 @@ def test_two_processes_over_gloo(preset_file, tmp_path):
 
 def test_two_processes_stop_together_when_only_one_is_signalled(preset_file, tmp_path):
     """SIGTERM to the second of two processes only: both agree at the next step's collective check
-    (rsd_engine.signals.StopPolicy), the main process writes the checkpoint and the ``stopped`` state,
+    (rsd_engine.io.signals.StopPolicy), the main process writes the checkpoint and the ``stopped`` state,
     and the launch ends instead of hanging in a collective that one process missed."""
     psutil = pytest.importorskip("psutil")
     out = tmp_path / "run"

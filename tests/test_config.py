@@ -4,7 +4,7 @@ from pathlib import Path
 
 import pytest
 
-from rsd_engine import config as cfg
+from rsd_engine.io import config as cfg
 
 PRESETS = sorted((Path(__file__).parents[1] / "presets").glob("*.toml"))
 

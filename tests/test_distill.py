@@ -4,13 +4,13 @@ answer (the generator matches the data mean and covariance for α in {0.5, 1.0, 
 import pytest
 import torch
 
-from rsd_engine.distill import generator_loss, sid_generator_loss
-from rsd_engine.measurement import Measurement
-from rsd_engine.networks import EDMPrecond, frozen
-from rsd_engine.objectives import Objective
+from rsd_engine.evaluate.sampling import karras_sigma
+from rsd_engine.models.networks import EDMPrecond, frozen
 from rsd_engine.operators import OPERATORS
-from rsd_engine.sampling import karras_sigma
-from rsd_engine.stage import sanitise_grads
+from rsd_engine.operators.measurement import Measurement
+from rsd_engine.train.distill import generator_loss, sid_generator_loss
+from rsd_engine.train.objectives import Objective
+from rsd_engine.train.stage import sanitise_grads
 
 
 def test_loss_matches_the_expanded_form():
@@ -141,7 +141,7 @@ def test_generator_step_sigma_t_range(floor):
 
 
 def test_sigma_t_min_outside_the_generator_range_is_refused():
-    from rsd_engine import config as cfg
+    from rsd_engine.io import config as cfg
 
     for bad in (0.001, 30.0):
         with pytest.raises(cfg.PresetError, match="distill.sigma_t_min"):

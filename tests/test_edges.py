@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from rsd_engine import config as cfg
+from rsd_engine.io import config as cfg
 from rsd_engine.cli import main
 from rsd_engine.data.sources import DataError, read_images
 
@@ -56,7 +56,7 @@ def test_sizes_beyond_any_machine_are_refused_at_validate(capsys, preset_file, o
 
 def test_sizes_that_do_not_fit_this_machine_are_refused_with_what_fits(capsys, preset_file, monkeypatch):
     """With 256 MiB of memory, the largest teacher batch the error allows is accepted and one more refused."""
-    from rsd_engine import budget
+    from rsd_engine.train import budget
 
     monkeypatch.setattr(budget, "_host_ram", lambda: 256 * 2**20)
     code, err = _validate(capsys, preset_file, "teacher.batch_size=60000")
@@ -71,7 +71,7 @@ def test_sizes_that_do_not_fit_this_machine_are_refused_with_what_fits(capsys, p
 
 
 def test_a_run_too_large_for_the_machine_starts_no_work(preset_file, tmp_path, monkeypatch, capsys):
-    from rsd_engine import budget
+    from rsd_engine.train import budget
 
     monkeypatch.setattr(budget, "_host_ram", lambda: 64 * 2**20)
     out = tmp_path / "run"
@@ -289,7 +289,7 @@ def test_a_full_disk_mid_run_ends_in_one_error_and_a_failed_run(tmp_path, tiny_p
     from workbench.launcher import Launcher
     from workbench.run_reader import run_row
 
-    from rsd_engine.runs import RunDir
+    from rsd_engine.io.runs import RunDir
 
     preset = tmp_path / "tiny.toml"
     preset.write_text(tiny_preset_text)
@@ -319,7 +319,7 @@ def test_a_running_status_whose_process_ended_reads_failed_everywhere(tmp_path):
     from workbench.launcher import Launcher
     from workbench.run_reader import run_row
 
-    from rsd_engine.runs import RunDir, run_state, this_host
+    from rsd_engine.io.runs import RunDir, run_state, this_host
 
     ended = subprocess.Popen([sys.executable, "-c", "pass"])
     ended.wait()
@@ -344,9 +344,9 @@ def test_a_failure_in_distillation_says_stage_distill(tmp_path, tiny_preset_text
     last seen evaluating must not keep saying "evaluate"."""
     import torch
 
-    from rsd_engine.checkpoints import save_checkpoint
-    from rsd_engine.networks import EDMPrecond
-    from rsd_engine.runs import TEACHER_FINAL, RunDir
+    from rsd_engine.train.checkpoints import save_checkpoint
+    from rsd_engine.models.networks import EDMPrecond
+    from rsd_engine.io.runs import TEACHER_FINAL, RunDir
 
     preset = cfg.loads(tiny_preset_text, FID_OFF)
     run = RunDir.create(tmp_path / "run", cfg.dumps(preset))
@@ -361,9 +361,9 @@ def test_a_failure_in_distillation_says_stage_distill(tmp_path, tiny_preset_text
 
 
 def test_a_kill_during_a_grid_write_is_made_good_on_resume(tiny_preset, tmp_path, monkeypatch):
-    from rsd_engine import evaluation
+    from rsd_engine.evaluate import evaluation
     from rsd_engine.experiment import Experiment, make_accelerator
-    from rsd_engine.runs import RunDir
+    from rsd_engine.io.runs import RunDir
 
     preset = cfg.loads(cfg.dumps(tiny_preset), ["eval.teacher_every_kimg=0.032", "teacher.checkpoint_every_kimg=0.032", "eval.grid_n=4", *FID_OFF])
     run = RunDir.create(tmp_path / "run", cfg.dumps(preset))

@@ -20,13 +20,13 @@ import pytest
 import torch
 from torch import nn
 
-from rsd_engine import config as cfg
 from rsd_engine import load_edm_teacher
-from rsd_engine.checkpoints import load_network
 from rsd_engine.cli import main
-from rsd_engine.edm_pickle import EDMPickleError, read_pickle
-from rsd_engine.networks import SongUNetPrecond
-from rsd_engine.runs import FINAL_NETWORK, TEACHER_FINAL, RunDir
+from rsd_engine.io import config as cfg
+from rsd_engine.io.runs import FINAL_NETWORK, TEACHER_FINAL, RunDir
+from rsd_engine.models.edm_pickle import EDMPickleError, read_pickle
+from rsd_engine.models.networks import SongUNetPrecond
+from rsd_engine.train.checkpoints import load_network
 
 SIZES = dict(model_channels=16, channel_mult=[1, 2], num_blocks=1, attn_resolutions=[16], dropout=0.1, augment_dim=9)
 

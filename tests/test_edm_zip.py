@@ -10,9 +10,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from rsd_engine import config as cfg
 from rsd_engine.cli import main
 from rsd_engine.data import DataError, clean_reference, read_images
+from rsd_engine.io import config as cfg
 
 
 def write_edm_zip(path, n: int = 12, size: int = 16, mode: str = "RGB", labels: bool = True):

@@ -2,7 +2,7 @@
 
 import torch
 
-from rsd_engine.ema import ema_beta, update_ema
+from rsd_engine.train.ema import ema_beta, update_ema
 
 
 def test_first_update_with_rampup_has_beta_zero():

@@ -18,16 +18,16 @@ from safetensors.torch import load_file, safe_open
 from safetensors.torch import save_file
 
 from rsd_engine import assembly
-from rsd_engine import config as cfg
-from rsd_engine.checkpoints import load_checkpoint, load_network, save_checkpoint
+from rsd_engine.io import config as cfg
+from rsd_engine.train.checkpoints import load_checkpoint, load_network, save_checkpoint
 from rsd_engine.cli import main
 from rsd_engine.export import ExportError, export_network, export_run
-from rsd_engine.generate import ModelSampler, latents
-from rsd_engine.networks import EDMPrecond
+from rsd_engine.evaluate.generate import ModelSampler, latents
+from rsd_engine.models.networks import EDMPrecond
 from rsd_engine.operators import PixelMask
 from rsd_engine.pipelines import RSDHeunPipeline, RSDOneStepPipeline
-from rsd_engine.runs import GENERATOR_FINAL, RunDir
-from rsd_engine.sampling import one_step_generate
+from rsd_engine.io.runs import GENERATOR_FINAL, RunDir
+from rsd_engine.evaluate.sampling import one_step_generate
 
 from conftest import TINY_PRESET
 
@@ -82,7 +82,7 @@ def test_checkpoints_store_the_diffusers_config_and_old_checkpoints_still_load(t
 
 
 def test_distillation_refuses_a_teacher_of_another_network(tmp_path, finished_run):
-    from rsd_engine.training import rsd_stage
+    from rsd_engine.train.training import rsd_stage
 
     run = finished_run(tmp_path / "run")
     wider = cfg.loads(TINY_PRESET, ["network.block_out_channels=[16, 48]"])
@@ -151,7 +151,7 @@ def test_exported_generator_reproduces_rsd_engine_sample_in_a_fresh_interpreter(
     assert main(["sample", str(tiny_run), "--n", "8", "--seed-start", "3", "--out", str(grid)]) == 0  # one engine batch (eval.batch_size 8)
     code = (
         "import sys\n"
-        "from rsd_engine.grids import save_grid\n"
+        "from rsd_engine.evaluate.grids import save_grid\n"
         "from rsd_engine.pipelines import RSDOneStepPipeline\n"
         "pipe = RSDOneStepPipeline.from_pretrained(sys.argv[1])\n"
         "save_grid(pipe(seeds=range(3, 11), output_type='pt').images, sys.argv[2])\n"

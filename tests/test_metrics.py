@@ -5,7 +5,7 @@ the reference cache (docs/method.md §4.2)."""
 import pytest
 import torch
 
-from rsd_engine import metrics as M
+from rsd_engine.evaluate import metrics as M
 
 
 def test_quantiser_maps_the_range_ends_and_centre():

@@ -10,7 +10,7 @@ import pytest
 import torch
 from conftest import write_nifti
 
-from rsd_engine import config
+from rsd_engine.io import config
 from rsd_engine.data import DataError, check_data, clean_reference, read_images, source_identity
 from rsd_engine.data.mri import FASTMRI_CROP, fastmri_slices, nifti_slices, smooth_phase
 from rsd_engine.operators.coils import birdcage_maps

@@ -8,13 +8,13 @@ import pytest
 import torch
 
 from rsd_engine import assembly
-from rsd_engine import config
-from rsd_engine.distill import fake_score_loss, generator_loss
-from rsd_engine.generate import ModelSampler
-from rsd_engine.measurement import Measurement
-from rsd_engine.metrics import display_images, quantize
-from rsd_engine.networks import EDMPrecond
-from rsd_engine.objectives import Objective, ambient_fourier_loss
+from rsd_engine.io import config
+from rsd_engine.train.distill import fake_score_loss, generator_loss
+from rsd_engine.evaluate.generate import ModelSampler
+from rsd_engine.operators.measurement import Measurement
+from rsd_engine.evaluate.metrics import display_images, quantize
+from rsd_engine.models.networks import EDMPrecond
+from rsd_engine.train.objectives import Objective, ambient_fourier_loss
 from rsd_engine.operators import KSpaceLines, MultiCoilMRI
 from rsd_engine.operators.coils import birdcage_maps, normalise_maps
 from rsd_engine.operators.fourier import fft2c, ifft2c, to_channels, to_complex

@@ -5,9 +5,9 @@ the live FID and re-evaluation paths are the image operators', tested in test_cl
 
 from __future__ import annotations
 
-from rsd_engine.checkpoints import load_checkpoint
 from rsd_engine.cli import main
-from rsd_engine.runs import FINAL_NETWORK, TEACHER_FINAL, RunDir
+from rsd_engine.io.runs import FINAL_NETWORK, TEACHER_FINAL, RunDir
+from rsd_engine.train.checkpoints import load_checkpoint
 
 
 def test_tiny_mri_run_end_to_end(tmp_path, tiny_mri_preset_text, capsys):

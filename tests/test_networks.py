@@ -4,7 +4,7 @@ import math
 
 import torch
 
-from rsd_engine.networks import EDMPrecond
+from rsd_engine.models.networks import EDMPrecond
 
 
 def _net(cond=0):

@@ -2,8 +2,12 @@
 
 import torch
 
-from rsd_engine.networks import EDMPrecond
-from rsd_engine.objectives import ambient_tweedie_loss, edm_loss, sample_training_sigma
+from rsd_engine.models.networks import EDMPrecond
+from rsd_engine.train.objectives import (
+    ambient_tweedie_loss,
+    edm_loss,
+    sample_training_sigma,
+)
 
 
 def edm_weight(sigma, sigma_data):
@@ -98,7 +102,7 @@ def test_above_noise_sampling_is_the_lognormal_conditioned_on_sigma_above_the_no
     log-normal (checked at two quantiles), and the default draws are the plain log-normal's, bit for bit."""
     import math
 
-    from rsd_engine.objectives import sample_training_sigma
+    from rsd_engine.train.objectives import sample_training_sigma
 
     torch.manual_seed(0)
     plain = sample_training_sigma(7, -1.2, 1.2)
@@ -118,9 +122,9 @@ def test_above_noise_sampling_is_the_lognormal_conditioned_on_sigma_above_the_no
 def test_above_noise_objective_has_no_idle_draws():
     """With clamping about a third of the draws sit at σ_c, where the Ambient-Tweedie loss is exactly 0;
     conditioned on σ > σ_c none does."""
-    from rsd_engine.measurement import Measurement
-    from rsd_engine.objectives import Objective
     from rsd_engine.operators import OPERATORS
+    from rsd_engine.operators.measurement import Measurement
+    from rsd_engine.train.objectives import Objective
 
     net = EDMPrecond(resolution=8, channels=1, block_out_channels=(8, 16), norm_groups=4)
     measurement = Measurement(OPERATORS["identity"](1, 8), 0.2, 0)

@@ -7,8 +7,8 @@ import pytest
 import torch
 
 from rsd_engine import assembly
-from rsd_engine import config
-from rsd_engine.measurement import Measurement
+from rsd_engine.io import config
+from rsd_engine.operators.measurement import Measurement
 from rsd_engine.operators import (
     OPERATORS,
     BoxInpainting,
@@ -376,7 +376,7 @@ def test_schema_fields_flatten_operator_tables():
 
 @pytest.mark.parametrize("name", NAMES)
 def test_preview_grid_rows(name, tmp_path):
-    from rsd_engine.preview import preview_grid, preview_rows
+    from rsd_engine.operators.preview import preview_grid, preview_rows
 
     p = _preset(f'[data]\nresolution = 16\n[network]\nblock_out_channels = [8]\nnorm_groups = 4\n[corruption]\noperator = "{name}"\n')
     rows = preview_rows(p, assembly.build_measurement(p), 3)

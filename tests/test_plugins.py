@@ -12,11 +12,11 @@ from pathlib import Path
 import pytest
 
 from rsd_engine import assembly
-from rsd_engine import config as cfg
 from rsd_engine.cli import main
-from rsd_engine.conformance import run_checks
+from rsd_engine.io import config as cfg
+from rsd_engine.io.runs import RunDir
 from rsd_engine.operators import OPERATORS
-from rsd_engine.runs import RunDir
+from rsd_engine.operators.conformance import run_checks
 
 EXAMPLE = Path(__file__).resolve().parents[1] / "examples" / "rsd-example-operator"
 EXAMPLE_SOURCE = EXAMPLE / "rsd_example_operator" / "__init__.py"

@@ -17,12 +17,12 @@ import tomli
 import torch
 
 from rsd_engine import assembly
-from rsd_engine import config as cfg
 from rsd_engine.data import check_data, training_measurements
 from rsd_engine.data.sources import DataError
-from rsd_engine.generate import ModelSampler
-from rsd_engine.networks import EDMPrecond
-from rsd_engine.runs import GENERATOR
+from rsd_engine.evaluate.generate import ModelSampler
+from rsd_engine.io import config as cfg
+from rsd_engine.io.runs import GENERATOR
+from rsd_engine.models.networks import EDMPrecond
 
 BASE = """
 [run]

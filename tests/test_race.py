@@ -4,10 +4,10 @@ and metrics.json), training seconds that survive a resume, and ``eval.models``."
 
 import pytest
 
-from rsd_engine import config as cfg
+from rsd_engine.io import config as cfg
 from rsd_engine.cli import main
-from rsd_engine.evaluation import BaselineFound, Evaluation, find_teacher_baseline
-from rsd_engine.runs import GENERATOR_BEATS_TEACHER, RACE, TEACHER_BASELINE, RunDir, first_crossing, teacher_baseline
+from rsd_engine.evaluate.evaluation import BaselineFound, Evaluation, find_teacher_baseline
+from rsd_engine.io.runs import GENERATOR_BEATS_TEACHER, RACE, TEACHER_BASELINE, RunDir, first_crossing, teacher_baseline
 
 LIVE = ["eval.live_fid_n=4", "eval.grid_n=4", "eval.teacher_every_kimg=0.064", "eval.distill_every_kimg=0.016"]
 

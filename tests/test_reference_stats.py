@@ -7,12 +7,12 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from rsd_engine import config as cfg
-from rsd_engine import metrics as M
+from rsd_engine.io import config as cfg
+from rsd_engine.evaluate import metrics as M
 from rsd_engine.cli import main
 from rsd_engine.data import training_measurements
-from rsd_engine.evaluation import Evaluator
-from rsd_engine.generate import Samples
+from rsd_engine.evaluate.evaluation import Evaluator
+from rsd_engine.evaluate.generate import Samples
 from rsd_engine import assembly
 
 

@@ -5,10 +5,10 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from rsd_engine import config as cfg
+from rsd_engine.io import config as cfg
 from rsd_engine.experiment import Experiment, make_accelerator
-from rsd_engine.runs import RunDir
-from rsd_engine.signals import StopPolicy, StopRequested
+from rsd_engine.io.runs import RunDir
+from rsd_engine.io.signals import StopPolicy, StopRequested
 
 
 def _pipeline(preset, path):
@@ -72,7 +72,7 @@ def test_checkpoint_loads_in_a_fresh_interpreter(tiny_preset, tmp_path):
     pipe = _pipeline(tiny_preset, tmp_path / "run")
     pipe.train_teacher()
     code = (
-        "import sys, torch; from rsd_engine.checkpoints import load_network;"
+        "import sys, torch; from rsd_engine.train.checkpoints import load_network;"
         "net = load_network(sys.argv[1], 'ema'); x = torch.zeros(1, 1, 32, 32);"
         "print(tuple(net(x, 1.0).shape))"
     )
@@ -82,7 +82,7 @@ def test_checkpoint_loads_in_a_fresh_interpreter(tiny_preset, tmp_path):
 
 
 def test_interrupted_checkpoint_swap_falls_back_to_previous(tmp_path):
-    from rsd_engine.checkpoints import checkpoint_exists, load_checkpoint, save_checkpoint
+    from rsd_engine.train.checkpoints import checkpoint_exists, load_checkpoint, save_checkpoint
 
     net = torch.nn.Linear(2, 2)
     save_checkpoint(tmp_path / "ck", {"net": net}, {"images_seen": 1}, "")
@@ -94,7 +94,7 @@ def test_interrupted_checkpoint_swap_falls_back_to_previous(tmp_path):
 def test_resume_takes_the_edited_learning_rate_not_the_saved_one(tmp_path):
     """A distillation resumed after editing its learning rate must use the new one (the optimiser's
     saved state would otherwise bring the old one back), while Adam's moments are restored."""
-    from rsd_engine.checkpoints import load_checkpoint, save_checkpoint
+    from rsd_engine.train.checkpoints import load_checkpoint, save_checkpoint
 
     net = torch.nn.Linear(2, 2)
     opt = torch.optim.Adam(net.parameters(), lr=1e-4, betas=(0.0, 0.999))
@@ -114,7 +114,7 @@ def test_resume_takes_the_edited_learning_rate_not_the_saved_one(tmp_path):
 @pytest.fixture
 def stop_flag():
     """The engine's process-wide stop flag (what SIGTERM sets), cleared before and after."""
-    from rsd_engine.signals import STOP
+    from rsd_engine.io.signals import STOP
 
     STOP.clear()
     yield STOP
@@ -130,7 +130,7 @@ def _evaluating_teacher(tiny_preset, path, *extra):
 
 
 def _assert_stopped_at_the_evaluation(exp):
-    from rsd_engine.checkpoints import load_checkpoint
+    from rsd_engine.train.checkpoints import load_checkpoint
 
     assert load_checkpoint(exp.run.latest("teacher")).state["images_seen"] == 32  # checkpoint of the evaluated step
     assert not (exp.run.checkpoints / "teacher-final").exists()
@@ -138,7 +138,7 @@ def _assert_stopped_at_the_evaluation(exp):
 
 
 def test_stop_signal_interrupts_the_live_sampling_between_batches(tiny_preset, tmp_path, monkeypatch, stop_flag):
-    from rsd_engine import generate
+    from rsd_engine.evaluate import generate
 
     exp = _evaluating_teacher(tiny_preset, tmp_path / "run")
     batches = []
@@ -158,7 +158,7 @@ def test_stop_signal_interrupts_the_live_sampling_between_batches(tiny_preset, t
 
 
 def test_stop_signal_interrupts_the_live_fid_features_between_batches(tiny_preset, tmp_path, monkeypatch, stop_flag):
-    from rsd_engine import evaluation
+    from rsd_engine.evaluate import evaluation
 
     weights = tmp_path / "fake-inception.pt"
     weights.write_bytes(b"fake")

@@ -13,18 +13,18 @@ from accelerate import Accelerator
 from safetensors import safe_open
 from safetensors.torch import load_file, save_file
 
-from rsd_engine import config as cfg
-from rsd_engine import training
+from rsd_engine.io import config as cfg
+from rsd_engine.train import training
 from rsd_engine.cli import main
-from rsd_engine.finite import NonFiniteError
-from rsd_engine.measurement import Measurement
-from rsd_engine.metrics import extract_features, fid_from_features, kid_from_features, psnr_ssim, quantize
+from rsd_engine.train.finite import NonFiniteError
+from rsd_engine.operators.measurement import Measurement
+from rsd_engine.evaluate.metrics import extract_features, fid_from_features, kid_from_features, psnr_ssim, quantize
 from rsd_engine.operators import OPERATORS
 from rsd_engine.operators.inpainting import apply_mask, further_mask
-from rsd_engine.processes import process_shortfall, requested_processes
-from rsd_engine.runs import RunDir
-from rsd_engine.signals import STOP
-from rsd_engine.stage import EMA, Stage, StageRunner
+from rsd_engine.io.processes import process_shortfall, requested_processes
+from rsd_engine.io.runs import RunDir
+from rsd_engine.io.signals import STOP
+from rsd_engine.train.stage import EMA, Stage, StageRunner
 
 
 @pytest.fixture

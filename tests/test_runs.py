@@ -8,9 +8,9 @@ import json
 import pytest
 
 from rsd_engine import assembly
-from rsd_engine import config as cfg
-from rsd_engine.generate import ModelSampler
-from rsd_engine.runs import MODELS, RunDir, default_run_folder, is_valid_name, parse_snapshot, snapshot_name
+from rsd_engine.io import config as cfg
+from rsd_engine.evaluate.generate import ModelSampler
+from rsd_engine.io.runs import MODELS, RunDir, default_run_folder, is_valid_name, parse_snapshot, snapshot_name
 from rsd_engine.seeding import epoch_seed, item_rng, step_seed
 
 

@@ -3,9 +3,9 @@ exact denoiser."""
 
 import torch
 
-from rsd_engine.networks import EDMPrecond
+from rsd_engine.evaluate.sampling import heun_sample, karras_sigmas, one_step_generate
+from rsd_engine.models.networks import EDMPrecond
 from rsd_engine.operators import PixelMask
-from rsd_engine.sampling import heun_sample, karras_sigmas, one_step_generate
 
 
 class _IsoGaussian(torch.nn.Module):

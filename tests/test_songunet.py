@@ -5,9 +5,9 @@ from __future__ import annotations
 import pytest
 import torch
 
-from rsd_engine import config as cfg
-from rsd_engine.checkpoints import load_network, save_checkpoint
-from rsd_engine.networks import EDMPrecond, SongUNetPrecond, build_network, count_parameters, network_differences
+from rsd_engine.io import config as cfg
+from rsd_engine.train.checkpoints import load_network, save_checkpoint
+from rsd_engine.models.networks import EDMPrecond, SongUNetPrecond, build_network, count_parameters, network_differences
 
 TINY_DDPMPP = '[data]\nresolution = 16\n[network]\narchitecture = "ddpmpp"\nmodel_channels = 8\nchannel_mult = [1, 2]\nnum_blocks = 1\nattn_resolutions = [8]\n'
 

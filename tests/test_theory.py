@@ -8,9 +8,9 @@ import pytest
 import torch
 
 from rsd_engine.cli import main
-from rsd_engine.networks import EDMDenoiser
-from rsd_engine.objectives import ambient_tweedie_loss
-from rsd_engine.sampling import heun_sample
+from rsd_engine.models.networks import EDMDenoiser
+from rsd_engine.train.objectives import ambient_tweedie_loss
+from rsd_engine.evaluate.sampling import heun_sample
 from rsd_engine.theory.experiment import CleanLaw, TheoryConfig, distill_linear, null_direction_drift
 from rsd_engine.theory.gaussian import (
     GaussianDenoiser,

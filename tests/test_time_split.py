@@ -7,12 +7,12 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from rsd_engine import config as cfg
+from rsd_engine.io import config as cfg
 from rsd_engine.cli import main
 from rsd_engine.experiment import Experiment, make_accelerator
-from rsd_engine.reuse import evaluation_key, find_earlier, weights_digest
-from rsd_engine.runs import RunDir
-from rsd_engine.timing import BASELINE, FINAL, LIVE, REFERENCE, STARTUP, TIMING, WALL, split_table, time_split
+from rsd_engine.evaluate.reuse import evaluation_key, find_earlier, weights_digest
+from rsd_engine.io.runs import RunDir
+from rsd_engine.io.timing import BASELINE, FINAL, LIVE, REFERENCE, STARTUP, TIMING, WALL, split_table, time_split
 
 
 def _t(part, seconds, **fields):
@@ -160,7 +160,7 @@ def test_workbench_shows_the_same_split(tmp_path):
 
 def test_channels_last_features_equal_nchw_ones():
 
-    from rsd_engine.metrics import extract_features, load_feature_network, tf1_resize
+    from rsd_engine.evaluate.metrics import extract_features, load_feature_network, tf1_resize
 
     net = load_feature_network()
     imgs = torch.randint(0, 256, (2, 1, 32, 32), dtype=torch.uint8, generator=torch.Generator().manual_seed(0))

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from rsd_engine.runs import RACE, RunDir
+from rsd_engine.io.runs import RACE, RunDir
 
 from workbench import preset_edit as pe
 from workbench import run_reader
@@ -200,7 +200,7 @@ def test_preset_store_shipped_read_only_and_user_presets(tmp_path):
 # --------------------------------------------------------------------------------------------
 # the preset form
 def test_form_covers_every_schema_field_with_help_text():
-    from rsd_engine import config
+    from rsd_engine.io import config
 
     names = {f.name for f in pe.form_fields()}
     for entry in config.schema_fields():
@@ -260,7 +260,7 @@ def test_switching_the_operator_drops_the_old_operators_table():
 
 
 def test_nested_operator_tables_become_operator_fields(monkeypatch):
-    from rsd_engine import config
+    from rsd_engine.io import config
 
     original = config.schema_fields
 

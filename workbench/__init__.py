@@ -2,8 +2,8 @@
 
 The workbench talks to the engine only through preset files, run folders and the engine's CLI
 (``python -m rsd_engine …``); it reads the preset schema and validates presets with
-``rsd_engine.config`` so that the form and its error messages are the engine's own, and reads run
-folders (and records a dead run's final state) with ``rsd_engine.runs``, the folder's one owner.
+``rsd_engine.io.config`` so that the form and its error messages are the engine's own, and reads run
+folders (and records a dead run's final state) with ``rsd_engine.io.runs``, the folder's one owner.
 
 Modules, one job each:
 

@@ -15,7 +15,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from rsd_engine.runs import EXPORT_MODELS, EXPORT_WEIGHTS, FINAL_STATES, RunDir, default_run_folder, read_json_object
+from rsd_engine.io.runs import EXPORT_MODELS, EXPORT_WEIGHTS, FINAL_STATES, RunDir, default_run_folder, read_json_object
 
 from . import preset_edit, run_reader
 from .launcher import RECORD_NAME, LaunchError, Launcher
@@ -267,7 +267,7 @@ class Workbench:
     # -- runs ----------------------------------------------------------------------------------
     def default_run_name(self, preset_run_name: str) -> str:
         """``<run.name>-<YYYYmmdd-HHMMSS>``, made unique in the runs folder (the engine's
-        :func:`rsd_engine.runs.default_run_folder`)."""
+        :func:`rsd_engine.io.runs.default_run_folder`)."""
         return default_run_folder(preset_run_name or "run", lambda name: (self.runs_dir / name).exists())
 
     @_wrap

@@ -13,7 +13,7 @@ Endpoints: ``/list_presets``, ``/get_preset``, ``/validate_preset``, ``/effectiv
 
 from __future__ import annotations
 
-from rsd_engine.runs import CLEAN_GRID
+from rsd_engine.io.runs import CLEAN_GRID
 
 from . import run_reader
 from .api import Workbench, WorkbenchError

@@ -18,7 +18,7 @@ freezes the effective preset into ``RUN/preset.toml`` itself.
 Stop sends SIGTERM to the whole group (the engine writes a final checkpoint and sets state
 "stopped"), waits ``grace_s`` seconds and then sends SIGKILL to whatever is left. When a process
 ends without a final state in status.json, the workbench has the engine's run folder record one
-(:meth:`rsd_engine.runs.RunDir.mark_ended`: ``stopped`` when a stop was asked for, ``failed``
+(:meth:`rsd_engine.io.runs.RunDir.mark_ended`: ``stopped`` when a stop was asked for, ``failed``
 otherwise) so the page never shows a dead run as running.
 """
 
@@ -34,8 +34,8 @@ import time
 from pathlib import Path
 from typing import Any
 
-from rsd_engine.processes import proc_stat, process_alive
-from rsd_engine.runs import FINAL_STATES, RunDir, atomic_write_json, read_json_object
+from rsd_engine.io.processes import proc_stat, process_alive
+from rsd_engine.io.runs import FINAL_STATES, RunDir, atomic_write_json, read_json_object
 
 from .names import BadName, check_name, inside
 
@@ -209,7 +209,7 @@ class Launcher:
         Raises:
             BadName: not a plain name.
             LaunchError: no such run, the run is still running, it has no frozen preset, or no
-                checkpoint to continue from (:meth:`rsd_engine.runs.RunDir.has_checkpoint`).
+                checkpoint to continue from (:meth:`rsd_engine.io.runs.RunDir.has_checkpoint`).
         """
         run, run_dir = self._existing_run(run)
         if self.is_alive(run):
@@ -306,7 +306,7 @@ class Launcher:
 
     def state(self, run: str) -> str:
         """The run's state for the page: the status.json state as the engine reads it (a dead ``running``
-        process is ``failed``, :func:`rsd_engine.runs.run_state`), or ``starting`` / ``unknown``."""
+        process is ``failed``, :func:`rsd_engine.io.runs.run_state`), or ``starting`` / ``unknown``."""
         state = RunDir(self.run_dir(run)).state()
         if state:
             return state

@@ -3,7 +3,7 @@
 Every name that arrives from the page or the API passes through :func:`check_name` before it
 becomes a path, and :func:`inside` resolves the final path and checks that it still lies in the
 folder it belongs to (symbolic links included). Nothing in the workbench opens a path built from
-user input any other way. The rule itself is the engine's (:data:`rsd_engine.runs.NAME_RULE`), the
+user input any other way. The rule itself is the engine's (:data:`rsd_engine.io.runs.NAME_RULE`), the
 one ``run.name`` obeys, so every run name the engine accepts is one the workbench shows.
 """
 
@@ -12,7 +12,7 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-from rsd_engine.runs import NAME_RULE, is_valid_name
+from rsd_engine.io.runs import NAME_RULE, is_valid_name
 
 __all__ = ["BadName", "check_name", "inside", "NAME_RULE"]
 

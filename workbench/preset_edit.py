@@ -1,10 +1,10 @@
 """The preset form: schema fields, reading/writing single fields of TOML text, validation.
 
 Gradio-free, so it is tested directly. The form is generated from
-:func:`rsd_engine.config.schema_fields`; nested tables (operator parameters such as
+:func:`rsd_engine.io.config.schema_fields`; nested tables (operator parameters such as
 ``corruption.gaussian_blur.kernel_size``) become sub-fields tied to their operator. Edits go through
 ``tomlkit`` so comments and layout of a preset survive a form edit. Validation is the engine's own
-(:func:`rsd_engine.config.loads` and :func:`rsd_engine.assembly.check`), so every message names the
+(:func:`rsd_engine.io.config.loads` and :func:`rsd_engine.assembly.check`), so every message names the
 dotted field; a plug-in operator is checked, and its parameter fields read, through the engine's command
 line (:func:`plugin_fields`), never imported into the web server.
 """
@@ -160,7 +160,7 @@ def _infer_type(value: Any) -> str:
 @lru_cache(maxsize=1)
 def operator_choices() -> tuple[str, ...]:
     """Names of the engine's forward operators (``corruption.operator``), empty if unknown."""
-    from rsd_engine import config
+    from rsd_engine.io import config
 
     for entry in config.schema_fields():
         if entry["section"] == "corruption" and entry["key"] == "operator":
@@ -179,7 +179,7 @@ def form_fields() -> list[FormField]:
 
 @lru_cache(maxsize=1)
 def _form_fields() -> tuple[FormField, ...]:
-    from rsd_engine import config
+    from rsd_engine.io import config
 
     ops = set(operator_choices())
     out: list[FormField] = []
@@ -381,7 +381,7 @@ class Validation:
         effective: the effective preset as TOML (every field), when valid.
         run_name: ``run.name`` of the effective preset, when valid.
         num_processes, mixed_precision: from ``[accelerate]``, when valid.
-        not_here: what a valid preset needs and this machine lacks (:class:`rsd_engine.config.NotHereError`:
+        not_here: what a valid preset needs and this machine lacks (:class:`rsd_engine.io.config.NotHereError`:
             its data, a checkpoint, memory), ``(dotted field, message)`` pairs, told apart from the
             preset's own problems; it makes ``ok`` false only when paths were asked for.
         data_only: every ``not_here`` entry is a missing data path.
@@ -430,9 +430,9 @@ def md_text(text: str) -> str:
 
 
 def validate(text: str, source: str | None = None, paths: bool = False, env: dict[str, str] | None = None) -> Validation:
-    """Validate preset text with the engine (:func:`rsd_engine.config.loads` and the operator checks of
+    """Validate preset text with the engine (:func:`rsd_engine.io.config.loads` and the operator checks of
     :func:`rsd_engine.assembly.check`), then what a valid preset needs from this machine
-    (:func:`rsd_engine.config.check_here`: its paths and memory), as ``rsd-engine validate`` does; the
+    (:func:`rsd_engine.io.config.check_here`: its paths and memory), as ``rsd-engine validate`` does; the
     latter are kept apart in ``not_here`` ("valid preset; its data is not here"). They make the preset
     not ``ok`` only with ``paths``: saving does not need them (a copied GPU preset is saved first, then
     its ``data.path`` edited); preview and launch do.
@@ -444,7 +444,7 @@ def validate(text: str, source: str | None = None, paths: bool = False, env: dic
     Never raises for a bad preset: problems come back named by field. An unexpected engine
     exception is reported as a problem of field ``"(engine)"``.
     """
-    from rsd_engine import config
+    from rsd_engine.io import config
 
     try:
         preset = config.loads(text or "", source=source)

@@ -12,7 +12,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from rsd_engine.runs import atomic_write_text
+from rsd_engine.io.runs import atomic_write_text
 
 from .names import BadName, check_name, inside
 

@@ -14,7 +14,7 @@ from pathlib import Path
 
 from PIL import Image, ImageDraw, ImageFont
 
-from rsd_engine.runs import atomic_write_bytes
+from rsd_engine.io.runs import atomic_write_bytes
 
 __all__ = ["row_labels", "labelled_preview", "MIN_TILE_PX"]
 

@@ -2,7 +2,7 @@
 
 Reads only ``status.json``, ``events.jsonl``, ``metrics.json``, ``samples/*.png``, ``log.txt``,
 ``console.txt`` and ``workbench.json`` of folders inside the runs folder, the engine's files through
-the engine's own readers (:class:`rsd_engine.runs.RunDir`). Never writes. Missing or partial files
+the engine's own readers (:class:`rsd_engine.io.runs.RunDir`). Never writes. Missing or partial files
 give empty results, never errors, because the engine may be writing them at the same moment.
 """
 
@@ -16,7 +16,7 @@ from typing import Any
 
 import pandas as pd
 
-from rsd_engine.runs import (
+from rsd_engine.io.runs import (
     CLEAN_GRID,
     GENERATOR,
     MEASUREMENTS_GRID,
@@ -31,7 +31,7 @@ from rsd_engine.runs import (
     run_state,
     teacher_baseline,
 )
-from rsd_engine.timing import TIMING, split_table, time_split
+from rsd_engine.io.timing import TIMING, split_table, time_split
 
 from .launcher import RECORD_NAME, describe_exit
 
@@ -662,7 +662,7 @@ def _show(value: Any) -> str:
 
 
 def time_split_md(run_dir: Path) -> str:
-    """Where the run's wall time went (:func:`rsd_engine.timing.time_split`: training, live and final
+    """Where the run's wall time went (:func:`rsd_engine.io.timing.time_split`: training, live and final
     evaluation per model, reference features, checkpoints, start-up; seconds and share) as the Markdown
     table of ``rsd-engine time-split``; ``""`` for a run without timing events (made before they existed)."""
     events = RunDir(run_dir).read_events()

@@ -14,7 +14,7 @@ from dataclasses import dataclass, replace
 
 import pandas as pd
 
-from rsd_engine.runs import FINAL_STATES
+from rsd_engine.io.runs import FINAL_STATES
 
 from . import run_reader
 from .api import Workbench, WorkbenchError

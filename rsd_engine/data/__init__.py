@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import torch
 
-from ..measurement import Measurement
+from ..operators.measurement import Measurement
 from .corrupted import CorruptedDataset, IndexStream, to_float
 from .mri import check_mri_source
 from .sources import MRI_SOURCES, DataError, check_npz, read_images, source_identity

@@ -1,7 +1,7 @@
 """The corrupted view of a dataset: one frozen measurement y_i = A(x_i) + σε_i per image index.
 
 The operator's random parts and the noise of image i are drawn from an RNG seeded by
-(corruption seed, i) (:meth:`rsd_engine.measurement.Measurement.frozen`; docs/method.md §1 and
+(corruption seed, i) (:meth:`rsd_engine.operators.measurement.Measurement.frozen`; docs/method.md §1 and
 §7, pitfall 1), so every epoch, every process and every resumed run sees the same measurement of image
 i, and two images get independent draws.
 """
@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import torch
 
-from ..measurement import Measurement
+from ..operators.measurement import Measurement
 from ..seeding import epoch_seed
 
 __all__ = ["CorruptedDataset", "to_float", "IndexStream"]

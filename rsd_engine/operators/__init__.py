@@ -2,7 +2,13 @@
 
 ``OPERATORS`` maps the built-in preset names (``corruption.operator``) to their :class:`Operator`
 classes; :mod:`rsd_engine.operators.registry` also resolves plug-ins (import paths and entry points).
-The noise and the per-index seeding live in :class:`rsd_engine.measurement.Measurement`.
+The noise and the per-index seeding live in :class:`rsd_engine.operators.measurement.Measurement`.
+
+The forward model, where the flow starts (the corrupted data every step learns from): besides the
+operators, this folder holds ``measurement`` (y = A(x) + σ_c ε with per-index seeding),
+``conformance`` (the operator contract as checks, ``rsd-engine check-operator``) and ``preview`` (the
+operator's rows before any training). Those three are imported by name, never from here, so that
+importing the operators stays light.
 """
 
 from __future__ import annotations

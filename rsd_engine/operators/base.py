@@ -66,7 +66,7 @@ class Operator(nn.Module):
         cond_channels: mask channels the networks take beside the image (0, or 1 for mask operators,
             whose :meth:`sample_params` then returns at least ``{"mask": …}``, and whose
             :meth:`condition` gives the networks' :class:`Condition`).
-        cond_kind: what those channels mean to the preconditioning (:class:`rsd_engine.networks.EDMDenoiser`):
+        cond_kind: what those channels mean to the preconditioning (:class:`rsd_engine.models.networks.EDMDenoiser`):
             ``"pixel_mask"`` (1 = the pixel is seen) or ``"kspace_mask"`` (a k-space mask: no pixel is seen).
         baseline: name of the restoration baseline of the final evaluation (``"zero-filled"`` for MRI:
             the adjoint of the measurements), or ``None``.
@@ -126,7 +126,7 @@ class Operator(nn.Module):
         return y
 
     def preview_panels(self, clean: torch.Tensor, y: torch.Tensor, **params: torch.Tensor) -> dict[str, torch.Tensor]:
-        """The rows of the operator preview (:mod:`rsd_engine.preview`), top to bottom, as images in [-1, 1].
+        """The rows of the operator preview (:mod:`rsd_engine.operators.preview`), top to bottom, as images in [-1, 1].
 
         Default: ``clean`` (the images), ``measurement`` (y, when it has the image's shape) and
         ``adjoint`` (Aᵀy; y itself for a non-linear operator).

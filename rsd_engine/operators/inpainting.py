@@ -6,7 +6,7 @@ channels (RSD's ``mask_full_rgb`` convention). They are drawn only in :meth:`sam
 given ``torch.Generator``, so a corrupted dataset seeded per image index freezes one mask per image.
 Both operators use the Ambient-Diffusion teacher objective (``objective_family = "mask"``), which
 draws the further mask Ã = A ⊙ B of :func:`further_mask` with its own δ (a training setting of the
-objective, :class:`rsd_engine.objectives.Objective`, not a part of A).
+objective, :class:`rsd_engine.train.objectives.Objective`, not a part of A).
 """
 
 from __future__ import annotations

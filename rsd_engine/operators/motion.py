@@ -12,7 +12,7 @@ splatted bilinearly into a k×k grid; the kernel is normalised to sum 1.
 
 A(x) = K_i ∗ reflect_pad(x) with the kernel K_i of image i on every channel. K_i is drawn only from
 the RNG :meth:`MotionBlur.sample_params` is given, so the corrupted dataset freezes one kernel
-per image index (:meth:`rsd_engine.measurement.Measurement.frozen`). Different images hide different
+per image index (:meth:`rsd_engine.operators.measurement.Measurement.frozen`). Different images hide different
 frequencies, which keeps the clean law identifiable from the measurements, unlike a fixed blur.
 """
 

@@ -7,13 +7,13 @@ The study sees only N measurements y = A x + σ_c ε, for A the identity, a fixe
 
 - Teacher "gauss": the exact denoiser of the clean measurement law N(Aμ, AΣAᵀ) at every σ (the check).
 - Teacher "mlp": an EDM-preconditioned MLP trained on the N measurements with the engine's
-  :func:`rsd_engine.objectives.ambient_tweedie_loss` (σ clamped to ≥ σ_c), whose minimiser is
+  :func:`rsd_engine.train.objectives.ambient_tweedie_loss` (σ clamped to ≥ σ_c), whose minimiser is
   E[Ax | Ax + s n] for s > σ_c only: the teacher never sees σ < σ_c.
-- Teacher samples: the engine's :func:`rsd_engine.sampling.heun_sample` (EDM Heun, 18 steps),
+- Teacher samples: the engine's :func:`rsd_engine.evaluate.sampling.heun_sample` (EDM Heun, 18 steps),
   run to σ = 0 ("teacher-full") or stopped at σ_c with the denoiser's output ("teacher-truncated").
 - Generator G(z) = W z + b, W of shape (d, d) or (d, r), distilled with the engine's
-  :func:`rsd_engine.distill.sid_generator_loss` (u = A G(z) without noise, σ_t =
-  :func:`rsd_engine.sampling.karras_sigma` of 1 − t, t ~ U[0, t_max/1000], α = 1.2 as in the paper, or 1.0;
+  :func:`rsd_engine.train.distill.sid_generator_loss` (u = A G(z) without noise, σ_t =
+  :func:`rsd_engine.evaluate.sampling.karras_sigma` of 1 − t, t ~ U[0, t_max/1000], α = 1.2 as in the paper, or 1.0;
   RSD arXiv 2505.13377 and SiD, Zhou et al. 2024) against a fake score that is either the exact
   denoiser of the generator's clean measurement law N(Ab, AWWᵀAᵀ) ("gauss") or an MLP trained by
   ambient_tweedie_loss on A G(z) + σ_c ε, initialised from the teacher ("mlp"), one fake step per
@@ -34,10 +34,10 @@ from typing import Callable
 import numpy as np
 import torch
 
-from ..distill import sid_generator_loss
-from ..networks import frozen
-from ..objectives import ambient_tweedie_loss
-from ..sampling import heun_sample, karras_position, karras_sigma
+from ..evaluate.sampling import heun_sample, karras_position, karras_sigma
+from ..models.networks import frozen
+from ..train.distill import sid_generator_loss
+from ..train.objectives import ambient_tweedie_loss
 from .gaussian import (
     GaussianDenoiser,
     ambient_affine_minimiser,
@@ -257,7 +257,7 @@ def _as_images(v: torch.Tensor) -> torch.Tensor:
 
 def train_teacher(y: np.ndarray, noise_sigma: float, cfg: TheoryConfig, tick: Callable[[], None] = lambda: None) -> MLPDenoiser:
     """Train an :class:`MLPDenoiser` on the frozen measurements y (N, d) with the engine's
-    :func:`rsd_engine.objectives.ambient_tweedie_loss` (EDM log-normal σ, clamped to ≥ σ_c).
+    :func:`rsd_engine.train.objectives.ambient_tweedie_loss` (EDM log-normal σ, clamped to ≥ σ_c).
 
     Adam(β = 0.9, 0.999), lr ``teacher_lr`` held for 70% of ``teacher_steps`` then decayed linearly to 0, minibatches
     of ``batch`` rows drawn with replacement. Calls ``tick`` after every step. Returns the net in eval mode.
@@ -371,7 +371,7 @@ def teacher_samples(net: torch.nn.Module, n: int, steps: int, stop_sigma: float 
     """n samples of the engine's Heun sampler (EDM Algorithm 1 with S_churn = 0) on ``net``.
 
     ``stop_sigma`` None runs to σ = 0 (teacher-full); σ_c returns D(x_i; σ_i) at the last σ_i ≥ σ_c
-    (teacher-truncated, :func:`rsd_engine.sampling.heun_sample`). Returns (n, d) float64.
+    (teacher-truncated, :func:`rsd_engine.evaluate.sampling.heun_sample`). Returns (n, d) float64.
     """
     dim = net.dim
     noise = torch.randn(n, dim, 1, 1, generator=torch.Generator().manual_seed(seed))
@@ -445,8 +445,8 @@ def null_direction_drift(law: CleanLaw, alpha: float, variance: float, *, sigma_
     v in each of the d − r directions the clean law lacks (v = σ_c² is the noisy data law). Teacher
     and fake score are the exact denoisers of N(μ, Σ) and N(μ, Σ + v P⊥) (the fake's parameters
     frozen, its input differentiable, as in the engine's generator step). Returns the Monte-Carlo
-    estimate of d E[L_G] / d ln v with L_G = :func:`rsd_engine.distill.sid_generator_loss` (per-sample
-    weight included) and σ_t = :func:`rsd_engine.sampling.karras_sigma` of 1 − t, t ~ U[0, t_max/1000], and its
+    estimate of d E[L_G] / d ln v with L_G = :func:`rsd_engine.train.distill.sid_generator_loss` (per-sample
+    weight included) and σ_t = :func:`rsd_engine.evaluate.sampling.karras_sigma` of 1 − t, t ~ U[0, t_max/1000], and its
     standard error over ``chunks`` batches.
 
     Sign: > 0 means gradient descent shrinks v (the generator drops the σ²I component); < 0 means it

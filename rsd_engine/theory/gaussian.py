@@ -6,7 +6,7 @@ theory needs is Gaussian, so every denoiser, sampler endpoint and distance has a
 - Tweedie / Wiener: for v = w + s·n with w ~ N(m, C), E[w | v] = m + C (C + s² I)⁻¹ (v − m)
   (Robbins 1956, Efron 2011 "Tweedie's formula"; the Gaussian case is the Wiener filter).
 - The Ambient-Tweedie objective (Daras et al. 2024, "Consistent diffusion meets Tweedie"; RSD,
-  arXiv 2505.13377, the noisy-data teacher loss; engine: :func:`rsd_engine.objectives.ambient_tweedie_loss`)
+  arXiv 2505.13377, the noisy-data teacher loss; engine: :func:`rsd_engine.train.objectives.ambient_tweedie_loss`)
   fitted over affine denoisers on measurements y with sample mean ȳ and covariance Ĉ_y is, at every
   s > σ_c, the Tweedie denoiser of N(ȳ, Ĉ_y − σ_c² I): the *clean* measurement law, not the noisy
   one (:func:`ambient_affine_minimiser`).
@@ -21,7 +21,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from ..networks import EDMDenoiser
+from ..models.networks import EDMDenoiser
 
 __all__ = [
     "gaussian_denoiser",
@@ -69,15 +69,15 @@ class GaussianDenoiser(EDMDenoiser):
     :func:`gaussian_denoiser` through one eigendecomposition. Eigenvalues below 0 (an unclipped
     moment estimate) are clipped to 0 so that D is defined at every s > 0.
 
-    As an :class:`rsd_engine.networks.EDMDenoiser` whose forward is the exact formula, it has what the
+    As an :class:`rsd_engine.models.networks.EDMDenoiser` whose forward is the exact formula, it has what the
     engine's samplers and losses read (``sigma_data``, ``sigma_min``, ``sigma_max``, ``loss_weight``), so it can stand in for a teacher or a fake score in
-    :func:`rsd_engine.sampling.heun_sample`, :func:`rsd_engine.objectives.ambient_tweedie_loss` and
-    :func:`rsd_engine.distill.sid_generator_loss`.
+    :func:`rsd_engine.evaluate.sampling.heun_sample`, :func:`rsd_engine.train.objectives.ambient_tweedie_loss` and
+    :func:`rsd_engine.train.distill.sid_generator_loss`.
 
     Args:
         mean: (d,).
         cov: (d, d) symmetric.
-        sigma_data, sigma_min, sigma_max: as in :class:`rsd_engine.networks.EDMPrecond` (unused by
+        sigma_data, sigma_min, sigma_max: as in :class:`rsd_engine.models.networks.EDMPrecond` (unused by
             the formula; the samplers read σ_min/σ_max).
 
     Raises:

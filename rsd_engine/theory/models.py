@@ -1,6 +1,6 @@
 """Small networks of the linear-Gaussian study (docs/method.md §8).
 
-:class:`MLPDenoiser` is the engine's EDM preconditioning (:class:`rsd_engine.networks.EDMDenoiser`)
+:class:`MLPDenoiser` is the engine's EDM preconditioning (:class:`rsd_engine.models.networks.EDMDenoiser`)
 around an MLP, on d-vectors stored as (B, d, 1, 1) tensors (d channels of a 1×1 image), so the
 engine's own losses and samplers take it unchanged.
 :class:`LinearGenerator` is the linear one-step generator G(z) = W z + b of the theory.
@@ -13,13 +13,13 @@ import math
 import torch
 from torch import nn
 
-from ..networks import EDMDenoiser
+from ..models.networks import EDMDenoiser
 
 __all__ = ["MLPDenoiser", "LinearGenerator"]
 
 
 class MLPDenoiser(EDMDenoiser):
-    """:class:`rsd_engine.networks.EDMDenoiser` (EDM's preconditioning, Table 1) with an MLP backbone
+    """:class:`rsd_engine.models.networks.EDMDenoiser` (EDM's preconditioning, Table 1) with an MLP backbone
     F([c_in·x, e(c_noise)]), e = [c_noise, sin(k·c_noise), cos(k·c_noise)] for k = 1 … ``n_freq``,
     on d-vectors stored as (B, d, 1, 1) tensors (d channels of a 1×1 image).
 

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import gradio as gr
 
-from rsd_engine.runs import RunDir
+from rsd_engine.io.runs import RunDir
 
 from .. import run_reader
 from ..api import Workbench, WorkbenchError

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import gradio as gr
 
-from rsd_engine.runs import FINAL_STATES
+from rsd_engine.io.runs import FINAL_STATES
 
 from .. import run_reader
 from ..api import Workbench, WorkbenchError

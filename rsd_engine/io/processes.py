@@ -3,7 +3,7 @@ the engine sees.
 
 Liveness (:func:`process_alive`) is the one test the engine and the workbench share, so both read a
 run whose status says ``running`` but whose process has ended as failed
-(:func:`rsd_engine.runs.run_state`).
+(:func:`rsd_engine.io.runs.run_state`).
 
 ``accelerate launch --cpu --num_processes 2`` (any launch without ``--multi_gpu``) runs the script
 once: Accelerate's simple launcher starts a single process and, for N > 1, only sets ``MASTER_ADDR``

@@ -2,7 +2,7 @@
 the live evaluation during training and the final evaluation of a run.
 
 Each record states n, the seed range, the weights used and the reference it was measured against.
-Samples come from fixed per-seed latents (:mod:`rsd_engine.generate`), so the same weights, n and
+Samples come from fixed per-seed latents (:mod:`rsd_engine.evaluate.generate`), so the same weights, n and
 seeds give the same FID, on one process or split across several.
 """
 
@@ -17,53 +17,26 @@ from typing import NamedTuple
 import torch
 from accelerate.utils import broadcast_object_list
 
-from .checkpoints import checkpoint_exists, load_checkpoint, load_network
-from .data import CorruptedDataset, clean_reference, to_float
-from .finite import NonFiniteError
+from ..train.checkpoints import checkpoint_exists, load_checkpoint, load_network
+from ..data import CorruptedDataset, clean_reference, to_float
+from ..train.finite import NonFiniteError
 from .generate import WEIGHTS, ModelSampler, Samples
 from .grids import save_grid
 from .metrics import (
-    FEATURES_VERSION,
-    RESIZE,
-    FIDWeightsError,
-    InceptionFeatures,
-    ReferenceStatistics,
-    TooFewSamples,
-    cached_features,
-    display_images,
-    extract_features,
-    feature_statistics,
-    fid_from_features,
-    fid_from_statistics,
-    kid_from_features,
-    load_feature_network,
-    load_reference_statistics,
-    psnr_ssim,
-    quantize,
+    FEATURES_VERSION, RESIZE, FIDWeightsError, InceptionFeatures, ReferenceStatistics, TooFewSamples, cached_features,
+    display_images, extract_features, feature_statistics, fid_from_features, fid_from_statistics, kid_from_features,
+    load_feature_network, load_reference_statistics, psnr_ssim, quantize,
 )
-from .networks import EDMPrecond
+from ..models.networks import EDMPrecond
 from .reuse import evaluation_key, find_earlier, weights_digest
-from .runs import (
-    CLEAN_GRID,
-    FINAL_NETWORK,
-    GENERATOR,
-    GENERATOR_BEATS_TEACHER,
-    GENERATOR_FINAL,
-    MEASUREMENTS_GRID,
-    MODELS,
-    RACE,
-    TEACHER_BASELINE,
-    TEACHER_FINAL,
-    TEACHER_FULL,
-    TEACHER_TRUNCATED,
-    RunDir,
-    atomic_write_bytes,
-    first_crossing,
+from ..io.runs import (
+    CLEAN_GRID, FINAL_NETWORK, GENERATOR, GENERATOR_BEATS_TEACHER, GENERATOR_FINAL, MEASUREMENTS_GRID, MODELS, RACE,
+    TEACHER_BASELINE, TEACHER_FINAL, TEACHER_FULL, TEACHER_TRUNCATED, RunDir, atomic_write_bytes, first_crossing,
     teacher_baseline,
 )
-from .seeding import EVAL_NOISE_SEED, PROXIMAL_NOISE_SEED, RECONSTRUCTION_NOISE_SEED, item_rng
-from .signals import StopPolicy, StopRequested
-from .timing import BASELINE, FINAL, LIVE, REFERENCE, TIMING
+from ..seeding import EVAL_NOISE_SEED, PROXIMAL_NOISE_SEED, RECONSTRUCTION_NOISE_SEED, item_rng
+from ..io.signals import StopPolicy, StopRequested
+from ..io.timing import BASELINE, FINAL, LIVE, REFERENCE, TIMING
 
 __all__ = ["Evaluator", "Evaluation", "final_network", "find_teacher_baseline", "BaselineFound", "RECONSTRUCTION_SIGMA"]
 
@@ -105,7 +78,7 @@ def find_teacher_baseline(own_events: list[dict], n: int, reference: str, model:
 
     Precedence (the first that applies wins):
 
-    1. this run's last :data:`~rsd_engine.runs.TEACHER_BASELINE` event with this ``n`` and ``reference``
+    1. this run's last :data:`~rsd_engine.io.runs.TEACHER_BASELINE` event with this ``n`` and ``reference``
        (``source`` ``None``: already recorded);
     2. the last such event of the run that trained the teacher (``trainer_events``);
     3. that run's teacher stage's *last* ``fid`` event, if it is of ``model``, ``n`` and ``reference`` and
@@ -168,8 +141,8 @@ class Evaluator:
             samples and test images alike.
         device: torch device of the teacher denoiser.
         stop: asked before each feature batch (a local check,
-            :meth:`rsd_engine.signals.StopPolicy.local`); ``True`` raises
-            :class:`~rsd_engine.signals.StopRequested` from the method computing features
+            :meth:`rsd_engine.io.signals.StopPolicy.local`); ``True`` raises
+            :class:`~rsd_engine.io.signals.StopRequested` from the method computing features
             (nothing is recorded or cached). Default: never stop.
     """
 
@@ -260,13 +233,13 @@ class Evaluator:
 
     def features_identity(self) -> str:
         """Identity of the features: the network's weights file (name and size) and
-        :data:`~rsd_engine.metrics.FEATURES_VERSION`; part of an evaluation's key."""
+        :data:`~rsd_engine.evaluate.metrics.FEATURES_VERSION`; part of an evaluation's key."""
         w = self.feature_net.weights
         return f"{w.name}:{w.stat().st_size}:{FEATURES_VERSION}:{RESIZE}"
 
     def identity(self, model: str, net: EDMPrecond, seeds: range, sampler: dict) -> dict | None:
         """``{"eval_key", "weights_sha256"}`` of evaluating ``model`` drawn by ``net`` from ``seeds``
-        (:func:`rsd_engine.reuse.evaluation_key`), or ``None`` when FID is disabled."""
+        (:func:`rsd_engine.evaluate.reuse.evaluation_key`), or ``None`` when FID is disabled."""
         stats = self.reference_statistics()
         ref = self.clean_reference_features() if stats is None else (None, f"{stats.name} {stats.sha256}")
         if ref is None or self.feature_net is None:
@@ -278,11 +251,11 @@ class Evaluator:
     def fid_record(self, model: str, samples: Samples | None, seeds: range, proximal: bool = False, weights: str | None = None,
                    ident: dict | None = None, earlier: dict | None = None) -> dict:
         """FID/KID (and proximal FID) of one model's samples, with n, seeds (or held-out image indices),
-        weights (default :data:`rsd_engine.generate.WEIGHTS` of the model) and reference.
+        weights (default :data:`rsd_engine.evaluate.generate.WEIGHTS` of the model) and reference.
 
         Args:
             ident: the evaluation's identity (:meth:`identity`), stored in the record.
-            earlier: an earlier evaluation with the same identity (:func:`rsd_engine.reuse.find_earlier`):
+            earlier: an earlier evaluation with the same identity (:func:`rsd_engine.evaluate.reuse.find_earlier`):
                 its FID, KID (and, without ``samples``, NFE and images/s) are taken over and the record
                 names it in ``reused_from``; no features of the samples are computed. ``samples`` may
                 then be ``None`` unless ``proximal``.
@@ -424,12 +397,12 @@ class Evaluation:
         accelerator: the run's ``Accelerator``.
         dataset: the corrupted training set.
         sampler: how each model draws its samples.
-        stops: the run's stop policy (:class:`rsd_engine.signals.StopPolicy`): its agreed check comes
+        stops: the run's stop policy (:class:`rsd_engine.io.signals.StopPolicy`): its agreed check comes
             before each model of the final evaluation.
 
     Every evaluation is also interrupted between its sampling and feature batches as soon as this
     process sees SIGTERM/SIGINT (:meth:`StopPolicy.local`): the processes agree on it
-    (:meth:`StopPolicy.agree`) and raise :class:`~rsd_engine.signals.StopRequested`, and no FID or
+    (:meth:`StopPolicy.agree`) and raise :class:`~rsd_engine.io.signals.StopRequested`, and no FID or
     metric of the interrupted evaluation is recorded (a grid only once all its images are drawn).
     """
 
@@ -464,7 +437,7 @@ class Evaluation:
         is the first ``grid_n`` of the FID's samples (the same seeds); a live FID whose identity equals an
         earlier evaluation's is taken from it (``reused_from``, e.g. when a resumed run redoes one). During
         distillation the generator's live FID is compared with :meth:`teacher_baseline`; the first
-        time it is lower, a :data:`~rsd_engine.runs.GENERATOR_BEATS_TEACHER` event and the status
+        time it is lower, a :data:`~rsd_engine.io.runs.GENERATOR_BEATS_TEACHER` event and the status
         field ``generator_beats_teacher`` record the kimg and the training minutes.
 
         Returns:
@@ -521,10 +494,10 @@ class Evaluation:
         return ident, find_earlier(ident["eval_key"], self.run.read_events(), self.run.read_metrics())
 
     def _timed(self, phase: str, part: str, start: float, **fields) -> None:
-        """Append the ``timing`` event of ``part`` in ``phase`` (:data:`~rsd_engine.runs.PHASES`): seconds
+        """Append the ``timing`` event of ``part`` in ``phase`` (:data:`~rsd_engine.io.runs.PHASES`): seconds
         since ``start`` (a ``time.perf_counter()``), with the given fields (``None`` ones left out) (main
         process). Reference features loaded or
-        computed meanwhile get their own :data:`~rsd_engine.timing.REFERENCE` events, and their seconds
+        computed meanwhile get their own :data:`~rsd_engine.io.timing.REFERENCE` events, and their seconds
         are not counted in ``part``."""
         seconds = time.perf_counter() - start
         for what, ref_seconds in self.evaluator.reference_seconds:
@@ -539,7 +512,7 @@ class Evaluation:
         teacher-final, ``eval.live_fid_n`` samples from seeds 0…n−1, the same clean reference.
 
         Taken from the records when there (:func:`find_teacher_baseline`, which states the precedence:
-        a :data:`~rsd_engine.runs.TEACHER_BASELINE` event with this n and reference, or the teacher
+        a :data:`~rsd_engine.io.runs.TEACHER_BASELINE` event with this n and reference, or the teacher
         stage's last live FID measured on the final EMA, in this run or in the run folder that
         ``teacher.checkpoint`` names), on the main process, which then tells the others whether to
         compute it from teacher-final (a broadcast). Written as a TEACHER_BASELINE event once. Every
@@ -626,7 +599,7 @@ class Evaluation:
         has no generator-final yet. Proximal FID is computed for the generator, the model it selects
         checkpoints of (docs/method.md §4.3), unless ``eval.proximal_fid`` is off. A model whose weights,
         n, seeds, sampler and reference equal an earlier evaluation's (a live FID, the teacher baseline,
-        or metrics.json; :mod:`rsd_engine.reuse`) takes that FID/KID instead of computing it again, with
+        or metrics.json; :mod:`rsd_engine.evaluate.reuse`) takes that FID/KID instead of computing it again, with
         ``reused_from`` naming it; when no proximal FID is wanted either, its samples are not drawn and
         its grid is the earlier evaluation's (``reuse=False``: every FID is computed again). Each model's
         seconds go to a ``timing`` event.
@@ -711,7 +684,7 @@ class Evaluation:
         return metrics
 
     def _race_summary(self, metrics: dict) -> dict | None:
-        """The generator against the teacher sampler (metrics.json key :data:`~rsd_engine.runs.RACE`):
+        """The generator against the teacher sampler (metrics.json key :data:`~rsd_engine.io.runs.RACE`):
         ``live`` (the baseline's n and FID, and the first live evaluation below it, or ``None``) and
         ``final`` (both final FIDs at the same n, their ratio, and whether the generator's is lower).
         ``None`` when neither comparison exists."""

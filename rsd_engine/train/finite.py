@@ -1,7 +1,7 @@
 """Non-finite guards: the error a run stops with when a loss, gradient, weight, sample or metric input
 is NaN or ±Inf, and the checks that find them.
 
-Training skips a step whose loss or gradient is not finite (:meth:`rsd_engine.stage.StepContext.update`)
+Training skips a step whose loss or gradient is not finite (:meth:`rsd_engine.train.stage.StepContext.update`)
 and stops after a run of such steps or on non-finite weights; checkpoints, samples and metrics refuse
 non-finite values, so a model that is not finite never gets a final checkpoint, a FID or a PSNR.
 """

@@ -3,9 +3,9 @@
 An EDM training snapshot (``network-snapshot-*.pkl``, also SiD's and Ambient Diffusion's) is a dict
 whose ``ema`` entry is the network: a persistence record of ``EDMPrecond`` (Karras et al. 2022,
 Table 1) holding a ``SongUNet`` (DDPM++ or NCSN++, appendix F.2). :func:`load_edm_teacher` reads it
-with the restricted reader of :mod:`rsd_engine.edm_pickle` (no code of the file runs), takes the
+with the restricted reader of :mod:`rsd_engine.models.edm_pickle` (no code of the file runs), takes the
 constructor arguments from the records (``_init_kwargs``) and the weights from their parameters, and
-returns a :class:`~rsd_engine.networks.SongUNetPrecond` whose ``net(x, σ)`` is EDM's D(x; σ).
+returns a :class:`~rsd_engine.models.networks.SongUNetPrecond` whose ``net(x, σ)`` is EDM's D(x; σ).
 :func:`import_teacher` writes a run folder whose ``teacher-final`` is that network, so that
 ``rsd-engine run --resume RUN_DIR`` distils it with the preset's operator and σ_c.
 
@@ -25,12 +25,12 @@ from typing import Any
 import tomli
 import torch
 
-from . import assembly
-from . import config as cfg
-from .checkpoints import save_checkpoint
+from .. import assembly
+from ..io import config as cfg
+from ..io.runs import FINAL_NETWORK, TEACHER_FINAL, RunDir
+from ..train.checkpoints import save_checkpoint
 from .edm_pickle import EDMPickleError, PersistentRecord, module_tensors, read_pickle
 from .networks import SongUNetPrecond
-from .runs import FINAL_NETWORK, TEACHER_FINAL, RunDir
 
 __all__ = ["EDMPickleError", "load_edm_teacher", "read_edm_teacher", "import_teacher"]
 
@@ -70,7 +70,7 @@ def _plain(v: Any) -> Any:
 
 
 def read_edm_teacher(path: str | Path, sigma_min: float | None = None, sigma_max: float | None = None) -> tuple[dict, dict[str, torch.Tensor]]:
-    """The :class:`~rsd_engine.networks.SongUNetPrecond` arguments and state dict of an EDM-format pickle.
+    """The :class:`~rsd_engine.models.networks.SongUNetPrecond` arguments and state dict of an EDM-format pickle.
 
     Args:
         path: the pickle.
@@ -142,7 +142,7 @@ def load_edm_teacher(path: str | Path, sigma_min: float | None = None, sigma_max
         sigma_min, sigma_max: the noise range the samplers use (default: the pickle's, or 0.002…80).
 
     Returns:
-        a :class:`~rsd_engine.networks.SongUNetPrecond` in eval mode, gradients off, on the CPU.
+        a :class:`~rsd_engine.models.networks.SongUNetPrecond` in eval mode, gradients off, on the CPU.
 
     Raises:
         EDMPickleError: a refused name, class or argument, an unreadable file, weights that do not

@@ -1,5 +1,5 @@
 """Resumable checkpoints: safetensors weights, optimiser states, training state and the preset,
-written atomically as one folder (each file with :func:`rsd_engine.runs.atomic_write_bytes`, the
+written atomically as one folder (each file with :func:`rsd_engine.io.runs.atomic_write_bytes`, the
 folder swapped in by rename).
 
 Folder layout (``run_dir/checkpoints/<name>/``)::
@@ -33,8 +33,8 @@ from safetensors.torch import save as safetensors_bytes
 from torch import nn
 
 from .finite import require_finite_weights
-from .networks import EDMPrecond, SongUNetPrecond, network_from_config
-from .runs import atomic_write_bytes, atomic_write_text, complete_checkpoint, partial_folder, replace_folder
+from ..models.networks import EDMPrecond, SongUNetPrecond, network_from_config
+from ..io.runs import atomic_write_bytes, atomic_write_text, complete_checkpoint, partial_folder, replace_folder
 
 __all__ = ["save_checkpoint", "load_checkpoint", "checkpoint_exists", "load_network", "Checkpoint", "CONFIG_KEY", "LEGACY_CONFIG_KEY"]
 
@@ -55,12 +55,12 @@ def save_checkpoint(
 
     A previous checkpoint of the same name is replaced only once the new one is complete; a crash
     leaves either the old or the new folder (``<name>.old`` is picked up by :func:`load_checkpoint`)
-    and a partial ``.<name>.tmp-*`` folder, removed on resume (:meth:`rsd_engine.runs.RunDir.remove_partial_writes`).
+    and a partial ``.<name>.tmp-*`` folder, removed on resume (:meth:`rsd_engine.io.runs.RunDir.remove_partial_writes`).
 
     Args:
         folder: target folder, e.g. ``run_dir/checkpoints/teacher-latest``.
         networks: name → module (weights saved as float32 safetensors; a diffusers model's config,
-            e.g. an :class:`~rsd_engine.networks.EDMPrecond`'s, is stored in its file's metadata).
+            e.g. an :class:`~rsd_engine.models.networks.EDMPrecond`'s, is stored in its file's metadata).
         state: JSON-serialisable training state (``images_seen`` …).
         preset_toml: the effective preset.
         optimizers: name → optimizer, saved with their full state.
@@ -135,7 +135,7 @@ class Checkpoint:
         require_finite_weights({name: module}, f"checkpoint {self.path}")
 
     def build(self, name: str) -> EDMPrecond | SongUNetPrecond:
-        """A new network of the stored config's class (:meth:`config`, :func:`rsd_engine.networks.network_from_config`),
+        """A new network of the stored config's class (:meth:`config`, :func:`rsd_engine.models.networks.network_from_config`),
         with the stored weights.
 
         Raises:

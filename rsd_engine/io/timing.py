@@ -82,7 +82,7 @@ def time_split(events: list[dict]) -> dict:
     (progress reports, guards, waiting: wall minus the parts).
 
     Args:
-        events: the run's events (:meth:`rsd_engine.runs.RunDir.read_events`).
+        events: the run's events (:meth:`rsd_engine.io.runs.RunDir.read_events`).
 
     Returns:
         ``{"rows": [{"part", "seconds", "share", "count" (events summed), "note"}], "wall": seconds or None,

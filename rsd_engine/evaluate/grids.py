@@ -10,8 +10,8 @@ import numpy as np
 import torch
 from PIL import Image
 
+from ..io.runs import atomic_write_bytes
 from .metrics import display_images, quantize
-from .runs import atomic_write_bytes
 
 __all__ = ["grid_image", "save_grid"]
 
@@ -25,7 +25,7 @@ def grid_image(images: torch.Tensor, columns: int | None = None, pad: int = 1) -
 
     Raises:
         ValueError: C not in {1, 2, 3}. (Two-channel complex images are shown as their magnitude,
-            :func:`rsd_engine.metrics.display_images`.)
+            :func:`rsd_engine.evaluate.metrics.display_images`.)
     """
     x = display_images(images.detach().cpu().float())
     if x.shape[1] not in (1, 3):

@@ -13,7 +13,7 @@ dataset identity, resolution, split, n and the feature network file.
 
 Every public function checks its input convention: float images in [-1, 1] (:func:`quantize`,
 :func:`psnr_ssim`), uint8 images (:func:`extract_features`), float (N, d) features (FID/KID); another
-dtype is a ``TypeError``, a NaN/±Inf entry a :class:`~rsd_engine.finite.NonFiniteError`, a wrong
+dtype is a ``TypeError``, a NaN/±Inf entry a :class:`~rsd_engine.train.finite.NonFiniteError`, a wrong
 shape a ``ValueError``.
 """
 
@@ -31,9 +31,9 @@ import numpy as np
 import torch
 from torch import nn
 
-from .finite import require_finite
-from .runs import atomic_write_bytes, atomic_write_text
-from .signals import StopRequested
+from ..train.finite import require_finite
+from ..io.runs import atomic_write_bytes, atomic_write_text
+from ..io.signals import StopRequested
 
 __all__ = [
     "quantize",
@@ -261,7 +261,7 @@ def extract_features(net: InceptionFeatures, images_u8: torch.Tensor, batch_size
     optional tqdm bar.
 
     Args:
-        stop: asked before each batch (a local check, e.g. :meth:`rsd_engine.signals.StopPolicy.local`).
+        stop: asked before each batch (a local check, e.g. :meth:`rsd_engine.io.signals.StopPolicy.local`).
 
     Raises:
         TypeError: the images are not uint8 (float images go through :func:`quantize` first).

@@ -6,9 +6,9 @@ zero-filled measurement); for multi-coil MRI the k-space line mask | coil 1's ze
 coil-combined zero-filled image | the clean image, complex images shown as magnitudes. The clean
 images come from :func:`rsd_engine.data.clean_reference` (the evaluation split, never training data)
 and are corrupted exactly as the training set is, by the same
-:class:`rsd_engine.measurement.Measurement` (one RNG per image index from
+:class:`rsd_engine.operators.measurement.Measurement` (one RNG per image index from
 ``(corruption.seed, index)``, docs/method.md §1). All pixels go through the single quantiser
-:func:`rsd_engine.metrics.quantize` (via :mod:`rsd_engine.grids`).
+:func:`rsd_engine.evaluate.metrics.quantize` (via :mod:`rsd_engine.evaluate.grids`).
 """
 
 from __future__ import annotations
@@ -19,11 +19,11 @@ from pathlib import Path
 import torch
 from PIL import Image
 
-from .data import CorruptedDataset, clean_reference, to_float
-from .grids import grid_image
+from ..data import CorruptedDataset, clean_reference, to_float
+from ..evaluate.grids import grid_image
+from ..evaluate.metrics import display_images
+from ..io.runs import atomic_write_bytes
 from .measurement import Measurement
-from .metrics import display_images
-from .runs import atomic_write_bytes
 
 __all__ = ["PANEL_LABELS", "preview_rows", "rows_image", "preview_grid"]
 
@@ -43,7 +43,7 @@ def preview_rows(preset, measurement: Measurement, n: int = 16) -> dict[str, tor
     """The rows shown by :func:`preview_grid`, top to bottom.
 
     Args:
-        preset: a validated :class:`rsd_engine.config.Preset` (where the clean images come from).
+        preset: a validated :class:`rsd_engine.io.config.Preset` (where the clean images come from).
         measurement: the preset's forward model (:func:`rsd_engine.assembly.build_measurement`).
         n: number of images ≥ 1 (fewer if the evaluation split is smaller).
 
@@ -66,7 +66,7 @@ def preview_rows(preset, measurement: Measurement, n: int = 16) -> dict[str, tor
 
 def rows_image(rows: dict[str, torch.Tensor], path: str | Path | None = None) -> Image.Image:
     """Tile preview rows (:func:`preview_rows`) into one grid, one row each; complex images appear as
-    their magnitude (:func:`rsd_engine.metrics.display_images`).
+    their magnitude (:func:`rsd_engine.evaluate.metrics.display_images`).
 
     Args:
         rows: name → images (n, C, H, W), the same n for every row.

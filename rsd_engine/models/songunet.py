@@ -19,7 +19,7 @@ dropout → conv3×3, plus a 1×1 (resampling) skip where the shape changes, sca
 
 Parameter names follow the layout of EDM's released networks (``enc.32x32_conv.weight``,
 ``map_layer0.weight``, ``dec.32x32_block3.qkv.weight`` …, resampling filters as buffers), so EDM-format
-weights load one to one (:mod:`rsd_engine.edm_import`).
+weights load one to one (:mod:`rsd_engine.models.edm_import`).
 """
 
 from __future__ import annotations

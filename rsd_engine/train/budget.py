@@ -1,6 +1,6 @@
 """Whether a valid preset fits this machine's memory, checked before any work starts.
 
-The preset schema bounds every size field (:mod:`rsd_engine.config`); this module checks what follows
+The preset schema bounds every size field (:mod:`rsd_engine.io.config`); this module checks what follows
 from the machine: the memory that one training step, one evaluation batch and the evaluation's held
 samples need at the very least, against the memory of the device they run on (GPU memory on a GPU,
 else the host's RAM, shared by all processes of the run).
@@ -82,7 +82,7 @@ def fit_problems(preset, num_processes: int | None = None) -> list[tuple[str, st
     module docstring), each with what it needs, what the machine has and what is allowed here.
 
     Args:
-        preset: a validated :class:`rsd_engine.config.Preset`.
+        preset: a validated :class:`rsd_engine.io.config.Preset`.
         num_processes: processes of the run (default ``accelerate.num_processes``); each takes an equal
             share of a global batch, on its own GPU or all in the host's RAM.
 

@@ -11,9 +11,9 @@ from dataclasses import dataclass
 
 import torch
 
-from .networks import EDMPrecond
+from ..evaluate.sampling import karras_position, karras_sigma, one_step_generate
+from ..models.networks import EDMPrecond
 from .objectives import Objective
-from .sampling import karras_position, karras_sigma, one_step_generate
 
 __all__ = ["sid_generator_loss", "GeneratorLoss", "generator_loss", "fake_score_loss"]
 

@@ -1,6 +1,6 @@
-"""The two training stages of RSD as :class:`rsd_engine.stage.Stage` objects: the teacher on the frozen
+"""The two training stages of RSD as :class:`rsd_engine.train.stage.Stage` objects: the teacher on the frozen
 measurements (Phase I, docs/method.md §2) and the RSD iteration (Phase II, §3): a fake-score step
-then a generator step, as in SiD. The loop itself is :class:`rsd_engine.stage.StageRunner`.
+then a generator step, as in SiD. The loop itself is :class:`rsd_engine.train.stage.StageRunner`.
 """
 
 from __future__ import annotations
@@ -14,12 +14,12 @@ from pathlib import Path
 import torch
 
 from .checkpoints import load_checkpoint
-from .data import CorruptedDataset, IndexStream
+from ..data import CorruptedDataset, IndexStream
 from .distill import fake_score_loss, generator_loss
 from .finite import NonFiniteError
-from .networks import EDMPrecond, build_network, count_parameters, frozen, network_differences
+from ..models.networks import EDMPrecond, build_network, count_parameters, frozen, network_differences
 from .objectives import Objective
-from .runs import FINAL_NETWORK, GENERATOR_FINAL, TEACHER_FINAL
+from ..io.runs import FINAL_NETWORK, GENERATOR_FINAL, TEACHER_FINAL
 from .stage import EMA, Stage, StepContext
 
 __all__ = ["teacher_step", "rsd_iteration", "teacher_stage", "rsd_stage", "warmup"]

@@ -1,7 +1,7 @@
 """No figure computed twice: the identity of an evaluation and the lookup of an earlier one.
 
 Samples are a function of the weights, the model's sampler settings and the seeds
-(:mod:`rsd_engine.generate`), and FID/KID a function of those samples, the feature network and the
+(:mod:`rsd_engine.evaluate.generate`), and FID/KID a function of those samples, the feature network and the
 reference. An evaluation whose key (:func:`evaluation_key`: model, a hash of the weights, n, seeds,
 sampler settings, reference, feature network, KID subset size) equals an earlier one's therefore has
 the earlier one's FID and KID; :func:`find_earlier` finds it among the run's live FID events, teacher

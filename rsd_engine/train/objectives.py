@@ -4,7 +4,7 @@ Ambient Diffusion for masked measurements and its Fourier-space form for multi-c
 
 The same objective trains the fake score in Phase II on A(x_g) + σ_c·ε (docs/method.md §3.2), so both
 networks are Tweedie-consistent denoisers of the clean measurement law p(A x). The per-pixel loss
-weight λ = 1/c_out² comes from the network (:meth:`rsd_engine.networks.EDMPrecond.loss_weight`).
+weight λ = 1/c_out² comes from the network (:meth:`rsd_engine.models.networks.EDMPrecond.loss_weight`).
 """
 
 from __future__ import annotations
@@ -16,10 +16,10 @@ from typing import Any, ClassVar
 import torch
 from pydantic import Field
 
-from .measurement import Measurement
-from .networks import EDMPrecond, unwrap
-from .operators import Condition, MultiCoilMRI
-from .operators.inpainting import further_mask
+from ..models.networks import EDMPrecond, unwrap
+from ..operators import Condition, MultiCoilMRI
+from ..operators.inpainting import further_mask
+from ..operators.measurement import Measurement
 
 __all__ = [
     "sample_training_sigma",

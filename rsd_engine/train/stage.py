@@ -6,7 +6,7 @@ Per step: reseed torch from (run seed, stage, rank, images seen) → learning ra
 gradient is not finite) → EMA → non-finite guard → report → checkpoint → live evaluation → stop.
 Around the loop: resume from ``<stage>-latest``, ``accelerator.prepare``, and the final checkpoint.
 A run of skipped steps, or non-finite weights, stops the stage with
-:class:`~rsd_engine.finite.NonFiniteError` naming the stage, the kimg and what went non-finite, before
+:class:`~rsd_engine.train.finite.NonFiniteError` naming the stage, the kimg and what went non-finite, before
 any checkpoint or evaluation of those weights. Because the data order and every random draw are
 functions of the position in images seen, a stage stopped at a checkpoint and resumed continues bit
 for bit (docs/method.md §5).
@@ -25,12 +25,12 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
+from ..io.runs import RunDir
+from ..io.signals import StopRequested
+from ..seeding import step_seed
 from .checkpoints import checkpoint_exists, load_checkpoint, save_checkpoint
 from .ema import ema_beta, update_ema
 from .finite import NonFiniteError, grads_finite, require_finite_weights
-from .runs import RunDir
-from .seeding import step_seed
-from .signals import StopRequested
 
 __all__ = ["SKIPPED", "sanitise_grads", "StepContext", "EMA", "Stage", "StageRunner"]
 
@@ -110,7 +110,7 @@ class StepContext:
         A skip clears the gradients, leaves the weights and the optimiser state untouched and adds
         ``"<name>: <reason>"`` to :attr:`skipped`; a step clears the gradients after it. A network that
         appears in this loss without being trained by it is frozen by the caller
-        (:func:`rsd_engine.networks.frozen`), so no gradient is left in it.
+        (:func:`rsd_engine.models.networks.frozen`), so no gradient is left in it.
 
         Args:
             name: key of :attr:`nets`.
@@ -147,7 +147,7 @@ class StepContext:
 @dataclass
 class EMA:
     """An exponential moving average of one trained network (EDM's half-life rule with ramp-up,
-    :func:`rsd_engine.ema.ema_beta`).
+    :func:`rsd_engine.train.ema.ema_beta`).
 
     Args:
         module: the average (eval mode, no gradients); starts as given.
@@ -217,9 +217,9 @@ class StageRunner:
         preset_toml: the effective preset, stored with every checkpoint.
         state: extra numbers for every ``<stage>-latest`` state.json (e.g. the objective).
         stop: whether a stop was requested, the same answer on every process
-            (:meth:`rsd_engine.signals.StopPolicy.agreed`, a collective); asked once per step.
+            (:meth:`rsd_engine.io.signals.StopPolicy.agreed`, a collective); asked once per step.
         max_skipped_in_a_row: consecutive steps with a skipped update (non-finite loss or gradient)
-            after which the stage stops with :class:`~rsd_engine.finite.NonFiniteError`.
+            after which the stage stops with :class:`~rsd_engine.train.finite.NonFiniteError`.
     """
 
     accelerator: Any
@@ -359,7 +359,7 @@ class StageRunner:
         interrupts the live evaluation (between its batches) is a stop at this step: the checkpoint
         is written and the evaluation's FID is not recorded; the resumed run draws that evaluation
         again (as after a kill between the checkpoint and the evaluation's grid, :meth:`_evaluation_lost`).
-        The evaluation's stop is already agreed by every process (:class:`~rsd_engine.signals.StopPolicy`).
+        The evaluation's stop is already agreed by every process (:class:`~rsd_engine.io.signals.StopPolicy`).
 
         Raises:
             StopRequested: after the checkpoint, when a stop was requested.

@@ -13,8 +13,8 @@ import math
 
 import torch
 
-from .operators import Operator
-from .seeding import item_rng
+from ..seeding import item_rng
+from .base import Operator
 
 __all__ = ["Measurement"]
 

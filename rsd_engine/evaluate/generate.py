@@ -1,6 +1,6 @@
 """Samples of the evaluated models from fixed seeds, on one process or split across several.
 
-The models (:data:`rsd_engine.runs.MODELS`): ``teacher-full`` (EDM Heun to σ = 0),
+The models (:data:`rsd_engine.io.runs.MODELS`): ``teacher-full`` (EDM Heun to σ = 0),
 ``teacher-truncated`` (Heun stopped at the truncation σ, returning the denoiser output) and
 ``generator`` (one step, G_ema) (docs/method.md §4.1). Sample ``s`` always starts from the latent of
 seed ``s`` (and, for mask operators, the network condition of seed ``s``), whatever batch or process it
@@ -16,15 +16,15 @@ from dataclasses import dataclass
 
 import torch
 
-from . import assembly
-from .finite import require_finite
-from .networks import EDMPrecond
-from .objectives import Objective
-from .operators import Condition
-from .runs import GENERATOR, MODELS, TEACHER_FULL, TEACHER_TRUNCATED
+from .. import assembly
+from ..io.runs import GENERATOR, MODELS, TEACHER_FULL, TEACHER_TRUNCATED
+from ..io.signals import StopPolicy, StopRequested
+from ..models.networks import EDMPrecond
+from ..operators import Condition
+from ..seeding import EVAL_MASK_SEED, item_rng
+from ..train.finite import require_finite
+from ..train.objectives import Objective
 from .sampling import heun_sample, one_step_generate
-from .seeding import EVAL_MASK_SEED, item_rng
-from .signals import StopPolicy, StopRequested
 
 __all__ = ["latents", "Samples", "ModelSampler", "WEIGHTS"]
 
@@ -87,7 +87,7 @@ class ModelSampler:
         data noise σ_c (docs/method.md §4.1: stop when the next σ falls below σ_c).
 
         Args:
-            preset: a validated :class:`rsd_engine.config.Preset`.
+            preset: a validated :class:`rsd_engine.io.config.Preset`.
             objective: the run's objective; default: the preset's own (its measurement included).
         """
         if objective is None:
@@ -135,7 +135,7 @@ class ModelSampler:
             net: teacher EMA for the teacher models, generator EMA for ``generator``.
             seeds: sequence of int seeds (a range, or this process's share of one).
             device: where the networks run.
-            stop: asked before each batch (a local check, e.g. :meth:`rsd_engine.signals.StopPolicy.local`);
+            stop: asked before each batch (a local check, e.g. :meth:`rsd_engine.io.signals.StopPolicy.local`);
                 ``True`` abandons the sampling.
 
         Raises:

@@ -29,7 +29,7 @@ _QUOTE_LIMIT = 80
 
 
 #: Upper bounds of the size fields, beyond any run this product makes (the machine's memory is checked
-#: separately, :mod:`rsd_engine.budget`): a global batch (EDM and SiD train with at most 2048 images a
+#: separately, :mod:`rsd_engine.train.budget`): a global batch (EDM and SiD train with at most 2048 images a
 #: step), a sample count (published FIDs use 50k samples), a description and a path.
 MAX_BATCH = 65536
 MAX_SAMPLES = 1_000_000
@@ -98,7 +98,7 @@ DATA_FIELDS = ("data.path", "data.eval_path")
 class NotHereError(PresetError):
     """The preset itself is valid, but it cannot run on this machine: its data files (``data.path``,
     ``data.eval_path``), a teacher checkpoint or a cache folder are not here, or it does not fit this
-    machine's memory (:mod:`rsd_engine.budget`). The message's first line says which, apart from the
+    machine's memory (:mod:`rsd_engine.train.budget`). The message's first line says which, apart from the
     preset's validity: ``the preset … is valid; its data is not here``.
 
     Args:
@@ -286,7 +286,7 @@ class CorruptionConfig(_Section):
     def _registered_table(cls, data: Any) -> Any:
         """A name registered by an installed package keeps its parameters in ``[corruption.<name>]``, as
         built-ins do; they are checked as ``corruption.params``."""
-        from .operators.registry import OPERATORS, entry_point_names
+        from ..operators.registry import OPERATORS, entry_point_names
 
         op = data.get("operator") if isinstance(data, dict) else None
         if isinstance(op, str) and op not in OPERATORS and isinstance(data.get(op), dict) and op in entry_point_names():
@@ -297,7 +297,7 @@ class CorruptionConfig(_Section):
     @field_validator("operator")
     @classmethod
     def _known_operator(cls, v: str) -> str:
-        from .operators.registry import OPERATORS, is_import_path, known_names
+        from ..operators.registry import OPERATORS, is_import_path, known_names
 
         if v not in OPERATORS and not is_import_path(v) and v not in known_names():
             raise ValueError(f"unknown operator {_quote(v)}; allowed: {', '.join(known_names())}, or a plug-in's import path 'package.module:ClassName'")
@@ -314,7 +314,7 @@ class CorruptionConfig(_Section):
 
     @model_validator(mode="after")
     def _params_only_for_plugins(self) -> "CorruptionConfig":
-        from .operators.registry import OPERATORS
+        from ..operators.registry import OPERATORS
 
         if self.params and self.operator in OPERATORS:
             raise _CrossFieldError([("corruption.params", f"only for plug-in operators; the parameters of {self.operator!r} "
@@ -324,7 +324,7 @@ class CorruptionConfig(_Section):
 
 def operator_tables(corruption: "CorruptionConfig") -> list[str]:
     """Names of the operator parameter tables given in ``corruption`` (``[corruption.<operator>]``)."""
-    from .operators.registry import OPERATORS
+    from ..operators.registry import OPERATORS
 
     return [name for name in corruption.model_fields_set if name in OPERATORS and isinstance(getattr(corruption, name), BaseModel)]
 
@@ -382,7 +382,7 @@ class NetworkConfig(_Section):
 
     def _songunet_problems(self) -> list[tuple[str, str]]:
         """Sizes EDM's SongUNet cannot take (GroupNorm's min(32, C/4) groups must divide every channel count)."""
-        from .songunet import group_count, level_channels
+        from ..models.songunet import group_count, level_channels
 
         bad = [c for c in level_channels(self.model_channels, self.channel_mult, self.num_blocks) if c < 4 or c % group_count(c)]
         if bad:
@@ -403,7 +403,7 @@ MAX_KIMG = 1e6
 
 
 def _ema_rampup() -> Any:
-    """The EMA ramp-up field of both stages (EDM's rule, :func:`rsd_engine.ema.ema_beta`)."""
+    """The EMA ramp-up field of both stages (EDM's rule, :func:`rsd_engine.train.ema.ema_beta`)."""
     return Field(0.05, ge=0.0, le=1.0, description="EMA ramp-up: half-life ≤ ratio × images seen, 0 ≤ ratio ≤ 1 (0 = off)")
 
 
@@ -528,7 +528,7 @@ class Preset(_Section):
             problems.append(("data.path", f"required for data.source = {self.data.source!r}"))
         if self.data.source == "fashion-mnist" and self.data.channels != 1:
             problems.append(("data.channels", f"{self.data.channels}: fashion-mnist is grey, allowed: 1"))
-        from .data.sources import MRI_SOURCES
+        from ..data.sources import MRI_SOURCES
 
         mri_data = self.data.source in MRI_SOURCES
         if mri_data != (self.data.channels == 2) and self.data.source != "fashion-mnist":
@@ -556,8 +556,8 @@ class Preset(_Section):
 
 
 def _karras(u: float, network: "NetworkConfig") -> float:
-    """σ at position u of the network's Karras schedule (:func:`rsd_engine.sampling.karras_sigma`)."""
-    from .sampling import karras_sigma
+    """σ at position u of the network's Karras schedule (:func:`rsd_engine.evaluate.sampling.karras_sigma`)."""
+    from ..evaluate.sampling import karras_sigma
 
     return karras_sigma(u, network.sigma_min, network.sigma_max, network.rho)
 
@@ -583,7 +583,7 @@ def _operator_problems(preset: "Preset") -> list[tuple[str, str]]:
 
 def _mri_problems(m: "MultiCoilMRIConfig", width: int) -> list[tuple[str, str]]:
     """Line-count rules of ``[corruption.multicoil_mri]`` for a k-space of ``width`` = data.resolution lines."""
-    from .operators.mri import default_acs_lines
+    from ..operators.mri import default_acs_lines
 
     kept = width // m.acceleration
     acs = default_acs_lines(width) if m.acs_lines is None else m.acs_lines
@@ -693,13 +693,13 @@ def load(path: str | Path, overrides: list[str] | None = None) -> Preset:
 
 def check_here(preset: Preset, source: str | None = None, num_processes: int | None = None) -> None:
     """Everything a valid preset needs from this machine, before any work starts: its paths
-    (:func:`check_paths`) and its memory (:func:`rsd_engine.budget.fit_problems`, with ``num_processes``
+    (:func:`check_paths`) and its memory (:func:`rsd_engine.train.budget.fit_problems`, with ``num_processes``
     processes, default ``accelerate.num_processes``).
 
     Raises:
         NotHereError: naming each field, what is missing or too large, and what is allowed here.
     """
-    from .budget import fit_problems
+    from ..train.budget import fit_problems
 
     memory = fit_problems(preset, num_processes)
     try:
@@ -722,7 +722,7 @@ def check_paths(preset: Preset, source: str | None = None) -> None:
     """
     import zipfile
 
-    from .data.sources import IMAGE_SUFFIXES, MRI_SOURCES
+    from ..data.sources import IMAGE_SUFFIXES, MRI_SOURCES
 
     d, problems = preset.data, []
     for key, path, npz in (("data.path", d.path, d.source in ("npz", "edm-zip")), ("data.eval_path", d.eval_path, (d.eval_path or "").endswith((".npz", ".zip")))):
@@ -759,7 +759,7 @@ def dumps(preset: Preset) -> str:
     """The effective preset as TOML text, every field written (``None`` fields omitted), of the operator
     tables only the selected operator's."""
     data = preset.model_dump(mode="json", exclude_none=True)
-    from .operators.registry import OPERATORS
+    from ..operators.registry import OPERATORS
 
     for name in OPERATORS:
         if name != preset.corruption.operator:
@@ -768,7 +768,7 @@ def dumps(preset: Preset) -> str:
 
 
 def save(preset: Preset, path: str | Path) -> None:
-    """Write ``dumps(preset)`` to ``path`` atomically (see :func:`rsd_engine.runs.atomic_write_text`)."""
+    """Write ``dumps(preset)`` to ``path`` atomically (see :func:`rsd_engine.io.runs.atomic_write_text`)."""
     atomic_write_text(Path(path), dumps(preset))
 
 
@@ -867,7 +867,7 @@ def table_fields(model: type[BaseModel], section: str, prefix: str = "") -> list
         if entry["type"] == "enum":
             entry["choices"] = main.get("enum", [main.get("const")])
         if (section, prefix + key) == ("corruption", "operator"):
-            from .operators.registry import known_names
+            from ..operators.registry import known_names
 
             entry["type"], entry["choices"] = "enum", known_names()
         for bound in ("minimum", "maximum", "exclusiveMinimum", "exclusiveMaximum"):

@@ -10,8 +10,8 @@ from dataclasses import dataclass
 
 import torch
 
-from .networks import EDMPrecond
-from .operators import Condition
+from ..models.networks import EDMPrecond
+from ..operators import Condition
 
 __all__ = ["karras_sigma", "karras_position", "karras_sigmas", "heun_sample", "one_step_generate", "SampleResult"]
 

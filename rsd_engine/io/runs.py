@@ -78,7 +78,7 @@ STATES = ("running", "done", "failed", "stopped")
 #: States after which no engine process of the run is running.
 FINAL_STATES = ("done", "failed", "stopped")
 #: The phases of a run, the value of the ``stage`` field of events and status.json (a name kept on
-#: disk): the two training *stages* (a :class:`rsd_engine.stage.Stage` each), then the final
+#: disk): the two training *stages* (a :class:`rsd_engine.train.stage.Stage` each), then the final
 #: evaluation. Start-up and stop records of the whole process use ``run``.
 PHASES = ("teacher", "distill", "evaluate")
 
@@ -284,7 +284,7 @@ def replace_folder(complete: Path, folder: Path, old: Path | None = None) -> Non
 
     Every file and folder under ``complete`` is fsynced; an existing ``folder`` is renamed to ``old``,
     ``complete`` renamed to ``folder``, and ``old`` removed. A crash leaves ``folder`` or ``old``
-    complete, never a mix (:func:`rsd_engine.checkpoints.load_checkpoint` falls back to ``old``).
+    complete, never a mix (:func:`rsd_engine.train.checkpoints.load_checkpoint` falls back to ``old``).
 
     Args:
         complete: the new folder, written beside ``folder`` (same file system, so renames are atomic).
@@ -354,7 +354,7 @@ class RunDir:
 
     def __init__(self, path: str | Path):
         self.path = Path(path)
-        #: called with every event after it is written (the run's trackers, :mod:`rsd_engine.trackers`)
+        #: called with every event after it is written (the run's trackers, :mod:`rsd_engine.io.trackers`)
         self.on_event: Callable[[dict], None] | None = None
 
     preset_path = property(lambda self: self.path / "preset.toml")
@@ -470,7 +470,7 @@ class RunDir:
         Kinds used by the engine: ``progress`` (losses, kimg, it/s, train_seconds), ``fid`` (live FID
         with n), :data:`TEACHER_BASELINE`, :data:`GENERATOR_BEATS_TEACHER`, ``checkpoint`` (with its
         seconds), ``grid``, ``metrics``, ``stopped``, ``timing`` (seconds of a part of the run,
-        :mod:`rsd_engine.timing`). Non-finite numbers (a NaN loss) are
+        :mod:`rsd_engine.io.timing`). Non-finite numbers (a NaN loss) are
         written as ``null`` so every line stays valid JSON.
         """
         event = _finite({"time": round(time.time(), 3), "stage": phase, "kind": kind, **fields})

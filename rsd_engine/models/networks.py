@@ -1,6 +1,6 @@
 """EDM preconditioning (Karras et al. 2022, "Elucidating the Design Space of Diffusion-Based
 Generative Models", Table 1 and eq. 7) and the engine's denoisers around a diffusers ``UNet2DModel``
-or EDM's DDPM++ / NCSN++ backbone (:mod:`rsd_engine.songunet`).
+or EDM's DDPM++ / NCSN++ backbone (:mod:`rsd_engine.models.songunet`).
 
 :class:`EDMDenoiser` is the only place that knows c_skip, c_out, c_in, c_noise and the loss weight;
 backbones subclass it: :class:`UNetDenoiser` (a given UNet, as the exported pipelines load it),
@@ -210,7 +210,7 @@ class EDMPrecond(_Configured, UNetDenoiser, ModelMixin, ConfigMixin):
     Its constructor arguments are its diffusers config (``register_to_config``), the one record of the
     architecture and the preconditioning: ``save_pretrained(folder)`` writes them to config.json beside
     the weights and ``EDMPrecond.from_pretrained(folder)`` rebuilds the same network; checkpoints
-    store the same config (:mod:`rsd_engine.checkpoints`). The weights are under ``unet.*``.
+    store the same config (:mod:`rsd_engine.train.checkpoints`). The weights are under ``unet.*``.
 
     Args:
         resolution: image side H = W in pixels.
@@ -270,7 +270,7 @@ class EDMPrecond(_Configured, UNetDenoiser, ModelMixin, ConfigMixin):
         """The constructor arguments (the diffusers config) of the network a preset trains.
 
         Args:
-            preset: a validated :class:`rsd_engine.config.Preset` (``[data]`` shape, ``[network]``).
+            preset: a validated :class:`rsd_engine.io.config.Preset` (``[data]`` shape, ``[network]``).
             cond_channels: mask channels of the operator (``Measurement.op.cond_channels``).
             cond_kind: what they mean (``Measurement.op.cond_kind``).
         """
@@ -298,12 +298,12 @@ class EDMPrecond(_Configured, UNetDenoiser, ModelMixin, ConfigMixin):
 
 
 class SongUNetPrecond(_Configured, EDMDenoiser, ModelMixin, ConfigMixin):
-    """The engine's denoiser around EDM's DDPM++ / NCSN++ backbone (:class:`rsd_engine.songunet.SongUNet`,
+    """The engine's denoiser around EDM's DDPM++ / NCSN++ backbone (:class:`rsd_engine.models.songunet.SongUNet`,
     EDM appendix F.2, Table 7) under the same preconditioning (:class:`EDMDenoiser`), as a diffusers model.
 
     The backbone is ``self.model``, so the weights are named as in EDM's ``EDMPrecond``
     (``model.enc.32x32_conv.weight``, ``model.map_layer0.weight`` …) and EDM-format weights load one to
-    one (:func:`rsd_engine.edm_import.load_edm_teacher`). The constructor arguments are the diffusers
+    one (:func:`rsd_engine.models.edm_import.load_edm_teacher`). The constructor arguments are the diffusers
     config (``save_pretrained`` / ``from_pretrained``, checkpoints).
 
     Args:
@@ -312,7 +312,7 @@ class SongUNetPrecond(_Configured, EDMDenoiser, ModelMixin, ConfigMixin):
         cond_channels: extra mask input channels k (0 for none).
         model_channels, channel_mult, channel_mult_emb, num_blocks, attn_resolutions, dropout,
         embedding_type, channel_mult_noise, encoder_type, resample_filter, augment_dim: the backbone's
-            sizes (:class:`~rsd_engine.songunet.SongUNet`; EDM's CIFAR-10 DDPM++: 128, [2, 2, 2], 4, 4, [16], 0.13).
+            sizes (:class:`~rsd_engine.models.songunet.SongUNet`; EDM's CIFAR-10 DDPM++: 128, [2, 2, 2], 4, 4, [16], 0.13).
         sigma_data, sigma_min, sigma_max, cond_kind: as in :class:`EDMDenoiser`.
 
     Raises:

@@ -15,9 +15,9 @@ from dataclasses import dataclass
 
 import torch
 
+from ..train.objectives import family_of
+from .base import Condition, Operator
 from .measurement import Measurement
-from .objectives import family_of
-from .operators import Condition, Operator
 
 __all__ = ["CheckResult", "CHECKS", "run_checks", "format_table", "ADJOINT_TOLERANCE"]
 
