@@ -26,9 +26,9 @@ from pathlib import Path
 
 import torch
 import torch.nn.functional as F
+from results_file import prepend_section
 
 from rsd_engine.evaluate.metrics import load_feature_network
-from results_file import prepend_section
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -71,10 +71,14 @@ def main(argv: list[str] | None = None) -> int:
     frozen = _frozen(net)
     b, half = args.batch, max(args.batch // 2, 1)
     # (name, network, batch, channels_last, resize grey first, threads)
-    variants = [(f"NCHW, batch {b} (before)", net, b, False, False, threads), (f"channels_last, batch {b}", net, b, True, False, threads),
-                (f"NCHW, batch {half}", net, half, False, False, threads), (f"frozen for inference, batch {b}", frozen, b, False, False, threads),
-                (f"frozen for inference, channels_last, batch {b}", frozen, b, True, False, threads),
-                (f"NCHW, grey resized first, batch {b}", net, b, False, True, threads)]
+    variants = [
+        (f"NCHW, batch {b} (before)", net, b, False, False, threads),
+        (f"channels_last, batch {b}", net, b, True, False, threads),
+        (f"NCHW, batch {half}", net, half, False, False, threads),
+        (f"frozen for inference, batch {b}", frozen, b, False, False, threads),
+        (f"frozen for inference, channels_last, batch {b}", frozen, b, True, False, threads),
+        (f"NCHW, grey resized first, batch {b}", net, b, False, True, threads),
+    ]
     if threads > 1:
         variants.append((f"NCHW, batch {b}, 1 thread (of {threads})", net, b, False, False, 1))
     speeds: dict[str, list[float]] = {v[0]: [] for v in variants}
@@ -93,14 +97,20 @@ def main(argv: list[str] | None = None) -> int:
     torch.set_num_threads(threads)
     base = variants[0][0]
     b = statistics.median(speeds[base])
-    rows = [f"| {name} | {statistics.median(speeds[name]):.2f} | {statistics.median(speeds[name]) / b:.2f} | "
-            f"{(feats[name] - feats[base]).abs().max().item():.1e} |" for name, *_ in variants]
+    rows = [
+        f"| {name} | {statistics.median(speeds[name]):.2f} | {statistics.median(speeds[name]) / b:.2f} | "
+        f"{(feats[name] - feats[base]).abs().max().item():.1e} |"
+        for name, *_ in variants
+    ]
     table = "| variant | images/s (median of rounds) | ratio to before | max feature difference |\n|---|---|---|---|\n" + "\n".join(rows)
     print(table)
     machine = f"{platform.machine()}, {torch.get_num_threads()} torch threads, torch {torch.__version__}"
-    section = (f"## TF-Inception features: layout, batch and threads ({machine})\n\n"
-               f"Written {time.strftime('%Y-%m-%d %H:%M')} UTC by `python benchmarks/bench_features.py {' '.join(argv if argv is not None else sys.argv[1:])}`"
-               f" ({args.images} images per measurement, {args.rounds} rounds, variants interleaved).\n\n{table}\n")
+    section = (
+        f"## TF-Inception features: layout, batch and threads ({machine})\n\n"
+        f"Written {time.strftime('%Y-%m-%d %H:%M')} UTC by `python benchmarks/bench_features.py "
+        f"{' '.join(argv if argv is not None else sys.argv[1:])}`"
+        f" ({args.images} images per measurement, {args.rounds} rounds, variants interleaved).\n\n{table}\n"
+    )
     prepend_section(Path(args.out), section)
     return 0
 

@@ -24,13 +24,13 @@ import time
 from pathlib import Path
 
 import torch
+from results_file import prepend_section
 
 from rsd_engine import assembly
-from rsd_engine.io import config as cfg
-from rsd_engine.train.distill import fake_score_loss, generator_loss
-from rsd_engine.models.networks import build_network, count_parameters
 from rsd_engine.evaluate.sampling import heun_sample, one_step_generate
-from results_file import prepend_section
+from rsd_engine.io import config as cfg
+from rsd_engine.models.networks import build_network, count_parameters
+from rsd_engine.train.distill import fake_score_loss, generator_loss
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -41,7 +41,8 @@ def _sync(device: torch.device) -> None:
 
 
 def _teacher_step_seconds(net, objective, z, device, repeats: int) -> float:
-    """Seconds of one teacher training step (loss on y = z/2, backward, Adam lr 1e-5), median of ``repeats`` after a warm-up (:func:`_timed`)."""
+    """Seconds of one teacher training step (loss on y = z/2, backward, Adam lr 1e-5), median of ``repeats`` after a warm-up
+    (:func:`_timed`)."""
     opt = torch.optim.Adam(net.parameters(), lr=1e-5)
     y = z * 0.5
 
@@ -112,7 +113,18 @@ def run(preset: cfg.Preset, batch: int, repeats: int, device: torch.device, step
         opt_f.step()
         opt_f.zero_grad(set_to_none=True)
         fake.eval().requires_grad_(False)
-        step = generator_loss(gen, teacher, fake, objective, z, sigma_init=d.sigma_init, alpha=d.alpha, t_max=d.t_max, rho=preset.network.rho, loss_scale=100.0)
+        step = generator_loss(
+            gen,
+            teacher,
+            fake,
+            objective,
+            z,
+            sigma_init=d.sigma_init,
+            alpha=d.alpha,
+            t_max=d.t_max,
+            rho=preset.network.rho,
+            loss_scale=100.0,
+        )
         step.loss.backward()
         opt_g.step()
         opt_g.zero_grad(set_to_none=True)
@@ -133,7 +145,10 @@ def _machine(device: torch.device) -> str:
         return f"{torch.cuda.get_device_name(device)}, torch {torch.__version__}"
     import os
 
-    return f"CPU {platform.processor() or platform.machine()}, {os.cpu_count()} cores, {torch.get_num_threads()} torch threads, torch {torch.__version__}"
+    return (
+        f"CPU {platform.processor() or platform.machine()}, {os.cpu_count()} cores, {torch.get_num_threads()} torch threads, torch "
+        f"{torch.__version__}"
+    )
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -144,7 +159,11 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--repeats", type=int, default=5)
     ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     ap.add_argument("--out", default=str(ROOT / "benchmarks" / "RESULTS.md"))
-    ap.add_argument("--step-only", action="store_true", help="measure only the bare teacher training step (seconds; a machine's speed for scaling run times)")
+    ap.add_argument(
+        "--step-only",
+        action="store_true",
+        help="measure only the bare teacher training step (seconds; a machine's speed for scaling run times)",
+    )
     args = ap.parse_args(argv)
     device = torch.device(args.device)
     preset = cfg.load(args.preset)

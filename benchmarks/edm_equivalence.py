@@ -38,9 +38,21 @@ def main() -> int:
         for res, mult, ch, mc, blocks in sizes:
             torch.manual_seed(0)
             edm = dnnlib.util.construct_class_by_name(
-                class_name="training.networks.EDMPrecond", img_resolution=res, img_channels=ch, label_dim=0, use_fp16=False,
-                model_type="SongUNet", decoder_type="standard", model_channels=mc, channel_mult=mult, num_blocks=blocks,
-                attn_resolutions=[16] if mc == 128 else [8, 16] if res == 32 else [8], dropout=0.13, augment_dim=9, **SongUNetPrecond.VARIANTS[arch])
+                class_name="training.networks.EDMPrecond",
+                img_resolution=res,
+                img_channels=ch,
+                label_dim=0,
+                use_fp16=False,
+                model_type="SongUNet",
+                decoder_type="standard",
+                model_channels=mc,
+                channel_mult=mult,
+                num_blocks=blocks,
+                attn_resolutions=[16] if mc == 128 else [8, 16] if res == 32 else [8],
+                dropout=0.13,
+                augment_dim=9,
+                **SongUNetPrecond.VARIANTS[arch],
+            )
             with torch.no_grad():
                 for p in edm.parameters():
                     p.add_(0.05 * torch.randn_like(p))
@@ -56,8 +68,10 @@ def main() -> int:
                 ref, got = ema(x, sigma), ours(x, sigma)
             rel = (got - ref).abs().flatten(1).amax(1) / ref.abs().flatten(1).amax(1)
             worst = max(worst, rel.max().item())
-            print(f"{arch} {res}×{res}×{ch}, {sum(p.numel() for p in ours.parameters()):,} parameters: "
-                  + " ".join(f"σ={s:.3g}:{r:.1e}" for s, r in zip(sigma.tolist(), rel.tolist())))
+            print(
+                f"{arch} {res}×{res}×{ch}, {sum(p.numel() for p in ours.parameters()):,} parameters: "
+                + " ".join(f"σ={s:.3g}:{r:.1e}" for s, r in zip(sigma.tolist(), rel.tolist()))
+            )
     print(f"largest relative difference: {worst:.2e}")
     return 0 if worst < 1e-4 else 1
 

@@ -20,7 +20,11 @@ import torch.nn.functional as F
 
 from rsd_engine.data import read_images, to_float
 from rsd_engine.evaluate.metrics import (
-    feature_statistics, fid_from_statistics, load_feature_network, quantize, tf1_resize,
+    feature_statistics,
+    fid_from_statistics,
+    load_feature_network,
+    quantize,
+    tf1_resize,
 )
 
 
@@ -59,10 +63,14 @@ def main() -> None:
         for resize in ("torch", "tf1"):
             mu, sigma = feature_statistics(feats[resize, "test"])
             fid[resize] = fid_from_statistics(mu, sigma, feats[resize, other])
-        print(f"FID(test, {other}) n={args.n}: torch bilinear {fid['torch']:.4f}, TF1 bilinear {fid['tf1']:.4f}, "
-              f"relative change {abs(fid['tf1'] - fid['torch']) / fid['tf1'] * 100:.2f} %")
-    print(f"features: {speed['tf1', 'test']:.1f} img/s channels-last, {speed['tf1', 'contiguous']:.1f} img/s contiguous "
-          f"(batch {args.batch}, {torch.get_num_threads()} threads)")
+        print(
+            f"FID(test, {other}) n={args.n}: torch bilinear {fid['torch']:.4f}, TF1 bilinear {fid['tf1']:.4f}, "
+            f"relative change {abs(fid['tf1'] - fid['torch']) / fid['tf1'] * 100:.2f} %"
+        )
+    print(
+        f"features: {speed['tf1', 'test']:.1f} img/s channels-last, {speed['tf1', 'contiguous']:.1f} img/s contiguous "
+        f"(batch {args.batch}, {torch.get_num_threads()} threads)"
+    )
 
 
 if __name__ == "__main__":

@@ -60,7 +60,14 @@ from results_file import prepend_section  # noqa: E402
 from rsd_engine import assembly  # noqa: E402
 from rsd_engine.io import config as cfg  # noqa: E402
 from rsd_engine.io.runs import (  # noqa: E402
-    FINAL_NETWORK, GENERATOR, GENERATOR_FINAL, TEACHER_FULL, TEACHER_TRUNCATED, RunDir, first_crossing, is_valid_name,
+    FINAL_NETWORK,
+    GENERATOR,
+    GENERATOR_FINAL,
+    TEACHER_FULL,
+    TEACHER_TRUNCATED,
+    RunDir,
+    first_crossing,
+    is_valid_name,
     teacher_baseline,
 )
 
@@ -139,16 +146,29 @@ def _run(folder: Path, preset: Path, overrides: list[str]) -> None:
 def teacher_overrides(study: dict, teacher: dict) -> list[str]:
     """Overrides of a teacher run: no distillation, the teacher samplers evaluated at n, live FID at n."""
     n = study["n"]
-    return [*study["set"], *teacher["set"], "distill.kimg=0", f"eval.live_fid_n={n}", f"eval.final_fid_n={n}",
-            'eval.models=["teacher-full", "teacher-truncated"]']
+    return [
+        *study["set"],
+        *teacher["set"],
+        "distill.kimg=0",
+        f"eval.live_fid_n={n}",
+        f"eval.final_fid_n={n}",
+        'eval.models=["teacher-full", "teacher-truncated"]',
+    ]
 
 
 def setting_overrides(study: dict, setting: dict, teacher_dir: Path) -> list[str]:
     """Overrides of a setting's run: distil from the saved teacher, live FID at n, the generator evaluated at n."""
     n = study["n"]
-    return [*study["set"], f"teacher.checkpoint={teacher_dir}", f"distill.kimg={study['kimg']}",
-            f"eval.distill_every_kimg={study['every_kimg']}", f"eval.live_fid_n={n}", f"eval.final_fid_n={n}",
-            'eval.models=["generator"]', *setting["set"]]
+    return [
+        *study["set"],
+        f"teacher.checkpoint={teacher_dir}",
+        f"distill.kimg={study['kimg']}",
+        f"eval.distill_every_kimg={study['every_kimg']}",
+        f"eval.live_fid_n={n}",
+        f"eval.final_fid_n={n}",
+        'eval.models=["generator"]',
+        *setting["set"],
+    ]
 
 
 def high_pass_fid(run_dir: Path, model: str, n: int) -> float | None:
@@ -158,10 +178,10 @@ def high_pass_fid(run_dir: Path, model: str, n: int) -> float | None:
     import torch.nn.functional as F
 
     from rsd_engine.data import clean_reference, to_float, training_measurements
-    from rsd_engine.train.checkpoints import load_network
     from rsd_engine.evaluate.evaluation import Evaluator, final_network
     from rsd_engine.evaluate.generate import ModelSampler
     from rsd_engine.evaluate.metrics import cached_features, fid_from_features, quantize
+    from rsd_engine.train.checkpoints import load_network
 
     def high_pass(x: torch.Tensor) -> torch.Tensor:
         blur = F.avg_pool2d(F.pad(x, (1, 1, 1, 1), mode="reflect"), 3, stride=1)
@@ -180,8 +200,13 @@ def high_pass_fid(run_dir: Path, model: str, n: int) -> float | None:
     if evaluator.feature_net is None:
         return None
     images, identity = clean_reference(preset, preset.eval.reference_n)
-    ref = cached_features(f"highpass|{identity}|n{images.shape[0]}", lambda: quantize(high_pass(to_float(images))),
-                          evaluator.feature_net, preset.eval.fid_cache_dir, preset.eval.batch_size)
+    ref = cached_features(
+        f"highpass|{identity}|n{images.shape[0]}",
+        lambda: quantize(high_pass(to_float(images))),
+        evaluator.feature_net,
+        preset.eval.fid_cache_dir,
+        preset.eval.batch_size,
+    )
     sampler = ModelSampler.from_preset(preset, assembly.build_objective(preset, measurement))
     samples = sampler.generate(model, network.eval(), range(n))
     return fid_from_features(ref, evaluator.features(high_pass(samples.images)))
@@ -211,27 +236,47 @@ def collect(grid: dict, out: Path) -> dict:
         preset = cfg.load(RunDir(folder).preset_path)
         model = TEACHER_TRUNCATED if _record(folder, TEACHER_TRUNCATED) else TEACHER_FULL  # not truncated when σ_c = 0
         rec = _record(folder, model)
-        teachers[name] = {"model": model, "fid": rec.get("fid"), "kid": rec.get("kid"), "n": rec.get("n"),
-                          "kimg": preset.teacher.kimg, "highpass_fid": hp(folder, model), "reference": rec.get("reference")}
+        teachers[name] = {
+            "model": model,
+            "fid": rec.get("fid"),
+            "kid": rec.get("kid"),
+            "n": rec.get("n"),
+            "kimg": preset.teacher.kimg,
+            "highpass_fid": hp(folder, model),
+            "reference": rec.get("reference"),
+        }
     settings = []
     for s in grid["settings"]:
         folder = out / s["name"]
         run = RunDir(folder)
         events = run.read_events()
-        curve = [{"kimg": e["kimg"], "minutes": _minutes(e), "fid": e["fid"], "kid": e.get("kid")}
-                 for e in events if e.get("kind") == "fid" and e.get("stage") == "distill" and e.get("n") == n]
+        curve = [
+            {"kimg": e["kimg"], "minutes": _minutes(e), "fid": e["fid"], "kid": e.get("kid")}
+            for e in events
+            if e.get("kind") == "fid" and e.get("stage") == "distill" and e.get("n") == n
+        ]
         rec = _record(folder, GENERATOR)
         if rec.get("fid") is None:
             rec = _last_live(curve)
         base = teacher_baseline(events, n)
         progress = [e for e in events if e.get("kind") == "progress" and e.get("stage") == "distill"]
-        settings.append({
-            "name": s["name"], "teacher": s["teacher"], "set": s["set"], "curve": curve,
-            "fid": rec.get("fid"), "kid": rec.get("kid"), "n": rec.get("n"), "highpass_fid": hp(folder, GENERATOR),
-            "baseline_fid": None if base is None else base["fid"], "crossing": first_crossing(events),
-            "minutes": _minutes(progress[-1]) if progress else None, "finished": "kimg" not in rec,
-            "images_per_s": progress[-1].get("images_per_s") if progress else None,
-        })
+        settings.append(
+            {
+                "name": s["name"],
+                "teacher": s["teacher"],
+                "set": s["set"],
+                "curve": curve,
+                "fid": rec.get("fid"),
+                "kid": rec.get("kid"),
+                "n": rec.get("n"),
+                "highpass_fid": hp(folder, GENERATOR),
+                "baseline_fid": None if base is None else base["fid"],
+                "crossing": first_crossing(events),
+                "minutes": _minutes(progress[-1]) if progress else None,
+                "finished": "kimg" not in rec,
+                "images_per_s": progress[-1].get("images_per_s") if progress else None,
+            }
+        )
     return {"study": study, "teachers": teachers, "settings": settings, "machine": _machine()}
 
 
@@ -259,8 +304,8 @@ def table(data: dict) -> str:
     """The Markdown table: one row per setting (and one per teacher)."""
     n = data["study"]["n"]
     lines = [
-        f"| setting | teacher | overrides | generator FID | best live FID (kimg) | teacher FID | ratio | KID gen / teacher | "
-        f"high-pass FID gen / teacher | first below teacher | minutes |",
+        "| setting | teacher | overrides | generator FID | best live FID (kimg) | teacher FID | ratio | KID gen / teacher | "
+        "high-pass FID gen / teacher | first below teacher | minutes |",
         "|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for s in data["settings"]:
@@ -274,11 +319,14 @@ def table(data: dict) -> str:
         lines.append(
             f"| {s['name']} | {s['teacher']} ({t['kimg']:g} kimg) | {', '.join(s['set']) or '—'} | {gen} | "
             f"{_fmt(best and best['fid'])} ({_fmt(best and best['kimg'], '{:g}')}) | {_fmt(t['fid'])} | {_fmt(ratio, '{:.2f}')} | "
-            f"{kid} | {hp} | {cross} | {_fmt(s['minutes'])} |")
+            f"{kid} | {hp} | {cross} | {_fmt(s['minutes'])} |"
+        )
     lines.append("")
-    lines.append(f"FID and KID at n = {n} (seeds 0–{n - 1}) against the same clean reference for every row; "
-                 "the teacher column is its truncated sampler (Heun stopped at σ_c), ratio = generator / teacher; "
-                 "minutes = distillation training time (evaluation excluded).")
+    lines.append(
+        f"FID and KID at n = {n} (seeds 0–{n - 1}) against the same clean reference for every row; "
+        "the teacher column is its truncated sampler (Heun stopped at σ_c), ratio = generator / teacher; "
+        "minutes = distillation training time (evaluation excluded)."
+    )
     return "\n".join(lines)
 
 
@@ -299,8 +347,13 @@ def plot(data: dict, path: Path) -> None:
     for j, (name, t) in enumerate(data["teachers"].items()):
         if t["fid"] is not None:
             for ax in axes:
-                ax.axhline(t["fid"], ls="--", color="k", alpha=0.4 + 0.5 * j / max(len(data["teachers"]), 1),
-                           label=f"teacher {name}: {t['model']} FID {t['fid']:.1f}")
+                ax.axhline(
+                    t["fid"],
+                    ls="--",
+                    color="k",
+                    alpha=0.4 + 0.5 * j / max(len(data["teachers"]), 1),
+                    label=f"teacher {name}: {t['model']} FID {t['fid']:.1f}",
+                )
     axes[0].set_xlabel("distillation images seen (kimg)")
     axes[1].set_xlabel("distillation training time (minutes, evaluation excluded)")
     axes[0].set_ylabel(f"FID (n = {data['study']['n']})")
@@ -355,8 +408,10 @@ def main(argv: list[str] | None = None) -> int:
     print(text)
     grid_file = args.grid.resolve()
     command = f"python benchmarks/fidelity_study.py {grid_file.relative_to(ROOT) if grid_file.is_relative_to(ROOT) else grid_file}"
-    section = (f"## {study['title']}\n\nWritten {time.strftime('%Y-%m-%d %H:%M')} by `{command}` on {data['machine']} "
-               f"({(time.time() - start) / 60:.0f} min this call).\n\n![{study['title']}]({figure.name})\n\n{text}\n")
+    section = (
+        f"## {study['title']}\n\nWritten {time.strftime('%Y-%m-%d %H:%M')} by `{command}` on {data['machine']} "
+        f"({(time.time() - start) / 60:.0f} min this call).\n\n![{study['title']}]({figure.name})\n\n{text}\n"
+    )
     prepend_section(args.results, section)
     return 0
 

@@ -34,8 +34,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from rsd_engine.io import config as cfg
 from rsd_engine.data.sources import FASHION_MNIST_DIR
+from rsd_engine.io import config as cfg
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import bench_speed  # noqa: E402
@@ -74,25 +74,48 @@ def smoke(work: Path, quick: bool, device: str) -> list[tuple[str, str, float]]:
         train = synthetic_npz(work / f"{name}-train.npz", 64, ch, res, 0)
         held = synthetic_npz(work / f"{name}-eval.npz", 64, ch, res, 1)
         batch = 8 if quick else 64
-        sets = ["data.source=npz", f"data.path='{train}'", f"data.eval_path='{held}'", f"data.resolution={res}",
-                f"teacher.kimg={2 * batch / 1000}", f"teacher.batch_size={batch}", f"distill.kimg={2 * batch / 1000}",
-                f"distill.batch_size={batch}", "eval.live_fid_n=0", f"eval.final_fid_n={4 if quick else 64}",
-                f"eval.reference_n={4 if quick else 64}", f"eval.grid_n={4 if quick else 16}", f"eval.teacher_steps={2 if quick else 4}",
-                f"eval.psnr_n={4 if quick else 16}",
-                f"eval.batch_size={batch}", f"accelerate.device={device}",
-                f"accelerate.mixed_precision={'no' if device == 'cpu' else 'bf16'}", "accelerate.num_processes=1"]
+        sets = [
+            "data.source=npz",
+            f"data.path='{train}'",
+            f"data.eval_path='{held}'",
+            f"data.resolution={res}",
+            f"teacher.kimg={2 * batch / 1000}",
+            f"teacher.batch_size={batch}",
+            f"distill.kimg={2 * batch / 1000}",
+            f"distill.batch_size={batch}",
+            "eval.live_fid_n=0",
+            f"eval.final_fid_n={4 if quick else 64}",
+            f"eval.reference_n={4 if quick else 64}",
+            f"eval.grid_n={4 if quick else 16}",
+            f"eval.teacher_steps={2 if quick else 4}",
+            f"eval.psnr_n={4 if quick else 16}",
+            f"eval.batch_size={batch}",
+            f"accelerate.device={device}",
+            f"accelerate.mixed_precision={'no' if device == 'cpu' else 'bf16'}",
+            "accelerate.num_processes=1",
+        ]
         if quick:
             sets += TINY_DDPMPP
-        rc, secs = engine(["run", str(ROOT / "presets" / name), "--out", str(work / f"smoke-{name}"),
-                           *[a for s in sets for a in ("--set", s)]], work / f"smoke-{name}.log")
-        rows.append((f"smoke: {name} teacher → distill → evaluate ({'fp32' if device == 'cpu' else 'bf16'})",
-                     "ok" if rc == 0 else f"FAILED (exit {rc}, log {work / f'smoke-{name}.log'})", secs))
+        rc, secs = engine(
+            ["run", str(ROOT / "presets" / name), "--out", str(work / f"smoke-{name}"), *[a for s in sets for a in ("--set", s)]],
+            work / f"smoke-{name}.log",
+        )
+        rows.append(
+            (
+                f"smoke: {name} teacher → distill → evaluate ({'fp32' if device == 'cpu' else 'bf16'})",
+                "ok" if rc == 0 else f"FAILED (exit {rc}, log {work / f'smoke-{name}.log'})",
+                secs,
+            )
+        )
     return rows
 
 
 def throughput(quick: bool, device: torch.device) -> list[tuple[str, str, float]]:
     """Stage 2: teacher step and RSD iteration at DDPM++ size (bench_speed's measurements), bf16 autocast on a GPU."""
-    preset = cfg.load(ROOT / "presets" / SMOKE_PRESETS[0], ["data.path=x", *(TINY_DDPMPP + ["data.resolution=16", "eval.teacher_steps=2"] if quick else [])])
+    preset = cfg.load(
+        ROOT / "presets" / SMOKE_PRESETS[0],
+        ["data.path=x", *(TINY_DDPMPP + ["data.resolution=16", "eval.teacher_steps=2"] if quick else [])],
+    )
     batch = 4 if quick else preset.teacher.batch_size
     start = time.perf_counter()
     if device.type == "cuda":
@@ -128,20 +151,49 @@ def features(quick: bool, device: torch.device) -> list[tuple[str, str, float]]:
 
 def fashion_mnist(work: Path, quick: bool, device: str, fmnist: Path | None) -> list[tuple[str, str, float]]:
     """Stage 4: a short Fashion-MNIST denoising run with teacher and generator FID."""
-    folder = fmnist or next((p for p in (FASHION_MNIST_DIR, ROOT / "benchmarks" / "data" / "fashion-mnist")
-                             if (p / "t10k-images-idx3-ubyte.gz").is_file()), None)
+    folder = fmnist or next(
+        (p for p in (FASHION_MNIST_DIR, ROOT / "benchmarks" / "data" / "fashion-mnist") if (p / "t10k-images-idx3-ubyte.gz").is_file()),
+        None,
+    )
     if folder is None:
         return [("Fashion-MNIST run", f"skipped: no IDX files in {FASHION_MNIST_DIR} or benchmarks/data/fashion-mnist", 0.0)]
     n = 4 if quick else 2000
-    sets = [f"data.path='{folder}'", f"accelerate.device={device}", f"eval.final_fid_n={n}", f"eval.reference_n={n}",
-            "eval.models=['teacher-truncated','generator']", "eval.live_fid_n=0", "eval.psnr_n=0",
-            *(["teacher.kimg=0.032", "teacher.batch_size=16", "distill.kimg=0.008", "distill.batch_size=8", "data.max_images=64",
-               "eval.teacher_steps=2", "eval.batch_size=8", "eval.grid_n=4", "network.block_out_channels=[16,32]"]
-              if quick else ["teacher.kimg=320", "teacher.batch_size=256", "teacher.lr_warmup_kimg=10", "distill.kimg=32",
-                             "distill.batch_size=64", "eval.batch_size=500"])]
+    sets = [
+        f"data.path='{folder}'",
+        f"accelerate.device={device}",
+        f"eval.final_fid_n={n}",
+        f"eval.reference_n={n}",
+        "eval.models=['teacher-truncated','generator']",
+        "eval.live_fid_n=0",
+        "eval.psnr_n=0",
+        *(
+            [
+                "teacher.kimg=0.032",
+                "teacher.batch_size=16",
+                "distill.kimg=0.008",
+                "distill.batch_size=8",
+                "data.max_images=64",
+                "eval.teacher_steps=2",
+                "eval.batch_size=8",
+                "eval.grid_n=4",
+                "network.block_out_channels=[16,32]",
+            ]
+            if quick
+            else [
+                "teacher.kimg=320",
+                "teacher.batch_size=256",
+                "teacher.lr_warmup_kimg=10",
+                "distill.kimg=32",
+                "distill.batch_size=64",
+                "eval.batch_size=500",
+            ]
+        ),
+    ]
     out = work / "fmnist"
-    rc, secs = engine(["run", str(ROOT / "presets" / "fmnist-denoise-0.2.toml"), "--out", str(out),
-                       *[a for s in sets for a in ("--set", s)]], work / "fmnist.log")
+    rc, secs = engine(
+        ["run", str(ROOT / "presets" / "fmnist-denoise-0.2.toml"), "--out", str(out), *[a for s in sets for a in ("--set", s)]],
+        work / "fmnist.log",
+    )
     if rc != 0:
         return [("Fashion-MNIST run", f"FAILED (exit {rc}, log {work / 'fmnist.log'})", secs)]
     metrics = json.loads((out / "metrics.json").read_text())
@@ -171,8 +223,10 @@ def main(argv: list[str] | None = None) -> int:
     total = time.perf_counter() - start
     table = "| check | result | stage s |\n|---|---|---|\n" + "\n".join(f"| {k} | {v} | {s:.0f} |" for k, v, s in rows)
     command = "python benchmarks/gpu_check.py " + " ".join(argv if argv is not None else sys.argv[1:])
-    section = (f"## gpu_check{' --quick' if args.quick else ''} on {bench_speed._machine(device)}\n\n"
-               f"Measured {time.strftime('%Y-%m-%d %H:%M')} with `{command.strip()}`, {total:.0f} s in all.\n\n{table}\n")
+    section = (
+        f"## gpu_check{' --quick' if args.quick else ''} on {bench_speed._machine(device)}\n\n"
+        f"Measured {time.strftime('%Y-%m-%d %H:%M')} with `{command.strip()}`, {total:.0f} s in all.\n\n{table}\n"
+    )
     print(section)
     prepend_section(args.out, section)
     return 1 if any("FAILED" in v for _, v, _ in rows) else 0

@@ -56,14 +56,22 @@ def row(run: Path) -> str:
         f"| {preset.run.name} | {preset.corruption.multicoil_mri.acceleration} | {preset.teacher.kimg:g} | {preset.distill.kimg:g} | "
         f"{teacher['fid']:.1f} ({teacher['nfe']}) | {gen['fid']:.1f} | {zero['fid']:.1f} | {recon['fid']:.1f} | "
         f"{gen['n']}, restorations {zero['n']} ({ref_n}) | {zero['psnr']:.2f} dB / {zero['ssim']:.3f} | "
-        f"{recon['psnr']:.2f} dB / {recon['ssim']:.3f} | {gen.get('proximal_fid', float('nan')):.1f} | {wall_seconds(folder) / 60:.1f} min |\n"
+        f"{recon['psnr']:.2f} dB / {recon['ssim']:.3f} | {gen.get('proximal_fid', float('nan')):.1f} | {wall_seconds(folder) / 60:.1f} "
+        "min |\n"
     )
 
 
 def main(argv: list[str] | None = None) -> int:
     """Print the table for the given run folders and prepend it to --out. Returns 0."""
-    return table_main(argv, "benchmarks/mri_table.py", __doc__.split("\n\n")[0], "Multi-coil MRI: teacher, generator and zero-filled baseline",
-                      HEADER, row, ROOT / "benchmarks" / "RESULTS.md")
+    return table_main(
+        argv,
+        "benchmarks/mri_table.py",
+        __doc__.split("\n\n")[0],
+        "Multi-coil MRI: teacher, generator and zero-filled baseline",
+        HEADER,
+        row,
+        ROOT / "benchmarks" / "RESULTS.md",
+    )
 
 
 if __name__ == "__main__":

@@ -19,9 +19,10 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
+from results_file import table_main
+
 from rsd_engine.io import config as cfg
 from rsd_engine.io.runs import GENERATOR, TEACHER_FULL, TEACHER_TRUNCATED, RunDir
-from results_file import table_main
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -78,8 +79,15 @@ def row(run: Path) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     """Print the table for the given run folders and prepend it to --out. Returns 0."""
-    return table_main(argv, "benchmarks/quality_table.py", __doc__.split("\n\n")[0], "Teacher against generator on finished runs", HEADER, row,
-                      ROOT / "benchmarks" / "RESULTS.md")
+    return table_main(
+        argv,
+        "benchmarks/quality_table.py",
+        __doc__.split("\n\n")[0],
+        "Teacher against generator on finished runs",
+        HEADER,
+        row,
+        ROOT / "benchmarks" / "RESULTS.md",
+    )
 
 
 if __name__ == "__main__":

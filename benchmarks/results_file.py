@@ -21,7 +21,9 @@ def prepend_section(out: Path, section: str) -> None:
     out.write_text(HEADER + section + ("\n" + old if old else ""))
 
 
-def table_main(argv: list[str] | None, script: str, description: str, title: str, header: str, row: Callable[[Path], str], out: Path) -> int:
+def table_main(
+    argv: list[str] | None, script: str, description: str, title: str, header: str, row: Callable[[Path], str], out: Path
+) -> int:
     """Command line of a table script: rows (``row(run)``) for the run folders given, printed under
     ``header`` and prepended to ``--out`` (default ``out``) with the command and the time. Returns 0.
 

@@ -22,10 +22,10 @@ import torch
 from pydantic import BaseModel, ValidationError, create_model
 
 from .io import config as cfg
-from .operators.measurement import Measurement
-from .train.objectives import FAMILIES, Objective, ObjectiveFamily
 from .operators import Operator
+from .operators.measurement import Measurement
 from .operators.registry import OPERATORS, OperatorLoadError, import_path, package_version, params_model, resolve
+from .train.objectives import FAMILIES, Objective, ObjectiveFamily
 
 __all__ = [
     "is_plugin",
@@ -127,8 +127,10 @@ def resolve_objective(preset: cfg.Preset) -> str:
     if chosen == "auto":
         return family.objectives[0]
     if chosen not in family.objectives:
-        raise ValueError(f"{chosen!r} does not fit operator {preset.corruption.operator!r} (objective family {family.name}); "
-                         f"allowed: auto, {', '.join(sorted(family.objectives))}")
+        raise ValueError(
+            f"{chosen!r} does not fit operator {preset.corruption.operator!r} (objective family {family.name}); "
+            f"allowed: auto, {', '.join(sorted(family.objectives))}"
+        )
     return chosen
 
 
@@ -214,8 +216,12 @@ def operator_problems(preset: cfg.Preset) -> list[tuple[str, str]]:
     try:
         op = build_operator(preset)
     except Exception as e:  # noqa: BLE001 - a plug-in constructor's error, in one line
-        return [("corruption.params", f"{where}(channels={preset.data.channels}, resolution={preset.data.resolution}, "
-                                      f"**params) raised {type(e).__name__}: {e}")]
+        return [
+            (
+                "corruption.params",
+                f"{where}(channels={preset.data.channels}, resolution={preset.data.resolution}, **params) raised {type(e).__name__}: {e}",
+            )
+        ]
     x = torch.zeros(1, preset.data.channels, preset.data.resolution, preset.data.resolution)
     try:
         y = op(x, **op.sample_params(1, torch.Generator().manual_seed(0)))
@@ -223,7 +229,9 @@ def operator_problems(preset: cfg.Preset) -> list[tuple[str, str]]:
     except Exception as e:  # noqa: BLE001
         return [("corruption.operator", f"{where} failed on a batch of one image: {type(e).__name__}: {e}")]
     if tuple(y.shape[1:]) != declared:
-        return [("corruption.operator", f"{where} returns measurements of shape {tuple(y.shape[1:])} but declares output_shape() = {declared}")]
+        return [
+            ("corruption.operator", f"{where} returns measurements of shape {tuple(y.shape[1:])} but declares output_shape() = {declared}")
+        ]
     return []
 
 

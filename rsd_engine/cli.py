@@ -4,7 +4,8 @@
 Exit codes: 0 success; 2 invalid preset or arguments, a preset that cannot run here (its data absent, too large for
 this machine), an output folder that cannot be written, a refused export or teacher pickle, a malformed reference
 statistics file; 1 ``check-operator`` with a failed check; 1 a run failed (status ``failed``, error in
-status.json and log.txt; also ``sample``/``evaluate`` of weights that are not finite); 130 stopped by SIGTERM/SIGINT (status ``stopped``, checkpoint kept).
+status.json and log.txt; also ``sample``/``evaluate`` of weights that are not finite); 130 stopped by SIGTERM/SIGINT (status
+``stopped``, checkpoint kept).
 
 A run that fails where nothing can be written any more (a full disk) still ends with one line on the
 terminal: its status.json may then keep ``running`` with the ended process's pid, which every reader
@@ -25,7 +26,14 @@ from . import assembly
 from .io import config as cfg
 from .io.processes import parent_command_line, process_shortfall
 from .io.runs import (
-    EXPORT_MODELS, EXPORT_WEIGHTS, GENERATOR, MODELS, OutputError, RunDir, default_run_folder, this_host,
+    EXPORT_MODELS,
+    EXPORT_WEIGHTS,
+    GENERATOR,
+    MODELS,
+    OutputError,
+    RunDir,
+    default_run_folder,
+    this_host,
 )
 from .io.signals import StopRequested, install_signal_handlers
 from .io.timing import STARTUP, TIMING, WALL, process_seconds, split_table, time_split
@@ -37,24 +45,34 @@ log = logging.getLogger("rsd_engine")
 
 def build_parser() -> argparse.ArgumentParser:
     """The argparse parser of all subcommands."""
-    p = argparse.ArgumentParser(prog="rsd-engine", description="Restoration Score Distillation: teacher on corrupted data → one-step generator → evaluation.")
+    p = argparse.ArgumentParser(
+        prog="rsd-engine", description="Restoration Score Distillation: teacher on corrupted data → one-step generator → evaluation."
+    )
     sub = p.add_subparsers(dest="command", required=True)
 
     r = sub.add_parser("run", help="train teacher, distil, evaluate (or resume a run)")
     r.add_argument("preset", nargs="?", help="preset TOML file (omit with --resume)")
     r.add_argument("--out", help="run folder (default runs/<run.name>-<time>)")
-    r.add_argument("--set", dest="overrides", action="append", default=[], metavar="SECTION.KEY=VALUE", help="override a preset field (repeatable)")
+    r.add_argument(
+        "--set", dest="overrides", action="append", default=[], metavar="SECTION.KEY=VALUE", help="override a preset field (repeatable)"
+    )
     r.add_argument("--resume", metavar="RUN_DIR", help="continue the run in this folder from its latest checkpoints")
 
     v = sub.add_parser("validate", help="check a preset and print the effective TOML")
     v.add_argument("preset")
     v.add_argument("--set", dest="overrides", action="append", default=[], metavar="SECTION.KEY=VALUE")
-    v.add_argument("--no-paths", action="store_true", help="skip the checks of data and checkpoint paths (a preset saved before its paths exist)")
+    v.add_argument(
+        "--no-paths", action="store_true", help="skip the checks of data and checkpoint paths (a preset saved before its paths exist)"
+    )
 
-    co = sub.add_parser("check-operator", help="conformance report of the preset's forward operator (built-in or plug-in), one line per check")
+    co = sub.add_parser(
+        "check-operator", help="conformance report of the preset's forward operator (built-in or plug-in), one line per check"
+    )
     co.add_argument("preset")
     co.add_argument("--set", dest="overrides", action="append", default=[], metavar="SECTION.KEY=VALUE")
-    co.add_argument("--schema", action="store_true", help="print the operator's parameter schema as JSON instead (what the workbench form shows)")
+    co.add_argument(
+        "--schema", action="store_true", help="print the operator's parameter schema as JSON instead (what the workbench form shows)"
+    )
 
     s = sub.add_parser("sample", help="write a PNG grid of samples of a finished run")
     s.add_argument("run_dir")
@@ -67,8 +85,11 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("run_dir")
     e.add_argument("--set", dest="overrides", action="append", default=[], metavar="eval.KEY=VALUE", help="override eval.* fields only")
     e.add_argument("--models", default=",".join(MODELS), help="comma-separated models to (re)evaluate")
-    e.add_argument("--recompute", action="store_true",
-                   help="compute every FID again, even where an earlier evaluation had the same weights, n, seeds and reference")
+    e.add_argument(
+        "--recompute",
+        action="store_true",
+        help="compute every FID again, even where an earlier evaluation had the same weights, n, seeds and reference",
+    )
 
     x = sub.add_parser("export", help="write a run's generator (or teacher) as a diffusers pipeline folder")
     x.add_argument("run_dir")
@@ -83,13 +104,17 @@ def build_parser() -> argparse.ArgumentParser:
     pv.add_argument("--out", default="preview.png")
     pv.add_argument("--set", dest="overrides", action="append", default=[], metavar="SECTION.KEY=VALUE")
 
-    it = sub.add_parser("import-teacher", help="a run folder whose teacher is an EDM-format pickle (EDM, SiD, Ambient); then `run --resume` distils it")
+    it = sub.add_parser(
+        "import-teacher", help="a run folder whose teacher is an EDM-format pickle (EDM, SiD, Ambient); then `run --resume` distils it"
+    )
     it.add_argument("pkl", help="EDM-format network pickle (network-snapshot-*.pkl); read without running its embedded code")
     it.add_argument("--preset", required=True, help="preset of the distillation (operator, σ_c, data); [network] is taken from the pickle")
     it.add_argument("--out", required=True, help="new run folder")
     it.add_argument("--set", dest="overrides", action="append", default=[], metavar="SECTION.KEY=VALUE")
 
-    fr = sub.add_parser("fid-ref", help="write FID reference statistics (mu, sigma) of a preset's clean evaluation split in EDM's .npz format")
+    fr = sub.add_parser(
+        "fid-ref", help="write FID reference statistics (mu, sigma) of a preset's clean evaluation split in EDM's .npz format"
+    )
     fr.add_argument("preset")
     fr.add_argument("--out", required=True, help=".npz file to write (mu (2048,), sigma (2048, 2048), float64)")
     fr.add_argument("--n", type=int, default=None, help="clean held-out images (default eval.reference_n; the whole split if smaller)")
@@ -103,7 +128,12 @@ def build_parser() -> argparse.ArgumentParser:
     th.add_argument("--out", default="runs/theory", help="output folder (default runs/theory)")
     th.add_argument("--seed", type=int, default=0)
     th.add_argument("--quick", action="store_true", help="a few-second smoke run (far fewer steps; numbers not meaningful)")
-    th.add_argument("--workers", type=int, default=None, help="settings run in parallel processes (default 2, 1 with --quick; results do not depend on it)")
+    th.add_argument(
+        "--workers",
+        type=int,
+        default=None,
+        help="settings run in parallel processes (default 2, 1 with --quick; results do not depend on it)",
+    )
     return p
 
 
@@ -114,8 +144,10 @@ class _LogFile(logging.FileHandler):
     def handleError(self, record: logging.LogRecord) -> None:
         err = sys.exc_info()[1]
         log.removeHandler(self)
-        print(f"warning: {self.baseFilename} cannot be written ({getattr(err, 'strerror', None) or err}); the log goes to the terminal only",
-              file=sys.stderr)
+        print(
+            f"warning: {self.baseFilename} cannot be written ({getattr(err, 'strerror', None) or err}); the log goes to the terminal only",
+            file=sys.stderr,
+        )
 
 
 def _setup_logging(log_file: Path | None, main_process: bool) -> None:
@@ -158,8 +190,11 @@ def _cmd_check_operator(args) -> int:
         return 0
     op = assembly.build_operator(preset)
     c = preset.corruption
-    print(f"operator {c.operator} ({type(op).__module__}:{type(op).__qualname__}), family {op.objective_family}, "
-          f"{'linear' if op.linear else 'non-linear'}, image {preset.data.channels}×{preset.data.resolution}×{preset.data.resolution} → {tuple(op.output_shape())}")
+    print(
+        f"operator {c.operator} ({type(op).__module__}:{type(op).__qualname__}), family {op.objective_family}, "
+        f"{'linear' if op.linear else 'non-linear'}, image {preset.data.channels}×{preset.data.resolution}×{preset.data.resolution} → "
+        f"{tuple(op.output_shape())}"
+    )
     results = run_checks(op)
     print(format_table(results))
     failed = [r.name for r in results if not r.passed]
@@ -212,8 +247,15 @@ def _cmd_run(args) -> int:
             if args.resume:
                 for path in run.remove_partial_writes():
                     log.info("removed %s, left by an interrupted write", path)
-            run.write_status(state="running", pid=os.getpid(), host=this_host(), error=None, num_processes=acc.num_processes,
-                             device=str(acc.device), warnings=[shortfall] if shortfall else [])
+            run.write_status(
+                state="running",
+                pid=os.getpid(),
+                host=this_host(),
+                error=None,
+                num_processes=acc.num_processes,
+                device=str(acc.device),
+                warnings=[shortfall] if shortfall else [],
+            )
             if preset.run.trackers:
                 from .io.trackers import EventTrackers
 
@@ -225,7 +267,9 @@ def _cmd_run(args) -> int:
     except StopRequested:
         log.warning("stopped; resume with: rsd-engine run --resume %s", run.path)
         if acc.is_main_process:
-            _record(run, lambda: (run.write_status(state="stopped"), run.append_event(run.read_status().get("stage", "teacher"), "stopped")))
+            _record(
+                run, lambda: (run.write_status(state="stopped"), run.append_event(run.read_status().get("stage", "teacher"), "stopped"))
+            )
         return 130
     except Exception as e:  # the run folder records every failure
         log.error("run failed: %s", e)
@@ -243,8 +287,13 @@ def _cmd_run(args) -> int:
         return 1
     finally:
         if acc.is_main_process:
-            _record(run, lambda: run.append_event("run", TIMING, part=WALL, seconds=round(process_seconds(), 3),
-                                                  state=run.read_status().get("state")), quiet=True)
+            _record(
+                run,
+                lambda: run.append_event(
+                    "run", TIMING, part=WALL, seconds=round(process_seconds(), 3), state=run.read_status().get("state")
+                ),
+                quiet=True,
+            )
         if trackers is not None:
             trackers.finish()
     log.info("done: %s", run.metrics_path)
@@ -259,7 +308,9 @@ def _record(run: RunDir, write, quiet: bool = False) -> None:
         write()
     except OSError as e:
         if not quiet:
-            log.error("cannot record the outcome in %s (%s); the run reads as failed once this process has ended", run.path, e.strerror or e)
+            log.error(
+                "cannot record the outcome in %s (%s); the run reads as failed once this process has ended", run.path, e.strerror or e
+            )
 
 
 def _cmd_sample(args) -> int:
@@ -277,7 +328,10 @@ def _cmd_sample(args) -> int:
     samples = sampler.generate(args.model, net, range(args.seed_start, args.seed_start + args.n), device)
     out = Path(args.out) if args.out else run.samples / f"{args.model}-n{args.n}.png"
     save_grid(samples.images, out)
-    print(f"{out}  ({args.n} samples, seeds {args.seed_start}…{args.seed_start + args.n - 1}, NFE {samples.nfe}, {samples.images_per_s:.1f} img/s)")
+    print(
+        f"{out}  ({args.n} samples, seeds {args.seed_start}…{args.seed_start + args.n - 1}, NFE {samples.nfe}, "
+        f"{samples.images_per_s:.1f} img/s)"
+    )
     return 0
 
 
@@ -330,8 +384,10 @@ def _cmd_preview(args) -> int:
     d, c = preset.data, preset.corruption
     n_train = len(training_measurements(preset, measurement))
     print(args.out)
-    print(f"data: {d.source}{' ' + d.path if d.path else ''}, {n_train} training images, {d.resolution}×{d.resolution}, "
-          f"{d.channels} channel{'s' if d.channels > 1 else ''}; operator {c.operator}, σ = {c.noise_sigma}")
+    print(
+        f"data: {d.source}{' ' + d.path if d.path else ''}, {n_train} training images, {d.resolution}×{d.resolution}, "
+        f"{d.channels} channel{'s' if d.channels > 1 else ''}; operator {c.operator}, σ = {c.noise_sigma}"
+    )
     print("rows: " + " | ".join(PANEL_LABELS[k] for k in rows))
     if measurement.op.preview_note:
         print("note: " + measurement.op.preview_note)
@@ -348,8 +404,10 @@ def _cmd_import_teacher(args) -> int:
         return 2
     preset = assembly.load(run.preset_path)
     n = preset.network
-    print(f"{run.path}: teacher-final = {args.pkl} ({n.architecture}, {n.model_channels} channels × {n.channel_mult}, "
-          f"{preset.data.resolution}×{preset.data.resolution}×{preset.data.channels})")
+    print(
+        f"{run.path}: teacher-final = {args.pkl} ({n.architecture}, {n.model_channels} channels × {n.channel_mult}, "
+        f"{preset.data.resolution}×{preset.data.resolution}×{preset.data.channels})"
+    )
     print(f"distil it with: rsd-engine run --resume {run.path}")
     return 0
 
@@ -401,9 +459,19 @@ def _cmd_time_split(args) -> int:
     return 0
 
 
-_COMMANDS = {"run": _cmd_run, "validate": _cmd_validate, "check-operator": _cmd_check_operator, "sample": _cmd_sample, "evaluate": _cmd_evaluate,
-             "export": _cmd_export, "preview": _cmd_preview, "theory": _cmd_theory, "time-split": _cmd_time_split,
-             "import-teacher": _cmd_import_teacher, "fid-ref": _cmd_fid_ref}
+_COMMANDS = {
+    "run": _cmd_run,
+    "validate": _cmd_validate,
+    "check-operator": _cmd_check_operator,
+    "sample": _cmd_sample,
+    "evaluate": _cmd_evaluate,
+    "export": _cmd_export,
+    "preview": _cmd_preview,
+    "theory": _cmd_theory,
+    "time-split": _cmd_time_split,
+    "import-teacher": _cmd_import_teacher,
+    "fid-ref": _cmd_fid_ref,
+}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -412,8 +480,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "run":
         install_signal_handlers()
     from .data.sources import DataError  # imports torch: after the handlers are in place
-    from .train.finite import NonFiniteError
     from .evaluate.metrics import ReferenceStatsError
+    from .train.finite import NonFiniteError
 
     try:
         return _COMMANDS[args.command](args)

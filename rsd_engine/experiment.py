@@ -65,8 +65,14 @@ class Experiment:
             return self.stop_requested()
 
         self.evaluation = Evaluation(preset, run, accelerator, self.dataset, self.sampler, self.stops)
-        self.runner = StageRunner(accelerator=accelerator, run_dir=run, seed=preset.run.seed,
-                                  preset_toml=cfg.dumps(preset), state={"objective": self.objective.name}, stop=stop)
+        self.runner = StageRunner(
+            accelerator=accelerator,
+            run_dir=run,
+            seed=preset.run.seed,
+            preset_toml=cfg.dumps(preset),
+            state={"objective": self.objective.name},
+            stop=stop,
+        )
 
     def stop_requested(self) -> bool:
         """Whether any process received SIGTERM/SIGINT (all processes agree, so they stop together): the
@@ -126,7 +132,9 @@ class Experiment:
         """
         if not checkpoint_exists(self.teacher_final()):
             if self.preset.teacher.checkpoint:
-                raise FileNotFoundError(f"teacher.checkpoint = {self.preset.teacher.checkpoint!r}: no teacher checkpoint found at {self.teacher_final()}")
+                raise FileNotFoundError(
+                    f"teacher.checkpoint = {self.preset.teacher.checkpoint!r}: no teacher checkpoint found at {self.teacher_final()}"
+                )
             self.train_teacher()
         if not checkpoint_exists(self.run.checkpoint(GENERATOR_FINAL)):
             self.distill()

@@ -78,7 +78,9 @@ def export_run(run_dir: str | Path, out: str | Path, model: str = "generator", w
             cannot be written (read-only or full disk: one line naming the folder).
     """
     if model not in EXPORT_MODELS or weights not in EXPORT_WEIGHTS:
-        raise ExportError(f"model {model!r}, weights {weights!r}: allowed models {', '.join(EXPORT_MODELS)}; weights {', '.join(EXPORT_WEIGHTS)}")
+        raise ExportError(
+            f"model {model!r}, weights {weights!r}: allowed models {', '.join(EXPORT_MODELS)}; weights {', '.join(EXPORT_WEIGHTS)}"
+        )
     run = RunDir(run_dir)
     if not run.exists():
         raise ExportError(f"{run_dir} holds no run (no preset.toml)")
@@ -89,9 +91,11 @@ def export_run(run_dir: str | Path, out: str | Path, model: str = "generator", w
         raise ExportError(f"the run's preset cannot be read: {e}") from None
     op = assembly.operator_class(preset)
     if op.cond_kind != "pixel_mask":
-        raise ExportError(f"{run.preset_path}: corruption.operator = {op.name!r} cannot be exported: its networks take the "
-                          "k-space projection P_Ã(·) through a line mask and coil maps, which the diffusers pipelines do not "
-                          f"compute; sample the run with `rsd-engine sample {run.path}` instead")
+        raise ExportError(
+            f"{run.preset_path}: corruption.operator = {op.name!r} cannot be exported: its networks take the "
+            "k-space projection P_Ã(·) through a line mask and coil maps, which the diffusers pipelines do not "
+            f"compute; sample the run with `rsd-engine sample {run.path}` instead"
+        )
     net, states = _network(run, preset, model, weights)
     sampler = ModelSampler.from_preset(preset)
     pipe = export_network(net, model, sampler)
@@ -114,8 +118,10 @@ def export_network(net: EDMPrecond, model: str, sampler: ModelSampler) -> RSDOne
     """
     c = net.config
     if not isinstance(net, EDMPrecond):
-        raise ExportError(f"a {type(net).__name__} (network.architecture ddpmpp/ncsnpp) cannot be exported as a diffusers pipeline: "
-                          "the pipelines drive a UNet2DModel; sample the run with `rsd-engine sample RUN_DIR` instead")
+        raise ExportError(
+            f"a {type(net).__name__} (network.architecture ddpmpp/ncsnpp) cannot be exported as a diffusers pipeline: "
+            "the pipelines drive a UNet2DModel; sample the run with `rsd-engine sample RUN_DIR` instead"
+        )
     if c.cond_kind != "pixel_mask":
         raise ExportError(f"a network with cond_kind = {c.cond_kind!r} (multi-coil MRI) cannot be exported as a diffusers pipeline")
     precond = {"sigma_data": c.sigma_data, "sigma_min": c.sigma_min, "sigma_max": c.sigma_max, "cond_channels": c.cond_channels}
@@ -135,7 +141,9 @@ def _target(run: RunDir, out: Path, force: bool) -> Path:
     for own in (run.checkpoints, run.samples):
         own = own.resolve()
         if target == own or own in target.parents:
-            raise ExportError(f"{out} is inside the run's {own.name}/ folder; export into a new folder such as {run.export_folder('generator')}")
+            raise ExportError(
+                f"{out} is inside the run's {own.name}/ folder; export into a new folder such as {run.export_folder('generator')}"
+            )
     if target.exists() and not target.is_dir():
         raise ExportError(f"{out} exists and is not a folder")
     if target.is_dir() and any(target.iterdir()) and not force:
@@ -146,14 +154,18 @@ def _target(run: RunDir, out: Path, force: bool) -> Path:
 def _network(run: RunDir, preset, model: str, weights: str) -> tuple[EDMPrecond, dict[str, dict]]:
     """The network to export and the states (images seen …) of the final checkpoints the model card cites:
     ``{"teacher": …, "generator": …}``, those that exist."""
-    checkpoints = {"teacher": (run.teacher_final(preset.teacher.checkpoint), TEACHER_FINAL, "teacher"),
-                   "generator": (run.checkpoint(GENERATOR_FINAL), GENERATOR_FINAL, "distill")}
+    checkpoints = {
+        "teacher": (run.teacher_final(preset.teacher.checkpoint), TEACHER_FINAL, "teacher"),
+        "generator": (run.checkpoint(GENERATOR_FINAL), GENERATOR_FINAL, "distill"),
+    }
     states = {name: load_checkpoint(folder).state for name, (folder, _, _) in checkpoints.items() if checkpoint_exists(folder)}
     folder, final, stage = checkpoints[model]
     if model not in states:
         what = "distillation" if stage == "distill" else "teacher training"
-        raise ExportError(f"run {run.path} has no final {model} ({folder} is missing): its {what} has not finished; "
-                          f"resume it with `rsd-engine run --resume {run.path}` and export once it is done")
+        raise ExportError(
+            f"run {run.path} has no final {model} ({folder} is missing): its {what} has not finished; "
+            f"resume it with `rsd-engine run --resume {run.path}` and export once it is done"
+        )
     name = FINAL_NETWORK[final]
     if weights == "raw":
         if model == "teacher" and preset.teacher.checkpoint:
@@ -161,8 +173,10 @@ def _network(run: RunDir, preset, model: str, weights: str) -> tuple[EDMPrecond,
         folder, name = run.latest(stage), RAW_NETWORK[final]
         latest = load_checkpoint(folder).state.get("images_seen") if checkpoint_exists(folder) else None
         if latest != states[model].get("images_seen"):
-            raise ExportError(f"the raw {model} weights of the last step are not kept ({folder} is at {latest} images, "
-                              f"{checkpoints[model][0].name} at {states[model].get('images_seen')}); export --weights ema")
+            raise ExportError(
+                f"the raw {model} weights of the last step are not kept ({folder} is at {latest} images, "
+                f"{checkpoints[model][0].name} at {states[model].get('images_seen')}); export --weights ema"
+            )
     try:
         net = load_checkpoint(folder).build(name)
     except Exception as e:  # noqa: BLE001 - any unreadable file becomes one message naming it

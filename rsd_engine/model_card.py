@@ -14,8 +14,9 @@ _PIPELINE = {"generator": "RSDOneStepPipeline", "teacher": "RSDHeunPipeline"}
 _METRIC_MODELS = {"generator": (GENERATOR,), "teacher": (TEACHER_TRUNCATED, TEACHER_FULL)}
 
 
-def model_card(preset: cfg.Preset, metrics: dict, model: str, weights: str, states: dict[str, dict], sampler: ModelSampler,
-               parameters: int) -> str:
+def model_card(
+    preset: cfg.Preset, metrics: dict, model: str, weights: str, states: dict[str, dict], sampler: ModelSampler, parameters: int
+) -> str:
     """Markdown model card with a Hugging Face metadata header.
 
     Args:
@@ -61,8 +62,10 @@ def model_card(preset: cfg.Preset, metrics: dict, model: str, weights: str, stat
         f"{', from ' + t.checkpoint if t.checkpoint else ''} |",
     ]
     if model == "generator":
-        lines.append(f"| distillation | {_kimg(states.get('generator'), g.kimg)}, batch {g.batch_size}, α = {g.alpha}, σ_init = {g.sigma_init}, "
-                     f"lr {g.lr_generator} (generator), {g.lr_fake_score} (fake score) |")
+        lines.append(
+            f"| distillation | {_kimg(states.get('generator'), g.kimg)}, batch {g.batch_size}, α = {g.alpha}, σ_init = {g.sigma_init}, "
+            f"lr {g.lr_generator} (generator), {g.lr_fake_score} (fake score) |"
+        )
     else:
         lines.append(f"| sampler | Heun, {sampler.steps} steps, ρ = {sampler.rho}, truncation σ = {sampler.truncation_sigma} |")
     lines += [
@@ -83,7 +86,7 @@ def model_card(preset: cfg.Preset, metrics: dict, model: str, weights: str, stat
         "",
         f"- `model_index.json`: the pipeline class `{_PIPELINE[model]}` and its settings (EDM preconditioning"
         f"{', σ_init' if model == 'generator' else ', Heun steps, ρ, truncation σ'}).",
-        "- `unet/`: the bare UNet; `diffusers.UNet2DModel.from_pretrained(DIR, subfolder=\"unet\")` loads it with diffusers alone. "
+        '- `unet/`: the bare UNet; `diffusers.UNet2DModel.from_pretrained(DIR, subfolder="unet")` loads it with diffusers alone. '
         "It is F of D(x; σ) = c_skip·x + c_out·F(c_in·x; ¼ ln σ) (EDM, Karras et al. 2022, Table 1), not a noise predictor.",
         "- `preset.toml`: the run's effective preset.",
     ]
@@ -114,12 +117,17 @@ def _metrics(metrics: dict, model: str, weights: str) -> list[str]:
         kid = f"{r['kid']:.4f}" if isinstance(r.get("kid"), (int, float)) else "—"
         seeds = "–".join(str(s) for s in r.get("seeds", [])) or "—"
         ips = f"{r['images_per_s']:.1f}" if isinstance(r.get("images_per_s"), (int, float)) else "—"
-        out.append(f"| {name} | {fid} | {kid} | {r.get('n', '—')} | {seeds} | {r.get('reference', '—')} | {r.get('weights', '—')} | "
-                   f"{r.get('nfe', '—')} | {ips} |")
+        out.append(
+            f"| {name} | {fid} | {kid} | {r.get('n', '—')} | {seeds} | {r.get('reference', '—')} | {r.get('weights', '—')} | "
+            f"{r.get('nfe', '—')} | {ips} |"
+        )
     for name, r in rows:
         if isinstance(r.get("proximal_fid"), (int, float)):
-            out += ["", f"Proximal FID of {name} (its samples passed through A, against {r.get('proximal_reference', 'the measurements')}): "
-                        f"{r['proximal_fid']:.2f}."]
+            out += [
+                "",
+                f"Proximal FID of {name} (its samples passed through A, against {r.get('proximal_reference', 'the measurements')}): "
+                f"{r['proximal_fid']:.2f}.",
+            ]
         if r.get("note"):
             out += ["", f"{name}: {r['note']}"]
     out += ["", "FID at small n is biased upwards: compare only numbers with the same n and reference."]
@@ -136,27 +144,31 @@ def _usage(model: str, sampler: ModelSampler) -> list[str]:
         "```python",
         f"from rsd_engine.pipelines import {pipeline}",
         "",
-        f"pipe = {pipeline}.from_pretrained(\"DIR\")            # this folder; .to(\"cuda\") for a GPU",
+        f'pipe = {pipeline}.from_pretrained("DIR")            # this folder; .to("cuda") for a GPU',
     ]
     if masked:
         lines += [
             "from rsd_engine.io import config",
             "from rsd_engine.evaluate.generate import ModelSampler",
-            "mask = ModelSampler.from_preset(config.load(\"DIR/preset.toml\")).seed_masks(range(16))  # the engine's masks of seeds 0–15",
+            'mask = ModelSampler.from_preset(config.load("DIR/preset.toml")).seed_masks(range(16))  # the engine\'s masks of seeds 0–15',
             "images = pipe(seeds=range(16), mask=mask).images   # 16 PIL images",
         ]
     else:
-        lines.append("images = pipe(seeds=range(16)).images   # 16 PIL images; output_type=\"pt\" gives the [-1, 1] tensors")
+        lines.append('images = pipe(seeds=range(16)).images   # 16 PIL images; output_type="pt" gives the [-1, 1] tensors')
     lines += [
         "```",
         "",
-        f"Seeds are the engine's: image i starts from the latent of seed i, so `rsd-engine sample RUN_DIR --model {cli_model} --seed-start S --n N` "
+        f"Seeds are the engine's: image i starts from the latent of seed i, so `rsd-engine sample RUN_DIR --model {cli_model} "
+        "--seed-start S --n N` "
         f"draws the same images as `seeds=range(S, S + N)` in calls of at most {sampler.batch_size} seeds (`eval.batch_size`, "
-        "the engine's batch; other batch sizes can change the last float bits)."
+        "the engine's batch; other batch sizes can change the last float bits).",
     ]
     if masked:
-        lines += ["", "This network was trained on masked measurements: every call needs `mask` (B, 1, H, W), 1 where the network sees "
-                      "its input, drawn like the training masks (the lines above draw the engine's own)."]
+        lines += [
+            "",
+            "This network was trained on masked measurements: every call needs `mask` (B, 1, H, W), 1 where the network sees "
+            "its input, drawn like the training masks (the lines above draw the engine's own).",
+        ]
     if model == "teacher":
         lines += ["", f"`stop_sigma=0` runs the sampler to σ = 0 (teacher-full); the default stops at σ = {sampler.truncation_sigma}."]
     return lines

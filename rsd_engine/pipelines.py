@@ -97,7 +97,9 @@ class _EDMPipeline(DiffusionPipeline):
                 raise ValueError(f"batch_size {n}: must be ≥ 1")
             z = randn_tensor((n, *shape), generator=generator, device=torch.device(device), dtype=torch.float32)
         if batch_size is not None and int(batch_size) != z.shape[0]:
-            raise ValueError(f"batch_size {batch_size} but {z.shape[0]} {given[0] if given else 'latents'}; leave batch_size out or make them agree")
+            raise ValueError(
+                f"batch_size {batch_size} but {z.shape[0]} {given[0] if given else 'latents'}; leave batch_size out or make them agree"
+            )
         if z.shape[0] == 0:
             raise ValueError("no images asked for: give at least one seed or latent")
         return z
@@ -117,8 +119,10 @@ class _EDMPipeline(DiffusionPipeline):
                 raise ValueError("this network takes no mask channels; call it without mask")
             return None
         if mask is None:
-            raise ValueError(f"this network was trained on masked measurements and takes a mask: pass mask=(B, {k}, {h}, {w}) "
-                             "with 1 where the network sees the pixel (see the model card)")
+            raise ValueError(
+                f"this network was trained on masked measurements and takes a mask: pass mask=(B, {k}, {h}, {w}) "
+                "with 1 where the network sees the pixel (see the model card)"
+            )
         if tuple(mask.shape) != (batch, k, h, w):
             raise ValueError(f"mask of shape {tuple(mask.shape)}; expected ({batch}, {k}, {h}, {w})")
         return PixelMask(mask.to(device, torch.float32))
@@ -160,16 +164,36 @@ class RSDOneStepPipeline(_EDMPipeline):
         ValueError: the UNet's channels do not fit ``cond_channels``.
     """
 
-    def __init__(self, unet: UNet2DModel, sigma_init: float = 2.5, sigma_data: float = 0.5, sigma_min: float = 0.002,
-                 sigma_max: float = 80.0, cond_channels: int = 0):
+    def __init__(
+        self,
+        unet: UNet2DModel,
+        sigma_init: float = 2.5,
+        sigma_data: float = 0.5,
+        sigma_min: float = 0.002,
+        sigma_max: float = 80.0,
+        cond_channels: int = 0,
+    ):
         super().__init__()
-        self._register(unet, sigma_init=float(sigma_init), sigma_data=float(sigma_data), sigma_min=float(sigma_min),
-                       sigma_max=float(sigma_max), cond_channels=int(cond_channels))
+        self._register(
+            unet,
+            sigma_init=float(sigma_init),
+            sigma_data=float(sigma_data),
+            sigma_min=float(sigma_min),
+            sigma_max=float(sigma_max),
+            cond_channels=int(cond_channels),
+        )
 
     @torch.no_grad()
-    def __call__(self, batch_size: int | None = None, generator: torch.Generator | list[torch.Generator] | None = None,
-                 output_type: str = "pil", latents: torch.Tensor | None = None, mask: torch.Tensor | None = None,
-                 seeds=None, return_dict: bool = True):
+    def __call__(
+        self,
+        batch_size: int | None = None,
+        generator: torch.Generator | list[torch.Generator] | None = None,
+        output_type: str = "pil",
+        latents: torch.Tensor | None = None,
+        mask: torch.Tensor | None = None,
+        seeds=None,
+        return_dict: bool = True,
+    ):
         """Draw images in one network evaluation.
 
         Args:
@@ -217,17 +241,42 @@ class RSDHeunPipeline(_EDMPipeline):
         ValueError: the UNet's channels do not fit ``cond_channels``.
     """
 
-    def __init__(self, unet: UNet2DModel, sigma_data: float = 0.5, sigma_min: float = 0.002, sigma_max: float = 80.0,
-                 cond_channels: int = 0, num_inference_steps: int = 18, rho: float = 7.0, stop_sigma: float = 0.0):
+    def __init__(
+        self,
+        unet: UNet2DModel,
+        sigma_data: float = 0.5,
+        sigma_min: float = 0.002,
+        sigma_max: float = 80.0,
+        cond_channels: int = 0,
+        num_inference_steps: int = 18,
+        rho: float = 7.0,
+        stop_sigma: float = 0.0,
+    ):
         super().__init__()
-        self._register(unet, sigma_data=float(sigma_data), sigma_min=float(sigma_min), sigma_max=float(sigma_max),
-                       cond_channels=int(cond_channels), num_inference_steps=int(num_inference_steps), rho=float(rho),
-                       stop_sigma=float(stop_sigma))
+        self._register(
+            unet,
+            sigma_data=float(sigma_data),
+            sigma_min=float(sigma_min),
+            sigma_max=float(sigma_max),
+            cond_channels=int(cond_channels),
+            num_inference_steps=int(num_inference_steps),
+            rho=float(rho),
+            stop_sigma=float(stop_sigma),
+        )
 
     @torch.no_grad()
-    def __call__(self, batch_size: int | None = None, generator: torch.Generator | list[torch.Generator] | None = None,
-                 output_type: str = "pil", latents: torch.Tensor | None = None, mask: torch.Tensor | None = None,
-                 seeds=None, num_inference_steps: int | None = None, stop_sigma: float | None = None, return_dict: bool = True):
+    def __call__(
+        self,
+        batch_size: int | None = None,
+        generator: torch.Generator | list[torch.Generator] | None = None,
+        output_type: str = "pil",
+        latents: torch.Tensor | None = None,
+        mask: torch.Tensor | None = None,
+        seeds=None,
+        num_inference_steps: int | None = None,
+        stop_sigma: float | None = None,
+        return_dict: bool = True,
+    ):
         """Draw images with the Heun sampler.
 
         Args:

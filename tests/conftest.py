@@ -150,7 +150,9 @@ def finished_run():
         torch.manual_seed(0)
         teacher, generator = (EDMPrecond.from_preset(preset, op.cond_channels, op.cond_kind) for _ in range(2))
         save_checkpoint(run.checkpoint(TEACHER_FINAL), {"ema": teacher}, {"stage": "teacher", "images_seen": 64}, toml)
-        save_checkpoint(run.checkpoint(GENERATOR_FINAL), {"generator_ema": generator}, {"stage": "distill", "images_seen": 32, "sigma_init": 2.5}, toml)
+        save_checkpoint(
+            run.checkpoint(GENERATOR_FINAL), {"generator_ema": generator}, {"stage": "distill", "images_seen": 32, "sigma_init": 2.5}, toml
+        )
         return run
 
     return make

@@ -9,10 +9,10 @@ import torch
 from PIL import Image
 
 from rsd_engine import assembly
-from rsd_engine.io import config as cfg
 from rsd_engine.data import CorruptedDataset, DataError, IndexStream, read_images, training_measurements
-from rsd_engine.operators.measurement import Measurement
+from rsd_engine.io import config as cfg
 from rsd_engine.operators import OPERATORS
+from rsd_engine.operators.measurement import Measurement
 
 
 def _write_idx(path, images):

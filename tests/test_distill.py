@@ -72,8 +72,8 @@ def test_sid_generator_matches_gaussian_mean_and_covariance(alpha):
     torch.manual_seed(0)
     d = 3
     mu = torch.tensor([0.3, -0.2, 0.1], dtype=torch.float64)
-    l = torch.tensor([[0.5, 0, 0], [0.2, 0.3, 0], [-0.1, 0.1, 0.2]], dtype=torch.float64)
-    cov = l @ l.T
+    chol = torch.tensor([[0.5, 0, 0], [0.2, 0.3, 0], [-0.1, 0.1, 0.2]], dtype=torch.float64)
+    cov = chol @ chol.T
     teacher = _Gaussian(mu, cov)
     W = torch.nn.Parameter(torch.eye(d, dtype=torch.float64) * 0.8)
     bias = torch.nn.Parameter(torch.zeros(d, dtype=torch.float64))
@@ -107,7 +107,9 @@ def test_generator_step_drops_non_finite_samples_and_counts_them():
             return torch.cat([out[:1] * float("nan"), out[1:]])
 
     objective = Objective("ambient_tweedie", Measurement(op, 0.0))
-    step = generator_loss(net, _Poisoned(), net, objective, torch.randn(4, 1, 8, 8), sigma_init=2.5, alpha=1.2, t_max=800, rho=7.0, loss_scale=100)
+    step = generator_loss(
+        net, _Poisoned(), net, objective, torch.randn(4, 1, 8, 8), sigma_init=2.5, alpha=1.2, t_max=800, rho=7.0, loss_scale=100
+    )
     assert step.nan_count == 1 and torch.isfinite(step.loss)
     step.loss.backward()
     sanitise_grads(net)  # what StepContext.update does when samples were dropped (EDM's nan_to_num)
@@ -129,8 +131,19 @@ def test_generator_step_sigma_t_range(floor):
             return net(x, sigma)
 
     objective = Objective("ambient_tweedie", Measurement(OPERATORS["identity"](1, 8), 0.2, 0))
-    generator_loss(net, _Recording(), net, objective, torch.randn(512, 1, 8, 8), sigma_init=2.5, alpha=1.2, t_max=800, rho=7.0,
-                   loss_scale=100, sigma_t_min=floor)
+    generator_loss(
+        net,
+        _Recording(),
+        net,
+        objective,
+        torch.randn(512, 1, 8, 8),
+        sigma_init=2.5,
+        alpha=1.2,
+        t_max=800,
+        rho=7.0,
+        loss_scale=100,
+        sigma_t_min=floor,
+    )
     sigma = torch.cat(seen)
     top = karras_sigma(1 - 0.8, 0.002, 80.0, 7.0)
     assert float(sigma.max()) <= top + 1e-4

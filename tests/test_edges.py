@@ -14,9 +14,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from rsd_engine.io import config as cfg
 from rsd_engine.cli import main
 from rsd_engine.data.sources import DataError, read_images
+from rsd_engine.io import config as cfg
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -39,16 +39,20 @@ def _validate(capsys, preset, *overrides) -> tuple[int, str]:
 
 # ---------------------------------------------------------------- 1. sizes that cannot run
 
-@pytest.mark.parametrize("override,field", [
-    ("teacher.batch_size=1000000000000", "teacher.batch_size"),
-    ("distill.batch_size=9223372036854775807", "distill.batch_size"),
-    ("eval.final_fid_n=1000000000", "eval.final_fid_n"),
-    ("eval.live_fid_n=1000000000", "eval.live_fid_n"),
-    ("eval.batch_size=100000000", "eval.batch_size"),
-    ("eval.reference_n=100000000", "eval.reference_n"),
-    ("data.max_images=100000000000", "data.max_images"),
-    ("network.block_out_channels=[1000000]", "network.block_out_channels"),
-])
+
+@pytest.mark.parametrize(
+    "override,field",
+    [
+        ("teacher.batch_size=1000000000000", "teacher.batch_size"),
+        ("distill.batch_size=9223372036854775807", "distill.batch_size"),
+        ("eval.final_fid_n=1000000000", "eval.final_fid_n"),
+        ("eval.live_fid_n=1000000000", "eval.live_fid_n"),
+        ("eval.batch_size=100000000", "eval.batch_size"),
+        ("eval.reference_n=100000000", "eval.reference_n"),
+        ("data.max_images=100000000000", "data.max_images"),
+        ("network.block_out_channels=[1000000]", "network.block_out_channels"),
+    ],
+)
 def test_sizes_beyond_any_machine_are_refused_at_validate(capsys, preset_file, override, field):
     code, err = _validate(capsys, preset_file, override)
     assert code == 2 and field in err and "Traceback" not in err, err
@@ -60,7 +64,9 @@ def test_sizes_that_do_not_fit_this_machine_are_refused_with_what_fits(capsys, p
 
     monkeypatch.setattr(budget, "_host_ram", lambda: 256 * 2**20)
     code, err = _validate(capsys, preset_file, "teacher.batch_size=60000")
-    assert code == 2 and "teacher.batch_size" in err and "is valid; it does not fit this machine's memory" in err and "256.0 MiB" in err, err
+    assert code == 2 and "teacher.batch_size" in err and "is valid; it does not fit this machine's memory" in err and "256.0 MiB" in err, (
+        err
+    )
     most = int(err.split("teacher.batch_size")[1].split("at most ")[1].split()[0])
     assert 16 <= most < 60000
     assert _validate(capsys, preset_file, f"teacher.batch_size={most}")[0] == 0
@@ -82,16 +88,20 @@ def test_a_run_too_large_for_the_machine_starts_no_work(preset_file, tmp_path, m
 
 # ---------------------------------------------------------------- 2. no silent coercions
 
-@pytest.mark.parametrize("text,field", [
-    ("[teacher]\nbatch_size = true\n", "teacher.batch_size"),
-    ("[data]\nchannels = true\n", "data.channels"),
-    ('[network]\nblock_out_channels = ["32", 64]\n', "network.block_out_channels.0"),
-    ("[network]\nblock_out_channels = [true, 64]\n", "network.block_out_channels"),
-    ('[teacher]\nlr = "0.001"\n', "teacher.lr"),
-    ("[distill]\nalpha = false\n", "distill.alpha"),
-    ("[eval]\nfinal_fid_n = 32.0\n", "eval.final_fid_n"),
-    ('[run]\nseed = "1"\n', "run.seed"),
-])
+
+@pytest.mark.parametrize(
+    "text,field",
+    [
+        ("[teacher]\nbatch_size = true\n", "teacher.batch_size"),
+        ("[data]\nchannels = true\n", "data.channels"),
+        ('[network]\nblock_out_channels = ["32", 64]\n', "network.block_out_channels.0"),
+        ("[network]\nblock_out_channels = [true, 64]\n", "network.block_out_channels"),
+        ('[teacher]\nlr = "0.001"\n', "teacher.lr"),
+        ("[distill]\nalpha = false\n", "distill.alpha"),
+        ("[eval]\nfinal_fid_n = 32.0\n", "eval.final_fid_n"),
+        ('[run]\nseed = "1"\n', "run.seed"),
+    ],
+)
 def test_booleans_strings_and_floats_are_not_taken_as_numbers(text, field):
     with pytest.raises(cfg.PresetError) as err:
         cfg.loads(text)
@@ -120,6 +130,7 @@ def test_run_folders_of_earlier_versions_still_load():
 
 
 # ---------------------------------------------------------------- 3. npz that is not an npz
+
 
 def _no_unsafe_advice(text: str) -> None:
     assert "allow_pickle" not in text and "unsafe" not in text and "pickle.load" not in text, text
@@ -152,6 +163,7 @@ def test_npz_reader_never_advises_unpickling(tmp_path, kind):
 
 
 # ---------------------------------------------------------------- 7. a huge description
+
 
 def test_description_is_capped_and_so_is_its_echo(capsys, preset_file):
     code, err = _validate(capsys, preset_file, "run.description=" + "x" * 10_000_000)
@@ -192,6 +204,7 @@ def test_workbench_shows_a_valid_preset_and_its_missing_data_apart(tmp_path, mon
 
 
 # ---------------------------------------------------------------- 4. read-only output folders
+
 
 @pytest.fixture
 def read_only_folder(tmp_path, monkeypatch):
@@ -264,6 +277,7 @@ def test_an_export_into_a_read_only_folder_is_one_line(tmp_path, finished_run, r
 
 # ---------------------------------------------------------------- 6. interrupted exports
 
+
 def test_an_export_removes_what_killed_exports_left_beside_it(tmp_path, finished_run):
     from rsd_engine.export import export_run
 
@@ -286,10 +300,9 @@ FID_OFF = ["eval.final_fid_n=0", "eval.live_fid_n=0", "eval.psnr_n=0"]
 def test_a_full_disk_mid_run_ends_in_one_error_and_a_failed_run(tmp_path, tiny_preset_text):
     """The disk fills at the teacher's first checkpoint: one short error, no traceback, and the run
     reads as failed for the engine and the workbench alike (its status may keep "running")."""
+    from rsd_engine.io.runs import RunDir
     from workbench.launcher import Launcher
     from workbench.run_reader import run_row
-
-    from rsd_engine.io.runs import RunDir
 
     preset = tmp_path / "tiny.toml"
     preset.write_text(tiny_preset_text)
@@ -297,8 +310,13 @@ def test_a_full_disk_mid_run_ends_in_one_error_and_a_failed_run(tmp_path, tiny_p
     out = runs / "full"
     sets = [a for o in FID_OFF for a in ("--set", o)]
     env = {**os.environ, "PYTHONPATH": f"{REPO}{os.pathsep}{os.environ.get('PYTHONPATH', '')}", "OMP_NUM_THREADS": "1"}
-    proc = subprocess.run([sys.executable, str(REPO / "tests" / "full_disk.py"), str(out), "4", "--", "run", str(preset), "--out", str(out), *sets],
-                          capture_output=True, text=True, timeout=600, env=env)
+    proc = subprocess.run(
+        [sys.executable, str(REPO / "tests" / "full_disk.py"), str(out), "4", "--", "run", str(preset), "--out", str(out), *sets],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        env=env,
+    )
     assert proc.returncode == 1, proc.stderr[-3000:]
     err = proc.stderr
     assert "Traceback" not in err and "Logging error" not in err and "No space left on device" in err, err[-3000:]
@@ -316,10 +334,9 @@ def test_a_full_disk_mid_run_ends_in_one_error_and_a_failed_run(tmp_path, tiny_p
 
 
 def test_a_running_status_whose_process_ended_reads_failed_everywhere(tmp_path):
+    from rsd_engine.io.runs import RunDir, run_state, this_host
     from workbench.launcher import Launcher
     from workbench.run_reader import run_row
-
-    from rsd_engine.io.runs import RunDir, run_state, this_host
 
     ended = subprocess.Popen([sys.executable, "-c", "pass"])
     ended.wait()
@@ -339,21 +356,26 @@ def test_a_running_status_whose_process_ended_reads_failed_everywhere(tmp_path):
 
 # ---------------------------------------------------------------- 7. small ones
 
+
 def test_a_failure_in_distillation_says_stage_distill(tmp_path, tiny_preset_text, capsys):
     """A teacher of another network fails distillation before its first step; the status of a run
     last seen evaluating must not keep saying "evaluate"."""
     import torch
 
-    from rsd_engine.train.checkpoints import save_checkpoint
-    from rsd_engine.models.networks import EDMPrecond
     from rsd_engine.io.runs import TEACHER_FINAL, RunDir
+    from rsd_engine.models.networks import EDMPrecond
+    from rsd_engine.train.checkpoints import save_checkpoint
 
     preset = cfg.loads(tiny_preset_text, FID_OFF)
     run = RunDir.create(tmp_path / "run", cfg.dumps(preset))
     other = cfg.loads(tiny_preset_text, ["network.block_out_channels=[8, 8]"])
     torch.manual_seed(0)
-    save_checkpoint(run.checkpoint(TEACHER_FINAL), {"ema": EDMPrecond.from_preset(other, 0, "pixel_mask")},
-                    {"stage": "teacher", "images_seen": 64}, cfg.dumps(other))
+    save_checkpoint(
+        run.checkpoint(TEACHER_FINAL),
+        {"ema": EDMPrecond.from_preset(other, 0, "pixel_mask")},
+        {"stage": "teacher", "images_seen": 64},
+        cfg.dumps(other),
+    )
     run.write_status(state="failed", stage="evaluate", error="earlier")
     assert main(["run", "--resume", str(run.path)]) == 1
     status = run.read_status()
@@ -365,7 +387,9 @@ def test_a_kill_during_a_grid_write_is_made_good_on_resume(tiny_preset, tmp_path
     from rsd_engine.experiment import Experiment, make_accelerator
     from rsd_engine.io.runs import RunDir
 
-    preset = cfg.loads(cfg.dumps(tiny_preset), ["eval.teacher_every_kimg=0.032", "teacher.checkpoint_every_kimg=0.032", "eval.grid_n=4", *FID_OFF])
+    preset = cfg.loads(
+        cfg.dumps(tiny_preset), ["eval.teacher_every_kimg=0.032", "teacher.checkpoint_every_kimg=0.032", "eval.grid_n=4", *FID_OFF]
+    )
     run = RunDir.create(tmp_path / "run", cfg.dumps(preset))
 
     class Killed(BaseException):

@@ -44,11 +44,15 @@ class _Record:
 @pytest.fixture
 def edm_names(monkeypatch):
     """Stand-ins for EDM's ``torch_utils.persistence`` and ``dnnlib.util`` so that pickle can write their names."""
+
     def _reconstruct_persistent_obj(meta):  # never called: the reader resolves the name to its own record
         raise AssertionError("EDM's reconstruct function must not run")
 
     persistence = types.ModuleType("torch_utils.persistence")
-    _reconstruct_persistent_obj.__module__, _reconstruct_persistent_obj.__qualname__ = "torch_utils.persistence", "_reconstruct_persistent_obj"
+    _reconstruct_persistent_obj.__module__, _reconstruct_persistent_obj.__qualname__ = (
+        "torch_utils.persistence",
+        "_reconstruct_persistent_obj",
+    )
     persistence._reconstruct_persistent_obj = _reconstruct_persistent_obj
     util = types.ModuleType("dnnlib.util")
 
@@ -57,14 +61,25 @@ def edm_names(monkeypatch):
 
     EasyDict.__module__, EasyDict.__qualname__ = "dnnlib.util", "EasyDict"
     util.EasyDict = EasyDict
-    for name, mod in {"torch_utils": types.ModuleType("torch_utils"), "torch_utils.persistence": persistence,
-                      "dnnlib": types.ModuleType("dnnlib"), "dnnlib.util": util}.items():
+    for name, mod in {
+        "torch_utils": types.ModuleType("torch_utils"),
+        "torch_utils.persistence": persistence,
+        "dnnlib": types.ModuleType("dnnlib"),
+        "dnnlib.util": util,
+    }.items():
         monkeypatch.setitem(sys.modules, name, mod)
     return types.SimpleNamespace(EasyDict=EasyDict)
 
 
-_EDM_CLASS = {"SongUNetPrecond": "EDMPrecond", "SongUNet": "SongUNet", "UNetBlock": "UNetBlock", "Conv2d": "Conv2d",
-              "Linear": "Linear", "GroupNorm": "GroupNorm", "FourierFeatures": "FourierEmbedding"}
+_EDM_CLASS = {
+    "SongUNetPrecond": "EDMPrecond",
+    "SongUNet": "SongUNet",
+    "UNetBlock": "UNetBlock",
+    "Conv2d": "Conv2d",
+    "Linear": "Linear",
+    "GroupNorm": "GroupNorm",
+    "FourierFeatures": "FourierEmbedding",
+}
 
 
 def _record_of(module: nn.Module, module_src: str, init_kwargs: dict | None = None):
@@ -74,24 +89,60 @@ def _record_of(module: nn.Module, module_src: str, init_kwargs: dict | None = No
         md = nn.ModuleDict()
         md.__dict__["_modules"] = children
         return md
-    state = {"training": False, "_parameters": dict(module._parameters), "_buffers": dict(module._buffers),
-             "_non_persistent_buffers_set": set(), "_forward_hooks": {}, "_modules": children,
-             "_init_args": (), "_init_kwargs": init_kwargs or {}, "skip_scale": np.float64(math.sqrt(0.5))}
-    return _Record({"type": "class", "version": 6, "module_src": module_src, "class_name": _EDM_CLASS[type(module).__name__], "state": state})
+    state = {
+        "training": False,
+        "_parameters": dict(module._parameters),
+        "_buffers": dict(module._buffers),
+        "_non_persistent_buffers_set": set(),
+        "_forward_hooks": {},
+        "_modules": children,
+        "_init_args": (),
+        "_init_kwargs": init_kwargs or {},
+        "skip_scale": np.float64(math.sqrt(0.5)),
+    }
+    return _Record(
+        {"type": "class", "version": 6, "module_src": module_src, "class_name": _EDM_CLASS[type(module).__name__], "state": state}
+    )
 
 
 def edm_snapshot(net: SongUNetPrecond, module_src: str = "") -> dict:
     """``dict(ema=EDMPrecond(...), ...)`` as EDM's training loop pickles it, from our network's weights."""
     c = net.config
-    model = _record_of(net.model, module_src, {
-        "img_resolution": c.resolution, "in_channels": c.channels + c.cond_channels, "out_channels": c.channels, "label_dim": 0,
-        "model_channels": c.model_channels, "channel_mult": list(c.channel_mult), "channel_mult_emb": c.channel_mult_emb,
-        "num_blocks": c.num_blocks, "attn_resolutions": list(c.attn_resolutions), "dropout": c.dropout, "augment_dim": c.augment_dim,
-        "embedding_type": c.embedding_type, "channel_mult_noise": c.channel_mult_noise, "encoder_type": c.encoder_type,
-        "decoder_type": "standard", "resample_filter": list(c.resample_filter)})
-    state = {"training": False, "_parameters": {}, "_buffers": {}, "_modules": {"model": model}, "img_resolution": c.resolution,
-             "img_channels": c.channels, "label_dim": 0, "use_fp16": False, "sigma_min": 0, "sigma_max": float("inf"),
-             "sigma_data": 0.5}
+    model = _record_of(
+        net.model,
+        module_src,
+        {
+            "img_resolution": c.resolution,
+            "in_channels": c.channels + c.cond_channels,
+            "out_channels": c.channels,
+            "label_dim": 0,
+            "model_channels": c.model_channels,
+            "channel_mult": list(c.channel_mult),
+            "channel_mult_emb": c.channel_mult_emb,
+            "num_blocks": c.num_blocks,
+            "attn_resolutions": list(c.attn_resolutions),
+            "dropout": c.dropout,
+            "augment_dim": c.augment_dim,
+            "embedding_type": c.embedding_type,
+            "channel_mult_noise": c.channel_mult_noise,
+            "encoder_type": c.encoder_type,
+            "decoder_type": "standard",
+            "resample_filter": list(c.resample_filter),
+        },
+    )
+    state = {
+        "training": False,
+        "_parameters": {},
+        "_buffers": {},
+        "_modules": {"model": model},
+        "img_resolution": c.resolution,
+        "img_channels": c.channels,
+        "label_dim": 0,
+        "use_fp16": False,
+        "sigma_min": 0,
+        "sigma_max": float("inf"),
+        "sigma_data": 0.5,
+    }
     ema = _Record({"type": "class", "version": 6, "module_src": module_src, "class_name": "EDMPrecond", "state": state})
     easy = sys.modules["dnnlib.util"].EasyDict(class_name="training.dataset.ImageFolderDataset", path="x.zip")
     return {"ema": ema, "loss_fn": None, "augment_pipe": None, "dataset_kwargs": easy}
@@ -119,7 +170,9 @@ def test_edm_pickle_imports_with_the_same_output(tmp_path, edm_names, variant):
     write_edm_pickle(tmp_path / "snap.pkl", net, module_src=f"open({str(marker)!r}, 'w').write('ran')\nimport os\nos.system('true')\n")
     loaded = load_edm_teacher(tmp_path / "snap.pkl")
     assert not marker.exists()
-    assert isinstance(loaded, SongUNetPrecond) and loaded.config.augment_dim == 9 and loaded.config.embedding_type == net.config.embedding_type
+    assert (
+        isinstance(loaded, SongUNetPrecond) and loaded.config.augment_dim == 9 and loaded.config.embedding_type == net.config.embedding_type
+    )
     assert (loaded.sigma_min, loaded.sigma_max) == (0.002, 80.0)  # EDMPrecond's 0 / ∞ → EDM's sampler range
     sigma = torch.tensor([0.002, 0.1, 1.0, 80.0])
     x = torch.randn(4, 1, 32, 32) * sigma.view(-1, 1, 1, 1)
@@ -133,8 +186,27 @@ def test_import_teacher_writes_a_run_that_resumes_into_distillation(tmp_path, ed
     preset_file = tmp_path / "p.toml"
     preset_file.write_text(tiny_preset_text)
     out = tmp_path / "run"
-    assert main(["import-teacher", str(tmp_path / "snap.pkl"), "--preset", str(preset_file), "--out", str(out),
-                 "--set", "eval.final_fid_n=0", "--set", "eval.models=['generator']", "--set", "eval.psnr_n=0", "--set", "distill.kimg=0.008"]) == 0
+    assert (
+        main(
+            [
+                "import-teacher",
+                str(tmp_path / "snap.pkl"),
+                "--preset",
+                str(preset_file),
+                "--out",
+                str(out),
+                "--set",
+                "eval.final_fid_n=0",
+                "--set",
+                "eval.models=['generator']",
+                "--set",
+                "eval.psnr_n=0",
+                "--set",
+                "distill.kimg=0.008",
+            ]
+        )
+        == 0
+    )
     run = RunDir(out)
     preset = cfg.load(run.preset_path)
     assert preset.network.architecture == "ddpmpp" and preset.network.model_channels == 16 and preset.network.augment_dim == 9
@@ -191,14 +263,17 @@ def test_a_storage_payload_that_runs_code_is_refused(tmp_path):
     assert not marker.exists()
 
 
-@pytest.mark.parametrize("edit, message", [
-    (lambda m: m.update(class_name="VPPrecond"), "VPPrecond"),
-    (lambda m: m.update(class_name="VEPrecond"), "VEPrecond"),
-    (lambda m: m.update(class_name="Evil"), "'Evil'"),
-    (lambda m: m["state"]["_modules"]["model"].meta.update(class_name="DhariwalUNet"), "DhariwalUNet"),
-    (lambda m: m["state"]["_modules"]["model"].meta["state"]["_init_kwargs"].update(label_dim=10), "label_dim = 10"),
-    (lambda m: m["state"]["_modules"]["model"].meta["state"]["_init_kwargs"].update(fancy=1), "fancy"),
-])
+@pytest.mark.parametrize(
+    "edit, message",
+    [
+        (lambda m: m.update(class_name="VPPrecond"), "VPPrecond"),
+        (lambda m: m.update(class_name="VEPrecond"), "VEPrecond"),
+        (lambda m: m.update(class_name="Evil"), "'Evil'"),
+        (lambda m: m["state"]["_modules"]["model"].meta.update(class_name="DhariwalUNet"), "DhariwalUNet"),
+        (lambda m: m["state"]["_modules"]["model"].meta["state"]["_init_kwargs"].update(label_dim=10), "label_dim = 10"),
+        (lambda m: m["state"]["_modules"]["model"].meta["state"]["_init_kwargs"].update(fancy=1), "fancy"),
+    ],
+)
 def test_other_classes_and_options_are_refused_by_name(tmp_path, edm_names, edit, message):
     snapshot = edm_snapshot(_tiny())
     edit(snapshot["ema"].meta)

@@ -39,11 +39,14 @@ def test_edm_zip_reads_rgb_and_grey_in_name_order(tmp_path):
     assert grey.shape == (12, 1, 16, 16)
 
 
-@pytest.mark.parametrize("make, message", [
-    (lambda p: p.write_bytes(b"no zip"), "not a zip file"),
-    (lambda p: zipfile.ZipFile(p, "w").writestr("dataset.json", "{}"), "holds no images"),
-    (lambda p: write_edm_zip(p, size=8), r"img00000000.png: image is 8×8, data.resolution = 16"),
-])
+@pytest.mark.parametrize(
+    "make, message",
+    [
+        (lambda p: p.write_bytes(b"no zip"), "not a zip file"),
+        (lambda p: zipfile.ZipFile(p, "w").writestr("dataset.json", "{}"), "holds no images"),
+        (lambda p: write_edm_zip(p, size=8), r"img00000000.png: image is 8×8, data.resolution = 16"),
+    ],
+)
 def test_bad_zips_are_named(tmp_path, make, message):
     path = tmp_path / "data.zip"
     make(path)
@@ -62,7 +65,22 @@ def test_an_edm_zip_trains_a_tiny_run(tmp_path, tiny_preset_text):
     images, identity = clean_reference(p, 4)
     assert images.shape == (4, 1, 32, 32) and "eval.zip" in identity
     out = tmp_path / "run"
-    assert main(["run", str(preset_file), "--out", str(out), "--set", "eval.final_fid_n=0", "--set", "eval.psnr_n=0",
-                 "--set", "eval.models=['generator']"]) == 0
+    assert (
+        main(
+            [
+                "run",
+                str(preset_file),
+                "--out",
+                str(out),
+                "--set",
+                "eval.final_fid_n=0",
+                "--set",
+                "eval.psnr_n=0",
+                "--set",
+                "eval.models=['generator']",
+            ]
+        )
+        == 0
+    )
     assert (out / "checkpoints" / "generator-final").is_dir()
     assert main(["validate", str(preset_file), "--set", f"data.path='{tmp_path / 'none.zip'}'"]) == 2

@@ -13,23 +13,21 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from conftest import TINY_PRESET
 from PIL import Image
-from safetensors.torch import load_file, safe_open
-from safetensors.torch import save_file
+from safetensors.torch import load_file, safe_open, save_file
 
 from rsd_engine import assembly
-from rsd_engine.io import config as cfg
-from rsd_engine.train.checkpoints import load_checkpoint, load_network, save_checkpoint
 from rsd_engine.cli import main
-from rsd_engine.export import ExportError, export_network, export_run
 from rsd_engine.evaluate.generate import ModelSampler, latents
+from rsd_engine.evaluate.sampling import one_step_generate
+from rsd_engine.export import ExportError, export_network, export_run
+from rsd_engine.io import config as cfg
+from rsd_engine.io.runs import GENERATOR_FINAL, RunDir
 from rsd_engine.models.networks import EDMPrecond
 from rsd_engine.operators import PixelMask
 from rsd_engine.pipelines import RSDHeunPipeline, RSDOneStepPipeline
-from rsd_engine.io.runs import GENERATOR_FINAL, RunDir
-from rsd_engine.evaluate.sampling import one_step_generate
-
-from conftest import TINY_PRESET
+from rsd_engine.train.checkpoints import load_checkpoint, load_network, save_checkpoint
 
 OFFLINE = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_HUB_DISABLE_TELEMETRY": "1"}
 
@@ -90,7 +88,12 @@ def test_distillation_refuses_a_teacher_of_another_network(tmp_path, finished_ru
     with pytest.raises(ValueError, match=r"block_out_channels.*\[16, 32\].*\[16, 48\]"):
         rsd_stage(wider, run.checkpoint("teacher-final"), objective, lambda *a: None)
     same = cfg.loads(TINY_PRESET)
-    assert rsd_stage(same, run.checkpoint("teacher-final"), assembly.build_objective(same, assembly.build_measurement(same)), lambda *a: None).name == "distill"
+    assert (
+        rsd_stage(
+            same, run.checkpoint("teacher-final"), assembly.build_objective(same, assembly.build_measurement(same)), lambda *a: None
+        ).name
+        == "distill"
+    )
 
 
 def test_mask_pipeline_needs_the_mask_and_equals_the_engine(tmp_path):
@@ -120,8 +123,13 @@ def test_pipeline_latent_sources_and_output_types():
     assert [im.size for im in images] == [(8, 8), (8, 8)] and images[0].mode == "L"
     assert np.array_equal(np.asarray(images[0]), (arrays[0, :, :, 0] * 255).round().astype(np.uint8))  # the same quantised pixels
     assert len(pipe(batch_size=3, generator=torch.Generator().manual_seed(0)).images) == 3
-    for bad in ({"seeds": [1], "latents": torch.zeros(1, 1, 8, 8)}, {"seeds": [1, 2], "batch_size": 3}, {"output_type": "latent"},
-                {"latents": torch.zeros(1, 2, 8, 8)}, {"seeds": []}):
+    for bad in (
+        {"seeds": [1], "latents": torch.zeros(1, 1, 8, 8)},
+        {"seeds": [1, 2], "batch_size": 3},
+        {"output_type": "latent"},
+        {"latents": torch.zeros(1, 2, 8, 8)},
+        {"seeds": []},
+    ):
         with pytest.raises(ValueError):
             pipe(**bad)
     heun = RSDHeunPipeline(net.unet, num_inference_steps=3, stop_sigma=0.2)
@@ -198,10 +206,20 @@ def test_model_card_states_preset_kimg_and_final_metrics(tiny_run, tmp_path, fin
     index = json.loads((out / "model_index.json").read_text())
     assert index["_class_name"] == "RSDOneStepPipeline" and index["sigma_init"] == 2.5 and index["unet"] == ["diffusers", "UNet2DModel"]
 
-    measured = finished_run(tmp_path / "measured", TINY_PRESET + "[corruption]\noperator = \"gaussian_blur\"\n")
-    rec = {"model": "generator", "fid": 87.654, "kid": 0.0123, "n": 500, "seeds": [0, 499], "weights": "generator EMA", "nfe": 1,
-           "images_per_s": 238.0, "reference": "fashion-mnist test split (clean, n=1000)", "proximal_fid": 57.7,
-           "proximal_reference": "corrupted training measurements (n=1000)"}
+    measured = finished_run(tmp_path / "measured", TINY_PRESET + '[corruption]\noperator = "gaussian_blur"\n')
+    rec = {
+        "model": "generator",
+        "fid": 87.654,
+        "kid": 0.0123,
+        "n": 500,
+        "seeds": [0, 499],
+        "weights": "generator EMA",
+        "nfe": 1,
+        "images_per_s": 238.0,
+        "reference": "fashion-mnist test split (clean, n=1000)",
+        "proximal_fid": 57.7,
+        "proximal_reference": "corrupted training measurements (n=1000)",
+    }
     measured.write_metrics({"generator": rec})
     card = (export_run(measured.path, tmp_path / "measured-gen") / "README.md").read_text()
     assert "| generator | 87.65 | 0.0123 | 500 | 0–499 | fashion-mnist test split (clean, n=1000) | generator EMA | 1 | 238.0 |" in card
@@ -250,8 +268,14 @@ def test_refusals_are_clear_and_leave_nothing_behind(tmp_path, capsys, finished_
     assert (busy / "model_index.json").is_file() and not (busy / "mine.txt").exists()
     (tmp_path / "file").write_text("x")
     (tmp_path / "link").symlink_to(tmp_path / "elsewhere", target_is_directory=True)
-    for out, message in ((run.path, "run folder"), (tmp_path, "run folder"), (run.checkpoints / "g", "checkpoints/"),
-                         (run.samples, "samples/"), (tmp_path / "file", "not a folder"), (tmp_path / "link", "symbolic link")):
+    for out, message in (
+        (run.path, "run folder"),
+        (tmp_path, "run folder"),
+        (run.checkpoints / "g", "checkpoints/"),
+        (run.samples, "samples/"),
+        (tmp_path / "file", "not a folder"),
+        (tmp_path / "link", "symbolic link"),
+    ):
         with pytest.raises(ExportError, match=message):
             export_run(run.path, out, force=True)
     assert (run.checkpoints / "generator-final" / "state.json").is_file()
@@ -303,7 +327,12 @@ def test_workbench_export_writes_inside_the_run_and_reports_errors(tmp_path, fin
     wb = Workbench(runs, tmp_path / "presets")
     try:
         info = wb.export("done-run")
-        assert info == {"run": "done-run", "model": "generator", "weights": "ema", "folder": str(runs.resolve() / "done-run" / "export-generator")}
+        assert info == {
+            "run": "done-run",
+            "model": "generator",
+            "weights": "ema",
+            "folder": str(runs.resolve() / "done-run" / "export-generator"),
+        }
         assert (Path(info["folder"]) / "unet" / "config.json").is_file()
         with pytest.raises(WorkbenchError, match="replace"):
             wb.export("done-run")

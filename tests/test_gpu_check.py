@@ -16,7 +16,13 @@ def test_gpu_check_quick_on_cpu(tmp_path):
     assert gpu_check.main(["--device", "cpu", "--quick", "--out", str(out), "--work", str(tmp_path / "work")]) == 0
     text = out.read_text()
     assert "## gpu_check --quick on CPU" in text
-    for check in ("smoke: cifar10-denoise-0.2.toml", "teacher training step", "RSD iteration", "peak memory", "FID features",
-                  "Fashion-MNIST denoising"):
+    for check in (
+        "smoke: cifar10-denoise-0.2.toml",
+        "teacher training step",
+        "RSD iteration",
+        "peak memory",
+        "FID features",
+        "Fashion-MNIST denoising",
+    ):
         assert check in text, check
     assert "FAILED" not in text

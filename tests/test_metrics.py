@@ -1,7 +1,6 @@
 """Metrics: the quantiser, FID/KID through torchmetrics with the offline TF-Inception, PSNR/SSIM,
 the reference cache (docs/method.md §4.2)."""
 
-
 import pytest
 import torch
 

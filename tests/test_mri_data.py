@@ -10,9 +10,9 @@ import pytest
 import torch
 from conftest import write_nifti
 
-from rsd_engine.io import config
 from rsd_engine.data import DataError, check_data, clean_reference, read_images, source_identity
 from rsd_engine.data.mri import FASTMRI_CROP, fastmri_slices, nifti_slices, smooth_phase
+from rsd_engine.io import config
 from rsd_engine.operators.coils import birdcage_maps
 from rsd_engine.operators.fourier import fft2c, to_complex
 from rsd_engine.seeding import item_rng
@@ -74,7 +74,9 @@ def _write_fastmri(path, slices=2, coils=2, maps=True, key="kspace", size=FASTMR
 
     h, w = size
     v, u = torch.meshgrid(torch.linspace(-1, 1, h), torch.linspace(-1, 1, w), indexing="ij")
-    x = torch.stack([((u / 0.6) ** 2 + (v / (0.5 + 0.1 * s)) ** 2 < 1).float() * torch.polar(torch.ones(h, w), u + v) for s in range(slices)])
+    x = torch.stack(
+        [((u / 0.6) ** 2 + (v / (0.5 + 0.1 * s)) ** 2 < 1).float() * torch.polar(torch.ones(h, w), u + v) for s in range(slices)]
+    )
     s_maps = _maps(coils, h, w)
     kspace = fft2c(s_maps[None] * x[:, None])
     with h5py.File(path, "w") as f:

@@ -8,17 +8,17 @@ import pytest
 import torch
 
 from rsd_engine import assembly
-from rsd_engine.io import config
-from rsd_engine.train.distill import fake_score_loss, generator_loss
 from rsd_engine.evaluate.generate import ModelSampler
-from rsd_engine.operators.measurement import Measurement
 from rsd_engine.evaluate.metrics import display_images, quantize
+from rsd_engine.io import config
 from rsd_engine.models.networks import EDMPrecond
-from rsd_engine.train.objectives import Objective, ambient_fourier_loss
 from rsd_engine.operators import KSpaceLines, MultiCoilMRI
 from rsd_engine.operators.coils import birdcage_maps, normalise_maps
 from rsd_engine.operators.fourier import fft2c, ifft2c, to_channels, to_complex
+from rsd_engine.operators.measurement import Measurement
 from rsd_engine.operators.mri import acs_block, default_acs_lines, default_further_lines
+from rsd_engine.train.distill import fake_score_loss, generator_loss
+from rsd_engine.train.objectives import Objective, ambient_fourier_loss
 
 
 def op_of(resolution: int = 16, **kw) -> MultiCoilMRI:
@@ -137,8 +137,17 @@ def test_noise_lives_on_the_measured_lines_only():
     assert torch.isfinite(y).all() and (y[off] == 0).all() and y[~off].abs().sum() > 0
 
 
-@pytest.mark.parametrize("kw,field", [({"channels": 1}, "channels"), ({"acceleration": 0}, "acceleration"), ({"acs_lines": 17}, "acs_lines"),
-                                      ({"coils": 0}, "coils"), ({"further_lines": 9}, "further_lines"), ({"acceleration": 2.5}, "acceleration")])
+@pytest.mark.parametrize(
+    "kw,field",
+    [
+        ({"channels": 1}, "channels"),
+        ({"acceleration": 0}, "acceleration"),
+        ({"acs_lines": 17}, "acs_lines"),
+        ({"coils": 0}, "coils"),
+        ({"further_lines": 9}, "further_lines"),
+        ({"acceleration": 2.5}, "acceleration"),
+    ],
+)
 def test_operator_refuses_bad_parameters(kw, field):
     args = {"channels": 2, "resolution": 16, **kw}
     with pytest.raises(ValueError, match=field):
@@ -146,11 +155,19 @@ def test_operator_refuses_bad_parameters(kw, field):
 
 
 def test_preset_errors_name_the_field():
-    base = '[data]\nsource = "mri-nifti"\nchannels = 2\nresolution = 16\n[network]\nblock_out_channels = [8]\nnorm_groups = 4\n[corruption]\noperator = "multicoil_mri"\n'
-    for override, field in [("corruption.multicoil_mri.acceleration=0", "acceleration"), ("corruption.multicoil_mri.acceleration=2.5", "acceleration"),
-                            ("corruption.multicoil_mri.acs_lines=17", "acs_lines"), ("corruption.multicoil_mri.coils=0", "coils"),
-                            ("corruption.multicoil_mri.acceleration=16", "acceleration"), ("data.channels=1", "data.channels"),
-                            ("corruption.operator=identity", "corruption.operator")]:
+    base = (
+        '[data]\nsource = "mri-nifti"\nchannels = 2\nresolution = 16\n[network]\nblock_out_channels = [8]\nnorm_groups = '
+        '4\n[corruption]\noperator = "multicoil_mri"\n'
+    )
+    for override, field in [
+        ("corruption.multicoil_mri.acceleration=0", "acceleration"),
+        ("corruption.multicoil_mri.acceleration=2.5", "acceleration"),
+        ("corruption.multicoil_mri.acs_lines=17", "acs_lines"),
+        ("corruption.multicoil_mri.coils=0", "coils"),
+        ("corruption.multicoil_mri.acceleration=16", "acceleration"),
+        ("data.channels=1", "data.channels"),
+        ("corruption.operator=identity", "corruption.operator"),
+    ]:
         with pytest.raises(config.PresetError, match=field):
             config.loads(base, [override])
     p = config.loads(base, ["corruption.multicoil_mri.acceleration=2"])
@@ -162,7 +179,9 @@ def test_preset_errors_name_the_field():
 
 def tiny_mri_net(resolution: int = 8, seed: int = 0) -> EDMPrecond:
     torch.manual_seed(seed)
-    return EDMPrecond(resolution=resolution, channels=2, cond_channels=1, block_out_channels=(8, 16), norm_groups=4, cond_kind="kspace_mask").eval()
+    return EDMPrecond(
+        resolution=resolution, channels=2, cond_channels=1, block_out_channels=(8, 16), norm_groups=4, cond_kind="kspace_mask"
+    ).eval()
 
 
 def test_kspace_preconditioning_has_no_skip():
@@ -171,7 +190,7 @@ def test_kspace_preconditioning_has_no_skip():
     c_skip, c_out, _, _ = net.coefficients(sigma, cond)
     assert (c_skip == 0).all() and torch.allclose(c_out, torch.full_like(c_out, 0.5))
     assert torch.allclose(net.loss_weight(sigma, cond), torch.full((2, 1, 8, 8), 4.0))
-    p = config.loads('[data]\nresolution = 8\n[network]\nblock_out_channels = [8]\nnorm_groups = 4\n')
+    p = config.loads("[data]\nresolution = 8\n[network]\nblock_out_channels = [8]\nnorm_groups = 4\n")
     assert EDMPrecond.preset_arguments(p, 1)["cond_kind"] == "pixel_mask"
     stored = EDMPrecond.from_preset(p, 1, "kspace_mask")
     assert stored.config.cond_kind == "kspace_mask" and EDMPrecond.from_config(stored.config).cond_kind == "kspace_mask"
@@ -248,7 +267,9 @@ def test_objective_conditions_distillation_losses_and_seeded_samples():
     torch.manual_seed(0)
     assert torch.isfinite(fake_score_loss(gen, fake.train(), objective, z, sigma_init=2.5))
     gen.train()
-    step = generator_loss(gen, net, fake.requires_grad_(False), objective, z, sigma_init=2.5, alpha=1.2, t_max=800, rho=7.0, loss_scale=100.0)
+    step = generator_loss(
+        gen, net, fake.requires_grad_(False), objective, z, sigma_init=2.5, alpha=1.2, t_max=800, rho=7.0, loss_scale=100.0
+    )
     step.loss.backward()
     assert step.nan_count == 0 and any(p.grad is not None and p.grad.abs().sum() > 0 for p in gen.parameters())
     sampler = ModelSampler(objective, (2, 8, 8), batch_size=2, steps=2)

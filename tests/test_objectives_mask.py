@@ -6,10 +6,10 @@ import pytest
 import torch
 from torch import nn
 
-from rsd_engine.operators.measurement import Measurement
 from rsd_engine.models.networks import EDMPrecond
-from rsd_engine.train.objectives import Objective, ambient_mask_loss, ambient_tweedie_loss, edm_loss
 from rsd_engine.operators import Identity, RandomInpainting
+from rsd_engine.operators.measurement import Measurement
+from rsd_engine.train.objectives import Objective, ambient_mask_loss, ambient_tweedie_loss, edm_loss
 
 RES = 8
 

@@ -8,7 +8,6 @@ import torch
 
 from rsd_engine import assembly
 from rsd_engine.io import config
-from rsd_engine.operators.measurement import Measurement
 from rsd_engine.operators import (
     OPERATORS,
     BoxInpainting,
@@ -18,6 +17,7 @@ from rsd_engine.operators import (
     further_mask,
 )
 from rsd_engine.operators.blur import gaussian_kernel, reflect_pad_adjoint
+from rsd_engine.operators.measurement import Measurement
 from rsd_engine.operators.motion import MotionBlur, motion_kernels
 
 RES = 16
@@ -136,8 +136,8 @@ def test_blur_kernel_sums_to_one_and_is_symmetric(k, std):
 
 
 def test_blur_kernel_matches_scipy_delta_response():
-    from scipy.ndimage import gaussian_filter
     import numpy as np
+    from scipy.ndimage import gaussian_filter
 
     d = np.zeros((9, 9))
     d[4, 4] = 1
@@ -200,8 +200,8 @@ def test_motion_kernels_sum_to_one_and_intensity_bends_the_path():
         assert kernels.shape == (32, 1, 9, 9) and (kernels >= 0).all()
         assert torch.allclose(kernels.sum((1, 2, 3)), torch.ones(32), atol=1e-6)
     # a straight path is a line: its positions spread along one direction only
-    assert max(s / l for s, l in map(_spread, straight[:, 0])) < 0.05
-    assert sum(s / l for s, l in map(_spread, shaky[:, 0])) / 32 > 0.1
+    assert max(small / large for small, large in map(_spread, straight[:, 0])) < 0.05
+    assert sum(small / large for small, large in map(_spread, shaky[:, 0])) / 32 > 0.1
     assert len({tuple(k.flatten().tolist()) for k in shaky}) == 32  # one kernel per image
 
 
@@ -326,7 +326,7 @@ def test_override_of_an_operator_table():
         ("[corruption.random_inpainting]\np = 1.0\n", "corruption.random_inpainting.p", ["1.0", "less than 1"]),
         ("[corruption.random_inpainting]\ndelta = -0.1\n", "corruption.random_inpainting.delta", ["-0.1"]),
         ("[corruption.super_resolution]\nfactor = 3\n", "corruption.super_resolution.factor", ["3", "2 or 4"]),
-        ("[corruption.super_resolution]\nupsample = \"bilinear\"\n", "corruption.super_resolution.upsample", ["bilinear", "nearest"]),
+        ('[corruption.super_resolution]\nupsample = "bilinear"\n', "corruption.super_resolution.upsample", ["bilinear", "nearest"]),
         ("[corruption.box_inpainting]\nbox_size = 0\n", "corruption.box_inpainting.box_size", ["0"]),
         ("[corruption.gaussian_blur]\nsize = 9\n", "corruption.gaussian_blur.size", ["unknown key", "kernel_size, std"]),
     ],
@@ -339,11 +339,21 @@ def test_operator_table_errors_name_field_value_and_allowed(text, field, words):
 
 
 def test_cross_field_operator_rules():
-    pr = _problems('[data]\nresolution = 30\n[network]\nblock_out_channels = [32]\n[corruption]\noperator = "super_resolution"\n[corruption.super_resolution]\nfactor = 4\n')
-    assert "corruption.super_resolution.factor" in pr and "30" in pr["corruption.super_resolution.factor"] and "2" in pr["corruption.super_resolution.factor"]
+    pr = _problems(
+        "[data]\nresolution = 30\n[network]\nblock_out_channels = [32]\n[corruption]\noperator = "
+        '"super_resolution"\n[corruption.super_resolution]\nfactor = 4\n'
+    )
+    assert (
+        "corruption.super_resolution.factor" in pr
+        and "30" in pr["corruption.super_resolution.factor"]
+        and "2" in pr["corruption.super_resolution.factor"]
+    )
     pr = _problems('[data]\nresolution = 32\n[corruption]\noperator = "box_inpainting"\n[corruption.box_inpainting]\nbox_size = 32\n')
     assert "corruption.box_inpainting.box_size" in pr and "1..31" in pr["corruption.box_inpainting.box_size"]
-    pr = _problems('[data]\nresolution = 8\n[network]\nblock_out_channels = [32]\n[corruption]\noperator = "gaussian_blur"\n[corruption.gaussian_blur]\nkernel_size = 17\n')
+    pr = _problems(
+        "[data]\nresolution = 8\n[network]\nblock_out_channels = [32]\n[corruption]\noperator = "
+        '"gaussian_blur"\n[corruption.gaussian_blur]\nkernel_size = 17\n'
+    )
     assert "corruption.gaussian_blur.kernel_size" in pr and "17" in pr["corruption.gaussian_blur.kernel_size"]
     # a table of an operator that is not selected is refused (issue 19: it would silently have no effect)
     pr = _problems('[data]\nresolution = 32\n[corruption]\noperator = "identity"\n[corruption.box_inpainting]\nbox_size = 16\n')
@@ -353,7 +363,10 @@ def test_cross_field_operator_rules():
 def test_mask_operators_resolve_to_ambient_mask():
     for op in ("random_inpainting", "box_inpainting"):
         assert assembly.resolve_objective(_preset(f'[corruption]\noperator = "{op}"\n')) == "ambient_mask"
-        assert assembly.resolve_objective(_preset(f'[corruption]\noperator = "{op}"\n[teacher]\nobjective = "ambient_mask"\n')) == "ambient_mask"
+        assert (
+            assembly.resolve_objective(_preset(f'[corruption]\noperator = "{op}"\n[teacher]\nobjective = "ambient_mask"\n'))
+            == "ambient_mask"
+        )
         pr = _problems(f'[corruption]\noperator = "{op}"\n[teacher]\nobjective = "edm"\n')
         assert "teacher.objective" in pr and "ambient_mask" in pr["teacher.objective"]
     for op in ("gaussian_blur", "super_resolution"):

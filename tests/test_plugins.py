@@ -68,14 +68,18 @@ def test_the_example_plugin_meets_the_contract(example_on_path):
 
 
 def test_check_operator_fails_naming_a_wrong_adjoint(plugin_dir, tmp_path, capsys):
-    _write_module(plugin_dir, "plug_bad_adjoint", """
+    _write_module(
+        plugin_dir,
+        "plug_bad_adjoint",
+        """
         class HalfAdjoint(Operator):
             def forward(self, x):
                 return 2 * x
 
             def adjoint(self, y):
                 return y  # wrong: the adjoint of 2·I is 2·I
-    """)
+    """,
+    )
     preset = tmp_path / "p.toml"
     preset.write_text('[corruption]\noperator = "plug_bad_adjoint:HalfAdjoint"\n')
     assert main(["check-operator", str(preset)]) == 1
@@ -85,7 +89,10 @@ def test_check_operator_fails_naming_a_wrong_adjoint(plugin_dir, tmp_path, capsy
 
 
 def test_check_operator_fails_on_tensors_that_are_not_buffers(plugin_dir, tmp_path, capsys):
-    _write_module(plugin_dir, "plug_loose", """
+    _write_module(
+        plugin_dir,
+        "plug_loose",
+        """
         class Loose(Operator):
             def __init__(self, channels: int, resolution: int):
                 super().__init__(channels, resolution)
@@ -96,7 +103,8 @@ def test_check_operator_fails_on_tensors_that_are_not_buffers(plugin_dir, tmp_pa
 
             def adjoint(self, y):
                 return y * self.scale.to(y)
-    """)
+    """,
+    )
     preset = tmp_path / "p.toml"
     preset.write_text('[corruption]\noperator = "plug_loose:Loose"\n')
     assert main(["check-operator", str(preset)]) == 1
@@ -110,15 +118,32 @@ BAD = {
     "module raises": ("plug_raises:Op", "raise RuntimeError('broken install')\n", "corruption.operator", "RuntimeError: broken install"),
     "not an operator": ("plug_notop:Op", "class Op:\n    pass\n", "corruption.operator", "not a subclass of rsd_engine.operators.Operator"),
     "missing attribute": ("plug_noattr:Nope", "class Op(Operator):\n    pass\n", "corruption.operator", "has no attribute 'Nope'"),
-    "constructor raises": ("plug_ctor:Op", "class Op(Operator):\n    def __init__(self, channels: int, resolution: int, width: int = 3):\n"
-                           "        raise ValueError('width too large')\n", "corruption.params", "ValueError: width too large"),
-    "wrong type": ("plug_typed:Op", "class Op(Operator):\n    def __init__(self, channels: int, resolution: int, width: int = 3):\n"
-                   "        super().__init__(channels, resolution)\n    def forward(self, x):\n        return x\n",
-                   "corruption.params.width", "'wide': Input should be a valid integer"),
-    "declared shape differs": ("plug_shape:Op", "class Op(Operator):\n    def forward(self, x):\n        return x[..., ::2, ::2]\n",
-                               "corruption.operator", "returns measurements of shape (1, 16, 16) but declares output_shape() = (1, 32, 32)"),
-    "unknown family": ("plug_family:Op", "class Op(Operator):\n    objective_family = 'phase'\n    def forward(self, x):\n        return x\n",
-                       "corruption.operator", "objective_family = 'phase'; allowed: tweedie, mask, fourier"),
+    "constructor raises": (
+        "plug_ctor:Op",
+        "class Op(Operator):\n    def __init__(self, channels: int, resolution: int, width: int = 3):\n"
+        "        raise ValueError('width too large')\n",
+        "corruption.params",
+        "ValueError: width too large",
+    ),
+    "wrong type": (
+        "plug_typed:Op",
+        "class Op(Operator):\n    def __init__(self, channels: int, resolution: int, width: int = 3):\n"
+        "        super().__init__(channels, resolution)\n    def forward(self, x):\n        return x\n",
+        "corruption.params.width",
+        "'wide': Input should be a valid integer",
+    ),
+    "declared shape differs": (
+        "plug_shape:Op",
+        "class Op(Operator):\n    def forward(self, x):\n        return x[..., ::2, ::2]\n",
+        "corruption.operator",
+        "returns measurements of shape (1, 16, 16) but declares output_shape() = (1, 32, 32)",
+    ),
+    "unknown family": (
+        "plug_family:Op",
+        "class Op(Operator):\n    objective_family = 'phase'\n    def forward(self, x):\n        return x\n",
+        "corruption.operator",
+        "objective_family = 'phase'; allowed: tweedie, mask, fourier",
+    ),
 }
 
 
@@ -185,8 +210,9 @@ def test_example_plugin_end_to_end_then_resume_without_it(plugin_dir, tmp_path, 
     module, exit 2, and the run folder is unchanged."""
     shutil.copy(EXAMPLE_SOURCE, plugin_dir / "plug_dead_columns.py")
     preset = tmp_path / "p.toml"
-    preset.write_text(tiny_preset_text + '[corruption]\noperator = "plug_dead_columns:DeadColumns"\nnoise_sigma = 0.1\n'
-                      '[corruption.params]\np = 0.3\n')
+    preset.write_text(
+        tiny_preset_text + '[corruption]\noperator = "plug_dead_columns:DeadColumns"\nnoise_sigma = 0.1\n[corruption.params]\np = 0.3\n'
+    )
     assert main(["validate", str(preset)]) == 0
     assert 'operator = "plug_dead_columns:DeadColumns"' in capsys.readouterr().out
     assert main(["preview", str(preset), "--n", "4", "--out", str(tmp_path / "preview.png")]) == 0
@@ -231,21 +257,32 @@ def test_workbench_form_validates_and_previews_a_plugin_without_importing_it(tmp
     wb = Workbench(tmp_path / "runs", tmp_path / "presets", Path(__file__).resolve().parents[1] / "presets")
     env = wb.launcher._env()
     try:
-        text = '[data]\nmax_images = 16\n[corruption]\noperator = "plug_wb_columns:DeadColumns"\nnoise_sigma = 0.0\n[corruption.params]\np = 0.3\n'
+        text = (
+            '[data]\nmax_images = 16\n[corruption]\noperator = "plug_wb_columns:DeadColumns"\nnoise_sigma = '
+            "0.0\n[corruption.params]\np = 0.3\n"
+        )
         fields = pe.plugin_fields(text, env)
-        assert [(f.name, f.type, f.default) for f in fields] == [("corruption.params.p", "number", 0.25), ("corruption.params.delta", "number", 0.1)]
+        assert [(f.name, f.type, f.default) for f in fields] == [
+            ("corruption.params.p", "number", 0.25),
+            ("corruption.params.delta", "number", 0.1),
+        ]
         assert fields[1].bounds == {"minimum": 0.0, "exclusiveMaximum": 1.0}
         assert pe.set_field(text, fields[0].name, pe.from_widget(fields[0], "0.5")).count("p = 0.5") == 1
         assert wb.validate(text).ok
         bad = wb.validate(text.replace("p = 0.3", 'p = "x"'))
         assert bad.problems == [("corruption.params.p", "'x': Input should be a valid number")]
         gone = wb.validate(text.replace("plug_wb_columns:", "plug_wb_nowhere:"))
-        assert gone.problems == [("corruption.operator", "module 'plug_wb_nowhere' not found (is its package installed, or its folder on PYTHONPATH?)")]
+        assert gone.problems == [
+            ("corruption.operator", "module 'plug_wb_nowhere' not found (is its package installed, or its folder on PYTHONPATH?)")
+        ]
         png, info = wb.preview(text, n=4)
         assert png.read_bytes()[:4] == b"\x89PNG" and "plug_wb_columns:DeadColumns" in info
         _, page = pp.render(wb, pp.Editor(text=text, loaded=text), send_text=False, refill=None)
         assert page.plugin_title.startswith("**Parameters of plug-in `plug_wb_columns:DeadColumns`")
-        assert [(s.label, s.value, s.error) for s in page.plugin_slots] == [("params.p (number)", "0.3", False), ("params.delta (number)", "0.1", False)]
+        assert [(s.label, s.value, s.error) for s in page.plugin_slots] == [
+            ("params.p (number)", "0.3", False),
+            ("params.delta (number)", "0.1", False),
+        ]
         too_large = pp.slot_edited(wb, pp.Editor(text=text, loaded=text), 1, "2.0")  # delta < 1 by its schema
         assert "delta = 2.0" in too_large.editor.text and too_large.page.text == too_large.editor.text
         slot = too_large.page.plugin_slots[1]

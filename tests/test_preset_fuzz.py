@@ -53,11 +53,38 @@ batch_size = 4
 fid_weights = "{missing}"
 """
 
-INT_FIELDS = ["run.seed", "data.resolution", "data.max_images", "corruption.seed", "network.layers_per_block", "network.norm_groups",
-              "teacher.batch_size", "distill.batch_size", "eval.live_fid_n", "eval.final_fid_n", "eval.reference_n",
-              "eval.kid_subset_size", "eval.teacher_steps", "eval.grid_n", "eval.psnr_n", "eval.batch_size", "accelerate.num_processes"]
-FLOAT_FIELDS = ["corruption.noise_sigma", "network.sigma_data", "network.sigma_max", "teacher.kimg", "teacher.lr", "teacher.ema_halflife_kimg",
-                "distill.kimg", "distill.alpha", "distill.sigma_init", "distill.t_max", "eval.teacher_every_kimg"]
+INT_FIELDS = [
+    "run.seed",
+    "data.resolution",
+    "data.max_images",
+    "corruption.seed",
+    "network.layers_per_block",
+    "network.norm_groups",
+    "teacher.batch_size",
+    "distill.batch_size",
+    "eval.live_fid_n",
+    "eval.final_fid_n",
+    "eval.reference_n",
+    "eval.kid_subset_size",
+    "eval.teacher_steps",
+    "eval.grid_n",
+    "eval.psnr_n",
+    "eval.batch_size",
+    "accelerate.num_processes",
+]
+FLOAT_FIELDS = [
+    "corruption.noise_sigma",
+    "network.sigma_data",
+    "network.sigma_max",
+    "teacher.kimg",
+    "teacher.lr",
+    "teacher.ema_halflife_kimg",
+    "distill.kimg",
+    "distill.alpha",
+    "distill.sigma_init",
+    "distill.t_max",
+    "eval.teacher_every_kimg",
+]
 INT_VALUES = [True, "8", 2.5, -1, 0, 10**12, 2**63 - 1]
 FLOAT_VALUES = [False, "0.1", -1.0, 0.0, 1e308, math.inf]
 
@@ -94,7 +121,10 @@ def _mutations(base: dict, files: dict) -> list[tuple[str, dict]]:
         ("super-resolution x4", _set(_set(base, "corruption.operator", "super_resolution"), "corruption.super_resolution", {"factor": 4})),
         ("inpainting", _set(_set(base, "corruption.operator", "random_inpainting"), "corruption.random_inpainting", {"p": 0.9})),
         ("box", _set(_set(base, "corruption.operator", "box_inpainting"), "corruption.box_inpainting", {"box_size": 15})),
-        ("box as wide as the image", _set(_set(base, "corruption.operator", "box_inpainting"), "corruption.box_inpainting", {"box_size": 16})),
+        (
+            "box as wide as the image",
+            _set(_set(base, "corruption.operator", "box_inpainting"), "corruption.box_inpainting", {"box_size": 16}),
+        ),
         ("mask operator with edm", _set(_set(base, "corruption.operator", "random_inpainting"), "teacher.objective", "edm")),
         ("mri operator on images", _set(base, "corruption.operator", "multicoil_mri")),
         ("no levels", _set(base, "network.block_out_channels", [])),
@@ -146,8 +176,14 @@ def fuzz_files(tmp_path_factory):
     (root / "images").mkdir()
     for i in range(3):
         Image.fromarray(rng.integers(0, 256, (20, 20), dtype=np.uint8)).save(root / "images" / f"{i}.png")
-    return {"npz": str(root / "faces.npz"), "missing": str(root / "gone.npz"), "folder": str(root / "empty"), "text": str(root / "notes.npz"),
-            "objects": str(root / "objects.npz"), "images": str(root / "images")}
+    return {
+        "npz": str(root / "faces.npz"),
+        "missing": str(root / "gone.npz"),
+        "folder": str(root / "empty"),
+        "text": str(root / "notes.npz"),
+        "objects": str(root / "objects.npz"),
+        "images": str(root / "images"),
+    }
 
 
 def _named(fields: set[str], field: str) -> bool:
@@ -222,6 +258,13 @@ def test_preset_mutations_are_refused_by_field_or_run(fuzz_files, one_thread):
         _first_steps(preset)
         accepted.append(label)
     assert len(refused) >= 40 and len(accepted) >= 10, (accepted, refused)
-    for must_refuse in ("table of an unselected operator", "channels as strings", "npz path is text", "npz of objects",
-                        "empty image folder", "huge channels", "description too long"):
+    for must_refuse in (
+        "table of an unselected operator",
+        "channels as strings",
+        "npz path is text",
+        "npz of objects",
+        "empty image folder",
+        "huge channels",
+        "description too long",
+    ):
         assert must_refuse in refused, must_refuse

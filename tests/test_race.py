@@ -4,9 +4,9 @@ and metrics.json), training seconds that survive a resume, and ``eval.models``."
 
 import pytest
 
-from rsd_engine.io import config as cfg
 from rsd_engine.cli import main
 from rsd_engine.evaluate.evaluation import BaselineFound, Evaluation, find_teacher_baseline
+from rsd_engine.io import config as cfg
 from rsd_engine.io.runs import GENERATOR_BEATS_TEACHER, RACE, TEACHER_BASELINE, RunDir, first_crossing, teacher_baseline
 
 LIVE = ["eval.live_fid_n=4", "eval.grid_n=4", "eval.teacher_every_kimg=0.064", "eval.distill_every_kimg=0.016"]
@@ -68,8 +68,14 @@ def _assert_tensorboard(out, teacher_fids, gen):
     acc = EventAccumulator(str(out / "trackers" / "tensorboard"), size_guidance={"scalars": 0, "images": 0})
     acc.Reload()
     tags = acc.Tags()
-    assert {"teacher/loss", "distill/loss_generator", "distill/loss_fake_score", "live_fid/teacher-truncated_n4",
-            "live_fid/generator_n4", "live_kid/generator_n4"} <= set(tags["scalars"]), tags["scalars"]
+    assert {
+        "teacher/loss",
+        "distill/loss_generator",
+        "distill/loss_fake_score",
+        "live_fid/teacher-truncated_n4",
+        "live_fid/generator_n4",
+        "live_kid/generator_n4",
+    } <= set(tags["scalars"]), tags["scalars"]
     assert [round(e.value, 3) for e in acc.Scalars("live_fid/generator_n4")] == [round(e["fid"], 3) for e in gen]
     assert [e.step for e in acc.Scalars("live_fid/generator_n4")] == [64, 80, 96]
     assert [e.step for e in acc.Scalars("live_fid/teacher-truncated_n4")] == [round(e["kimg"] * 1000) for e in teacher_fids]
@@ -80,8 +86,24 @@ def test_baseline_of_a_given_teacher_is_read_from_its_run_or_computed_and_the_sa
     first, by_run, by_folder = tmp_path / "first", tmp_path / "by-run", tmp_path / "by-folder"
     assert main(["run", str(preset_file), "--out", str(first), *_overrides(LIVE), "--set", "distill.kimg=0.016"]) == 0
     for out, source in ((by_run, first), (by_folder, first / "checkpoints" / "teacher-final")):
-        assert main(["run", str(preset_file), "--out", str(out), *_overrides(LIVE), "--set", "distill.kimg=0.016",
-                     "--set", f"teacher.checkpoint={source}", "--set", 'eval.models=["generator"]']) == 0
+        assert (
+            main(
+                [
+                    "run",
+                    str(preset_file),
+                    "--out",
+                    str(out),
+                    *_overrides(LIVE),
+                    "--set",
+                    "distill.kimg=0.016",
+                    "--set",
+                    f"teacher.checkpoint={source}",
+                    "--set",
+                    'eval.models=["generator"]',
+                ]
+            )
+            == 0
+        )
     a, b, c = (teacher_baseline(RunDir(r).read_events()) for r in (first, by_run, by_folder))
     assert str(first) in b["source"] and b["fid"] == a["fid"]
     assert "computed" in c["source"] and c["fid"] == pytest.approx(a["fid"], abs=1e-6)
@@ -112,7 +134,15 @@ def test_eval_models_refuses_unknown_and_repeated_names():
 
 # ---------------------------------------------------------------- the baseline's precedence, from records alone
 def _baseline(n=4, ref="clean", fid=1.0, source="computed"):
-    return {"stage": "distill", "kind": TEACHER_BASELINE, "model": "teacher-truncated", "n": n, "reference": ref, "fid": fid, "source": source}
+    return {
+        "stage": "distill",
+        "kind": TEACHER_BASELINE,
+        "model": "teacher-truncated",
+        "n": n,
+        "reference": ref,
+        "fid": fid,
+        "source": source,
+    }
 
 
 def _live(kimg, n=4, ref="clean", model="teacher-truncated", fid=2.0):
@@ -136,8 +166,11 @@ def test_baseline_precedence_own_event_then_trainer_event_then_final_live_fid():
     assert found.record is final_live and found.source == "teacher stage's live FID at 0.128 kimg (final EMA)"
 
 
-@pytest.mark.parametrize("last", [_live(0.064), _live(0.128, n=8), _live(0.128, ref="other"), _live(0.128, model="teacher-full")],
-                         ids=["not-at-final", "other-n", "other-reference", "other-model"])
+@pytest.mark.parametrize(
+    "last",
+    [_live(0.064), _live(0.128, n=8), _live(0.128, ref="other"), _live(0.128, model="teacher-full")],
+    ids=["not-at-final", "other-n", "other-reference", "other-model"],
+)
 def test_baseline_takes_only_the_last_live_fid_and_only_when_it_matches(last):
     # an earlier matching live FID never counts: only the last one of the teacher stage is looked at
     assert _find([], [_live(0.128), last]) is None

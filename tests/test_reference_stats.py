@@ -7,13 +7,13 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from rsd_engine.io import config as cfg
-from rsd_engine.evaluate import metrics as M
+from rsd_engine import assembly
 from rsd_engine.cli import main
 from rsd_engine.data import training_measurements
+from rsd_engine.evaluate import metrics as M
 from rsd_engine.evaluate.evaluation import Evaluator
 from rsd_engine.evaluate.generate import Samples
-from rsd_engine import assembly
+from rsd_engine.io import config as cfg
 
 
 def test_fid_from_statistics_is_the_frechet_distance_of_torchmetrics():
@@ -32,11 +32,14 @@ def test_tf1_resize_samples_without_half_pixel_offset():
     assert not torch.allclose(out, torch_bilinear)
 
 
-@pytest.mark.parametrize("content, message", [
-    (b"plain text", "not an .npz"),
-    ("keys", "expected 'mu'"),
-    ("shape", r"mu \(3,\), sigma \(2, 2\)"),
-])
+@pytest.mark.parametrize(
+    "content, message",
+    [
+        (b"plain text", "not an .npz"),
+        ("keys", "expected 'mu'"),
+        ("shape", r"mu \(3,\), sigma \(2, 2\)"),
+    ],
+)
 def test_bad_reference_files_are_named(tmp_path, content, message):
     path = tmp_path / "ref.npz"
     if content == "keys":
@@ -62,8 +65,10 @@ def test_fid_ref_file_gives_the_fid_of_the_built_in_reference(tmp_path, tiny_pre
     from_file = cfg.loads(tiny_preset_text, [f"eval.reference_stats={str(out)!r}"])
     torch.manual_seed(0)
     samples = Samples(torch.rand(6, 1, 32, 32) * 2 - 1, 1, 1.0)
-    records = [Evaluator(p, training_measurements(p, assembly.build_measurement(p))).fid_record("generator", samples, range(6))
-               for p in (built_in, from_file)]
+    records = [
+        Evaluator(p, training_measurements(p, assembly.build_measurement(p))).fid_record("generator", samples, range(6))
+        for p in (built_in, from_file)
+    ]
     assert records[0]["fid"] > 0 and abs(records[0]["fid"] - records[1]["fid"]) <= 1e-6
     assert str(out) in records[1]["reference"] and records[1]["reference_sha256"] == M.load_reference_statistics(out).sha256
     assert "(clean, n=8)" in records[0]["reference"]

@@ -5,8 +5,8 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from rsd_engine.io import config as cfg
 from rsd_engine.experiment import Experiment, make_accelerator
+from rsd_engine.io import config as cfg
 from rsd_engine.io.runs import RunDir
 from rsd_engine.io.signals import StopPolicy, StopRequested
 
@@ -37,7 +37,9 @@ def _assert_same(a, b):
 
 
 def test_teacher_and_distill_resume_bitwise(tiny_preset, tmp_path):
-    preset = cfg.loads(cfg.dumps(tiny_preset), ["teacher.checkpoint_every_kimg=1000", "distill.checkpoint_every_kimg=1000", "network.dropout=0.1"])
+    preset = cfg.loads(
+        cfg.dumps(tiny_preset), ["teacher.checkpoint_every_kimg=1000", "distill.checkpoint_every_kimg=1000", "network.dropout=0.1"]
+    )
     straight = _pipeline(preset, tmp_path / "straight")
     straight.train_teacher()
     straight.distill()
@@ -50,10 +52,14 @@ def test_teacher_and_distill_resume_bitwise(tiny_preset, tmp_path):
     resumed = _pipeline(preset, tmp_path / "split")
     resumed.train_teacher()
     for name in ("ema",):
-        _assert_same(_weights(straight.run.checkpoints / "teacher-final" / f"{name}.safetensors"),
-                     _weights(resumed.run.checkpoints / "teacher-final" / f"{name}.safetensors"))
-    _assert_same(_weights(straight.run.checkpoints / "teacher-latest" / "net.safetensors"),
-                 _weights(resumed.run.checkpoints / "teacher-latest" / "net.safetensors"))
+        _assert_same(
+            _weights(straight.run.checkpoints / "teacher-final" / f"{name}.safetensors"),
+            _weights(resumed.run.checkpoints / "teacher-final" / f"{name}.safetensors"),
+        )
+    _assert_same(
+        _weights(straight.run.checkpoints / "teacher-latest" / "net.safetensors"),
+        _weights(resumed.run.checkpoints / "teacher-latest" / "net.safetensors"),
+    )
 
     _stop_after(resumed, 2)  # distill: 4 iterations of 8 images; stop after 2
     with pytest.raises(StopRequested):
@@ -61,8 +67,10 @@ def test_teacher_and_distill_resume_bitwise(tiny_preset, tmp_path):
     again = _pipeline(preset, tmp_path / "split")
     again.distill()
     for name in ("generator", "fake_score", "generator_ema"):
-        _assert_same(_weights(straight.run.checkpoints / "distill-latest" / f"{name}.safetensors"),
-                     _weights(again.run.checkpoints / "distill-latest" / f"{name}.safetensors"))
+        _assert_same(
+            _weights(straight.run.checkpoints / "distill-latest" / f"{name}.safetensors"),
+            _weights(again.run.checkpoints / "distill-latest" / f"{name}.safetensors"),
+        )
 
 
 def test_checkpoint_loads_in_a_fresh_interpreter(tiny_preset, tmp_path):
@@ -76,7 +84,9 @@ def test_checkpoint_loads_in_a_fresh_interpreter(tiny_preset, tmp_path):
         "net = load_network(sys.argv[1], 'ema'); x = torch.zeros(1, 1, 32, 32);"
         "print(tuple(net(x, 1.0).shape))"
     )
-    out = subprocess.run([sys.executable, "-c", code, str(tmp_path / "run" / "checkpoints" / "teacher-final")], capture_output=True, text=True, timeout=120)
+    out = subprocess.run(
+        [sys.executable, "-c", code, str(tmp_path / "run" / "checkpoints" / "teacher-final")], capture_output=True, text=True, timeout=120
+    )
     assert out.returncode == 0, out.stderr
     assert "(1, 1, 32, 32)" in out.stdout
 
@@ -124,8 +134,10 @@ def stop_flag():
 def _evaluating_teacher(tiny_preset, path, *extra):
     """A tiny teacher run whose only live evaluation comes after its second step (32 of 64 images)
     and whose only scheduled checkpoint is the last one."""
-    preset = cfg.loads(cfg.dumps(tiny_preset), ["eval.teacher_every_kimg=0.032", "teacher.checkpoint_every_kimg=1000",
-                                                "eval.grid_n=4", "eval.batch_size=2", *extra])
+    preset = cfg.loads(
+        cfg.dumps(tiny_preset),
+        ["eval.teacher_every_kimg=0.032", "teacher.checkpoint_every_kimg=1000", "eval.grid_n=4", "eval.batch_size=2", *extra],
+    )
     return _pipeline(preset, path)
 
 

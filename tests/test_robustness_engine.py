@@ -13,17 +13,17 @@ from accelerate import Accelerator
 from safetensors import safe_open
 from safetensors.torch import load_file, save_file
 
-from rsd_engine.io import config as cfg
-from rsd_engine.train import training
 from rsd_engine.cli import main
-from rsd_engine.train.finite import NonFiniteError
-from rsd_engine.operators.measurement import Measurement
 from rsd_engine.evaluate.metrics import extract_features, fid_from_features, kid_from_features, psnr_ssim, quantize
-from rsd_engine.operators import OPERATORS
-from rsd_engine.operators.inpainting import apply_mask, further_mask
+from rsd_engine.io import config as cfg
 from rsd_engine.io.processes import process_shortfall, requested_processes
 from rsd_engine.io.runs import RunDir
 from rsd_engine.io.signals import STOP
+from rsd_engine.operators import OPERATORS
+from rsd_engine.operators.inpainting import apply_mask, further_mask
+from rsd_engine.operators.measurement import Measurement
+from rsd_engine.train import training
+from rsd_engine.train.finite import NonFiniteError
 from rsd_engine.train.stage import EMA, Stage, StageRunner
 
 
@@ -46,6 +46,7 @@ def _assert_failed_without_final_results(run: RunDir, *needles: str) -> str:
 
 
 # ---------------------------------------------------------------- 1. non-finite guards
+
 
 def test_nan_teacher_checkpoint_fails_distillation_clearly(preset_file, tmp_path, finished_run):
     teacher_run = finished_run(tmp_path / "teacher")
@@ -92,14 +93,24 @@ def _toy_stage(run: RunDir, lr: float, kimg: float = 0.02) -> Stage:
         return {"loss": loss}
 
     ema = torch.nn.Linear(4, 1).requires_grad_(False)
-    return Stage(name="teacher", kimg=kimg, batch_size=1, step=step, trained={"net": (net, torch.optim.Adam(net.parameters(), lr=lr))},
-                 emas={"ema": EMA(ema, "net", 0.001, 0.0)}, checkpoint_every_kimg=1000, evaluate_every_kimg=1000,
-                 evaluate=lambda images_seen, seconds: None, final_checkpoint="toy-final")
+    return Stage(
+        name="teacher",
+        kimg=kimg,
+        batch_size=1,
+        step=step,
+        trained={"net": (net, torch.optim.Adam(net.parameters(), lr=lr))},
+        emas={"ema": EMA(ema, "net", 0.001, 0.0)},
+        checkpoint_every_kimg=1000,
+        evaluate_every_kimg=1000,
+        evaluate=lambda images_seen, seconds: None,
+        final_checkpoint="toy-final",
+    )
 
 
 def _runner(run: RunDir) -> StageRunner:
-    return StageRunner(accelerator=Accelerator(cpu=True), run_dir=run, seed=0, preset_toml="", state={}, stop=lambda: False,
-                       max_skipped_in_a_row=3)
+    return StageRunner(
+        accelerator=Accelerator(cpu=True), run_dir=run, seed=0, preset_toml="", state={}, stop=lambda: False, max_skipped_in_a_row=3
+    )
 
 
 def test_huge_learning_rate_skips_and_counts_steps_then_fails(tmp_path):
@@ -128,8 +139,20 @@ def test_metrics_writer_and_quantiser_refuse_non_finite(tmp_path):
 
 # ---------------------------------------------------------------- 2. presets
 
-@pytest.mark.parametrize("override", ["teacher.kimg=inf", "teacher.p_mean=nan", "network.sigma_data=inf", "teacher.lr_warmup_kimg=inf",
-                                      "distill.alpha=nan", "corruption.noise_sigma=-inf", "teacher.lr=1.0", "teacher.p_mean=1e9"])
+
+@pytest.mark.parametrize(
+    "override",
+    [
+        "teacher.kimg=inf",
+        "teacher.p_mean=nan",
+        "network.sigma_data=inf",
+        "teacher.lr_warmup_kimg=inf",
+        "distill.alpha=nan",
+        "corruption.noise_sigma=-inf",
+        "teacher.lr=1.0",
+        "teacher.p_mean=1e9",
+    ],
+)
 def test_every_float_is_finite_and_in_a_physical_range(tiny_preset_text, override):
     with pytest.raises(cfg.PresetError) as err:
         cfg.loads(tiny_preset_text, [override])
@@ -189,6 +212,7 @@ def test_set_accepts_nested_operator_keys(tiny_preset_text):
 
 # ---------------------------------------------------------------- 3. public functions check their inputs
 
+
 def test_metrics_take_float_images_or_raise_type_error():
     u8 = torch.randint(0, 256, (2, 1, 16, 16), dtype=torch.uint8)
     with pytest.raises(TypeError, match="float images"):
@@ -229,6 +253,7 @@ def test_masks_must_be_binary_and_images_float():
 
 
 # ---------------------------------------------------------------- 4, 5. leftovers and processes (one step each)
+
 
 @pytest.fixture
 def stop_after_first_step():

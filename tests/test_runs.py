@@ -8,14 +8,26 @@ import json
 import pytest
 
 from rsd_engine import assembly
-from rsd_engine.io import config as cfg
 from rsd_engine.evaluate.generate import ModelSampler
+from rsd_engine.io import config as cfg
 from rsd_engine.io.runs import MODELS, RunDir, default_run_folder, is_valid_name, parse_snapshot, snapshot_name
 from rsd_engine.seeding import epoch_seed, item_rng, step_seed
 
 
-@pytest.mark.parametrize("name,ok", [("fmnist-denoise-0.2", True), ("a.b_c", True), (".hidden", False), ("-lead", False),
-                                     ("a..b", False), ("a/b", False), ("", False), ("x" * 80, True), ("x" * 81, False)])
+@pytest.mark.parametrize(
+    "name,ok",
+    [
+        ("fmnist-denoise-0.2", True),
+        ("a.b_c", True),
+        (".hidden", False),
+        ("-lead", False),
+        ("a..b", False),
+        ("a/b", False),
+        ("", False),
+        ("x" * 80, True),
+        ("x" * 81, False),
+    ],
+)
 def test_one_name_rule_for_presets_and_folders(name, ok):
     assert is_valid_name(name) is ok
     if ok:

@@ -6,10 +6,13 @@ import pytest
 import torch
 
 from rsd_engine.io import config as cfg
-from rsd_engine.train.checkpoints import load_network, save_checkpoint
 from rsd_engine.models.networks import EDMPrecond, SongUNetPrecond, build_network, count_parameters, network_differences
+from rsd_engine.train.checkpoints import load_network, save_checkpoint
 
-TINY_DDPMPP = '[data]\nresolution = 16\n[network]\narchitecture = "ddpmpp"\nmodel_channels = 8\nchannel_mult = [1, 2]\nnum_blocks = 1\nattn_resolutions = [8]\n'
+TINY_DDPMPP = (
+    '[data]\nresolution = 16\n[network]\narchitecture = "ddpmpp"\nmodel_channels = 8\nchannel_mult = [1, 2]\nnum_blocks = '
+    "1\nattn_resolutions = [8]\n"
+)
 
 
 def test_cifar10_preset_is_edms_ddpmpp_with_its_parameter_count():
@@ -21,8 +24,13 @@ def test_cifar10_preset_is_edms_ddpmpp_with_its_parameter_count():
     # its 9-input augmentation layer: 55,732,739; EDM's own SongUNet of these settings counts the same.
     assert count_parameters(net) == 55_732_739
     names = set(net.state_dict())
-    assert {"model.enc.32x32_conv.weight", "model.map_layer0.weight", "model.enc.16x16_down.conv0.resample_filter",
-            "model.dec.16x16_block4.qkv.weight", "model.dec.32x32_aux_conv.weight"} <= names
+    assert {
+        "model.enc.32x32_conv.weight",
+        "model.map_layer0.weight",
+        "model.enc.16x16_down.conv0.resample_filter",
+        "model.dec.16x16_block4.qkv.weight",
+        "model.dec.32x32_aux_conv.weight",
+    } <= names
 
 
 def test_ddpmpp_takes_mask_channels_and_ncsnpp_its_own_parts():
@@ -43,12 +51,15 @@ def test_ddpmpp_denoiser_keeps_edm_preconditioning():
         assert torch.allclose(net(x, torch.full((2,), 1e-4)), x, atol=1e-3)
 
 
-@pytest.mark.parametrize("override, field", [
-    ("network.attn_resolutions=[12]", "network.attn_resolutions"),
-    ("network.model_channels=6", "network.model_channels"),
-    ("data.resolution=17", "data.resolution"),
-    ("network.architecture='resnet'", "network.architecture"),
-])
+@pytest.mark.parametrize(
+    "override, field",
+    [
+        ("network.attn_resolutions=[12]", "network.attn_resolutions"),
+        ("network.model_channels=6", "network.model_channels"),
+        ("data.resolution=17", "data.resolution"),
+        ("network.architecture='resnet'", "network.architecture"),
+    ],
+)
 def test_ddpmpp_sizes_are_validated(override, field):
     with pytest.raises(cfg.PresetError) as e:
         cfg.loads(TINY_DDPMPP, [override])

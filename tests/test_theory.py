@@ -8,9 +8,8 @@ import pytest
 import torch
 
 from rsd_engine.cli import main
-from rsd_engine.models.networks import EDMDenoiser
-from rsd_engine.train.objectives import ambient_tweedie_loss
 from rsd_engine.evaluate.sampling import heun_sample
+from rsd_engine.models.networks import EDMDenoiser
 from rsd_engine.theory.experiment import CleanLaw, TheoryConfig, distill_linear, null_direction_drift
 from rsd_engine.theory.gaussian import (
     GaussianDenoiser,
@@ -21,6 +20,7 @@ from rsd_engine.theory.gaussian import (
     principal_angles_deg,
     psd_sqrt,
 )
+from rsd_engine.train.objectives import ambient_tweedie_loss
 
 F64 = torch.float64
 
@@ -70,7 +70,7 @@ class _Affine:
     with the loss weight the engine's loss reads (EDM's λ(σ), from an EDMDenoiser)."""
 
     def __init__(self, theta, d):
-        self.m, self.c = theta[: d * d].reshape(d, d), theta[d * d:]
+        self.m, self.c = theta[: d * d].reshape(d, d), theta[d * d :]
         self.loss_weight = EDMDenoiser(sigma_data=0.5).loss_weight
 
     def __call__(self, x, sigma):
@@ -86,7 +86,7 @@ def test_ambient_tweedie_minimiser_is_the_clean_law_denoiser_not_the_noisy_one()
     sc, s, n = 0.5, 0.8, 200_000
     noisy_cov = law.cov + sc**2 * np.eye(3)
     gen = torch.Generator().manual_seed(0)
-    y = (torch.as_tensor(law.mean) + torch.randn(n, 3, generator=gen, dtype=F64) @ torch.as_tensor(np.linalg.cholesky(noisy_cov)).T)
+    y = torch.as_tensor(law.mean) + torch.randn(n, 3, generator=gen, dtype=F64) @ torch.as_tensor(np.linalg.cholesky(noisy_cov)).T
     y = y.reshape(n, 3, 1, 1)
     sig = torch.full((n,), s)
 
@@ -193,8 +193,17 @@ def test_theory_quick_cli_writes_table_json_and_plot(tmp_path, capsys):
 def test_results_do_not_depend_on_the_number_of_worker_processes():
     from rsd_engine.theory.experiment import run_theory
 
-    cfg = TheoryConfig.quick(operators=("identity",), teacher_steps=10, distill_steps=5, gauss_distill_steps=5, n_samples=200,
-                             drift_variances=(0.04,), drift_batch=800, hidden=16, depth=1)
+    cfg = TheoryConfig.quick(
+        operators=("identity",),
+        teacher_steps=10,
+        distill_steps=5,
+        gauss_distill_steps=5,
+        n_samples=200,
+        drift_variances=(0.04,),
+        drift_batch=800,
+        hidden=16,
+        depth=1,
+    )
     one = run_theory(cfg, progress=False, workers=1)
     two = run_theory(cfg, progress=False, workers=2)
     assert len(one["rows"]) == len(two["rows"]) == 2 * (2 + 4 + len(cfg.generators))

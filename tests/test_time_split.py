@@ -7,10 +7,10 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from rsd_engine.io import config as cfg
 from rsd_engine.cli import main
-from rsd_engine.experiment import Experiment, make_accelerator
 from rsd_engine.evaluate.reuse import evaluation_key, find_earlier, weights_digest
+from rsd_engine.experiment import Experiment, make_accelerator
+from rsd_engine.io import config as cfg
 from rsd_engine.io.runs import RunDir
 from rsd_engine.io.timing import BASELINE, FINAL, LIVE, REFERENCE, STARTUP, TIMING, WALL, split_table, time_split
 
@@ -80,17 +80,44 @@ def test_weights_digest_and_evaluation_key():
     with torch.no_grad():
         b.bias[0] += 1e-7
     assert weights_digest(a) != weights_digest(b)
-    args = dict(model="generator", weights_sha256="w", seeds=range(150), sampler={"sigma_init": 2.5}, reference="r", features="f", kid_subset_size=100)
+    args = dict(
+        model="generator",
+        weights_sha256="w",
+        seeds=range(150),
+        sampler={"sigma_init": 2.5},
+        reference="r",
+        features="f",
+        kid_subset_size=100,
+    )
     key = evaluation_key(**args)
     assert key == evaluation_key(**args)
-    for field, other in [("model", "teacher-full"), ("weights_sha256", "v"), ("seeds", range(149)), ("seeds", range(1, 151)),
-                         ("sampler", {"sigma_init": 2.0}), ("reference", "s"), ("features", "g"), ("kid_subset_size", 50)]:
+    for field, other in [
+        ("model", "teacher-full"),
+        ("weights_sha256", "v"),
+        ("seeds", range(149)),
+        ("seeds", range(1, 151)),
+        ("sampler", {"sigma_init": 2.0}),
+        ("reference", "s"),
+        ("features", "g"),
+        ("kid_subset_size", 50),
+    ]:
         assert evaluation_key(**{**args, field: other}) != key, field
 
 
 def test_find_earlier_names_the_live_fid_and_skips_non_finite_ones():
-    live = {"kind": "fid", "stage": "teacher", "kimg": 32.0, "time": 1.0, "eval_key": "k", "fid": 356.4, "kid": 0.3, "nfe": 25,
-            "images_per_s": 8.8, "grid": "samples/t.png", "grid_n": 64}
+    live = {
+        "kind": "fid",
+        "stage": "teacher",
+        "kimg": 32.0,
+        "time": 1.0,
+        "eval_key": "k",
+        "fid": 356.4,
+        "kid": 0.3,
+        "nfe": 25,
+        "images_per_s": 8.8,
+        "grid": "samples/t.png",
+        "grid_n": 64,
+    }
     base = {"kind": "teacher_baseline", "stage": "distill", "time": 2.0, "eval_key": "k", "fid": 356.4}
     broken = {"kind": "fid", "stage": "teacher", "kimg": 16.0, "time": 3.0, "eval_key": "j", "fid": None}
     found = find_earlier("k", [live, base, broken])
@@ -98,7 +125,10 @@ def test_find_earlier_names_the_live_fid_and_skips_non_finite_ones():
     assert found["reused_from"] == {"stage": "teacher", "kind": "fid", "kimg": 32.0, "time": 1.0}
     assert find_earlier("j", [broken]) is None
     assert find_earlier("k", [base])["reused_from"]["kind"] == "teacher_baseline"
-    assert find_earlier("m", [live], {"generator": {"eval_key": "m", "fid": 1.5}})["reused_from"] == {"file": "metrics.json", "model": "generator"}
+    assert find_earlier("m", [live], {"generator": {"eval_key": "m", "fid": 1.5}})["reused_from"] == {
+        "file": "metrics.json",
+        "model": "generator",
+    }
 
 
 def _experiment(preset, path):
@@ -131,12 +161,17 @@ def test_final_reuses_live_fids_and_evaluation_does_not_change_training(tiny_pre
 
     # more live evaluations (grids every step, no live FID) leave the trained weights bit for bit unchanged:
     # evaluation draws from its own per-seed generators, and every training step reseeds torch
-    often = cfg.loads(cfg.dumps(tiny_preset), [*common, "eval.live_fid_n=0", "eval.teacher_every_kimg=0.016", "eval.distill_every_kimg=0.008",
-                                               "eval.final_fid_n=0"])
+    often = cfg.loads(
+        cfg.dumps(tiny_preset),
+        [*common, "eval.live_fid_n=0", "eval.teacher_every_kimg=0.016", "eval.distill_every_kimg=0.008", "eval.final_fid_n=0"],
+    )
     b = _experiment(often, tmp_path / "b")
     b.run_all()
     for ck, name in (("teacher-final", "ema"), ("generator-final", "generator_ema")):
-        wa, wb = load_file(str(a.run.checkpoints / ck / f"{name}.safetensors")), load_file(str(b.run.checkpoints / ck / f"{name}.safetensors"))
+        wa, wb = (
+            load_file(str(a.run.checkpoints / ck / f"{name}.safetensors")),
+            load_file(str(b.run.checkpoints / ck / f"{name}.safetensors")),
+        )
         assert wa.keys() == wb.keys() and all(torch.equal(wa[k], wb[k]) for k in wa), ck
 
 

@@ -15,7 +15,6 @@ from pathlib import Path
 import pytest
 
 from rsd_engine.io.runs import RACE, RunDir
-
 from workbench import preset_edit as pe
 from workbench import run_reader
 from workbench.api import Workbench, WorkbenchError
@@ -46,7 +45,7 @@ TINY = {
 # --------------------------------------------------------------------------------------------
 # A fake engine: same CLI and run-folder contract, seconds instead of minutes, and misbehaviours
 # on request (ignore SIGTERM, crash before writing a status, leave a child process behind).
-FAKE_ENGINE = r'''
+FAKE_ENGINE = r"""
 import json, os, signal, subprocess, sys, time
 from pathlib import Path
 
@@ -130,7 +129,7 @@ metrics["generator"]["proximal_fid"] = 10.0
 metrics["teacher-denoiser"] = {"psnr": 25.0, "ssim": 0.8, "n": 16}
 (run / "metrics.json").write_text(json.dumps(metrics))
 status(run, state="done", stage="evaluate", progress=1.0)
-'''
+"""
 
 
 @pytest.fixture
@@ -218,8 +217,10 @@ def test_launch_checks_the_paths_a_preset_names_and_save_does_not(tmp_path):
     assert pe.validate(text, paths=True).ok
     wb = Workbench(tmp_path / "runs", tmp_path / "presets", SHIPPED, engine_cmd=["true"])
     try:
-        for field, value, why in (("data.eval_path", str(tmp_path / "nope"), "no such folder"),
-                                  ("teacher.checkpoint", str(tmp_path), "holds no teacher checkpoint")):
+        for field, value, why in (
+            ("data.eval_path", str(tmp_path / "nope"), "no such folder"),
+            ("teacher.checkpoint", str(tmp_path), "holds no teacher checkpoint"),
+        ):
             bad = pe.set_field(text, field, value)
             v = pe.validate(bad, paths=True)
             assert not v.ok and [f for f, _ in v.problems] == [field], v.problems
@@ -265,8 +266,16 @@ def test_nested_operator_tables_become_operator_fields(monkeypatch):
     original = config.schema_fields
 
     def with_nested():
-        return original() + [{"section": "corruption", "key": "gaussian_blur", "type": "object", "nullable": False, "description": "",
-                              "default": {"kernel_size": 9, "std": 2.0}}]
+        return original() + [
+            {
+                "section": "corruption",
+                "key": "gaussian_blur",
+                "type": "object",
+                "nullable": False,
+                "description": "",
+                "default": {"kernel_size": 9, "std": 2.0},
+            }
+        ]
 
     monkeypatch.setattr(config, "schema_fields", with_nested)
     pe._form_fields.cache_clear()
@@ -284,19 +293,53 @@ def _fake_run_folder(root: Path, name: str = "r1") -> Path:
     run = root / name
     (run / "samples").mkdir(parents=True)
     (run / "preset.toml").write_text("")
-    (run / "status.json").write_text(json.dumps({"state": "running", "stage": "distill", "progress": 0.5, "kimg": 1.5, "kimg_total": 3,
-                                                 "it_per_s": 2.0, "eta_s": 125, "updated": time.time()}))
+    (run / "status.json").write_text(
+        json.dumps(
+            {
+                "state": "running",
+                "stage": "distill",
+                "progress": 0.5,
+                "kimg": 1.5,
+                "kimg_total": 3,
+                "it_per_s": 2.0,
+                "eta_s": 125,
+                "updated": time.time(),
+            }
+        )
+    )
     events = [
         {"stage": "teacher", "kind": "progress", "kimg": 0.5, "loss": 2.0, "images_per_s": 50},
         {"stage": "teacher", "kind": "fid", "model": "teacher-truncated", "fid": 80.0, "n": 64, "kimg": 0.5},
-        {"stage": "distill", "kind": "progress", "kimg": 1.5, "loss_fake_score": 1.0, "loss_generator": 3.0, "nan_count": 0, "images_per_s": 20},
+        {
+            "stage": "distill",
+            "kind": "progress",
+            "kimg": 1.5,
+            "loss_fake_score": 1.0,
+            "loss_generator": 3.0,
+            "nan_count": 0,
+            "images_per_s": 20,
+        },
         {"stage": "distill", "kind": "warning", "kimg": 1.5, "message": "x"},
     ]
-    (run / "events.jsonl").write_text("\n".join(json.dumps(e) for e in events) + "\n{\"partial")
+    (run / "events.jsonl").write_text("\n".join(json.dumps(e) for e in events) + '\n{"partial')
     for f in ("measurements.png", "generator.png", "generator-kimg000001.png", "teacher-truncated-kimg000000.png"):
         (run / "samples" / f).write_bytes(b"\x89PNG fake")
-    (run / "metrics.json").write_text(json.dumps({"generator": {"fid": 12.345, "kid": 0.0042, "kid_std": 0.0011, "n": 256, "seeds": [0, 255],
-                                                                "weights": "generator EMA", "nfe": 1, "proximal_fid": 9.5}}))
+    (run / "metrics.json").write_text(
+        json.dumps(
+            {
+                "generator": {
+                    "fid": 12.345,
+                    "kid": 0.0042,
+                    "kid_std": 0.0011,
+                    "n": 256,
+                    "seeds": [0, 255],
+                    "weights": "generator EMA",
+                    "nfe": 1,
+                    "proximal_fid": 9.5,
+                }
+            }
+        )
+    )
     return run
 
 
@@ -307,7 +350,13 @@ def test_run_reader_table_plots_gallery_metrics(tmp_path):
     row = run_reader.run_row(run)
     assert row["state"] == "running" and row["images_per_s"] == 20
     frame = run_reader.runs_frame([row])
-    assert list(frame.iloc[0][["state", "stage", "progress", "images seen (kimg)", "ETA"]]) == ["running", "distill", "50 %", "1.5 / 3", "2 min"]
+    assert list(frame.iloc[0][["state", "stage", "progress", "images seen (kimg)", "ETA"]]) == [
+        "running",
+        "distill",
+        "50 %",
+        "1.5 / 3",
+        "2 min",
+    ]
     points = run_reader.run_points(RunDir(run).read_events())
     assert {p["series"] for p in points if p["plot"] == "fid"} == {"teacher-truncated (n=64)"}
     assert {p["series"] for p in points if p["plot"] == "loss" and p["series"] != "teacher loss"} == {"fake-score loss", "generator loss"}
@@ -324,7 +373,7 @@ def test_run_reader_table_plots_gallery_metrics(tmp_path):
 # --------------------------------------------------------------------------------------------
 # the launcher, with the fake engine
 def _launch(lau: Launcher, name: str, mode: str = "normal") -> dict:
-    return lau.launch(f"# fake-mode: {mode}\n[run]\nname = \"x\"\n", name)
+    return lau.launch(f'# fake-mode: {mode}\n[run]\nname = "x"\n', name)
 
 
 def test_launch_runs_to_done_and_delete_needs_confirmation(tmp_path, fake_engine):
@@ -596,8 +645,19 @@ def test_gallery_refresh_keeps_the_viewers_place(tmp_path):
 
     _fake_run_folder(tmp_path / "runs")
     wb = Workbench(tmp_path / "runs", tmp_path / "presets", SHIPPED, engine_cmd=["true"])
-    comps = SimpleNamespace(images_a=[object() for _ in range(4)], images_b=[object() for _ in range(4)], title_a=object(), title_b=object(),
-                            snap_a=object(), snap_b=object(), col_b=object(), metrics=object(), progress=object(), clean=object(), sig=object())
+    comps = SimpleNamespace(
+        images_a=[object() for _ in range(4)],
+        images_b=[object() for _ in range(4)],
+        title_a=object(),
+        title_b=object(),
+        snap_a=object(),
+        snap_b=object(),
+        col_b=object(),
+        metrics=object(),
+        progress=object(),
+        clean=object(),
+        sig=object(),
+    )
     try:
         first = gallery_view._render(wb, comps, "r1", "1", None, "latest", {}, None, force=True)
         assert first[comps.snap_a].value == "1"
@@ -801,7 +861,7 @@ def test_preview_rows_get_their_labels_and_tiles_keep_every_pixel(tmp_path):
     grid = np.zeros((2 * 9 + 1, 3 * 9 + 1), np.uint8)  # 2 rows × 3 tiles of 8×8 px, 1-pixel gaps
     for r in range(2):
         for c in range(3):
-            grid[1 + 9 * r:9 + 9 * r, 1 + 9 * c:9 + 9 * c] = rng.integers(1, 255, (8, 8))
+            grid[1 + 9 * r : 9 + 9 * r, 1 + 9 * c : 9 + 9 * c] = rng.integers(1, 255, (8, 8))
     Image.fromarray(grid, "L").save(tmp_path / "grid.png")
     labels = row_labels("data: x\nrows: clean test images | measurements y = A(x) + σε\nnote: y")
     assert labels == ["clean test images", "measurements y = A(x) + σε"]
@@ -812,7 +872,7 @@ def test_preview_rows_get_their_labels_and_tiles_keep_every_pixel(tmp_path):
     assert shown.shape[1] == grid.shape[1] * scale
     band = shown.shape[0] - grid.shape[0] * scale
     assert band > 0 and (shown[:4] == 255).all()  # a white label band on top
-    bottom_row = shown[-(9 * scale + scale):]  # the second row of tiles and the last gap, enlarged
+    bottom_row = shown[-(9 * scale + scale) :]  # the second row of tiles and the last gap, enlarged
     assert (bottom_row == np.kron(grid[9:], np.ones((scale, scale), np.uint8))).all()
     assert labelled_preview(tmp_path / "grid.png", ["one", "two", "three"], tmp_path / "x.png") == tmp_path / "grid.png"
 
@@ -840,8 +900,15 @@ def test_compare_page_puts_runs_on_one_global_axis(tmp_path):
             events.append({"time": 220.0, "stage": "distill", "kind": "fid", "model": "generator", "fid": 70.0, "n": 16, "kimg": 1.0})
         (run / "events.jsonl").write_text("".join(json.dumps(e) + "\n" for e in events))
         (run / "status.json").write_text(json.dumps({"state": "done"}))
-        (run / "metrics.json").write_text(json.dumps({"teacher-truncated": {"fid": 50.0, "n": 16}, "generator": {"fid": 45.0, "n": 16},
-                                                      RACE: {"teacher_model": "teacher-truncated", "final": {"ratio": 0.9}}}))
+        (run / "metrics.json").write_text(
+            json.dumps(
+                {
+                    "teacher-truncated": {"fid": 50.0, "n": 16},
+                    "generator": {"fid": 45.0, "n": 16},
+                    RACE: {"teacher_model": "teacher-truncated", "final": {"ratio": 0.9}},
+                }
+            )
+        )
     wb = Workbench(runs, tmp_path / "presets", SHIPPED, engine_cmd=["true"])
     try:
         shown = page(wb, "a", ["b", "c"], "images seen (kimg)", True, 0.6)
@@ -876,8 +943,11 @@ def test_finished_run_row_and_verdict_row_say_what_they_mean(tmp_path):
     (run / "workbench.json").write_text(json.dumps({"launched": 1000.0}))
     (run / "status.json").write_text(json.dumps({"state": "done", "stage": "evaluate", "updated": 1000.0 + 5400}))
     final = {"generator_fid": 12.1, "teacher_fid": 13.4, "n": 150, "ratio": 0.903, "generator_better": True}
-    metrics = {"teacher-truncated": {"fid": 13.4, "n": 150}, "generator": {"fid": 12.1, "n": 150, "proximal_fid": 9.0},
-               RACE: {"teacher_model": "teacher-truncated", "final": final}}
+    metrics = {
+        "teacher-truncated": {"fid": 13.4, "n": 150},
+        "generator": {"fid": 12.1, "n": 150, "proximal_fid": 9.0},
+        RACE: {"teacher_model": "teacher-truncated", "final": final},
+    }
     (run / "metrics.json").write_text(json.dumps(metrics))
     frame = run_reader.runs_frame([run_reader.run_row(run)])
     assert list(frame.iloc[0][["final FID", "duration"]]) == ["generator 12.1 vs teacher 13.4 (n=150) ✓", "1 h 30 min"]
@@ -899,10 +969,15 @@ def test_compare_a_whole_study_folder_and_the_ratio_of_equal_fids(tmp_path):
     def make_run(folder: Path, teacher_fid: float, generator_fid: float, generator_n: int = 16) -> None:
         folder.mkdir(parents=True)
         (folder / "preset.toml").write_text('[corruption]\noperator = "identity"\nnoise_sigma = 0.2\n')
-        (folder / "events.jsonl").write_text(json.dumps(
-            {"time": 1.0, "stage": "distill", "kind": "fid", "model": "generator", "fid": generator_fid, "n": generator_n, "kimg": 0.5}) + "\n")
-        (folder / "metrics.json").write_text(json.dumps({"teacher-truncated": {"fid": teacher_fid, "n": 16},
-                                                         "generator": {"fid": generator_fid, "n": generator_n}}))
+        (folder / "events.jsonl").write_text(
+            json.dumps(
+                {"time": 1.0, "stage": "distill", "kind": "fid", "model": "generator", "fid": generator_fid, "n": generator_n, "kimg": 0.5}
+            )
+            + "\n"
+        )
+        (folder / "metrics.json").write_text(
+            json.dumps({"teacher-truncated": {"fid": teacher_fid, "n": 16}, "generator": {"fid": generator_fid, "n": generator_n}})
+        )
 
     make_run(runs / "plain", 12.5, 12.5)
     make_run(runs / "study-x" / "alpha-1", 40.0, 30.0)

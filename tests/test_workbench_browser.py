@@ -21,13 +21,30 @@ pytestmark = pytest.mark.skipif(not CHROMIUM.exists(), reason="Debian's Chromium
 
 REPO = Path(__file__).resolve().parent.parent
 TINY = {
-    "teacher.kimg": 0.032, "teacher.batch_size": 16, "distill.kimg": 0.016, "distill.batch_size": 8,
-    "network.block_out_channels": [16, 32], "data.max_images": 64, "eval.final_fid_n": 0, "eval.live_fid_n": 0,
-    "eval.grid_n": 8, "eval.psnr_n": 0, "eval.teacher_steps": 3, "eval.reference_n": 2,
+    "teacher.kimg": 0.032,
+    "teacher.batch_size": 16,
+    "distill.kimg": 0.016,
+    "distill.batch_size": 8,
+    "network.block_out_channels": [16, 32],
+    "data.max_images": 64,
+    "eval.final_fid_n": 0,
+    "eval.live_fid_n": 0,
+    "eval.grid_n": 8,
+    "eval.psnr_n": 0,
+    "eval.teacher_steps": 3,
+    "eval.reference_n": 2,
     "eval.models": ["teacher-full", "teacher-truncated", "generator"],  # the quickstart leaves teacher-full out
 }
-ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking",
-        "--disable-component-update", "--disable-sync"]
+ARGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
 
 
 def _free_port() -> int:
@@ -75,8 +92,9 @@ def test_browser_edit_launch_gallery(tmp_path):
             page.locator("#section-distill").get_by_text("Distillation (phase II)").first.click()
             alpha = page.locator("#field-distill-alpha input")
             alpha.fill("1.0")
-            page.wait_for_function("() => document.querySelector('#preset-editor .cm-content').innerText.includes('alpha = 1.0')",
-                                   timeout=20_000)
+            page.wait_for_function(
+                "() => document.querySelector('#preset-editor .cm-content').innerText.includes('alpha = 1.0')", timeout=20_000
+            )
             assert "resolution = 32" in _editor_text(page)
             page.screenshot(path=str(shots / "presets.png"), full_page=True)
 
@@ -304,16 +322,22 @@ def test_browser_three_runs_compared_on_one_axis_and_fresh_run_messages(tmp_path
                 compare.click()
                 page.get_by_role("option").filter(has_text=other).first.click()
             page.keyboard.press("Escape")
-            page.wait_for_function("""() => {
+            page.wait_for_function(
+                """() => {
                 const shown = Array.from(document.querySelectorAll('#plot-fid .legendtext')).map(e => e.textContent).join('|');
                 return ['r-a', 'r-b', 'r-c'].every(run => shown.includes(run + ' · generator (n=16)'));
-            }""", timeout=60_000)
+            }""",
+                timeout=60_000,
+            )
             assert page.locator("#plot-fid .scatterlayer .point").count() >= 12  # markers: 2 teacher + 2 generator points per run
             page.locator("#plot-fid").get_by_text("distillation starts").wait_for(timeout=10_000)
-            page.wait_for_function("""() => {
+            page.wait_for_function(
+                """() => {
                 const table = document.querySelector('#plots-table').innerText, diff = document.querySelector('#plots-diff').innerText;
                 return ['r-a', 'r-b', 'r-c', '12.50 (n=16)'].every(t => table.includes(t)) && diff.includes('corruption.noise_sigma');
-            }""", timeout=20_000)
+            }""",
+                timeout=20_000,
+            )
             page.wait_for_timeout(500)
             page.screenshot(path=str(shots / "compare.png"), full_page=True)
 
@@ -349,8 +373,12 @@ def _finished_run(folder: Path, teacher_fid: float, generator_fid: float, log_li
     folder.mkdir(parents=True)
     (folder / "preset.toml").write_text('[corruption]\noperator = "identity"\nnoise_sigma = 0.2\n')
     (folder / "status.json").write_text('{"state": "done", "stage": "evaluate"}')
-    (folder / "events.jsonl").write_text('{"time": 1.0, "stage": "distill", "kind": "fid", "model": "generator", "fid": 20.0, "n": 16, "kimg": 0.5}\n')
-    (folder / "metrics.json").write_text(f'{{"teacher-truncated": {{"fid": {teacher_fid}, "n": 16}}, "generator": {{"fid": {generator_fid}, "n": 16}}}}')
+    (folder / "events.jsonl").write_text(
+        '{"time": 1.0, "stage": "distill", "kind": "fid", "model": "generator", "fid": 20.0, "n": 16, "kimg": 0.5}\n'
+    )
+    (folder / "metrics.json").write_text(
+        f'{{"teacher-truncated": {{"fid": {teacher_fid}, "n": 16}}, "generator": {{"fid": {generator_fid}, "n": 16}}}}'
+    )
     (folder / "log.txt").write_text("".join(f"log line {i}\n" for i in range(log_lines)))
 
 
@@ -374,7 +402,8 @@ def test_browser_log_follows_its_end_compare_offers_studies_and_preview_labels_r
             page.wait_for_function("() => document.querySelector('#run-log textarea').value.includes('log line 299')", timeout=30_000)
             page.wait_for_timeout(500)
             assert page.evaluate("""() => { const t = document.querySelector('#run-log textarea');
-                                          return t.scrollHeight > t.clientHeight && t.scrollTop + t.clientHeight >= t.scrollHeight - 2; }""")
+                                          return t.scrollHeight > t.clientHeight && t.scrollTop + t.clientHeight >= t.scrollHeight - 2;
+                                          }""")
 
             page.get_by_role("tab", name="4 · Live plots").click()
             page.locator("#plots-compare input").first.click()
@@ -382,10 +411,13 @@ def test_browser_log_follows_its_end_compare_offers_studies_and_preview_labels_r
             assert "study-s/" in options and "study-s/teachers/t" in options and "r-long-log" not in options
             page.get_by_role("option").filter(has_text="study-s/").first.click()
             page.keyboard.press("Escape")
-            page.wait_for_function("""() => {
+            page.wait_for_function(
+                """() => {
                 const table = document.querySelector('#plots-table').innerText;
                 return ['study-s/a', 'study-s/b', 'study-s/teachers/t', '1.000', '0.750'].every(t => table.includes(t));
-            }""", timeout=30_000)
+            }""",
+                timeout=30_000,
+            )
 
             page.get_by_role("tab", name="2 · Preview").click()
             page.locator("#preview-n input[type=number]").fill("6")
@@ -393,9 +425,12 @@ def test_browser_log_follows_its_end_compare_offers_studies_and_preview_labels_r
             page.locator("#preview-info").get_by_text("Operator settings").wait_for(timeout=120_000)
             info = page.locator("#preview-info").inner_text()
             assert "kernel_size = 9" in info and "std = 2.0" in info and "1. clean test images" in info
-            page.wait_for_function("() => { const i = document.querySelector('#preview-image img'); return i && i.naturalHeight > 0; }",
-                                   timeout=30_000)
-            natural = page.evaluate("() => { const i = document.querySelector('#preview-image img'); return [i.naturalWidth, i.naturalHeight]; }")
+            page.wait_for_function(
+                "() => { const i = document.querySelector('#preview-image img'); return i && i.naturalHeight > 0; }", timeout=30_000
+            )
+            natural = page.evaluate(
+                "() => { const i = document.querySelector('#preview-image img'); return [i.naturalWidth, i.naturalHeight]; }"
+            )
             assert natural[0] == 2 * (6 * 33 + 1) and natural[1] > 2 * (3 * 33 + 1)  # tiles doubled, a label band above each row
             browser.close()
     finally:

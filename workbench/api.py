@@ -18,7 +18,7 @@ from typing import Any
 from rsd_engine.io.runs import EXPORT_MODELS, EXPORT_WEIGHTS, FINAL_STATES, RunDir, default_run_folder, read_json_object
 
 from . import preset_edit, run_reader
-from .launcher import RECORD_NAME, LaunchError, Launcher
+from .launcher import RECORD_NAME, Launcher, LaunchError
 from .names import BadName, check_name, inside
 from .presets_store import PresetStore, StoreError, default_shipped_dir
 from .preview_labels import labelled_preview, row_labels
@@ -210,8 +210,11 @@ class Workbench:
             proc = self._engine(["preview", str(preset_path), "--n", str(n), "--out", str(png)], self.preview_timeout_s, "preview")
             if not png.is_file():
                 raise WorkbenchError(f"preview failed: the engine wrote no {png.name}")
-            engine_lines = [ln for ln in (proc.stdout + "\n" + proc.stderr).splitlines()
-                            if ln.strip() and ln.strip() != str(png) and "Warning" not in ln]
+            engine_lines = [
+                ln
+                for ln in (proc.stdout + "\n" + proc.stderr).splitlines()
+                if ln.strip() and ln.strip() != str(png) and "Warning" not in ln
+            ]
             info_path.write_text("\n".join(engine_lines[-12:]), encoding="utf-8")
         engine_text = info_path.read_text(encoding="utf-8")
         labelled = labelled_preview(png, row_labels(engine_text), folder / f"{key}-labelled.png")
@@ -226,7 +229,9 @@ class Workbench:
         """
         cmd = [*self.launcher.engine_cmd, *args]
         try:
-            proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout_s, env=self.launcher._env(), stdin=subprocess.DEVNULL)
+            proc = subprocess.run(
+                cmd, capture_output=True, text=True, timeout=timeout_s, env=self.launcher._env(), stdin=subprocess.DEVNULL
+            )
         except subprocess.TimeoutExpired:
             raise WorkbenchError(f"{action} took longer than {timeout_s:.0f} s and was stopped") from None
         if proc.returncode != 0:
@@ -246,10 +251,10 @@ class Workbench:
             f"**Data:** `{d.get('source')}`{' at ' + repr(d['path']) if d.get('path') else ''} · {size} · "
             f"resolution {d.get('resolution')}×{d.get('resolution')} · {d.get('channels')} channel(s)",
             f"**Corruption:** `{c.get('operator')}` · noise σ = {c.get('noise_sigma')} (on [-1, 1]) · seed {c.get('seed')}",
-            "**Operator settings:** " + (" · ".join(f"{k} = {preset_edit.md_text(str(val))}" for k, val in settings.items())
-                                         or "none (the operator's defaults)"),
-            f"**Rows** ({n} held-out images each, top to bottom): " + ("; ".join(f"{i + 1}. {preset_edit.md_text(t)}" for i, t in enumerate(rows))
-                                                                      or "see the engine's output below"),
+            "**Operator settings:** "
+            + (" · ".join(f"{k} = {preset_edit.md_text(str(val))}" for k, val in settings.items()) or "none (the operator's defaults)"),
+            f"**Rows** ({n} held-out images each, top to bottom): "
+            + ("; ".join(f"{i + 1}. {preset_edit.md_text(t)}" for i, t in enumerate(rows)) or "see the engine's output below"),
         ]
         if c.get("operator") == "multicoil_mri":
             lines.append("The k-space is simulated from real slices with synthetic coils.")
@@ -290,10 +295,18 @@ class Workbench:
         named = bool((run_name or "").strip())
         with self._launching:
             last = self._last_launch
-            if not named and last and last[0] == text and time.monotonic() - last[1] < self.repeat_guard_s and self.launcher.is_alive(last[2]):
-                raise WorkbenchError(f"not launched again: {last[2]} was started from this same preset "
-                                     f"{time.monotonic() - last[1]:.0f} s ago and is running. To start a second run of it, "
-                                     "give a run name (or launch again after stopping the first)")
+            if (
+                not named
+                and last
+                and last[0] == text
+                and time.monotonic() - last[1] < self.repeat_guard_s
+                and self.launcher.is_alive(last[2])
+            ):
+                raise WorkbenchError(
+                    f"not launched again: {last[2]} was started from this same preset "
+                    f"{time.monotonic() - last[1]:.0f} s ago and is running. To start a second run of it, "
+                    "give a run name (or launch again after stopping the first)"
+                )
             name = check_name(run_name, "run name") if named else self.default_run_name(v.run_name)
             info = self.launcher.launch(text, name, v.num_processes, v.mixed_precision)
             self._last_launch = (text, time.monotonic(), info["run"])
@@ -398,13 +411,18 @@ class Workbench:
                 refused (no final generator yet, an earlier export without ``replace`` …).
         """
         if model not in EXPORT_MODELS or weights not in EXPORT_WEIGHTS:
-            raise WorkbenchError(f"model {model!r}, weights {weights!r}: allowed models {', '.join(EXPORT_MODELS)}; weights {', '.join(EXPORT_WEIGHTS)}")
+            raise WorkbenchError(
+                f"model {model!r}, weights {weights!r}: allowed models {', '.join(EXPORT_MODELS)}; weights {', '.join(EXPORT_WEIGHTS)}"
+            )
         folder = self.run_dir(run)
         out = RunDir(folder).export_folder(model, weights)
         if out.is_dir() and any(out.iterdir()) and not replace:
             raise WorkbenchError(f"{run} already has an export at {out}; tick “replace” to write it again")
-        self._engine(["export", str(folder), "--out", str(out), "--model", model, "--weights", weights, *(["--force"] if replace else [])],
-                     self.export_timeout_s, "export")
+        self._engine(
+            ["export", str(folder), "--out", str(out), "--model", model, "--weights", weights, *(["--force"] if replace else [])],
+            self.export_timeout_s,
+            "export",
+        )
         return {"run": run, "model": model, "weights": weights, "folder": str(out)}
 
     def run_rows(self) -> list[dict]:
@@ -452,7 +470,9 @@ class Workbench:
         """kimg values (to the image) of the snapshot grids of a run."""
         return run_reader.snapshots(self.run_dir(run))
 
-    def gallery(self, run: str, snapshot: float | None = None, models: tuple[str, ...] = run_reader.GALLERY_MODELS) -> dict[str, Path | None]:
+    def gallery(
+        self, run: str, snapshot: float | None = None, models: tuple[str, ...] = run_reader.GALLERY_MODELS
+    ) -> dict[str, Path | None]:
         """PNG grid per model (latest, or the snapshot at ``snapshot`` kimg); ``None`` where missing."""
         return run_reader.gallery_paths(self.run_dir(run), snapshot, models)
 

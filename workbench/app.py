@@ -19,13 +19,17 @@ __all__ = ["main", "build_parser", "create_app", "launch_kwargs", "is_loopback"]
 
 def build_parser() -> argparse.ArgumentParser:
     """The command line parser of ``rsd-workbench``."""
-    p = argparse.ArgumentParser(prog="rsd-workbench", description="RSD Workbench: edit presets, launch and watch runs, compare samples, in a browser.")
+    p = argparse.ArgumentParser(
+        prog="rsd-workbench", description="RSD Workbench: edit presets, launch and watch runs, compare samples, in a browser."
+    )
     p.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1, this machine only)")
     p.add_argument("--port", type=int, default=7860, help="port (default 7860)")
     p.add_argument("--runs-dir", default="runs", help="folder of runs (default ./runs)")
     p.add_argument("--presets-dir", default=None, help="folder of your presets (default ~/.rsd-workbench/presets)")
     p.add_argument("--shipped-presets-dir", default=None, help=argparse.SUPPRESS)
-    p.add_argument("--grace", type=float, default=60.0, help="seconds a stopped run gets to write its final checkpoint before SIGKILL (default 60)")
+    p.add_argument(
+        "--grace", type=float, default=60.0, help="seconds a stopped run gets to write its final checkpoint before SIGKILL (default 60)"
+    )
     return p
 
 
@@ -39,8 +43,13 @@ def is_loopback(host: str) -> bool:
         return False
 
 
-def create_app(runs_dir: str | Path, presets_dir: str | Path | None = None, shipped_dir: str | Path | None = None,
-               engine_cmd: list[str] | None = None, grace_s: float = 60.0):
+def create_app(
+    runs_dir: str | Path,
+    presets_dir: str | Path | None = None,
+    shipped_dir: str | Path | None = None,
+    engine_cmd: list[str] | None = None,
+    grace_s: float = 60.0,
+):
     """Build the workbench for the given folders.
 
     Gradio's file cache is placed in ``RUNS/.workbench/gradio`` (``GRADIO_TEMP_DIR``) so that the

@@ -21,13 +21,47 @@ from .api import Workbench, WorkbenchError
 __all__ = ["Endpoints", "ENDPOINTS", "READ_ONLY"]
 
 #: The endpoints in the order of the API page.
-ENDPOINTS = ("list_presets", "get_preset", "validate_preset", "effective_preset", "set_field", "save_preset", "save_preset_as",
-             "duplicate_preset", "delete_preset", "launch_run", "list_runs", "run_status", "run_events", "run_metrics", "log_tail",
-             "snapshots", "gallery", "stop_run", "resume_run", "delete_run", "export_run")
+ENDPOINTS = (
+    "list_presets",
+    "get_preset",
+    "validate_preset",
+    "effective_preset",
+    "set_field",
+    "save_preset",
+    "save_preset_as",
+    "duplicate_preset",
+    "delete_preset",
+    "launch_run",
+    "list_runs",
+    "run_status",
+    "run_events",
+    "run_metrics",
+    "log_tail",
+    "snapshots",
+    "gallery",
+    "stop_run",
+    "resume_run",
+    "delete_run",
+    "export_run",
+)
 
 #: Endpoints that change nothing: served concurrently (the others one at a time).
-READ_ONLY = frozenset({"list_presets", "get_preset", "validate_preset", "effective_preset", "set_field", "list_runs", "run_status",
-                       "run_events", "run_metrics", "log_tail", "snapshots", "gallery"})
+READ_ONLY = frozenset(
+    {
+        "list_presets",
+        "get_preset",
+        "validate_preset",
+        "effective_preset",
+        "set_field",
+        "list_runs",
+        "run_status",
+        "run_events",
+        "run_metrics",
+        "log_tail",
+        "snapshots",
+        "gallery",
+    }
+)
 
 
 class Endpoints:
@@ -83,7 +117,8 @@ class Endpoints:
         return self.wb.launch(text, run_name)
 
     def list_runs(self) -> list:
-        """Every run: [{"run", "state", "stage", "progress", "kimg", "kimg_total", "images_per_s", "it_per_s", "eta_s", "updated", "error", "exit_code", "beats_teacher"}]."""
+        """Every run: [{"run", "state", "stage", "progress", "kimg", "kimg_total", "images_per_s", "it_per_s", "eta_s", "updated",
+        "error", "exit_code", "beats_teacher"}]."""
         return self.wb.run_rows()
 
     def run_status(self, run: str) -> dict:
@@ -113,9 +148,13 @@ class Endpoints:
         kimg = None if snapshot in ("", "latest", None) else _kimg(snapshot)
         grids = self.wb.gallery(run, kimg, (*run_reader.GALLERY_MODELS, CLEAN_GRID))
         frame = run_reader.metrics_frame(run_reader.metrics_rows(run, self.wb.run_metrics(run)), drop_empty=False)
-        return {"run": run, "snapshot": "latest" if kimg is None else run_reader.kimg_text(kimg), "state": self.wb.run_status(run)["state"],
-                "grids": {name: str(path) if path else None for name, path in grids.items()},
-                "metrics": {"headers": list(frame.columns), "data": frame.values.tolist()}}
+        return {
+            "run": run,
+            "snapshot": "latest" if kimg is None else run_reader.kimg_text(kimg),
+            "state": self.wb.run_status(run)["state"],
+            "grids": {name: str(path) if path else None for name, path in grids.items()},
+            "metrics": {"headers": list(frame.columns), "data": frame.values.tolist()},
+        }
 
     def stop_run(self, run: str) -> dict:
         """Stop `run`: SIGTERM to its process group (final checkpoint), SIGKILL after the grace period. {"run", "state"}."""
@@ -145,4 +184,4 @@ def _kimg(snapshot: str) -> float:
     try:
         return float(snapshot)
     except (TypeError, ValueError):
-        raise WorkbenchError(f"snapshot {str(snapshot)[:40]!r}: give \"latest\" or a kimg from /snapshots") from None
+        raise WorkbenchError(f'snapshot {str(snapshot)[:40]!r}: give "latest" or a kimg from /snapshots') from None

@@ -129,11 +129,23 @@ class Launcher:
         """
         if num_processes > 1 and self.uses_real_engine:
             return [
-                sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu",
-                "--num_processes", str(num_processes), "--num_machines", "1",
-                "--mixed_precision", mixed_precision or "no", "--dynamo_backend", "no",
-                "--main_process_port", str(_free_port()),
-                "-m", "rsd_engine", *engine_args,
+                sys.executable,
+                "-m",
+                "accelerate.commands.launch",
+                "--multi_gpu",
+                "--num_processes",
+                str(num_processes),
+                "--num_machines",
+                "1",
+                "--mixed_precision",
+                mixed_precision or "no",
+                "--dynamo_backend",
+                "no",
+                "--main_process_port",
+                str(_free_port()),
+                "-m",
+                "rsd_engine",
+                *engine_args,
             ]
         return [*self.engine_cmd, *engine_args]
 
@@ -220,8 +232,10 @@ class Launcher:
         if not (run_dir / "preset.toml").is_file():
             raise LaunchError(f"run {run!r} has no preset.toml; it never started and cannot be resumed (launch it again)")
         if not RunDir(run_dir).has_checkpoint():
-            raise LaunchError(f"run {run!r} has no checkpoint yet, so a resume would only start it over; launch its preset again "
-                              f"(the frozen copy is {run_dir / 'preset.toml'})")
+            raise LaunchError(
+                f"run {run!r} has no checkpoint yet, so a resume would only start it over; launch its preset again "
+                f"(the frozen copy is {run_dir / 'preset.toml'})"
+            )
         cmd = self.command(["run", "--resume", str(run_dir)], num_processes, mixed_precision)
         pid = self._spawn(run, cmd, "resume")
         return {"run": run, "pid": pid, "command": cmd}
@@ -350,7 +364,9 @@ class Launcher:
         if status.get("state") in FINAL_STATES:
             return
         if record.get("stop_requested"):
-            folder.mark_ended("stopped", status.get("error") or "stopped from the workbench; the engine ended before writing its final state")
+            folder.mark_ended(
+                "stopped", status.get("error") or "stopped from the workbench; the engine ended before writing its final state"
+            )
         else:
             where = "before writing its first status" if not status else "without writing a final state"
             code_text = f" ({describe_exit(code)})" if code is not None else ""
@@ -438,5 +454,3 @@ def _pid_reused(pid: int, start_ticks: Any) -> bool:
         return False
     now = _start_ticks(pid)
     return now is not None and now != start_ticks
-
-

@@ -23,8 +23,8 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
-import tomlkit
 import tomli
+import tomlkit
 
 __all__ = [
     "md_text",
@@ -228,7 +228,9 @@ def _flatten(section: str, prefix: tuple[str, ...], table: dict, entry: dict, op
                 default=value,
                 nullable=bool(info.get("nullable")),
                 choices=tuple(info.get("choices") or ()),
-                description=info.get("description") or f"parameter of the {prefix[-1]} operator" if operator else info.get("description", ""),
+                description=info.get("description") or f"parameter of the {prefix[-1]} operator"
+                if operator
+                else info.get("description", ""),
                 bounds={k: info[k] for k in ("minimum", "exclusiveMinimum", "maximum", "exclusiveMaximum") if k in info},
                 operator=operator,
             )
@@ -482,8 +484,14 @@ def validate(text: str, source: str | None = None, paths: bool = False, env: dic
 def _valid(effective: str) -> Validation:
     data = tomli.loads(effective)
     acc = data.get("accelerate", {})
-    return Validation(True, [], effective, run_name=str(data.get("run", {}).get("name", "") or ""),
-                      num_processes=int(acc.get("num_processes", 1) or 1), mixed_precision=str(acc.get("mixed_precision", "no") or "no"))
+    return Validation(
+        True,
+        [],
+        effective,
+        run_name=str(data.get("run", {}).get("name", "") or ""),
+        num_processes=int(acc.get("num_processes", 1) or 1),
+        mixed_precision=str(acc.get("mixed_precision", "no") or "no"),
+    )
 
 
 def is_plugin(operator: str) -> bool:
@@ -546,10 +554,16 @@ def plugin_fields(text: str, env: dict[str, str] | None = None) -> tuple[FormFie
         if proc.returncode != 0:
             return ()
         _PLUGIN_FIELDS[op] = tuple(
-            FormField(path=("corruption", *e["key"].split(".")), type=e["type"], default=e.get("default"), nullable=False,
-                      choices=tuple(e.get("choices") or ()), description=e.get("description") or f"parameter of {op}"
-                      + (" (required)" if e.get("required") else ""),
-                      bounds={k: e[k] for k in ("minimum", "exclusiveMinimum", "maximum", "exclusiveMaximum") if k in e}, operator=op)
+            FormField(
+                path=("corruption", *e["key"].split(".")),
+                type=e["type"],
+                default=e.get("default"),
+                nullable=False,
+                choices=tuple(e.get("choices") or ()),
+                description=e.get("description") or f"parameter of {op}" + (" (required)" if e.get("required") else ""),
+                bounds={k: e[k] for k in ("minimum", "exclusiveMinimum", "maximum", "exclusiveMaximum") if k in e},
+                operator=op,
+            )
             for e in json.loads(proc.stdout)
         )
     return _PLUGIN_FIELDS[op]

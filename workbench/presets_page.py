@@ -154,8 +154,9 @@ class Outcome:
 _HIDDEN = (False, "")
 
 
-def render(wb: Workbench, ed: Editor, *, send_text: bool, refill: dict | None, edited: str | None = None,
-           edited_slot: int | None = None) -> tuple[Editor, PresetsPage]:
+def render(
+    wb: Workbench, ed: Editor, *, send_text: bool, refill: dict | None, edited: str | None = None, edited_slot: int | None = None
+) -> tuple[Editor, PresetsPage]:
     """Validate ``ed.text`` and compute the page: verdict, effective TOML, section titles, field flags,
     the operator's group, the plug-in group, and (``refill``: the widgets' current values) widget
     values read back from the TOML.
@@ -185,7 +186,9 @@ def render(wb: Workbench, ed: Editor, *, send_text: bool, refill: dict | None, e
         title, k = pe.SECTIONS[section], per_section.get(section, 0)
         sections[section] = (f"{title} — ⚠ {k} problem{'s' if k > 1 else ''}" if k else title, bool(k))
     data = _parsed(ed.text)
-    operator = pe.effective_value(data, pe.field_by_name("corruption.operator")) if data is not None and "corruption.operator" in names else None
+    operator = (
+        pe.effective_value(data, pe.field_by_name("corruption.operator")) if data is not None and "corruption.operator" in names else None
+    )
     flagged, changes = {}, {}
     for f in fields:
         msg = problems.get(f.name)
@@ -203,12 +206,18 @@ def render(wb: Workbench, ed: Editor, *, send_text: bool, refill: dict | None, e
     pfields = pe.plugin_fields(ed.text, wb.launcher._env())[:PLUGIN_SLOTS]
     ed = replace(ed, flagged=flagged)
     page = PresetsPage(
-        text=ed.text if send_text else None, validation=val.markdown(),
+        text=ed.text if send_text else None,
+        validation=val.markdown(),
         effective=val.effective if val.ok else "# (shown once the preset is valid)",
-        current=current_md(ed.name, kind, ed.modified), can_save=kind == "user", sections=sections, operator=operator,
+        current=current_md(ed.name, kind, ed.modified),
+        can_save=kind == "user",
+        sections=sections,
+        operator=operator,
         plugin_title=f"**Parameters of plug-in `{operator}`** (from its schema; typed, with defaults)" if pfields else "",
         plugin_slots=tuple(_slot(f, problems.get(f.name), data if i != edited_slot else None) for i, f in enumerate(pfields)),
-        fields=changes, launch=launch_md(ed.name, ed.modified, val))
+        fields=changes,
+        launch=launch_md(ed.name, ed.modified, val),
+    )
     return ed, page
 
 
@@ -281,9 +290,15 @@ def pick(wb: Workbench, ed: Editor, picked: str) -> Outcome:
         return Outcome(pending=None)
     if not ed.modified:
         return load(wb, picked)
-    return Outcome(choices=(ed.name,), pending=picked,
-                   switch=(True, f"**{ed.name or 'The unsaved preset'}** has unsaved edits. Load **{picked}** and discard them? "
-                                 "(*Save as new preset* keeps them.)"))
+    return Outcome(
+        choices=(ed.name,),
+        pending=picked,
+        switch=(
+            True,
+            f"**{ed.name or 'The unsaved preset'}** has unsaved edits. Load **{picked}** and discard them? "
+            "(*Save as new preset* keeps them.)",
+        ),
+    )
 
 
 def _saved(wb: Workbench, ed: Editor, saved: str, message: str) -> Outcome:
@@ -335,8 +350,12 @@ def duplicate(wb: Workbench, ed: Editor, new_name: str) -> Outcome:
     except WorkbenchError as e:
         return Outcome(msg=err_md(e))
     out = load(wb, target)
-    return replace(out, choices=(target,), clear_new_name=True,
-                   msg=ok_md(f"Copied the saved {ed.name!r} to {target!r} and opened it (edits not yet saved in {ed.name!r} were not copied)"))
+    return replace(
+        out,
+        choices=(target,),
+        clear_new_name=True,
+        msg=ok_md(f"Copied the saved {ed.name!r} to {target!r} and opened it (edits not yet saved in {ed.name!r} were not copied)"),
+    )
 
 
 def ask_delete(wb: Workbench, ed: Editor) -> Outcome:
@@ -367,7 +386,10 @@ def launch_md(name: str | None, modified: bool, val: pe.Validation) -> str:
     if not val.ok:
         return f"Launch starts {label}{mod} from the Presets tab — ✗ it has {len(val.problems)} problem(s); fix them there first."
     procs = f"{val.num_processes} process{'es' if val.num_processes > 1 else ''}"
-    return f"Launch starts {label}{mod} from the Presets tab — ✓ valid · run.name `{val.run_name}` · {procs} · mixed precision `{val.mixed_precision}`"
+    return (
+        f"Launch starts {label}{mod} from the Presets tab — ✓ valid · run.name `{val.run_name}` · {procs} · mixed precision "
+        f"`{val.mixed_precision}`"
+    )
 
 
 def current_md(name: str | None, kind: str | None, modified: bool) -> str:
@@ -382,6 +404,7 @@ def current_md(name: str | None, kind: str | None, modified: bool) -> str:
 def edited_text(text: str | None, loaded: str | None) -> bool:
     """Whether the editor's text differs from the loaded preset's, ignoring line endings and
     trailing blanks (which the browser's editor may change on its own)."""
+
     def norm(t: str | None) -> str:
         return "\n".join(line.rstrip() for line in (t or "").strip().splitlines())
 
@@ -417,7 +440,7 @@ def _field_of(name: str, message: str, fields: set[str]) -> str:
 
 
 def _safe_kind(wb: Workbench, name: str | None) -> str | None:
-    """"shipped", "user", or ``None`` (no name, or no such preset)."""
+    """ "shipped", "user", or ``None`` (no name, or no such preset)."""
     if not name:
         return None
     try:

@@ -28,7 +28,7 @@ def row_labels(engine_text: str) -> list[str]:
     """The row labels in the preview command's output (its ``rows: a | b | c`` line); ``[]`` if absent."""
     for line in engine_text.splitlines():
         if line.startswith("rows: "):
-            return [part.strip() for part in line[len("rows: "):].split(" | ") if part.strip()]
+            return [part.strip() for part in line[len("rows: ") :].split(" | ") if part.strip()]
     return []
 
 

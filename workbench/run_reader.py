@@ -78,12 +78,14 @@ MODEL_LABELS = {
 
 #: One line per model: what the grid is and which weights made it.
 MODEL_NOTES = {
-    MEASUREMENTS_GRID: "y = A(x) + σε, the only images training sees (MRI: their zero-filled magnitudes |Aᴴy|; complex images appear as magnitudes)",
+    MEASUREMENTS_GRID: "y = A(x) + σε, the only images training sees (MRI: their zero-filled magnitudes |Aᴴy|; complex images appear as "
+    "magnitudes)",
     TEACHER_TRUNCATED: "teacher EMA, Heun sampler stopped at σ_c (what the teacher learnt: the noisy distribution)",
     TEACHER_FULL: "teacher EMA, Heun sampler down to σ = 0",
     GENERATOR: "generator EMA, one network evaluation (NFE = 1)",
     CLEAN_GRID: "held-out clean images, used only as the FID reference",
 }
+
 
 def _is_run(folder: Path) -> bool:
     """Whether ``folder`` is a run folder (it has a frozen preset, a status or a launch record)."""
@@ -227,7 +229,9 @@ def run_row(run_dir: Path, state_override: str | None = None) -> dict:
         "exit_code": read_json_object(run_dir / RECORD_NAME).get("exit_code"),
         "beats_teacher": status.get("generator_beats_teacher"),
         "final": (run.read_metrics().get(RACE) or {}).get("final") if state == "done" else None,
-        "duration_s": (status.get("updated") or 0) - started if state in ("done", "failed", "stopped") and (started := _launched(run_dir)) else None,
+        "duration_s": (status.get("updated") or 0) - started
+        if state in ("done", "failed", "stopped") and (started := _launched(run_dir))
+        else None,
     }
 
 
@@ -236,8 +240,19 @@ def _launched(run_dir: Path) -> float | None:
     return _finite(read_json_object(run_dir / RECORD_NAME).get("launched")) or _mtime(run_dir / "preset.toml") or None
 
 
-RUNS_COLUMNS = ["run", "state", "stage", "progress", "images seen (kimg)", "throughput", "ETA", "generator below teacher", "final FID",
-                "duration", "updated"]
+RUNS_COLUMNS = [
+    "run",
+    "state",
+    "stage",
+    "progress",
+    "images seen (kimg)",
+    "throughput",
+    "ETA",
+    "generator below teacher",
+    "final FID",
+    "duration",
+    "updated",
+]
 
 
 def final_text(final: dict | None) -> str:
@@ -246,7 +261,10 @@ def final_text(final: dict | None) -> str:
     if not isinstance(final, dict) or _finite(final.get("generator_fid")) is None:
         return ""
     mark = "✓" if final.get("generator_better") else "✗"
-    return f"generator {_num(final['generator_fid'], '{:.1f}')} vs teacher {_num(final.get('teacher_fid'), '{:.1f}')} (n={final.get('n')}) {mark}"
+    return (
+        f"generator {_num(final['generator_fid'], '{:.1f}')} vs teacher {_num(final.get('teacher_fid'), '{:.1f}')} "
+        f"(n={final.get('n')}) {mark}"
+    )
 
 
 def crossing_text(crossing: dict | None) -> str:
@@ -275,8 +293,21 @@ def runs_frame(rows: list[dict]) -> pd.DataFrame:
         state = r.get("state", "")
         if state == "failed":
             state = " ".join(filter(None, ["failed", "⚠" if r.get("error") else "", describe_exit(r.get("exit_code"))]))
-        out.append([r["run"], state, r.get("stage", ""), progress, kimg, " · ".join(thr), fmt_duration(r.get("eta_s")),
-                    crossing_text(r.get("beats_teacher")), final_text(r.get("final")), fmt_duration(r.get("duration_s")), ago])
+        out.append(
+            [
+                r["run"],
+                state,
+                r.get("stage", ""),
+                progress,
+                kimg,
+                " · ".join(thr),
+                fmt_duration(r.get("eta_s")),
+                crossing_text(r.get("beats_teacher")),
+                final_text(r.get("final")),
+                fmt_duration(r.get("duration_s")),
+                ago,
+            ]
+        )
     return pd.DataFrame(out, columns=RUNS_COLUMNS)
 
 
@@ -302,23 +333,33 @@ def latest_values(events: list[dict]) -> str:
     parts = []
     t = last.get("progress-teacher")
     if t:
-        parts.append(f"teacher loss **{_num(t.get('loss'), '{:.4g}')}** at {_num(t.get('kimg'), '{:.3g}')} kimg ({_num(t.get('images_per_s'), '{:.1f}')} img/s)")
+        parts.append(
+            f"teacher loss **{_num(t.get('loss'), '{:.4g}')}** at {_num(t.get('kimg'), '{:.3g}')} kimg "
+            f"({_num(t.get('images_per_s'), '{:.1f}')} img/s)"
+        )
     d = last.get("progress-distill")
     if d:
         nan = f", {d['nan_count']} NaN samples dropped" if d.get("nan_count") else ""
-        parts.append(f"fake-score loss **{_num(d.get('loss_fake_score'), '{:.4g}')}**, generator loss **{_num(d.get('loss_generator'), '{:.4g}')}** "
-                     f"at {_num(d.get('kimg'), '{:.3g}')} kimg ({_num(d.get('images_per_s'), '{:.1f}')} img/s{nan})")
+        parts.append(
+            f"fake-score loss **{_num(d.get('loss_fake_score'), '{:.4g}')}**, generator loss **{_num(d.get('loss_generator'), '{:.4g}')}** "
+            f"at {_num(d.get('kimg'), '{:.3g}')} kimg ({_num(d.get('images_per_s'), '{:.1f}')} img/s{nan})"
+        )
     for key, e in sorted(last.items()):
         if key.startswith("fid-"):
-            parts.append(f"live FID {e.get('model')} **{_num(e.get('fid'), '{:.2f}')}** (n={e.get('n')}) at {_num(e.get('kimg'), '{:.3g}')} kimg")
+            parts.append(
+                f"live FID {e.get('model')} **{_num(e.get('fid'), '{:.2f}')}** (n={e.get('n')}) at {_num(e.get('kimg'), '{:.3g}')} kimg"
+            )
     if not any(k.startswith("fid-") for k in last):
         parts.append("no live FID yet (eval.live_fid_n = 0, or the first eval.teacher_every_kimg / eval.distill_every_kimg not reached)")
     base = teacher_baseline(events)
     if base is not None:
         crossing = first_crossing(events)
         target = f"{base.get('model')} FID {_num(base.get('fid'), '{:.2f}')} (n={base.get('n')})"
-        parts.append(f"generator first below the {target} **{crossing_text(crossing)}** of distillation" if crossing
-                     else f"generator not yet below the {target}")
+        parts.append(
+            f"generator first below the {target} **{crossing_text(crossing)}** of distillation"
+            if crossing
+            else f"generator not yet below the {target}"
+        )
     if "warning" in last:
         parts.append(f"⚠ last warning: {last['warning'].get('message', '')}")
     return "Latest: " + " · ".join(parts) if events else "No events yet."
@@ -366,57 +407,65 @@ def metrics_rows(run: str, metrics: dict) -> list[list[str]]:
         seeds = m.get("seeds")
         if isinstance(seeds, (list, tuple)) and len(seeds) == 2:
             seeds = f"{seeds[0]}–{seeds[1]}"
-        out.append([
-            run,
-            model,
-            str(m.get("weights", "")),
-            _num(m.get("fid"), "{:.2f}"),
-            kid,
-            _num(m.get("proximal_fid"), "{:.2f}") or ("generator only" if model != GENERATOR else ""),
-            str(m.get("n", "")),
-            "" if seeds is None else str(seeds),
-            str(m.get("nfe", "")),
-            _num(m.get("images_per_s"), "{:.1f}"),
-            _short(m.get("reference")),
-            str(m.get("note") or ""),
-        ])
+        out.append(
+            [
+                run,
+                model,
+                str(m.get("weights", "")),
+                _num(m.get("fid"), "{:.2f}"),
+                kid,
+                _num(m.get("proximal_fid"), "{:.2f}") or ("generator only" if model != GENERATOR else ""),
+                str(m.get("n", "")),
+                "" if seeds is None else str(seeds),
+                str(m.get("nfe", "")),
+                _num(m.get("images_per_s"), "{:.1f}"),
+                _short(m.get("reference")),
+                str(m.get("note") or ""),
+            ]
+        )
     den = metrics.get("teacher-denoiser")
     if isinstance(den, dict):
-        out.append([
-            run,
-            "teacher-denoiser",
-            str(den.get("weights", "teacher EMA")),
-            f"PSNR {_num(den.get('psnr'), '{:.2f}')} dB",
-            f"SSIM {_num(den.get('ssim'), '{:.3f}')}",
-            "",
-            str(den.get("n", "")),
-            "",
-            str(den.get("nfe", "1")),
-            _num(den.get("images_per_s"), "{:.1f}"),
-            _short(den.get("reference")),
-            _denoiser_note(den),
-        ])
+        out.append(
+            [
+                run,
+                "teacher-denoiser",
+                str(den.get("weights", "teacher EMA")),
+                f"PSNR {_num(den.get('psnr'), '{:.2f}')} dB",
+                f"SSIM {_num(den.get('ssim'), '{:.3f}')}",
+                "",
+                str(den.get("n", "")),
+                "",
+                str(den.get("nfe", "1")),
+                _num(den.get("images_per_s"), "{:.1f}"),
+                _short(den.get("reference")),
+                _denoiser_note(den),
+            ]
+        )
     race = metrics.get(RACE)
     final = race.get("final") if isinstance(race, dict) else None
     if isinstance(final, dict):
         live = race.get("live") or {}
-        note = f"ratio {_num(final.get('ratio'), '{:.3f}')} (generator / teacher): " + ("generator better" if final.get("generator_better") else "teacher better")
+        note = f"ratio {_num(final.get('ratio'), '{:.3f}')} (generator / teacher): " + (
+            "generator better" if final.get("generator_better") else "teacher better"
+        )
         if live.get("first_below"):
             note += f"; live FID (n={live.get('n')}) first below the teacher's {crossing_text(live['first_below'])}"
-        out.append([
-            run,
-            f"generator vs {race.get('teacher_model')}",
-            "EMA",
-            f"{_num(final.get('generator_fid'), '{:.2f}')} vs {_num(final.get('teacher_fid'), '{:.2f}')}",
-            "",
-            "",
-            str(final.get("n", "")),
-            "",
-            "",
-            "",
-            "",
-            note,
-        ])
+        out.append(
+            [
+                run,
+                f"generator vs {race.get('teacher_model')}",
+                "EMA",
+                f"{_num(final.get('generator_fid'), '{:.2f}')} vs {_num(final.get('teacher_fid'), '{:.2f}')}",
+                "",
+                "",
+                str(final.get("n", "")),
+                "",
+                "",
+                "",
+                "",
+                note,
+            ]
+        )
     return out
 
 
@@ -557,7 +606,9 @@ def compare_figure(runs: dict[str, list[dict]], plot: str, x: str = "kimg", log_
     fig = go.Figure()
     palette = ["#1f77b4", "#d62728", "#2ca02c", "#9467bd", "#ff7f0e", "#8c564b", "#e377c2", "#17becf"]
     dashes = ["solid", "dash", "dot", "dashdot"]
-    x_title = "images seen since the start of the run (kimg): teacher, then distillation" if x == "kimg" else "wall-clock minutes since the start"
+    x_title = (
+        "images seen since the start of the run (kimg): teacher, then distillation" if x == "kimg" else "wall-clock minutes since the start"
+    )
     for i, (name, events) in enumerate(runs.items()):
         color = palette[i % len(palette)]
         points = [p for p in run_points(events) if p["plot"] == plot]
@@ -567,12 +618,30 @@ def compare_figure(runs: dict[str, list[dict]], plot: str, x: str = "kimg", log_
             xs, ys = [p[x] for p in pts], [p["value"] for p in pts]
             label = f"{name} · {s}" if len(runs) > 1 else s
             if smoothable and smoothing > 0:
-                fig.add_trace(go.Scatter(x=xs, y=ys, mode="markers", marker=dict(color=color, size=4, opacity=0.25), showlegend=False,
-                                         hoverinfo="skip", legendgroup=label))
+                fig.add_trace(
+                    go.Scatter(
+                        x=xs,
+                        y=ys,
+                        mode="markers",
+                        marker=dict(color=color, size=4, opacity=0.25),
+                        showlegend=False,
+                        hoverinfo="skip",
+                        legendgroup=label,
+                    )
+                )
                 ys = smooth(ys, smoothing)
-            fig.add_trace(go.Scatter(x=xs, y=ys, mode="lines+markers", name=label, legendgroup=label,
-                                     line=dict(color=color, dash=dashes[j % len(dashes)]), marker=dict(size=7),
-                                     hovertemplate=f"{label}<br>%{{x:.4g}} {'kimg' if x == 'kimg' else 'min'}: %{{y:.4g}}<extra></extra>"))
+            fig.add_trace(
+                go.Scatter(
+                    x=xs,
+                    y=ys,
+                    mode="lines+markers",
+                    name=label,
+                    legendgroup=label,
+                    line=dict(color=color, dash=dashes[j % len(dashes)]),
+                    marker=dict(size=7),
+                    hovertemplate=f"{label}<br>%{{x:.4g}} {'kimg' if x == 'kimg' else 'min'}: %{{y:.4g}}<extra></extra>",
+                )
+            )
         teacher_end = max((_finite(e.get("kimg")) or 0.0 for e in events if e.get("stage") == "teacher"), default=None)
         distill = [p for p in run_points(events) if p["plot"] != "throughput" and p["kimg"] >= (teacher_end or 0)]
         if x == "kimg" and teacher_end and any(e.get("stage") == "distill" for e in events):
@@ -581,13 +650,29 @@ def compare_figure(runs: dict[str, list[dict]], plot: str, x: str = "kimg", log_
         base = teacher_baseline(events)
         if plot == "fid" and base is not None and _finite(base.get("fid")) is not None and distill:
             xs = [p[x] for p in distill]
-            label = f"{name} · {base.get('model')} (n={base.get('n')}), the generator's target" if len(runs) > 1 else \
-                f"{base.get('model')} (n={base.get('n')}), the generator's target"
-            fig.add_trace(go.Scatter(x=[min(xs), max(xs)], y=[base["fid"]] * 2, mode="lines", name=label,
-                                     line=dict(color=color, dash="longdash", width=1.5),
-                                     hovertemplate=f"{label}: %{{y:.4g}}<extra></extra>"))
-    fig.update_layout(title=dict(text=title, font=dict(size=14)), height=330, margin=dict(l=60, r=20, t=50, b=50),
-                      legend=dict(orientation="h", y=-0.25, font=dict(size=11)), hovermode="closest", template="plotly_white")
+            label = (
+                f"{name} · {base.get('model')} (n={base.get('n')}), the generator's target"
+                if len(runs) > 1
+                else f"{base.get('model')} (n={base.get('n')}), the generator's target"
+            )
+            fig.add_trace(
+                go.Scatter(
+                    x=[min(xs), max(xs)],
+                    y=[base["fid"]] * 2,
+                    mode="lines",
+                    name=label,
+                    line=dict(color=color, dash="longdash", width=1.5),
+                    hovertemplate=f"{label}: %{{y:.4g}}<extra></extra>",
+                )
+            )
+    fig.update_layout(
+        title=dict(text=title, font=dict(size=14)),
+        height=330,
+        margin=dict(l=60, r=20, t=50, b=50),
+        legend=dict(orientation="h", y=-0.25, font=dict(size=11)),
+        hovermode="closest",
+        template="plotly_white",
+    )
     fig.update_xaxes(title_text=x_title)
     fig.update_yaxes(title_text=y_title, type="log" if log_y else "linear")
     return fig
@@ -627,10 +712,17 @@ def compare_row(run_dir: Path, name: str | None = None) -> list[str]:
     events = run.read_events()
     times = [t for t in (_finite(e.get("time")) for e in events) if t is not None]
     status = run.read_status()
-    return [name or run_dir.name, str(status.get("state") or "unknown"), str(corruption.get("operator", "")),
-            _num(corruption.get("noise_sigma")), fid("teacher"), fid("generator"), ratio,
-            crossing_text(status.get("generator_beats_teacher")) or ("not yet" if teacher_baseline(events) else ""),
-            fmt_duration(max(times) - min(times)) if len(times) > 1 else ""]
+    return [
+        name or run_dir.name,
+        str(status.get("state") or "unknown"),
+        str(corruption.get("operator", "")),
+        _num(corruption.get("noise_sigma")),
+        fid("teacher"),
+        fid("generator"),
+        ratio,
+        crossing_text(status.get("generator_beats_teacher")) or ("not yet" if teacher_baseline(events) else ""),
+        fmt_duration(max(times) - min(times)) if len(times) > 1 else "",
+    ]
 
 
 def compare_frame(runs: dict[str, Path]) -> pd.DataFrame:

@@ -22,8 +22,23 @@ from .launcher import describe_exit
 from .preset_edit import md_text
 from .presets_page import err_md, ok_md
 
-__all__ = ["Selection", "RunsOutcome", "NO_RUNS", "detail_md", "buttons_for", "ended_md", "preferred_run", "select", "page_load",
-           "launch", "stop", "resume", "ask_delete", "delete", "tick"]
+__all__ = [
+    "Selection",
+    "RunsOutcome",
+    "NO_RUNS",
+    "detail_md",
+    "buttons_for",
+    "ended_md",
+    "preferred_run",
+    "select",
+    "page_load",
+    "launch",
+    "stop",
+    "resume",
+    "ask_delete",
+    "delete",
+    "tick",
+]
 
 #: The detail line while the runs folder is empty.
 NO_RUNS = "No runs yet: load a preset, then ▶ Launch run."
@@ -100,8 +115,10 @@ def detail_md(wb: Workbench, run: str | None) -> str:
         parts.append(f"ETA {eta}")
     beat = st.get("generator_beats_teacher")
     if isinstance(beat, dict):
-        parts.append(f"generator's live FID first below the {beat.get('teacher_model')}'s (n={beat.get('n')}) "
-                     f"{run_reader.crossing_text(beat)} of distillation")
+        parts.append(
+            f"generator's live FID first below the {beat.get('teacher_model')}'s (n={beat.get('n')}) "
+            f"{run_reader.crossing_text(beat)} of distillation"
+        )
     text = " · ".join(parts)
     ended = describe_exit(st.get("exit_code")) if state == "failed" else ""
     if st.get("error") or ended:
@@ -159,15 +176,24 @@ def launch(wb: Workbench, text: str, run_name: str, unwritten: dict[str, str] | 
     it would start something other than what the form shows."""
     if unwritten:
         problems = "; ".join(f"{k} {m}" for k, m in unwritten.items())
-        return RunsOutcome(launch_msg=err_md(f"not launched: the Presets form holds values that are not in the TOML ({problems}); fix them there"),
-                           action_msg="")
+        return RunsOutcome(
+            launch_msg=err_md(f"not launched: the Presets form holds values that are not in the TOML ({problems}); fix them there"),
+            action_msg="",
+        )
     try:
         info = wb.launch(text, run_name)
     except WorkbenchError as e:
         return RunsOutcome(launch_msg=err_md(e), action_msg="")
-    return RunsOutcome(selection=select(wb, info["run"]), table=run_reader.runs_frame(wb.run_rows()), action_msg="", clear_run_name=True,
-                       confirm=(False, ""),
-                       launch_msg=ok_md(f"Launched **{info['run']}** (process group {info['pid']}). It runs on its own: closing this page does not stop it."))
+    return RunsOutcome(
+        selection=select(wb, info["run"]),
+        table=run_reader.runs_frame(wb.run_rows()),
+        action_msg="",
+        clear_run_name=True,
+        confirm=(False, ""),
+        launch_msg=ok_md(
+            f"Launched **{info['run']}** (process group {info['pid']}). It runs on its own: closing this page does not stop it."
+        ),
+    )
 
 
 def stop(wb: Workbench, run: str | None) -> RunsOutcome:
@@ -182,8 +208,14 @@ def stop(wb: Workbench, run: str | None) -> RunsOutcome:
         message, stopping = ended_md(wb, run), None
     else:
         message, stopping = ok_md(f"{run} is stopping (final checkpoint being written); its whole process group was signalled."), run
-    return RunsOutcome(action_msg=message, launch_msg="", detail=detail_md(wb, run), table=run_reader.runs_frame(wb.run_rows()),
-                       buttons=(False, False), stopping=(stopping,))
+    return RunsOutcome(
+        action_msg=message,
+        launch_msg="",
+        detail=detail_md(wb, run),
+        table=run_reader.runs_frame(wb.run_rows()),
+        buttons=(False, False),
+        stopping=(stopping,),
+    )
 
 
 def resume(wb: Workbench, run: str | None) -> RunsOutcome:
@@ -194,15 +226,23 @@ def resume(wb: Workbench, run: str | None) -> RunsOutcome:
         info = wb.resume(run)
     except WorkbenchError as e:
         return RunsOutcome(action_msg=err_md(e), launch_msg="")
-    return RunsOutcome(action_msg=ok_md(f"Resumed {info['run']} from its latest checkpoint (process group {info['pid']})."), launch_msg="",
-                       detail=detail_md(wb, run), table=run_reader.runs_frame(wb.run_rows()), buttons=(True, False), stopping=(None,))
+    return RunsOutcome(
+        action_msg=ok_md(f"Resumed {info['run']} from its latest checkpoint (process group {info['pid']})."),
+        launch_msg="",
+        detail=detail_md(wb, run),
+        table=run_reader.runs_frame(wb.run_rows()),
+        buttons=(True, False),
+        stopping=(None,),
+    )
 
 
 def ask_delete(run: str | None) -> RunsOutcome:
     """Ask before deleting the selected run's folder."""
     if not run:
         return RunsOutcome(action_msg=err_md("select a run first"))
-    return RunsOutcome(action_msg="", confirm=(True, f"Delete the run **{html.escape(run)}** and its whole folder (checkpoints, samples, log)?"))
+    return RunsOutcome(
+        action_msg="", confirm=(True, f"Delete the run **{html.escape(run)}** and its whole folder (checkpoints, samples, log)?")
+    )
 
 
 def delete(wb: Workbench, run: str) -> RunsOutcome:
@@ -212,8 +252,13 @@ def delete(wb: Workbench, run: str) -> RunsOutcome:
     except WorkbenchError as e:
         return RunsOutcome(action_msg=err_md(e), confirm=(False, ""))
     names = wb.run_names()
-    return RunsOutcome(selection=select(wb, names[0] if names else None), table=run_reader.runs_frame(wb.run_rows()),
-                       action_msg=ok_md(f"Deleted {run}."), launch_msg="", confirm=(False, ""))
+    return RunsOutcome(
+        selection=select(wb, names[0] if names else None),
+        table=run_reader.runs_frame(wb.run_rows()),
+        action_msg=ok_md(f"Deleted {run}."),
+        launch_msg="",
+        confirm=(False, ""),
+    )
 
 
 def tick(wb: Workbench, selected: str | None, sig: dict, stopping: str | None) -> tuple[RunsOutcome, dict]:

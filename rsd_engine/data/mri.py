@@ -117,8 +117,10 @@ def nifti_files(path: str | None) -> list[Path]:
         files = [NIFTI_DIR / name for name in NIFTI_DEFAULT]
         missing = [str(f) for f in files if not f.is_file()]
         if missing:
-            raise DataError(f"brain volumes {', '.join(missing)} not found: install the Debian package with "
-                            "`apt-get install mricron-data`, or set data.path to NIfTI volumes")
+            raise DataError(
+                f"brain volumes {', '.join(missing)} not found: install the Debian package with "
+                "`apt-get install mricron-data`, or set data.path to NIfTI volumes"
+            )
         return files
     return _files(path, _NIFTI_SUFFIXES, "NIfTI volume")
 
@@ -187,8 +189,12 @@ def _nifti_collection(files: tuple[str, ...], stamps: tuple[str, ...], resolutio
                 index = [picked[p] for p in positions]
                 slices = np.rot90(np.moveaxis(np.take(vol, index, axis=axis), axis, 0), axes=(1, 2))
                 magnitude = _square_resize(torch.from_numpy(slices.copy())[:, None], resolution)[:, 0].clamp(0, 1)
-                phases = torch.stack([smooth_phase(resolution, resolution, item_rng(MRI_PHASE_SEED, mix_seed((v, axis, i), (1_000_003, 100_003, 1))))
-                                      for i in index])
+                phases = torch.stack(
+                    [
+                        smooth_phase(resolution, resolution, item_rng(MRI_PHASE_SEED, mix_seed((v, axis, i), (1_000_003, 100_003, 1))))
+                        for i in index
+                    ]
+                )
                 out[split].append(to_channels(torch.polar(magnitude, phases)[:, None]))
     result = {}
     for split, parts in out.items():
@@ -255,14 +261,17 @@ def _fastmri_shape(f, file: Path) -> tuple[int, ...]:
         DataError: no ``kspace``, not 4-D complex, or slices smaller than :data:`FASTMRI_CROP`.
     """
     if "kspace" not in f:
-        raise DataError(f"{file}: no 'kspace' dataset (found {', '.join(f.keys()) or 'nothing'}); a fastMRI multi-coil "
-                        "file holds kspace of shape slices × coils × H × W")
+        raise DataError(
+            f"{file}: no 'kspace' dataset (found {', '.join(f.keys()) or 'nothing'}); a fastMRI multi-coil "
+            "file holds kspace of shape slices × coils × H × W"
+        )
     k = f["kspace"]
     if k.ndim != 4 or k.dtype.kind != "c":
         raise DataError(f"{file}: kspace has shape {k.shape} and type {k.dtype}; expected complex slices × coils × H × W")
     if k.shape[2] < FASTMRI_CROP[0] or k.shape[3] < FASTMRI_CROP[1]:
-        raise DataError(f"{file}: slices of {k.shape[2]}×{k.shape[3]} are smaller than the fastMRI crop "
-                        f"{FASTMRI_CROP[0]}×{FASTMRI_CROP[1]}")
+        raise DataError(
+            f"{file}: slices of {k.shape[2]}×{k.shape[3]} are smaller than the fastMRI crop {FASTMRI_CROP[0]}×{FASTMRI_CROP[1]}"
+        )
     return tuple(k.shape)
 
 

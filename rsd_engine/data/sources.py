@@ -92,7 +92,10 @@ def check_npz(path: Path, field: str) -> str:
     path = Path(path)
     if not path.is_file():
         raise DataError(f"{field}: npz file {path} does not exist")
-    not_images = f"{field}: {path} is not an .npz file of images (data.source = 'npz' reads a NumPy .npz archive holding an array {' / '.join(_NPZ_KEYS)} of numbers)"
+    not_images = (
+        f"{field}: {path} is not an .npz file of images (data.source = 'npz' reads a NumPy .npz archive holding an array "
+        f"{' / '.join(_NPZ_KEYS)} of numbers)"
+    )
     try:
         with zipfile.ZipFile(path) as z:
             names = [n.removesuffix(".npy") for n in z.namelist()]
@@ -173,8 +176,10 @@ def _edm_zip(path: Path, resolution: int) -> np.ndarray:
         with zipfile.ZipFile(path) as z:
             names = sorted(n for n in z.namelist() if Path(n).suffix.lower() in IMAGE_SUFFIXES)
             if not names:
-                raise DataError(f"{path}: holds no images ({', '.join(sorted(IMAGE_SUFFIXES))}); an EDM dataset_tool zip "
-                                "holds PNG files in numbered folders")
+                raise DataError(
+                    f"{path}: holds no images ({', '.join(sorted(IMAGE_SUFFIXES))}); an EDM dataset_tool zip "
+                    "holds PNG files in numbered folders"
+                )
             arrays = []
             for name in names:
                 try:
@@ -183,9 +188,11 @@ def _edm_zip(path: Path, resolution: int) -> np.ndarray:
                 except OSError as e:
                     raise DataError(f"{path}:{name}: cannot read image ({e})") from None
                 if arr.shape[:2] != (resolution, resolution):
-                    raise DataError(f"{path}:{name}: image is {arr.shape[1]}×{arr.shape[0]}, data.resolution = {resolution}; "
-                                    f"write the zip at {resolution}×{resolution} (dataset_tool.py --resolution={resolution}x{resolution}) "
-                                    "or set data.resolution to the zip's size")
+                    raise DataError(
+                        f"{path}:{name}: image is {arr.shape[1]}×{arr.shape[0]}, data.resolution = {resolution}; "
+                        f"write the zip at {resolution}×{resolution} (dataset_tool.py --resolution={resolution}x{resolution}) "
+                        "or set data.resolution to the zip's size"
+                    )
                 arrays.append(arr[None] if arr.ndim == 2 else arr.transpose(2, 0, 1))
     except zipfile.BadZipFile:
         raise DataError(f"{path}: not a zip file (data.source = 'edm-zip' expects a dataset_tool.py zip)") from None

@@ -17,26 +17,53 @@ from typing import NamedTuple
 import torch
 from accelerate.utils import broadcast_object_list
 
-from ..train.checkpoints import checkpoint_exists, load_checkpoint, load_network
 from ..data import CorruptedDataset, clean_reference, to_float
+from ..io.runs import (
+    CLEAN_GRID,
+    FINAL_NETWORK,
+    GENERATOR,
+    GENERATOR_BEATS_TEACHER,
+    GENERATOR_FINAL,
+    MEASUREMENTS_GRID,
+    MODELS,
+    RACE,
+    TEACHER_BASELINE,
+    TEACHER_FINAL,
+    TEACHER_FULL,
+    TEACHER_TRUNCATED,
+    RunDir,
+    atomic_write_bytes,
+    first_crossing,
+    teacher_baseline,
+)
+from ..io.signals import StopPolicy, StopRequested
+from ..io.timing import BASELINE, FINAL, LIVE, REFERENCE, TIMING
+from ..models.networks import EDMPrecond
+from ..seeding import EVAL_NOISE_SEED, PROXIMAL_NOISE_SEED, RECONSTRUCTION_NOISE_SEED, item_rng
+from ..train.checkpoints import checkpoint_exists, load_checkpoint, load_network
 from ..train.finite import NonFiniteError
 from .generate import WEIGHTS, ModelSampler, Samples
 from .grids import save_grid
 from .metrics import (
-    FEATURES_VERSION, RESIZE, FIDWeightsError, InceptionFeatures, ReferenceStatistics, TooFewSamples, cached_features,
-    display_images, extract_features, feature_statistics, fid_from_features, fid_from_statistics, kid_from_features,
-    load_feature_network, load_reference_statistics, psnr_ssim, quantize,
+    FEATURES_VERSION,
+    RESIZE,
+    FIDWeightsError,
+    InceptionFeatures,
+    ReferenceStatistics,
+    TooFewSamples,
+    cached_features,
+    display_images,
+    extract_features,
+    feature_statistics,
+    fid_from_features,
+    fid_from_statistics,
+    kid_from_features,
+    load_feature_network,
+    load_reference_statistics,
+    psnr_ssim,
+    quantize,
 )
-from ..models.networks import EDMPrecond
 from .reuse import evaluation_key, find_earlier, weights_digest
-from ..io.runs import (
-    CLEAN_GRID, FINAL_NETWORK, GENERATOR, GENERATOR_BEATS_TEACHER, GENERATOR_FINAL, MEASUREMENTS_GRID, MODELS, RACE,
-    TEACHER_BASELINE, TEACHER_FINAL, TEACHER_FULL, TEACHER_TRUNCATED, RunDir, atomic_write_bytes, first_crossing,
-    teacher_baseline,
-)
-from ..seeding import EVAL_NOISE_SEED, PROXIMAL_NOISE_SEED, RECONSTRUCTION_NOISE_SEED, item_rng
-from ..io.signals import StopPolicy, StopRequested
-from ..io.timing import BASELINE, FINAL, LIVE, REFERENCE, TIMING
 
 __all__ = ["Evaluator", "Evaluation", "final_network", "find_teacher_baseline", "BaselineFound", "RECONSTRUCTION_SIGMA"]
 
@@ -71,8 +98,9 @@ class BaselineFound(NamedTuple):
     source: str | None
 
 
-def find_teacher_baseline(own_events: list[dict], n: int, reference: str, model: str, trainer_events: list[dict] | None,
-                          final_kimg: float | None, where: str = "") -> BaselineFound | None:
+def find_teacher_baseline(
+    own_events: list[dict], n: int, reference: str, model: str, trainer_events: list[dict] | None, final_kimg: float | None, where: str = ""
+) -> BaselineFound | None:
     """The teacher's live-FID baseline for distillation from a run's records (a pure function: no files,
     no collectives), or ``None`` when it has to be computed from teacher-final.
 
@@ -124,8 +152,15 @@ def clean_features(preset, n: int, net: InceptionFeatures, stop: Callable[[], bo
     """
     images, identity = clean_reference(preset, n)
     ident = f"clean|{identity}|n{images.shape[0]}"
-    feats = cached_features(ident, lambda: quantize(display_images(to_float(images))), net, preset.eval.fid_cache_dir,
-                            preset.eval.batch_size, "reference features", stop)
+    feats = cached_features(
+        ident,
+        lambda: quantize(display_images(to_float(images))),
+        net,
+        preset.eval.fid_cache_dir,
+        preset.eval.batch_size,
+        "reference features",
+        stop,
+    )
     return feats, f"{identity} (clean, n={images.shape[0]})"
 
 
@@ -219,8 +254,13 @@ class Evaluator:
             c = self.preset.corruption
             ident = f"measured|{self.preset.data.model_dump_json()}|{c.model_dump_json()}|n{n}"
             feats = cached_features(
-                ident, lambda: quantize(display_images(self.shown_measurements(range(n)))), net, self.preset.eval.fid_cache_dir,
-                self.preset.eval.batch_size, "measurement features", self.stop,
+                ident,
+                lambda: quantize(display_images(self.shown_measurements(range(n)))),
+                net,
+                self.preset.eval.fid_cache_dir,
+                self.preset.eval.batch_size,
+                "measurement features",
+                self.stop,
             )
             self._refs["measured"] = (feats, f"corrupted training measurements (n={n})")
             self.reference_seconds.append((f"measurement reference features (n={n})", time.perf_counter() - start))
@@ -248,8 +288,16 @@ class Evaluator:
         key = evaluation_key(model, digest, seeds, sampler, ref[1], self.features_identity(), self.preset.eval.kid_subset_size)
         return {"eval_key": key, "weights_sha256": digest}
 
-    def fid_record(self, model: str, samples: Samples | None, seeds: range, proximal: bool = False, weights: str | None = None,
-                   ident: dict | None = None, earlier: dict | None = None) -> dict:
+    def fid_record(
+        self,
+        model: str,
+        samples: Samples | None,
+        seeds: range,
+        proximal: bool = False,
+        weights: str | None = None,
+        ident: dict | None = None,
+        earlier: dict | None = None,
+    ) -> dict:
         """FID/KID (and proximal FID) of one model's samples, with n, seeds (or held-out image indices),
         weights (default :data:`rsd_engine.evaluate.generate.WEIGHTS` of the model) and reference.
 
@@ -329,8 +377,15 @@ class Evaluator:
             outs.append(teacher(y, torch.full((y.shape[0],), m.noise_sigma, device=self.device)).float().cpu())
         psnr, ssim = psnr_ssim(torch.cat(outs), x)
         psnr_noisy, ssim_noisy = psnr_ssim(noisy, x)
-        return {"psnr": psnr, "ssim": ssim, "psnr_noisy_input": psnr_noisy, "ssim_noisy_input": ssim_noisy,
-                "n": x.shape[0], "weights": "teacher EMA", "reference": identity}
+        return {
+            "psnr": psnr,
+            "ssim": ssim,
+            "psnr_noisy_input": psnr_noisy,
+            "ssim_noisy_input": ssim_noisy,
+            "n": x.shape[0],
+            "weights": "teacher EMA",
+            "reference": identity,
+        }
 
     @torch.no_grad()
     def restoration_baseline(self, teacher: EDMPrecond) -> dict[str, tuple[dict, torch.Tensor]]:
@@ -370,8 +425,10 @@ class Evaluator:
             inp = zero_filled[rows].to(self.device) + top_up * cond.project(noise[rows].to(self.device))
             outs.append(teacher(inp, torch.full((inp.shape[0],), sigma, device=self.device), cond.channels).float().cpu())
         seconds = time.perf_counter() - start
-        models = {op.baseline: (zero_filled, "none: the adjoint of the measurements", 0, None),
-                  "teacher-reconstruction": (torch.cat(outs), f"teacher EMA, D(·; σ = {sigma:g}) given Aᴴy and the mask", 1, seconds)}
+        models = {
+            op.baseline: (zero_filled, "none: the adjoint of the measurements", 0, None),
+            "teacher-reconstruction": (torch.cat(outs), f"teacher EMA, D(·; σ = {sigma:g}) given Aᴴy and the mask", 1, seconds),
+        }
         out = {}
         for name, (images, weights, nfe, secs) in models.items():
             rec = self.fid_record(name, Samples(images, nfe, secs or 0.0), range(images.shape[0]), weights=weights)
@@ -460,7 +517,9 @@ class Evaluation:
             snapshot = self.run.grid_path(model, kimg)
             save_grid(drawn.images[: e.grid_n], self.run.grid_path(model))
             save_grid(drawn.images[: e.grid_n], snapshot)
-            self.run.append_event(stage, "grid", kimg=kimg, model=model, file=self.run.grid_path(model).relative_to(self.run.path).as_posix())
+            self.run.append_event(
+                stage, "grid", kimg=kimg, model=model, file=self.run.grid_path(model).relative_to(self.run.path).as_posix()
+            )
             if n:
                 seeds = range(n)
                 samples = Samples(drawn.images[:n], drawn.nfe, drawn.seconds * n / drawn.images.shape[0])
@@ -470,9 +529,16 @@ class Evaluation:
                     rec = None
                 else:
                     log.info("%s live FID %.2f (n=%d) at %g kimg%s", model, rec["fid"], rec["n"], kimg, _reuse_note(rec))
-                    self.run.append_event(stage, "fid", kimg=kimg, model=model, **{k: rec.get(k) for k in _FID_EVENT_FIELDS if k in rec},
-                                          grid=snapshot.relative_to(self.run.path).as_posix(), grid_n=e.grid_n,
-                                          train_seconds=round(train_seconds, 3))
+                    self.run.append_event(
+                        stage,
+                        "fid",
+                        kimg=kimg,
+                        model=model,
+                        **{k: rec.get(k) for k in _FID_EVENT_FIELDS if k in rec},
+                        grid=snapshot.relative_to(self.run.path).as_posix(),
+                        grid_n=e.grid_n,
+                        train_seconds=round(train_seconds, 3),
+                    )
                     if baseline is not None:
                         self._race(rec, baseline, kimg, train_seconds)
             self._timed(stage, LIVE, start, model=model, kimg=kimg, reused_from=(rec or {}).get("reused_from"))
@@ -504,7 +570,9 @@ class Evaluation:
             self.run.append_event(phase, TIMING, part=REFERENCE, seconds=round(ref_seconds, 3), what=what)
             seconds -= ref_seconds
         self.evaluator.reference_seconds.clear()
-        self.run.append_event(phase, TIMING, part=part, seconds=round(max(seconds, 0.0), 3), **{k: v for k, v in fields.items() if v is not None})
+        self.run.append_event(
+            phase, TIMING, part=part, seconds=round(max(seconds, 0.0), 3), **{k: v for k, v in fields.items() if v is not None}
+        )
 
     def teacher_baseline(self) -> dict | None:
         """The teacher sampler's live FID that the generator's live FIDs are compared with: the
@@ -572,9 +640,22 @@ class Evaluation:
 
     def _record_baseline(self, rec: dict, source: str) -> dict:
         """Write the TEACHER_BASELINE event of a FID record (main process); returns the event."""
-        same = {k: rec[k] for k in ("kid_std", "nfe", "images_per_s", "eval_key", "weights_sha256", "grid", "grid_n") if rec.get(k) is not None}
-        event = self.run.append_event("distill", TEACHER_BASELINE, model=rec["model"], fid=rec["fid"], kid=rec.get("kid"), n=rec["n"],
-                                      seeds=rec["seeds"], weights=rec["weights"], reference=rec["reference"], source=source, **same)
+        same = {
+            k: rec[k] for k in ("kid_std", "nfe", "images_per_s", "eval_key", "weights_sha256", "grid", "grid_n") if rec.get(k) is not None
+        }
+        event = self.run.append_event(
+            "distill",
+            TEACHER_BASELINE,
+            model=rec["model"],
+            fid=rec["fid"],
+            kid=rec.get("kid"),
+            n=rec["n"],
+            seeds=rec["seeds"],
+            weights=rec["weights"],
+            reference=rec["reference"],
+            source=source,
+            **same,
+        )
         log.info("teacher baseline for the generator's live FID: %s FID %.2f (n=%d; %s)", rec["model"], rec["fid"], rec["n"], source)
         return event
 
@@ -582,12 +663,25 @@ class Evaluation:
         """Record the first live evaluation at which the generator's FID is below the baseline's (main process)."""
         if self._crossing is not None or rec["fid"] >= baseline["fid"]:
             return
-        info = {"kimg": kimg, "minutes": round(train_seconds / 60, 3), "fid": rec["fid"], "teacher_fid": baseline["fid"],
-                "teacher_model": baseline["model"], "n": rec["n"]}
+        info = {
+            "kimg": kimg,
+            "minutes": round(train_seconds / 60, 3),
+            "fid": rec["fid"],
+            "teacher_fid": baseline["fid"],
+            "teacher_model": baseline["model"],
+            "n": rec["n"],
+        }
         self._crossing = self.run.append_event("distill", GENERATOR_BEATS_TEACHER, **info)
         self.run.write_status(generator_beats_teacher=info)
-        log.info("generator live FID %.2f is below the %s's %.2f (n=%d) at %g kimg, %.1f min of distillation",
-                 rec["fid"], baseline["model"], baseline["fid"], rec["n"], kimg, train_seconds / 60)
+        log.info(
+            "generator live FID %.2f is below the %s's %.2f (n=%d) at %g kimg, %.1f min of distillation",
+            rec["fid"],
+            baseline["model"],
+            baseline["fid"],
+            rec["n"],
+            kimg,
+            train_seconds / 60,
+        )
 
     def final(self, models: tuple[str, ...] = MODELS, reuse: bool = True) -> dict:
         """Final metrics of the given models (default teacher-full, teacher-truncated, generator), their
@@ -628,13 +722,16 @@ class Evaluation:
         models = self.sampler.models(models)
         if self.main:
             # the training stages' numbers do not describe the evaluation
-            self.run.write_status(state="running", stage="evaluate", progress=0.0, kimg=None, kimg_total=None, eta_s=None,
-                                  it_per_s=None, images_per_s=None)
+            self.run.write_status(
+                state="running", stage="evaluate", progress=0.0, kimg=None, kimg_total=None, eta_s=None, it_per_s=None, images_per_s=None
+            )
             save_grid(self.evaluator.shown_measurements(range(min(e.grid_n, len(self.dataset)))), self.run.grid_path(MEASUREMENTS_GRID))
             clean_u8, _ = clean_reference(self.preset, e.grid_n)
             save_grid(to_float(clean_u8), self.run.grid_path(CLEAN_GRID))
         teacher = final_network(self.run, self.preset, TEACHER_FULL, device)
-        generator = final_network(self.run, self.preset, GENERATOR, device) if checkpoint_exists(self.run.checkpoint(GENERATOR_FINAL)) else None
+        generator = (
+            final_network(self.run, self.preset, GENERATOR, device) if checkpoint_exists(self.run.checkpoint(GENERATOR_FINAL)) else None
+        )
         for i, model in enumerate(models):
             if self.stops.agreed():  # evaluation restarts from scratch on resume; nothing to checkpoint
                 raise StopRequested()
@@ -676,7 +773,13 @@ class Evaluation:
             den = self.evaluator.denoiser_psnr(teacher)
             if den:
                 metrics["teacher-denoiser"] = den
-                log.info("teacher denoiser D(y; σ_c): PSNR %.2f dB, SSIM %.3f (noisy input %.2f dB), n=%d", den["psnr"], den["ssim"], den["psnr_noisy_input"], den["n"])
+                log.info(
+                    "teacher denoiser D(y; σ_c): PSNR %.2f dB, SSIM %.3f (noisy input %.2f dB), n=%d",
+                    den["psnr"],
+                    den["ssim"],
+                    den["psnr_noisy_input"],
+                    den["n"],
+                )
             self.run.write_metrics(metrics)
             self.run.append_event("evaluate", "metrics", metrics=metrics)
             self._timed("evaluate", FINAL, start + per_model)
@@ -695,12 +798,20 @@ class Evaluation:
         if base is not None:
             crossing = first_crossing(events)
             keep = ("kimg", "minutes", "fid")
-            out["live"] = {"n": base["n"], "teacher_fid": base["fid"],
-                           "first_below": None if crossing is None else {k: crossing.get(k) for k in keep}}
+            out["live"] = {
+                "n": base["n"],
+                "teacher_fid": base["fid"],
+                "first_below": None if crossing is None else {k: crossing.get(k) for k in keep},
+            }
         t, g = metrics.get(model), metrics.get(GENERATOR)
         if t and g and t.get("fid") is not None and g.get("fid") is not None and t.get("n") == g.get("n"):
-            out["final"] = {"n": g["n"], "teacher_fid": t["fid"], "generator_fid": g["fid"],
-                            "ratio": g["fid"] / t["fid"], "generator_better": g["fid"] < t["fid"]}
+            out["final"] = {
+                "n": g["n"],
+                "teacher_fid": t["fid"],
+                "generator_fid": g["fid"],
+                "ratio": g["fid"] / t["fid"],
+                "generator_better": g["fid"] < t["fid"],
+            }
         return out if len(out) > 1 else None
 
     def _proximal(self, model: str) -> bool:
@@ -721,16 +832,43 @@ class Evaluation:
         if seeds.stop >= 2:
             rec = self.evaluator.fid_record(model, samples, seeds, proximal=self._proximal(model), ident=ident, earlier=earlier)
         else:
-            rec = {"model": model, "n": seeds.stop, "nfe": samples.nfe, "images_per_s": round(samples.images_per_s, 3),
-                   "weights": WEIGHTS[model], "fid": None, "note": "final FID disabled (eval.final_fid_n < 2)"}
-        log.info("%s: FID %s KID %s (n=%d, NFE %s, %s img/s)%s", model, _fmt(rec.get("fid")), _fmt(rec.get("kid")), rec["n"], rec["nfe"],
-                 _fmt(rec["images_per_s"]), _reuse_note(rec))
+            rec = {
+                "model": model,
+                "n": seeds.stop,
+                "nfe": samples.nfe,
+                "images_per_s": round(samples.images_per_s, 3),
+                "weights": WEIGHTS[model],
+                "fid": None,
+                "note": "final FID disabled (eval.final_fid_n < 2)",
+            }
+        log.info(
+            "%s: FID %s KID %s (n=%d, NFE %s, %s img/s)%s",
+            model,
+            _fmt(rec.get("fid")),
+            _fmt(rec.get("kid")),
+            rec["n"],
+            rec["nfe"],
+            _fmt(rec["images_per_s"]),
+            _reuse_note(rec),
+        )
         return rec
 
 
 #: Fields of a FID record that its ``fid`` event carries (besides kimg, model, grid and training seconds).
-_FID_EVENT_FIELDS = ("fid", "kid", "kid_std", "n", "seeds", "weights", "reference", "nfe", "images_per_s", "eval_key", "weights_sha256",
-                     "reused_from")
+_FID_EVENT_FIELDS = (
+    "fid",
+    "kid",
+    "kid_std",
+    "n",
+    "seeds",
+    "weights",
+    "reference",
+    "nfe",
+    "images_per_s",
+    "eval_key",
+    "weights_sha256",
+    "reused_from",
+)
 
 
 def _reuse_note(rec: dict) -> str:
@@ -739,7 +877,9 @@ def _reuse_note(rec: dict) -> str:
     if not src:
         return ""
     kimg = src.get("kimg")
-    where = src.get("file") or f"the {src.get('stage')} stage's {src.get('kind')}" + (f" at {kimg:g} kimg" if isinstance(kimg, (int, float)) else "")
+    where = src.get("file") or f"the {src.get('stage')} stage's {src.get('kind')}" + (
+        f" at {kimg:g} kimg" if isinstance(kimg, (int, float)) else ""
+    )
     return f" (same weights, n, seeds and reference: reused from {where})"
 
 

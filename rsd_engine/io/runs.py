@@ -443,7 +443,9 @@ class RunDir:
             ValueError: an unknown model or weights name.
         """
         if model not in EXPORT_MODELS or weights not in EXPORT_WEIGHTS:
-            raise ValueError(f"model {model!r}, weights {weights!r}: allowed models {', '.join(EXPORT_MODELS)}, weights {', '.join(EXPORT_WEIGHTS)}")
+            raise ValueError(
+                f"model {model!r}, weights {weights!r}: allowed models {', '.join(EXPORT_MODELS)}, weights {', '.join(EXPORT_WEIGHTS)}"
+            )
         return self.path / (f"export-{model}" if weights == "ema" else f"export-{model}-{weights}")
 
     def grid_path(self, grid: str, kimg: float | None = None) -> Path:

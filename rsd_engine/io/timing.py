@@ -136,8 +136,13 @@ def time_split(events: list[dict]) -> dict:
     for r in rows:
         r["share"] = r["seconds"] / wall if wall else None
     costly = sum(r["seconds"] for r in rows if r.pop("evaluation"))
-    return {"rows": rows, "wall": round(wall, 1) if wall else None, "wall_source": source, "evaluation_and_checkpoints": round(costly, 1),
-            "evaluation_and_checkpoints_share": costly / wall if wall else None}
+    return {
+        "rows": rows,
+        "wall": round(wall, 1) if wall else None,
+        "wall_source": source,
+        "evaluation_and_checkpoints": round(costly, 1),
+        "evaluation_and_checkpoints_share": costly / wall if wall else None,
+    }
 
 
 def split_table(split: dict) -> str:
@@ -150,7 +155,9 @@ def split_table(split: dict) -> str:
     wall = split["wall"]
     share = split["evaluation_and_checkpoints_share"]
     lines.append("")
-    lines.append(f"wall: {'unknown' if wall is None else f'{wall:.1f} s ({wall / 60:.1f} min)'} ({split['wall_source']}); "
-                 f"evaluation and checkpoints: {split['evaluation_and_checkpoints']:.1f} s"
-                 + ("" if share is None else f" = {100 * share:.1f} % of the wall"))
+    lines.append(
+        f"wall: {'unknown' if wall is None else f'{wall:.1f} s ({wall / 60:.1f} min)'} ({split['wall_source']}); "
+        f"evaluation and checkpoints: {split['evaluation_and_checkpoints']:.1f} s"
+        + ("" if share is None else f" = {100 * share:.1f} % of the wall")
+    )
     return "\n".join(lines)

@@ -42,13 +42,35 @@ _OTHER_PRECONDS = {
 }
 #: EDM's SongUNet defaults (its constructor's documented defaults) for arguments a record leaves out.
 _SONGUNET_DEFAULTS = {
-    "label_dim": 0, "augment_dim": 0, "model_channels": 128, "channel_mult": [1, 2, 2, 2], "channel_mult_emb": 4, "num_blocks": 4,
-    "attn_resolutions": [16], "dropout": 0.10, "label_dropout": 0, "embedding_type": "positional", "channel_mult_noise": 1,
-    "encoder_type": "standard", "decoder_type": "standard", "resample_filter": [1, 1],
+    "label_dim": 0,
+    "augment_dim": 0,
+    "model_channels": 128,
+    "channel_mult": [1, 2, 2, 2],
+    "channel_mult_emb": 4,
+    "num_blocks": 4,
+    "attn_resolutions": [16],
+    "dropout": 0.10,
+    "label_dropout": 0,
+    "embedding_type": "positional",
+    "channel_mult_noise": 1,
+    "encoder_type": "standard",
+    "decoder_type": "standard",
+    "resample_filter": [1, 1],
 }
 #: SongUNet arguments that are ours under the same name.
-_SAME = ("model_channels", "channel_mult", "channel_mult_emb", "num_blocks", "attn_resolutions", "dropout", "embedding_type",
-         "channel_mult_noise", "encoder_type", "resample_filter", "augment_dim")
+_SAME = (
+    "model_channels",
+    "channel_mult",
+    "channel_mult_emb",
+    "num_blocks",
+    "attn_resolutions",
+    "dropout",
+    "embedding_type",
+    "channel_mult_noise",
+    "encoder_type",
+    "resample_filter",
+    "augment_dim",
+)
 #: EDM's sampler defaults, for an EDMPrecond recorded with σ_min = 0, σ_max = ∞ (its constructor's defaults).
 _SAMPLER_SIGMAS = (0.002, 80.0)
 
@@ -69,7 +91,9 @@ def _plain(v: Any) -> Any:
     return v.item() if hasattr(v, "item") and not isinstance(v, torch.Tensor) else v
 
 
-def read_edm_teacher(path: str | Path, sigma_min: float | None = None, sigma_max: float | None = None) -> tuple[dict, dict[str, torch.Tensor]]:
+def read_edm_teacher(
+    path: str | Path, sigma_min: float | None = None, sigma_max: float | None = None
+) -> tuple[dict, dict[str, torch.Tensor]]:
     """The :class:`~rsd_engine.models.networks.SongUNetPrecond` arguments and state dict of an EDM-format pickle.
 
     Args:
@@ -83,8 +107,10 @@ def read_edm_teacher(path: str | Path, sigma_min: float | None = None, sigma_max
     path = Path(path)
     rec = _network_record(read_pickle(path))
     if rec.class_name in _OTHER_PRECONDS:
-        raise EDMPickleError(f"{path}: {rec.class_name} ({_OTHER_PRECONDS[rec.class_name]}) is not supported; the engine's networks "
-                             "use EDM's preconditioning (EDMPrecond)")
+        raise EDMPickleError(
+            f"{path}: {rec.class_name} ({_OTHER_PRECONDS[rec.class_name]}) is not supported; the engine's networks "
+            "use EDM's preconditioning (EDMPrecond)"
+        )
     if rec.class_name != "EDMPrecond":
         raise EDMPickleError(f"{path}: network class {rec.class_name!r} is not supported; allowed: EDMPrecond around a SongUNet")
     s = rec.state
@@ -100,17 +126,24 @@ def read_edm_teacher(path: str | Path, sigma_min: float | None = None, sigma_max
     if unknown:
         raise EDMPickleError(f"{path}: SongUNet argument(s) {', '.join(unknown)} not supported")
     a = {**_SONGUNET_DEFAULTS, **{k: _plain(v) for k, v in kwargs.items()}}
-    refusals = [(a["label_dim"] != 0, f"label_dim = {a['label_dim']} (class-conditional networks are not supported)"),
-                (a["decoder_type"] != "standard", f"decoder_type = {a['decoder_type']!r} (allowed: 'standard')"),
-                (a["encoder_type"] not in ("standard", "residual"), f"encoder_type = {a['encoder_type']!r} (allowed: 'standard', 'residual')"),
-                (a["embedding_type"] not in ("positional", "fourier"), f"embedding_type = {a['embedding_type']!r} (allowed: 'positional', 'fourier')"),
-                (a["in_channels"] < a["out_channels"], f"in_channels {a['in_channels']} < out_channels {a['out_channels']}")]
+    refusals = [
+        (a["label_dim"] != 0, f"label_dim = {a['label_dim']} (class-conditional networks are not supported)"),
+        (a["decoder_type"] != "standard", f"decoder_type = {a['decoder_type']!r} (allowed: 'standard')"),
+        (a["encoder_type"] not in ("standard", "residual"), f"encoder_type = {a['encoder_type']!r} (allowed: 'standard', 'residual')"),
+        (
+            a["embedding_type"] not in ("positional", "fourier"),
+            f"embedding_type = {a['embedding_type']!r} (allowed: 'positional', 'fourier')",
+        ),
+        (a["in_channels"] < a["out_channels"], f"in_channels {a['in_channels']} < out_channels {a['out_channels']}"),
+    ]
     bad = [why for refused, why in refusals if refused]
     if bad:
         raise EDMPickleError(f"{path}: {'; '.join(bad)}")
     lo, hi = float(_plain(s.get("sigma_min", 0))), float(_plain(s.get("sigma_max", math.inf)))
     arguments = {
-        "resolution": int(a["img_resolution"]), "channels": int(a["out_channels"]), "cond_channels": int(a["in_channels"] - a["out_channels"]),
+        "resolution": int(a["img_resolution"]),
+        "channels": int(a["out_channels"]),
+        "cond_channels": int(a["in_channels"] - a["out_channels"]),
         **{k: a[k] for k in _SAME},
         "sigma_data": float(_plain(s.get("sigma_data", 0.5))),
         "sigma_min": sigma_min if sigma_min is not None else (lo if lo > 0 else _SAMPLER_SIGMAS[0]),
@@ -188,29 +221,54 @@ def import_teacher(pkl: str | Path, preset_path: str | Path, out: str | Path, ov
     preset = assembly.load(preset_path, overrides)
     arguments, tensors = read_edm_teacher(pkl, preset.network.sigma_min, preset.network.sigma_max)
     op = assembly.operator_class(preset)
-    wanted = {"data.resolution": (preset.data.resolution, arguments["resolution"]), "data.channels": (preset.data.channels, arguments["channels"])}
+    wanted = {
+        "data.resolution": (preset.data.resolution, arguments["resolution"]),
+        "data.channels": (preset.data.channels, arguments["channels"]),
+    }
     problems = [(k, f"{mine}: the teacher in {pkl} takes {theirs}") for k, (mine, theirs) in wanted.items() if mine != theirs]
     if int(op.cond_channels) != arguments["cond_channels"]:
-        problems.append(("corruption.operator", f"{preset.corruption.operator!r} gives the networks {op.cond_channels} mask channel(s); "
-                                                f"the teacher in {pkl} takes {arguments['cond_channels']}"))
+        problems.append(
+            (
+                "corruption.operator",
+                f"{preset.corruption.operator!r} gives the networks {op.cond_channels} mask channel(s); "
+                f"the teacher in {pkl} takes {arguments['cond_channels']}",
+            )
+        )
     if problems:
         raise cfg.PresetError(problems, str(preset_path))
     variant = "ncsnpp" if arguments["embedding_type"] == "fourier" else "ddpmpp"
     if {k: arguments[k] for k in SongUNetPrecond.VARIANTS[variant]} != SongUNetPrecond.VARIANTS[variant]:
-        raise EDMPickleError(f"{pkl}: a SongUNet mixing the DDPM++ and NCSN++ settings "
-                             f"({ {k: arguments[k] for k in SongUNetPrecond.VARIANTS[variant]} }) is not supported")
+        raise EDMPickleError(
+            f"{pkl}: a SongUNet mixing the DDPM++ and NCSN++ settings "
+            f"({ {k: arguments[k] for k in SongUNetPrecond.VARIANTS[variant]} }) is not supported"
+        )
     data = tomli.loads(cfg.dumps(preset))
-    data["network"].update(architecture=variant, sigma_data=arguments["sigma_data"],
-                           **{k: arguments[k] for k in ("model_channels", "channel_mult", "channel_mult_emb", "num_blocks",
-                                                        "attn_resolutions", "dropout", "augment_dim")})
+    data["network"].update(
+        architecture=variant,
+        sigma_data=arguments["sigma_data"],
+        **{
+            k: arguments[k]
+            for k in ("model_channels", "channel_mult", "channel_mult_emb", "num_blocks", "attn_resolutions", "dropout", "augment_dim")
+        },
+    )
     preset = assembly.check(cfg.from_dict(data, str(preset_path)), str(preset_path))
     net = _build(pkl, arguments, tensors)
     preset_toml = assembly.frozen_text(preset)
     run = RunDir.create(out, preset_toml)
     digest = _sha256(pkl)
-    save_checkpoint(run.checkpoint(TEACHER_FINAL), {FINAL_NETWORK[TEACHER_FINAL]: net},
-                    {"images_seen": 0, "imported_from": str(pkl.resolve()), "imported_sha256": digest}, preset_toml)
-    run.append_event("teacher", "teacher_imported", source=str(pkl.resolve()), sha256=digest, parameters=sum(p.numel() for p in net.parameters()),
-                     architecture=variant)
+    save_checkpoint(
+        run.checkpoint(TEACHER_FINAL),
+        {FINAL_NETWORK[TEACHER_FINAL]: net},
+        {"images_seen": 0, "imported_from": str(pkl.resolve()), "imported_sha256": digest},
+        preset_toml,
+    )
+    run.append_event(
+        "teacher",
+        "teacher_imported",
+        source=str(pkl.resolve()),
+        sha256=digest,
+        parameters=sum(p.numel() for p in net.parameters()),
+        architecture=variant,
+    )
     run.write_status(state="stopped", stage="teacher", progress=1.0, error=None)
     return run

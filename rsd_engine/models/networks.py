@@ -21,8 +21,20 @@ from torch import nn
 
 from .songunet import SongUNet
 
-__all__ = ["EDMDenoiser", "UNetDenoiser", "EDMPrecond", "SongUNetPrecond", "ARCHITECTURES", "build_network", "network_arguments",
-           "network_from_config", "network_differences", "count_parameters", "unwrap", "frozen"]
+__all__ = [
+    "EDMDenoiser",
+    "UNetDenoiser",
+    "EDMPrecond",
+    "SongUNetPrecond",
+    "ARCHITECTURES",
+    "build_network",
+    "network_arguments",
+    "network_from_config",
+    "network_differences",
+    "count_parameters",
+    "unwrap",
+    "frozen",
+]
 
 
 class EDMDenoiser(nn.Module):
@@ -60,8 +72,14 @@ class EDMDenoiser(nn.Module):
 
     COND_KINDS = ("pixel_mask", "kspace_mask")
 
-    def __init__(self, sigma_data: float = 0.5, sigma_min: float = 0.002, sigma_max: float = 80.0, cond_channels: int = 0,
-                 cond_kind: str = "pixel_mask"):
+    def __init__(
+        self,
+        sigma_data: float = 0.5,
+        sigma_min: float = 0.002,
+        sigma_max: float = 80.0,
+        cond_channels: int = 0,
+        cond_kind: str = "pixel_mask",
+    ):
         super().__init__()
         if cond_kind not in self.COND_KINDS:
             raise ValueError(f"cond_kind {cond_kind!r}: allowed {', '.join(self.COND_KINDS)}")
@@ -176,12 +194,21 @@ class UNetDenoiser(EDMDenoiser):
             unknown ``cond_kind``.
     """
 
-    def __init__(self, unet: UNet2DModel, sigma_data: float = 0.5, sigma_min: float = 0.002, sigma_max: float = 80.0, cond_channels: int = 0,
-                 cond_kind: str = "pixel_mask"):
+    def __init__(
+        self,
+        unet: UNet2DModel,
+        sigma_data: float = 0.5,
+        sigma_min: float = 0.002,
+        sigma_max: float = 80.0,
+        cond_channels: int = 0,
+        cond_kind: str = "pixel_mask",
+    ):
         c = unet.config
         if c.in_channels != c.out_channels + int(cond_channels):
-            raise ValueError(f"the UNet takes {c.in_channels} input channels and returns {c.out_channels}; "
-                             f"with {cond_channels} mask channels it should take {c.out_channels + int(cond_channels)}")
+            raise ValueError(
+                f"the UNet takes {c.in_channels} input channels and returns {c.out_channels}; "
+                f"with {cond_channels} mask channels it should take {c.out_channels + int(cond_channels)}"
+            )
         super().__init__(sigma_data, sigma_min, sigma_max, cond_channels, cond_kind)
         self.unet = unet
 
@@ -197,6 +224,7 @@ class _Configured:
         """``{name: (this network's value, the wanted value)}`` for every constructor argument in
         ``arguments`` that differs from this network's config (lists and tuples compare equal);
         ``{}`` when the network is the one ``arguments`` describe."""
+
         def plain(v):
             return list(v) if isinstance(v, (list, tuple)) else v
 
@@ -296,7 +324,6 @@ class EDMPrecond(_Configured, UNetDenoiser, ModelMixin, ConfigMixin):
         return cls(**cls.preset_arguments(preset, cond_channels, cond_kind))
 
 
-
 class SongUNetPrecond(_Configured, EDMDenoiser, ModelMixin, ConfigMixin):
     """The engine's denoiser around EDM's DDPM++ / NCSN++ backbone (:class:`rsd_engine.models.songunet.SongUNet`,
     EDM appendix F.2, Table 7) under the same preconditioning (:class:`EDMDenoiser`), as a diffusers model.
@@ -342,9 +369,22 @@ class SongUNetPrecond(_Configured, EDMDenoiser, ModelMixin, ConfigMixin):
         cond_kind: str = "pixel_mask",
     ):
         super().__init__(sigma_data, sigma_min, sigma_max, cond_channels, cond_kind)
-        self.model = SongUNet(resolution, channels + int(cond_channels), channels, model_channels, list(channel_mult), channel_mult_emb,
-                              num_blocks, list(attn_resolutions), dropout, embedding_type, channel_mult_noise, encoder_type,
-                              list(resample_filter), augment_dim)
+        self.model = SongUNet(
+            resolution,
+            channels + int(cond_channels),
+            channels,
+            model_channels,
+            list(channel_mult),
+            channel_mult_emb,
+            num_blocks,
+            list(attn_resolutions),
+            dropout,
+            embedding_type,
+            channel_mult_noise,
+            encoder_type,
+            list(resample_filter),
+            augment_dim,
+        )
         self.resolution = resolution
         self.channels = channels
 

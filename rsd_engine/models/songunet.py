@@ -81,8 +81,18 @@ class Conv2d(nn.Module):
     The filter is a buffer ``resample_filter`` (1, 1, |f|, |f|), as in EDM's weights.
     """
 
-    def __init__(self, in_channels: int, out_channels: int, kernel: int, bias: bool = True, up: bool = False, down: bool = False,
-                 resample_filter=(1, 1), fused: bool = False, init_scale: float = 1.0):
+    def __init__(
+        self,
+        in_channels: int,
+        out_channels: int,
+        kernel: int,
+        bias: bool = True,
+        up: bool = False,
+        down: bool = False,
+        resample_filter=(1, 1),
+        fused: bool = False,
+        init_scale: float = 1.0,
+    ):
         super().__init__()
         self.in_channels, self.out_channels, self.up, self.down, self.fused = in_channels, out_channels, up, down, fused
         self.weight = nn.Parameter(torch.empty(out_channels, in_channels, kernel, kernel)) if kernel else None
@@ -130,8 +140,17 @@ class GroupNorm(nn.GroupNorm):
 class UNetBlock(nn.Module):
     """A residual block of DDPM++ with optional ×2 resampling and one-head self-attention (see the module docstring)."""
 
-    def __init__(self, in_channels: int, out_channels: int, emb_channels: int, up: bool = False, down: bool = False,
-                 attention: bool = False, dropout: float = 0.0, resample_filter=(1, 1)):
+    def __init__(
+        self,
+        in_channels: int,
+        out_channels: int,
+        emb_channels: int,
+        up: bool = False,
+        down: bool = False,
+        attention: bool = False,
+        dropout: float = 0.0,
+        resample_filter=(1, 1),
+    ):
         super().__init__()
         self.in_channels, self.out_channels, self.dropout, self.attention = in_channels, out_channels, dropout, attention
         self.norm0 = GroupNorm(in_channels)
@@ -139,8 +158,11 @@ class UNetBlock(nn.Module):
         self.affine = Linear(emb_channels, out_channels)
         self.norm1 = GroupNorm(out_channels)
         self.conv1 = Conv2d(out_channels, out_channels, 3, init_scale=1e-5)
-        self.skip = (Conv2d(in_channels, out_channels, 1, up=up, down=down, resample_filter=resample_filter)
-                     if out_channels != in_channels or up or down else None)
+        self.skip = (
+            Conv2d(in_channels, out_channels, 1, up=up, down=down, resample_filter=resample_filter)
+            if out_channels != in_channels or up or down
+            else None
+        )
         if attention:
             self.norm2 = GroupNorm(out_channels)
             self.qkv = Conv2d(out_channels, 3 * out_channels, 1, init_scale=math.sqrt(0.2))
@@ -185,10 +207,23 @@ class SongUNet(nn.Module):
             2^(levels − 1), or a channel count GroupNorm cannot split (:func:`level_channels`).
     """
 
-    def __init__(self, img_resolution: int, in_channels: int, out_channels: int, model_channels: int = 128, channel_mult=(2, 2, 2),
-                 channel_mult_emb: int = 4, num_blocks: int = 4, attn_resolutions=(16,), dropout: float = 0.1,
-                 embedding_type: str = "positional", channel_mult_noise: int = 1, encoder_type: str = "standard",
-                 resample_filter=(1, 1), augment_dim: int = 0):
+    def __init__(
+        self,
+        img_resolution: int,
+        in_channels: int,
+        out_channels: int,
+        model_channels: int = 128,
+        channel_mult=(2, 2, 2),
+        channel_mult_emb: int = 4,
+        num_blocks: int = 4,
+        attn_resolutions=(16,),
+        dropout: float = 0.1,
+        embedding_type: str = "positional",
+        channel_mult_noise: int = 1,
+        encoder_type: str = "standard",
+        resample_filter=(1, 1),
+        augment_dim: int = 0,
+    ):
         super().__init__()
         if embedding_type not in EMBEDDINGS or encoder_type not in ENCODERS:
             raise ValueError(f"embedding_type {embedding_type!r} / encoder_type {encoder_type!r}: allowed {EMBEDDINGS} / {ENCODERS}")
@@ -233,8 +268,9 @@ class SongUNet(nn.Module):
             else:
                 self.dec[f"{res}x{res}_up"] = UNetBlock(c, c, up=True, **block)
             for i in range(num_blocks + 1):
-                self.dec[f"{res}x{res}_block{i}"] = UNetBlock(c + skips.pop(), model_channels * mult,
-                                                              attention=i == num_blocks and res in attn_resolutions, **block)
+                self.dec[f"{res}x{res}_block{i}"] = UNetBlock(
+                    c + skips.pop(), model_channels * mult, attention=i == num_blocks and res in attn_resolutions, **block
+                )
                 c = model_channels * mult
         self.dec[f"{img_resolution}x{img_resolution}_aux_norm"] = GroupNorm(c)
         self.dec[f"{img_resolution}x{img_resolution}_aux_conv"] = Conv2d(c, out_channels, 3, init_scale=1e-5)

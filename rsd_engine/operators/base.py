@@ -39,7 +39,9 @@ class Condition:
 
     def to(self, device) -> "Condition":
         """A copy with every tensor field on ``device``."""
-        return replace(self, **{f.name: getattr(self, f.name).to(device) for f in fields(self) if isinstance(getattr(self, f.name), torch.Tensor)})
+        return replace(
+            self, **{f.name: getattr(self, f.name).to(device) for f in fields(self) if isinstance(getattr(self, f.name), torch.Tensor)}
+        )
 
     @classmethod
     def cat(cls, parts: list["Condition"]) -> "Condition":

@@ -53,7 +53,9 @@ def check_shape(op: Operator) -> CheckResult:
     y = op(_inputs(op, 2, 0), **_params(op, 2, 0))
     expected = (2, *op.output_shape())
     ok = tuple(y.shape) == expected and y.dtype == torch.float32
-    return CheckResult("shape and dtype", ok, f"{tuple(y.shape)} {str(y.dtype).removeprefix('torch.')}" + ("" if ok else f", declared {expected} float32"))
+    return CheckResult(
+        "shape and dtype", ok, f"{tuple(y.shape)} {str(y.dtype).removeprefix('torch.')}" + ("" if ok else f", declared {expected} float32")
+    )
 
 
 def check_finite(op: Operator) -> CheckResult:
@@ -63,7 +65,9 @@ def check_finite(op: Operator) -> CheckResult:
     (y * torch.randn(y.shape, generator=torch.Generator().manual_seed(2))).sum().backward()
     grad = x.grad
     ok = bool(torch.isfinite(y).all()) and grad is not None and bool(torch.isfinite(grad).all())
-    figure = f"max|A(x)| = {y.detach().abs().max().item():.3g}, " + ("no gradient reaches x" if grad is None else f"max|grad| = {grad.abs().max().item():.3g}")
+    figure = f"max|A(x)| = {y.detach().abs().max().item():.3g}, " + (
+        "no gradient reaches x" if grad is None else f"max|grad| = {grad.abs().max().item():.3g}"
+    )
     return CheckResult("finite outputs and gradients", ok, figure)
 
 
@@ -75,7 +79,9 @@ def check_seeding(op: Operator) -> CheckResult:
     y2, p2 = m.frozen(x, [3, 4])
     same = torch.equal(y1, y2) and p1.keys() == p2.keys() and all(torch.equal(p1[k], p2[k]) for k in p1)
     if not p1:
-        return CheckResult("seed determinism", same, "deterministic A (no random parameters)" if same else "the same index gave different measurements")
+        return CheckResult(
+            "seed determinism", same, "deterministic A (no random parameters)" if same else "the same index gave different measurements"
+        )
     differs = [k for k in p1 if not torch.equal(p1[k][0], p1[k][1])]
     ok = same and len(differs) == len(p1)
     equal = [k for k in p1 if k not in differs]
@@ -87,7 +93,9 @@ def check_seeding(op: Operator) -> CheckResult:
 def _float64(op: Operator) -> Operator:
     """A float64 copy of ``op`` (complex buffers as complex128), as ``.to(torch.float64)`` would give for a
     real operator; ``op`` itself is left as it is."""
-    return copy.deepcopy(op)._apply(lambda t: t.to(torch.complex128) if t.is_complex() else t.to(torch.float64) if t.is_floating_point() else t)
+    return copy.deepcopy(op)._apply(
+        lambda t: t.to(torch.complex128) if t.is_complex() else t.to(torch.float64) if t.is_floating_point() else t
+    )
 
 
 def _rel(a: float, b: float) -> float:
@@ -119,7 +127,9 @@ def check_adjoint(op: Operator) -> CheckResult:
         lhs = (op64(x, **p) * y).sum().item()
         rhs = (x * op64.adjoint(y, **p)).sum().item()
     err = _rel(lhs, rhs)
-    return CheckResult("adjointness (float64)", err <= ADJOINT_TOLERANCE, f"⟨Ax,y⟩ = {lhs:.6g}, ⟨x,Aᵀy⟩ = {rhs:.6g}, relative error {err:.2e}")
+    return CheckResult(
+        "adjointness (float64)", err <= ADJOINT_TOLERANCE, f"⟨Ax,y⟩ = {lhs:.6g}, ⟨x,Aᵀy⟩ = {rhs:.6g}, relative error {err:.2e}"
+    )
 
 
 def check_buffers(op: Operator) -> CheckResult:
@@ -128,7 +138,11 @@ def check_buffers(op: Operator) -> CheckResult:
     with a GPU, ``.to("cuda")`` moves them too and a measurement on the GPU stays there."""
     loose = [name for name, v in vars(op).items() if isinstance(v, torch.Tensor)]
     op64 = _float64(op)
-    stale = [n for n, b in op64.named_buffers() if (b.is_floating_point() and b.dtype != torch.float64) or (b.is_complex() and b.dtype != torch.complex128)]
+    stale = [
+        n
+        for n, b in op64.named_buffers()
+        if (b.is_floating_point() and b.dtype != torch.float64) or (b.is_complex() and b.dtype != torch.complex128)
+    ]
     y = op64(_inputs(op64, 1, 10, torch.float64), **_params(op64, 1, 10, torch.float64))
     ok = not loose and not stale and y.dtype == torch.float64
     if torch.cuda.is_available():
@@ -178,7 +192,9 @@ def check_condition(op: Operator) -> CheckResult:
     elif op.cond_kind == "pixel_mask" and "mask" in p and not torch.equal(c.channels, p["mask"]):
         problems.append("the 'mask' parameter differs from the condition's channels")
     seen = "project(x) = x ⊙ mask" if op.cond_kind == "pixel_mask" else "‖Px‖ ≤ ‖x‖"
-    return CheckResult("mask condition", not problems, "; ".join(problems) or f"{type(c).__name__}: channels {tuple(c.channels.shape)}, {seen}")
+    return CheckResult(
+        "mask condition", not problems, "; ".join(problems) or f"{type(c).__name__}: channels {tuple(c.channels.shape)}, {seen}"
+    )
 
 
 def check_timing(op: Operator) -> CheckResult:
@@ -195,7 +211,14 @@ def check_timing(op: Operator) -> CheckResult:
 
 #: Every check, in the order of the table.
 CHECKS: tuple[Callable[[Operator], CheckResult], ...] = (
-    check_shape, check_finite, check_seeding, check_linearity, check_adjoint, check_buffers, check_condition, check_timing,
+    check_shape,
+    check_finite,
+    check_seeding,
+    check_linearity,
+    check_adjoint,
+    check_buffers,
+    check_condition,
+    check_timing,
 )
 
 

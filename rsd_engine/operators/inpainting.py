@@ -39,7 +39,9 @@ def _check_binary(mask: torch.Tensor, what: str) -> None:
     binary = (mask == 0) | (mask == 1)
     if not bool(binary.all()):
         bad = mask[~binary]
-        raise ValueError(f"{what}: {bad.numel()} of {mask.numel()} mask values are neither 0 nor 1 (e.g. {bad[0].item()!r}); allowed: 0 or 1")
+        raise ValueError(
+            f"{what}: {bad.numel()} of {mask.numel()} mask values are neither 0 nor 1 (e.g. {bad[0].item()!r}); allowed: 0 or 1"
+        )
 
 
 def apply_mask(x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:

@@ -122,11 +122,22 @@ class MultiCoilMRI(Operator):
     cond_channels = 1
     cond_kind = "kspace_mask"
     baseline = "zero-filled"
-    preview_note = ("k-space is simulated from the real slices with synthetic birdcage coils (not acquired); "
-                    "each image has its own frozen line mask and coil maps")
+    preview_note = (
+        "k-space is simulated from the real slices with synthetic birdcage coils (not acquired); "
+        "each image has its own frozen line mask and coil maps"
+    )
 
-    def __init__(self, channels: int, resolution: int, acceleration: int = 4, acs_lines: int | None = None, coils: int = 4,
-                 further_lines: int | None = None, coil_radius: float = 1.5, coil_shift: float = 0.125):
+    def __init__(
+        self,
+        channels: int,
+        resolution: int,
+        acceleration: int = 4,
+        acs_lines: int | None = None,
+        coils: int = 4,
+        further_lines: int | None = None,
+        coil_radius: float = 1.5,
+        coil_shift: float = 0.125,
+    ):
         super().__init__(channels, resolution)
         width = self.resolution
         if self.channels != 2:
@@ -141,7 +152,9 @@ class MultiCoilMRI(Operator):
         if self.acs_lines > width:
             raise ValueError(f"acs_lines {self.acs_lines}: more than the {width} lines of k-space")
         if not 1 <= self.acs_lines <= self.lines_kept:
-            raise ValueError(f"acs_lines {self.acs_lines}: must be in [1, ⌊W/R⌋ = {self.lines_kept}] (W = {width}, R = {self.acceleration})")
+            raise ValueError(
+                f"acs_lines {self.acs_lines}: must be in [1, ⌊W/R⌋ = {self.lines_kept}] (W = {width}, R = {self.acceleration})"
+            )
         free = self.lines_kept - self.acs_lines
         self.further_lines = min(default_further_lines(width, self.acceleration), free) if further_lines is None else int(further_lines)
         if not 0 <= self.further_lines <= free:
@@ -176,7 +189,11 @@ class MultiCoilMRI(Operator):
         mask[:, self.acs.to(dev)] = 1.0
         mask.scatter_(1, picked, 1.0)
         offsets = torch.randint(0, 2 * self.pad + 1, (batch, 2), generator=rng, device=dev).tolist()
-        maps = torch.stack([self.coil_bank[:, r : r + w, c : c + w] for r, c in offsets]) if batch else self.coil_bank.new_zeros(0, self.coils, w, w)
+        maps = (
+            torch.stack([self.coil_bank[:, r : r + w, c : c + w] for r, c in offsets])
+            if batch
+            else self.coil_bank.new_zeros(0, self.coils, w, w)
+        )
         return {"mask": mask.reshape(batch, 1, 1, w).to(self.coil_bank.device), "maps": maps}
 
     def further_mask(self, mask: torch.Tensor, rng: torch.Generator | None = None) -> torch.Tensor:

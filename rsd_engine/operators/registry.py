@@ -85,7 +85,9 @@ def resolve(spec: str) -> type[Operator]:
         return OPERATORS[spec]
     target = spec if is_import_path(spec) else entry_point_names().get(spec)
     if target is None:
-        raise OperatorLoadError(f"unknown operator {spec!r}; allowed: {', '.join(known_names())}, or an import path 'package.module:ClassName'")
+        raise OperatorLoadError(
+            f"unknown operator {spec!r}; allowed: {', '.join(known_names())}, or an import path 'package.module:ClassName'"
+        )
     module_name, _, attr = target.partition(":")
     try:
         obj: Any = importlib.import_module(module_name)
@@ -100,8 +102,10 @@ def resolve(spec: str) -> type[Operator]:
             raise OperatorLoadError(f"module {module_name!r} has no attribute {attr!r}")
         obj = getattr(obj, part)
     if not (isinstance(obj, type) and issubclass(obj, Operator)):
-        raise OperatorLoadError(f"{target!r} is {type(obj).__name__ if not isinstance(obj, type) else 'the class ' + obj.__name__}, "
-                                "not a subclass of rsd_engine.operators.Operator")
+        raise OperatorLoadError(
+            f"{target!r} is {type(obj).__name__ if not isinstance(obj, type) else 'the class ' + obj.__name__}, "
+            "not a subclass of rsd_engine.operators.Operator"
+        )
     return obj
 
 

@@ -166,8 +166,17 @@ class TheoryConfig:
     @classmethod
     def quick(cls, **overrides) -> "TheoryConfig":
         """A few-second smoke configuration (same settings and rows, far fewer steps and samples)."""
-        base = dict(n_obs=2000, teacher_steps=60, distill_steps=30, gauss_distill_steps=30, n_samples=500,
-                    hidden=32, depth=2, batch=128, drift_batch=2000)
+        base = dict(
+            n_obs=2000,
+            teacher_steps=60,
+            distill_steps=30,
+            gauss_distill_steps=30,
+            n_samples=500,
+            hidden=32,
+            depth=2,
+            batch=128,
+            drift_batch=2000,
+        )
         base.update(overrides)
         return cls(**base)
 
@@ -399,8 +408,9 @@ def law_metrics(mean: np.ndarray, cov: np.ndarray, target_mean: np.ndarray, targ
     }
 
 
-def _row(model: str, teacher: str, clean: tuple[np.ndarray, np.ndarray], meas: tuple[np.ndarray, np.ndarray],
-         law: CleanLaw, a: np.ndarray) -> dict:
+def _row(
+    model: str, teacher: str, clean: tuple[np.ndarray, np.ndarray], meas: tuple[np.ndarray, np.ndarray], law: CleanLaw, a: np.ndarray
+) -> dict:
     basis_meas, _ = np.linalg.qr(a @ law.basis)
     return {
         "model": model,
@@ -418,8 +428,9 @@ DENOISER_SIGMAS = (0.02, 0.05, 0.1, 0.2, 0.3, 0.5, 1.0, 2.5, 10.0, 80.0)
 
 
 @torch.no_grad()
-def denoiser_error(net: torch.nn.Module, exact: torch.nn.Module, law: CleanLaw, a: np.ndarray,
-                   sigmas=DENOISER_SIGMAS, n: int = 2000, seed: int = 0) -> list[float]:
+def denoiser_error(
+    net: torch.nn.Module, exact: torch.nn.Module, law: CleanLaw, a: np.ndarray, sigmas=DENOISER_SIGMAS, n: int = 2000, seed: int = 0
+) -> list[float]:
     """Per-coordinate RMS of D_net(v; s) − D_exact(v; s) on v = A x + s n, x ~ N(μ, Σ), per s in ``sigmas``.
 
     Shows where the trained teacher is the Tweedie denoiser and where (s < σ_c, never trained by the
@@ -437,8 +448,18 @@ def denoiser_error(net: torch.nn.Module, exact: torch.nn.Module, law: CleanLaw, 
     return out
 
 
-def null_direction_drift(law: CleanLaw, alpha: float, variance: float, *, sigma_floor: float = 0.0, batch: int = 40000,
-                         chunks: int = 8, t_max: float = 800.0, rho: float = 7.0, seed: int = 0) -> tuple[float, float]:
+def null_direction_drift(
+    law: CleanLaw,
+    alpha: float,
+    variance: float,
+    *,
+    sigma_floor: float = 0.0,
+    batch: int = 40000,
+    chunks: int = 8,
+    t_max: float = 800.0,
+    rho: float = 7.0,
+    seed: int = 0,
+) -> tuple[float, float]:
     """Expected drift of the engine's SiD generator loss on the variance a generator puts off the clean subspace (A = I).
 
     The generator is x = μ + (Σ^½ + √v P⊥) z, z ~ N(0, I_d), P⊥ = I − UUᵀ: the clean law plus variance
@@ -452,7 +473,8 @@ def null_direction_drift(law: CleanLaw, alpha: float, variance: float, *, sigma_
     Sign: > 0 means gradient descent shrinks v (the generator drops the σ²I component); < 0 means it
     grows. Per direction, with k_b = v/(v + s²) the fake's gain and the teacher's gain 0, the
     unweighted expected gradient on the scale of the direction is ∝ k_b (1 − α k_b): negative
-    wherever s² < (α − 1) v, so α > 1 pushes v up at the smallest σ_t (docs/method.md §8). ``sigma_floor`` drops the draws with σ_t < floor (as if teacher and fake
+    wherever s² < (α − 1) v, so α > 1 pushes v up at the smallest σ_t (docs/method.md §8). ``sigma_floor`` drops the draws with σ_t <
+    floor (as if teacher and fake
     agreed there, which is what two networks never trained below σ_c approximately do).
 
     Args:
@@ -491,8 +513,15 @@ def null_direction_drift(law: CleanLaw, alpha: float, variance: float, *, sigma_
     return float(np.mean(grads)), float(np.std(grads, ddof=1) / np.sqrt(chunks)) if chunks > 1 else float("nan")
 
 
-def run_setting(law: CleanLaw, op: str, a: np.ndarray, noise_sigma: float, cfg: TheoryConfig, rng: np.random.Generator,
-                tick: Callable[[], None] = lambda: None) -> tuple[list[dict], dict]:
+def run_setting(
+    law: CleanLaw,
+    op: str,
+    a: np.ndarray,
+    noise_sigma: float,
+    cfg: TheoryConfig,
+    rng: np.random.Generator,
+    tick: Callable[[], None] = lambda: None,
+) -> tuple[list[dict], dict]:
     """One (A, σ_c): draw the N measurements, train the MLP teacher, sample both teachers, distil the
     generators of ``cfg.generators``. Returns (rows, diagnostics) as described in :func:`run_theory`."""
     y = observe(law, a, noise_sigma, cfg.n_obs, rng)
@@ -506,8 +535,12 @@ def run_setting(law: CleanLaw, op: str, a: np.ndarray, noise_sigma: float, cfg: 
 
     exact = GaussianDenoiser(torch.as_tensor(a @ law.mean), torch.as_tensor(a @ law.cov @ a.T))
     mlp = train_teacher(y, noise_sigma, cfg, tick)
-    diag = {"operator": op, "noise_sigma": noise_sigma, "sigmas": list(DENOISER_SIGMAS),
-            "teacher_rms_error": denoiser_error(mlp, exact, law, a, seed=cfg.seed)}
+    diag = {
+        "operator": op,
+        "noise_sigma": noise_sigma,
+        "sigmas": list(DENOISER_SIGMAS),
+        "teacher_rms_error": denoiser_error(mlp, exact, law, a, seed=cfg.seed),
+    }
     for name, net in (("gauss", exact), ("mlp", mlp)):
         seed = cfg.seed * 1000 + 7
         full = _sample_moments(teacher_samples(net, cfg.n_samples, cfg.heun_steps, None, seed))
@@ -515,8 +548,9 @@ def run_setting(law: CleanLaw, op: str, a: np.ndarray, noise_sigma: float, cfg: 
         rows.append(_row("teacher-full", name, full, full, law, a))
         rows.append(_row("teacher-truncated", name, trunc, trunc, law, a))
         for spec in (g for g in cfg.generators if g.teacher == name):
-            g = distill_linear(net, a, noise_sigma, spec.rank or cfg.dim, name, cfg, tick, alpha=spec.alpha,
-                               sigma_t_min=noise_sigma if spec.floor else 0.0)
+            g = distill_linear(
+                net, a, noise_sigma, spec.rank or cfg.dim, name, cfg, tick, alpha=spec.alpha, sigma_t_min=noise_sigma if spec.floor else 0.0
+            )
             b, ww = (t.numpy() for t in g.moments())
             rows.append(_row(spec.label(cfg.dim), name, (b, ww), (a @ b, a @ ww @ a.T), law, a))
     for r in rows:
@@ -624,8 +658,9 @@ def _run_theory(cfg: TheoryConfig, progress: bool, workers: int) -> dict:
     for alpha in sorted({g.alpha for g in cfg.generators}):
         for floor in (0.0, *cfg.noise_sigmas):
             for v in cfg.drift_variances:
-                m, se = null_direction_drift(law, alpha, v, sigma_floor=floor, batch=cfg.drift_batch, t_max=cfg.t_max,
-                                             rho=cfg.rho, seed=cfg.seed)
+                m, se = null_direction_drift(
+                    law, alpha, v, sigma_floor=floor, batch=cfg.drift_batch, t_max=cfg.t_max, rho=cfg.rho, seed=cfg.seed
+                )
                 drift.append({"alpha": alpha, "sigma_floor": floor, "variance": v, "drift": m, "stderr": se})
     blur_dft = np.abs(np.fft.fft(mats["blur"][0])) if "blur" in mats else None
     return {

@@ -70,7 +70,8 @@ class GaussianDenoiser(EDMDenoiser):
     moment estimate) are clipped to 0 so that D is defined at every s > 0.
 
     As an :class:`rsd_engine.models.networks.EDMDenoiser` whose forward is the exact formula, it has what the
-    engine's samplers and losses read (``sigma_data``, ``sigma_min``, ``sigma_max``, ``loss_weight``), so it can stand in for a teacher or a fake score in
+    engine's samplers and losses read (``sigma_data``, ``sigma_min``, ``sigma_max``, ``loss_weight``), so it can stand in for a teacher
+    or a fake score in
     :func:`rsd_engine.evaluate.sampling.heun_sample`, :func:`rsd_engine.train.objectives.ambient_tweedie_loss` and
     :func:`rsd_engine.train.distill.sid_generator_loss`.
 

@@ -87,11 +87,15 @@ def _findings(results: dict) -> list[str]:
                     wins += row[space]["w2"] < tr[space]["w2"]
                     diverged += row[space]["fro"] > _DIVERGED
             if total:
-                parts.append(f"{_short(_spec_label(results, spec))}: closer in {wins} of {total}"
-                             + (f", diverged in {diverged}" if diverged else ""))
+                parts.append(
+                    f"{_short(_spec_label(results, spec))}: closer in {wins} of {total}" + (f", diverged in {diverged}" if diverged else "")
+                )
         if parts:
-            out.append(f"**Summary, {name}** (W2 to the identifiable law, against the truncated teacher of the same setting): "
-                       + "; ".join(parts) + ".")
+            out.append(
+                f"**Summary, {name}** (W2 to the identifiable law, against the truncated teacher of the same setting): "
+                + "; ".join(parts)
+                + "."
+            )
     if "identity" in cfg["operators"]:
         for s in sigmas:
             data = find_row(results, "identity", s, "data y")
@@ -105,25 +109,34 @@ def _findings(results: dict) -> list[str]:
                     v = row["clean"]["var_perp"]
                     verdict = "diverged" if row["clean"]["fro"] > _DIVERGED else f"{100 * v / noise:.0f}% of the data's"
                     parts.append(f"{_short(_spec_label(results, spec))} ({t}) {_fmt(v)} [{verdict}]")
-            out.append(f"**A = I, σ = {s}: variance off the clean subspace** (the data y carry (d − r)σ² ≈ {_fmt(noise)}; "
-                       f"the N-sample moment estimate leaves {_fmt(find_row(results, 'identity', s, 'moments (Ĉ_y−σ²I)₊')['clean']['var_perp'])}): "
-                       + "; ".join(parts) + ".")
+            out.append(
+                f"**A = I, σ = {s}: variance off the clean subspace** (the data y carry (d − r)σ² ≈ {_fmt(noise)}; "
+                "the N-sample moment estimate leaves "
+                f"{_fmt(find_row(results, 'identity', s, 'moments (Ĉ_y−σ²I)₊')['clean']['var_perp'])}): " + "; ".join(parts) + "."
+            )
         for s in sigmas:
             g_full = find_row(results, "identity", s, "teacher-full", "gauss")
             m_full = find_row(results, "identity", s, "teacher-full", "mlp")
             m_tr = find_row(results, "identity", s, "teacher-truncated", "mlp")
             data = find_row(results, "identity", s, "data y")
-            txt = (f"*Do the teacher's samples keep the noise?* (A = I, σ = {s}) The exact teacher's full samples keep "
-                   f"{_fmt(g_full['clean']['var_perp'])} off the clean subspace (top eigenvalues {_eigs(g_full['clean']['eigs'])}, "
-                   f"Λ = {_eigs(lam)}: the deviation is the {cfg['heun_steps']}-step Heun discretisation and sampling error): a teacher that "
-                   f"is the clean denoiser at every σ has a clean probability-flow law. The MLP teacher's full samples keep "
-                   f"{_fmt(m_full['clean']['var_perp'])} ({100 * m_full['clean']['var_perp'] / data['clean']['var_perp']:.0f}% of the "
-                   f"data's) with top eigenvalues {_eigs(m_full['clean']['eigs'])}; its truncated samples, which never query "
-                   f"σ < σ_c, keep {_fmt(m_tr['clean']['var_perp'])}")
-            if m_full["clean"]["var_perp"] > 2 * m_tr["clean"]["var_perp"] and g_full["clean"]["var_perp"] < 0.1 * m_full["clean"]["var_perp"]:
-                txt += (". So the noise (and the eigenvalue error) of teacher-full is added below σ_c, where the Ambient-Tweedie "
-                        "loss never trained the teacher: agrees with 'the teacher's samples keep the noise', for a different "
-                        "reason than the noisy law.")
+            txt = (
+                f"*Do the teacher's samples keep the noise?* (A = I, σ = {s}) The exact teacher's full samples keep "
+                f"{_fmt(g_full['clean']['var_perp'])} off the clean subspace (top eigenvalues {_eigs(g_full['clean']['eigs'])}, "
+                f"Λ = {_eigs(lam)}: the deviation is the {cfg['heun_steps']}-step Heun discretisation and sampling error): a teacher that "
+                f"is the clean denoiser at every σ has a clean probability-flow law. The MLP teacher's full samples keep "
+                f"{_fmt(m_full['clean']['var_perp'])} ({100 * m_full['clean']['var_perp'] / data['clean']['var_perp']:.0f}% of the "
+                f"data's) with top eigenvalues {_eigs(m_full['clean']['eigs'])}; its truncated samples, which never query "
+                f"σ < σ_c, keep {_fmt(m_tr['clean']['var_perp'])}"
+            )
+            if (
+                m_full["clean"]["var_perp"] > 2 * m_tr["clean"]["var_perp"]
+                and g_full["clean"]["var_perp"] < 0.1 * m_full["clean"]["var_perp"]
+            ):
+                txt += (
+                    ". So the noise (and the eigenvalue error) of teacher-full is added below σ_c, where the Ambient-Tweedie "
+                    "loss never trained the teacher: agrees with 'the teacher's samples keep the noise', for a different "
+                    "reason than the noisy law."
+                )
             else:
                 txt += "."
             out.append(txt)
@@ -134,36 +147,47 @@ def _findings(results: dict) -> list[str]:
                     f"{_fmt(g_tr['clean']['angle_deg'])}° exact, {_fmt(m_tr['clean']['angle_deg'])}° MLP) and keeps almost no "
                     f"noise; its error is in the eigenvalues (exact {_eigs(g_tr['clean']['eigs'])}: the posterior mean's "
                     f"shrinkage; MLP {_eigs(m_tr['clean']['eigs'])}; Λ = {_eigs(lam)}). 'The generator spans the clean "
-                    f"eigenspace, the teacher does not' does not separate them here.")
+                    f"eigenspace, the teacher does not' does not separate them here."
+                )
     floor_parts = []
     for op in cfg["operators"]:
         space = "clean" if op == "identity" else "measurement"
         for s in sigmas:
             rows = {bool(sp.get("floor")): r for sp, r in gen_rows(op, s, "mlp") if sp["rank"] is None and sp["alpha"] == 1.2}
             if True in rows and False in rows:
-                floor_parts.append(f"{op} σ={s:g}: W2 {_fmt(rows[False][space]['w2'])} → {_fmt(rows[True][space]['w2'])}, "
-                                   f"‖·‖_F {_fmt(rows[False][space]['fro'])} → {_fmt(rows[True][space]['fro'])}")
+                floor_parts.append(
+                    f"{op} σ={s:g}: W2 {_fmt(rows[False][space]['w2'])} → {_fmt(rows[True][space]['w2'])}, "
+                    f"‖·‖_F {_fmt(rows[False][space]['fro'])} → {_fmt(rows[True][space]['fro'])}"
+                )
     if floor_parts:
-        out.append("*σ_t below σ_c* (MLP teacher and fake, full-rank W, α = 1.2; the engine's σ_t → σ_t ≥ σ_c only, to the "
-                   "identifiable law): " + "; ".join(floor_parts) + ".")
+        out.append(
+            "*σ_t below σ_c* (MLP teacher and fake, full-rank W, α = 1.2; the engine's σ_t → σ_t ≥ σ_c only, to the "
+            "identifiable law): " + "; ".join(floor_parts) + "."
+        )
     drift = results.get("drift", [])
     for alpha in sorted({x["alpha"] for x in drift}):
         unstable = [x["variance"] for x in drift if x["alpha"] == alpha and x["sigma_floor"] == 0 and x["drift"] < 0]
         floored = [x for x in drift if x["alpha"] == alpha and x["sigma_floor"] > 0]
         if unstable:
-            txt = (f"*Drift (exact teacher and fake, A = I), α = {alpha:g}:* the engine's SiD loss pushes the off-subspace "
-                   f"variance **up** at v ∈ {{{', '.join(_fmt(v) for v in unstable)}}} per direction, so the clean law is not an "
-                   f"attracting point for a full-rank W that starts there (the draws with σ_t² below about (α − 1)·v reward "
-                   f"variance the teacher lacks)")
+            txt = (
+                f"*Drift (exact teacher and fake, A = I), α = {alpha:g}:* the engine's SiD loss pushes the off-subspace "
+                f"variance **up** at v ∈ {{{', '.join(_fmt(v) for v in unstable)}}} per direction, so the clean law is not an "
+                f"attracting point for a full-rank W that starts there (the draws with σ_t² below about (α − 1)·v reward "
+                f"variance the teacher lacks)"
+            )
             if floored and all(x["drift"] > 0 for x in floored):
                 txt += "; with σ_t ≥ σ_c only, the drift is positive (the variance shrinks) at every v tested"
-            out.append(txt + ". The clean law stays a stationary point (the loss gradient vanishes where fake = teacher), "
-                       "but a full-rank W that holds that much variance off the clean subspace moves away from it: the claim "
-                       "holds for the optimum, not for these dynamics at the paper's α. (Unweighted, no draw with σ_t ≥ σ_c "
-                       "pushes v up while v < σ_c²/(α − 1); a rank-r W holds no variance off a subspace it has aligned.)")
+            out.append(
+                txt + ". The clean law stays a stationary point (the loss gradient vanishes where fake = teacher), "
+                "but a full-rank W that holds that much variance off the clean subspace moves away from it: the claim "
+                "holds for the optimum, not for these dynamics at the paper's α. (Unweighted, no draw with σ_t ≥ σ_c "
+                "pushes v up while v < σ_c²/(α − 1); a rank-r W holds no variance off a subspace it has aligned.)"
+            )
         else:
-            out.append(f"*Drift (exact teacher and fake, A = I), α = {alpha:g}:* positive at every v tested: gradient descent "
-                       f"shrinks the off-subspace variance.")
+            out.append(
+                f"*Drift (exact teacher and fake, A = I), α = {alpha:g}:* positive at every v tested: gradient descent "
+                f"shrinks the off-subspace variance."
+            )
     return out
 
 
@@ -177,8 +201,10 @@ def scoreboard(results: dict) -> list[str]:
         lab = _short(_spec_label(results, spec))
         if lab not in labels:
             labels.append(lab)
-    lines = ["| A | σ | teacher | teacher-full | teacher-truncated | " + " | ".join(labels) + " |",
-             "|---|---|---|---|---|" + "---|" * len(labels)]
+    lines = [
+        "| A | σ | teacher | teacher-full | teacher-truncated | " + " | ".join(labels) + " |",
+        "|---|---|---|---|---|" + "---|" * len(labels),
+    ]
     for op in cfg["operators"]:
         space = "clean" if op == "identity" else "measurement"
         for s in cfg["noise_sigmas"]:
@@ -187,8 +213,13 @@ def scoreboard(results: dict) -> list[str]:
                 full = find_row(results, op, s, "teacher-full", t)
                 if tr is None:
                     continue
-                cells = [op, f"{s:g}", t, f"{_fmt(full[space]['w2'])} / {_fmt(full[space]['fro'])}",
-                         f"{_fmt(tr[space]['w2'])} / {_fmt(tr[space]['fro'])}"]
+                cells = [
+                    op,
+                    f"{s:g}",
+                    t,
+                    f"{_fmt(full[space]['w2'])} / {_fmt(full[space]['fro'])}",
+                    f"{_fmt(tr[space]['w2'])} / {_fmt(tr[space]['fro'])}",
+                ]
                 for lab in labels:
                     spec = next((sp for sp in specs if sp["teacher"] == t and _short(_spec_label(results, sp)) == lab), None)
                     row = find_row(results, op, s, _spec_label(results, spec), t) if spec else None
@@ -240,23 +271,35 @@ def markdown(results: dict) -> str:
     ]
     if prob.get("mask") is not None:
         m = np.asarray(prob["mask"])
-        lines += [f"Identifiability. **mask**: one fixed diagonal 0/1 matrix for every sample, {int(m.sum())} of {d} coordinates "
-                  f"observed (hidden: {', '.join(str(i) for i in np.flatnonzero(m == 0))}). The hidden coordinates' mean, "
-                  "variance and covariance with the observed ones never reach the data, so only the observed block of (μ, Σ) is "
-                  "identifiable; the generator's hidden rows receive no gradient and stay at their initial value, and its "
-                  "clean-space metrics measure that, not the method. "]
+        lines += [
+            f"Identifiability. **mask**: one fixed diagonal 0/1 matrix for every sample, {int(m.sum())} of {d} coordinates "
+            f"observed (hidden: {', '.join(str(i) for i in np.flatnonzero(m == 0))}). The hidden coordinates' mean, "
+            "variance and covariance with the observed ones never reach the data, so only the observed block of (μ, Σ) is "
+            "identifiable; the generator's hidden rows receive no gradient and stay at their initial value, and its "
+            "clean-space metrics measure that, not the method. "
+        ]
     if prob.get("blur_min_gain") is not None:
-        lines += [f"**blur**: circulant Gaussian kernel ({cfg['blur_taps']} taps, std {cfg['blur_std']:g}); A is invertible, "
-                  f"so the clean law is identifiable in principle, but its smallest frequency gain is "
-                  f"{_fmt(prob['blur_min_gain'])}: directions near the Nyquist frequency reach the data attenuated that much "
-                  "and the generator gets almost no gradient there.", ""]
-    lines += ["The paper's claim (RSD arXiv 2505.13377; DSD arXiv 2503.07578): in this linear-Gaussian regime the distilled "
-              "generator's covariance spans the clean eigenspace and recovers the clean law, while the teacher's samples keep "
-              "the noise. What this run says, claim by claim:", ""]
+        lines += [
+            f"**blur**: circulant Gaussian kernel ({cfg['blur_taps']} taps, std {cfg['blur_std']:g}); A is invertible, "
+            f"so the clean law is identifiable in principle, but its smallest frequency gain is "
+            f"{_fmt(prob['blur_min_gain'])}: directions near the Nyquist frequency reach the data attenuated that much "
+            "and the generator gets almost no gradient there.",
+            "",
+        ]
+    lines += [
+        "The paper's claim (RSD arXiv 2505.13377; DSD arXiv 2503.07578): in this linear-Gaussian regime the distilled "
+        "generator's covariance spans the clean eigenspace and recovers the clean law, while the teacher's samples keep "
+        "the noise. What this run says, claim by claim:",
+        "",
+    ]
     lines += [f"- {f}" for f in _findings(results)]
-    lines += ["", "**Scoreboard.** W2 / ‖Cov − target‖_F to the identifiable law (N(μ, Σ) for A = I, N(Aμ, AΣAᵀ) for "
-              "mask and blur); ✓: the generator is closer in W2 than the truncated teacher of the same row. 'σ_t≥σ_c' rows "
-              "are not the engine's rule (a diagnostic).", ""]
+    lines += [
+        "",
+        "**Scoreboard.** W2 / ‖Cov − target‖_F to the identifiable law (N(μ, Σ) for A = I, N(Aμ, AΣAᵀ) for "
+        "mask and blur); ✓: the generator is closer in W2 than the truncated teacher of the same row. 'σ_t≥σ_c' rows "
+        "are not the engine's rule (a diagnostic).",
+        "",
+    ]
     lines += scoreboard(results)
     lines += [""]
     for op in cfg["operators"]:
@@ -271,31 +314,48 @@ def markdown(results: dict) -> str:
             if row["operator"] != op:
                 continue
             c, mm = row["clean"], row["measurement"]
-            cells = [f"{row['noise_sigma']:g}", row["model"], row["teacher"], _fmt(c["angle_deg"]), _fmt(c["fro"]), _fmt(c["w2"]),
-                     _fmt(c["var_perp"]), _eigs(c["eigs"])]
+            cells = [
+                f"{row['noise_sigma']:g}",
+                row["model"],
+                row["teacher"],
+                _fmt(c["angle_deg"]),
+                _fmt(c["fro"]),
+                _fmt(c["w2"]),
+                _fmt(c["var_perp"]),
+                _eigs(c["eigs"]),
+            ]
             if meas:
                 cells += [_fmt(mm["angle_deg"]), _fmt(mm["fro"]), _fmt(mm["w2"]), _fmt(mm["var_perp"])]
             lines.append("| " + " | ".join(cells) + " |")
         lines.append("")
     if results.get("teacher_error"):
         sig = results["teacher_error"][0]["sigmas"]
-        lines += ["## MLP teacher against the exact denoiser", "",
-                  "Per-coordinate RMS of D_mlp(v; s) − E[Ax | v] on v = Ax + s n. The Ambient-Tweedie loss never trains "
-                  "s < σ_c (marked *), yet the full sampler and SiD's σ_t (down to 0.002) query it there.", "",
-                  "| A | σ_c | " + " | ".join(f"s={_fmt(s)}" for s in sig) + " |",
-                  "|---|---|" + "---|" * len(sig)]
+        lines += [
+            "## MLP teacher against the exact denoiser",
+            "",
+            "Per-coordinate RMS of D_mlp(v; s) − E[Ax | v] on v = Ax + s n. The Ambient-Tweedie loss never trains "
+            "s < σ_c (marked *), yet the full sampler and SiD's σ_t (down to 0.002) query it there.",
+            "",
+            "| A | σ_c | " + " | ".join(f"s={_fmt(s)}" for s in sig) + " |",
+            "|---|---|" + "---|" * len(sig),
+        ]
         for dg in results["teacher_error"]:
             cells = [f"{_fmt(e)}{'*' if s < dg['noise_sigma'] else ''}" for s, e in zip(sig, dg["teacher_rms_error"])]
             lines.append(f"| {dg['operator']} | {dg['noise_sigma']:g} | " + " | ".join(cells) + " |")
         lines.append("")
     if results.get("drift"):
         vs = sorted({x["variance"] for x in results["drift"]})
-        lines += ["## Why a full-rank W can keep (or grow) variance the clean law lacks", "",
-                  "d E[L_G]/d ln v for the engine's SiD generator loss at the law N(μ, Σ + v P⊥) (v in each of the d − r "
-                  "directions off the clean subspace), exact teacher and fake, A = I; > 0: gradient descent shrinks v, "
-                  "< 0: it grows. 'σ_t ≥ x' drops the draws below x (as if teacher and fake agreed there). Monte Carlo, "
-                  "± one standard error.", "",
-                  "| α | σ_t range | " + " | ".join(f"v={_fmt(v)}" for v in vs) + " |", "|---|---|" + "---|" * len(vs)]
+        lines += [
+            "## Why a full-rank W can keep (or grow) variance the clean law lacks",
+            "",
+            "d E[L_G]/d ln v for the engine's SiD generator loss at the law N(μ, Σ + v P⊥) (v in each of the d − r "
+            "directions off the clean subspace), exact teacher and fake, A = I; > 0: gradient descent shrinks v, "
+            "< 0: it grows. 'σ_t ≥ x' drops the draws below x (as if teacher and fake agreed there). Monte Carlo, "
+            "± one standard error.",
+            "",
+            "| α | σ_t range | " + " | ".join(f"v={_fmt(v)}" for v in vs) + " |",
+            "|---|---|" + "---|" * len(vs),
+        ]
         for alpha in sorted({x["alpha"] for x in results["drift"]}):
             for floor in sorted({x["sigma_floor"] for x in results["drift"]}):
                 cells = []
@@ -341,13 +401,27 @@ def plot(results: dict, path: Path) -> None:
             for k, (model, teacher) in enumerate(models):
                 vals = []
                 for op, s in settings:
-                    row = next((r for r in rows if r["operator"] == op and r["noise_sigma"] == s and r["model"] == model and r["teacher"] == teacher), None)
+                    row = next(
+                        (
+                            r
+                            for r in rows
+                            if r["operator"] == op and r["noise_sigma"] == s and r["model"] == model and r["teacher"] == teacher
+                        ),
+                        None,
+                    )
                     vals.append(np.nan if row is None else row[space][key])
                 vals = np.asarray(vals, dtype=float)
                 if log:
                     vals = np.maximum(vals, 1e-4)
-                ax.bar(x - 0.425 + (k + 0.5) * width, vals, width, color=colours[model], hatch="////" if teacher == "gauss" else None,
-                       edgecolor="white", linewidth=0)
+                ax.bar(
+                    x - 0.425 + (k + 0.5) * width,
+                    vals,
+                    width,
+                    color=colours[model],
+                    hatch="////" if teacher == "gauss" else None,
+                    edgecolor="white",
+                    linewidth=0,
+                )
             if log:
                 ax.set_yscale("log")
             ax.set_xticks(x, [f"{op}\nσ={s:g}" for op, s in settings], fontsize=8)
@@ -356,12 +430,23 @@ def plot(results: dict, path: Path) -> None:
     from matplotlib.patches import Patch
 
     handles = [Patch(color=colours[n], label=n) for n in names]
-    handles += [Patch(facecolor="#bbbbbb", hatch="////", edgecolor="white", label="hatched: exact Gaussian teacher (and fake)"),
-                Patch(facecolor="#bbbbbb", label="solid: MLP teacher (and fake), or data")]
+    handles += [
+        Patch(facecolor="#bbbbbb", hatch="////", edgecolor="white", label="hatched: exact Gaussian teacher (and fake)"),
+        Patch(facecolor="#bbbbbb", label="solid: MLP teacher (and fake), or data"),
+    ]
     fig.legend(handles=handles, loc="lower center", ncol=5, fontsize=9, frameon=False)
-    fig.text(0.5, 0.005, "bars per group, left to right: " + ", ".join(m if t == "-" else f"{m} [{t}]" for m, t in models), ha="center", fontsize=7)
-    fig.suptitle("Linear-Gaussian RSD: teachers (full / truncated) and distilled linear generators G(z) = Wz + b "
-                 f"(d = {results['config']['dim']}, r = {results['config']['rank']}, seed {results['config']['seed']})", fontsize=11)
+    fig.text(
+        0.5,
+        0.005,
+        "bars per group, left to right: " + ", ".join(m if t == "-" else f"{m} [{t}]" for m, t in models),
+        ha="center",
+        fontsize=7,
+    )
+    fig.suptitle(
+        "Linear-Gaussian RSD: teachers (full / truncated) and distilled linear generators G(z) = Wz + b "
+        f"(d = {results['config']['dim']}, r = {results['config']['rank']}, seed {results['config']['seed']})",
+        fontsize=11,
+    )
     fig.tight_layout(rect=(0, 0.1, 1, 0.96))
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=110)

@@ -100,18 +100,30 @@ def fit_problems(preset, num_processes: int | None = None) -> list[tuple[str, st
     problems: list[tuple[str, str]] = []
 
     # one training step: (trained networks × 20 + frozen or averaged networks × 4) bytes a weight, per process
-    for field, stage, batch, weight_bytes in (("teacher.batch_size", "teacher", preset.teacher.batch_size, 20),
-                                              ("distill.batch_size", "distillation", preset.distill.batch_size, 2 * 20 + 4 + 4)):
+    for field, stage, batch, weight_bytes in (
+        ("teacher.batch_size", "teacher", preset.teacher.batch_size, 20),
+        ("distill.batch_size", "distillation", preset.distill.batch_size, 2 * 20 + 4 + 4),
+    ):
         fixed = weights * weight_bytes * share
         if fixed > memory:
-            problems.append(("network.block_out_channels", f"{preset.network.block_out_channels}: the {stage} networks alone need at least "
-                             f"{_gib(fixed)} and this machine has {_gib(memory)} of {what}; choose fewer channels or layers"))
+            problems.append(
+                (
+                    "network.block_out_channels",
+                    f"{preset.network.block_out_channels}: the {stage} networks alone need at least "
+                    f"{_gib(fixed)} and this machine has {_gib(memory)} of {what}; choose fewer channels or layers",
+                )
+            )
             break
         need = fixed + per_image * batch * share / procs
         if need > memory:
             most = int((memory - fixed) // per_image * procs / share)
-            problems.append((field, f"{batch}: one {stage} step needs at least {_gib(need)} and this machine has {_gib(memory)} of {what}"
-                             f" ({procs} process{'es' if procs > 1 else ''}); allowed here: at most {most}"))
+            problems.append(
+                (
+                    field,
+                    f"{batch}: one {stage} step needs at least {_gib(need)} and this machine has {_gib(memory)} of {what}"
+                    f" ({procs} process{'es' if procs > 1 else ''}); allowed here: at most {most}",
+                )
+            )
 
     e, image_values = preset.eval, preset.data.channels * preset.data.resolution**2
     # a sampling batch keeps at least its input and the first convolution's output; a feature batch
@@ -121,18 +133,39 @@ def fit_problems(preset, num_processes: int | None = None) -> list[tuple[str, st
     batch_need = e.batch_size * max(sample_image * share / procs, feature_image)
     if batch_need > memory:
         most = int(memory // max(sample_image * share / procs, feature_image))
-        problems.append(("eval.batch_size", f"{e.batch_size}: one sampling or feature batch needs at least {_gib(batch_need)} and this "
-                         f"machine has {_gib(memory)} of {what}; allowed here: at most {most}"))
+        problems.append(
+            (
+                "eval.batch_size",
+                f"{e.batch_size}: one sampling or feature batch needs at least {_gib(batch_need)} and this "
+                f"machine has {_gib(memory)} of {what}; allowed here: at most {most}",
+            )
+        )
     held = image_values * 4 + FEATURE_DIM * 4  # a sample and its features, host memory
     for field, n in (("eval.final_fid_n", e.final_fid_n), ("eval.live_fid_n", e.live_fid_n)):
         if n * held > ram:
-            problems.append((field, f"{n}: the evaluation holds its samples and their features, at least {_gib(n * held)}, and this "
-                             f"machine has {_gib(ram)} of RAM; allowed here: at most {ram // held}"))
+            problems.append(
+                (
+                    field,
+                    f"{n}: the evaluation holds its samples and their features, at least {_gib(n * held)}, and this "
+                    f"machine has {_gib(ram)} of RAM; allowed here: at most {ram // held}",
+                )
+            )
     ref_held = image_values + FEATURE_DIM * 4  # uint8 reference images and their features
     if e.reference_n * ref_held > ram:
-        problems.append(("eval.reference_n", f"{e.reference_n}: the reference statistics hold at least {_gib(e.reference_n * ref_held)}, and "
-                         f"this machine has {_gib(ram)} of RAM; allowed here: at most {ram // ref_held}"))
+        problems.append(
+            (
+                "eval.reference_n",
+                f"{e.reference_n}: the reference statistics hold at least {_gib(e.reference_n * ref_held)}, and "
+                f"this machine has {_gib(ram)} of RAM; allowed here: at most {ram // ref_held}",
+            )
+        )
     if e.psnr_n * image_values * 4 * 3 > ram:
-        problems.append(("eval.psnr_n", f"{e.psnr_n}: the PSNR/SSIM images (clean, noisy, denoised) need at least "
-                         f"{_gib(e.psnr_n * image_values * 12)}, and this machine has {_gib(ram)} of RAM; allowed here: at most {ram // (image_values * 12)}"))
+        problems.append(
+            (
+                "eval.psnr_n",
+                f"{e.psnr_n}: the PSNR/SSIM images (clean, noisy, denoised) need at least "
+                f"{_gib(e.psnr_n * image_values * 12)}, and this machine has {_gib(ram)} of RAM; allowed here: at most "
+                f"{ram // (image_values * 12)}",
+            )
+        )
     return problems

@@ -32,9 +32,9 @@ from safetensors.torch import load_file, safe_open
 from safetensors.torch import save as safetensors_bytes
 from torch import nn
 
-from .finite import require_finite_weights
-from ..models.networks import EDMPrecond, SongUNetPrecond, network_from_config
 from ..io.runs import atomic_write_bytes, atomic_write_text, complete_checkpoint, partial_folder, replace_folder
+from ..models.networks import EDMPrecond, SongUNetPrecond, network_from_config
+from .finite import require_finite_weights
 
 __all__ = ["save_checkpoint", "load_checkpoint", "checkpoint_exists", "load_network", "Checkpoint", "CONFIG_KEY", "LEGACY_CONFIG_KEY"]
 

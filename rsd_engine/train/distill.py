@@ -117,7 +117,9 @@ def generator_loss(
     return GeneratorLoss(loss, nan_count)
 
 
-def fake_score_loss(generator: EDMPrecond, fake_score: EDMPrecond, objective: Objective, z: torch.Tensor, *, sigma_init: float) -> torch.Tensor:
+def fake_score_loss(
+    generator: EDMPrecond, fake_score: EDMPrecond, objective: Objective, z: torch.Tensor, *, sigma_init: float
+) -> torch.Tensor:
     """Fake-score loss of one RSD iteration (docs/method.md §3.2).
 
     x_g = stopgrad(G(σ_init z; σ_init)); ỹ = A(x_g) + σ_c ε with fresh ε (and fresh operator

@@ -179,8 +179,18 @@ def ambient_mask_loss(
     return per_pixel.flatten(1).sum(1)
 
 
-def ambient_fourier_loss(net: EDMPrecond, y: torch.Tensor, op: MultiCoilMRI, params: dict[str, torch.Tensor], noise_sigma: float, *,
-                         p_mean: float = -1.2, p_std: float = 1.2, sigma: torch.Tensor | None = None, loss_on: str = "A") -> torch.Tensor:
+def ambient_fourier_loss(
+    net: EDMPrecond,
+    y: torch.Tensor,
+    op: MultiCoilMRI,
+    params: dict[str, torch.Tensor],
+    noise_sigma: float,
+    *,
+    p_mean: float = -1.2,
+    p_std: float = 1.2,
+    sigma: torch.Tensor | None = None,
+    loss_on: str = "A",
+) -> torch.Tensor:
     """Fourier-space Ambient Diffusion loss for multi-coil k-space y = A x (+ σ_c ε) (docs/method.md §9;
     Aali et al., "Ambient Diffusion Posterior Sampling", the MRI objective RSD's teacher uses), with the
     Ambient-Tweedie noise handling of §2.2 when σ_c > 0. P_M = A_Mᴴ A_M is the operator's projection
@@ -255,8 +265,9 @@ class ObjectiveFamily:
     #: operator's own parameters: pydantic field definitions ``{name: (type, Field(...))}``.
     settings: ClassVar[dict[str, Any]] = {}
 
-    def loss(self, objective: "Objective", net: EDMPrecond, y: torch.Tensor, params: dict[str, torch.Tensor],
-             sigma: torch.Tensor, loss_on: str) -> torch.Tensor:
+    def loss(
+        self, objective: "Objective", net: EDMPrecond, y: torch.Tensor, params: dict[str, torch.Tensor], sigma: torch.Tensor, loss_on: str
+    ) -> torch.Tensor:
         """Per-sample loss (B,) of ``net`` on measurements y at noise levels σ (B,)."""
         raise NotImplementedError
 
@@ -285,8 +296,18 @@ class MaskFamily(ObjectiveFamily):
     name = "mask"
     objectives = ("ambient_mask",)
     needs = ("mask",)
-    settings = {"delta": (float, Field(0.1, ge=0.0, lt=1.0, description="setting of the Ambient objective, not of A: fraction of "
-                                       "surviving pixels erased again at each training step (further mask), 0 ≤ δ < 1 (paper 0.1)"))}
+    settings = {
+        "delta": (
+            float,
+            Field(
+                0.1,
+                ge=0.0,
+                lt=1.0,
+                description="setting of the Ambient objective, not of A: fraction of "
+                "surviving pixels erased again at each training step (further mask), 0 ≤ δ < 1 (paper 0.1)",
+            ),
+        )
+    }
 
     def loss(self, objective, net, y, params, sigma, loss_on):
         """:func:`ambient_mask_loss` with the measurements' ``mask`` and the objective's δ."""
@@ -328,7 +349,9 @@ def family_of(op) -> ObjectiveFamily:
     """
     family = getattr(op, "objective_family", None)
     if family not in FAMILIES:
-        raise ValueError(f"objective_family {family!r} of operator {getattr(op, 'name', '') or type(op).__name__!r}: allowed {', '.join(FAMILIES)}")
+        raise ValueError(
+            f"objective_family {family!r} of operator {getattr(op, 'name', '') or type(op).__name__!r}: allowed {', '.join(FAMILIES)}"
+        )
     return FAMILIES[family]
 
 
@@ -366,8 +389,10 @@ class Objective:
             raise ValueError(f"delta {self.delta}: must be in [0, 1)")
         family = family_of(self.measurement.op)
         if self.name not in family.objectives:
-            raise ValueError(f"objective {self.name!r} does not fit operator {self.measurement.op.name!r} "
-                             f"(family {family.name}); allowed: {', '.join(family.objectives)}")
+            raise ValueError(
+                f"objective {self.name!r} does not fit operator {self.measurement.op.name!r} "
+                f"(family {family.name}); allowed: {', '.join(family.objectives)}"
+            )
 
     @property
     def family(self) -> ObjectiveFamily:
@@ -395,7 +420,9 @@ class Objective:
         family = self.family
         missing = [k for k in family.needs if k not in params]
         if missing:
-            raise ValueError(f"objective {self.name!r} needs the measurement parameters {', '.join(missing)} (objective.loss(net, y, params))")
+            raise ValueError(
+                f"objective {self.name!r} needs the measurement parameters {', '.join(missing)} (objective.loss(net, y, params))"
+            )
         floor = self.noise_sigma if self.above_noise else 0.0
         sigma = sample_training_sigma(y.shape[0], self.p_mean, self.p_std, device=y.device, floor=floor)
         return family.loss(self, net, y, params, sigma, loss_on)

@@ -252,11 +252,15 @@ class StageRunner:
         """
         acc = self.accelerator
         if stage.batch_size % acc.num_processes:
-            raise ValueError(f"{stage.name}.batch_size = {stage.batch_size} must be divisible by the number of processes ({acc.num_processes})")
+            raise ValueError(
+                f"{stage.name}.batch_size = {stage.batch_size} must be divisible by the number of processes ({acc.num_processes})"
+            )
         total = int(round(stage.kimg * 1000))
         images_seen, train_seconds = self._resume(stage)
         if images_seen and self._evaluation_lost(stage, images_seen, total):
-            log.info("%s: redoing the live evaluation at %.3f kimg, which the interrupted run did not record", stage.name, images_seen / 1000)
+            log.info(
+                "%s: redoing the live evaluation at %.3f kimg, which the interrupted run did not record", stage.name, images_seen / 1000
+            )
             stage.evaluate(images_seen, train_seconds)
         names = list(stage.trained)
         prepared = acc.prepare(*(m for m, _ in stage.trained.values()), *(o for _, o in stage.trained.values()))
@@ -264,7 +268,13 @@ class StageRunner:
         for ema in stage.emas.values():
             ema.module.to(acc.device)
         saved = {**ctx.unwrapped, **{name: ema.module for name, ema in stage.emas.items()}}
-        self._status(state="running", stage=stage.name, kimg=images_seen / 1000, kimg_total=total / 1000, progress=min(images_seen / max(total, 1), 1.0))
+        self._status(
+            state="running",
+            stage=stage.name,
+            kimg=images_seen / 1000,
+            kimg_total=total / 1000,
+            progress=min(images_seen / max(total, 1), 1.0),
+        )
         report = _Report(stage, images_seen, total, train_seconds, disable=not self.main)
         in_a_row = 0
         while images_seen < total:
@@ -290,10 +300,16 @@ class StageRunner:
         if self.main:
             started = time.perf_counter()
             state = {"stage": stage.name, "images_seen": images_seen, "train_seconds": report.train_seconds, **stage.final_state}
-            save_checkpoint(self.run_dir.checkpoint(stage.final_checkpoint), {n: e.module for n, e in stage.emas.items()},
-                            state, self.preset_toml)
-            self.run_dir.append_event(stage.name, "checkpoint", kimg=images_seen / 1000, name=stage.final_checkpoint,
-                                      seconds=round(time.perf_counter() - started, 3))
+            save_checkpoint(
+                self.run_dir.checkpoint(stage.final_checkpoint), {n: e.module for n, e in stage.emas.items()}, state, self.preset_toml
+            )
+            self.run_dir.append_event(
+                stage.name,
+                "checkpoint",
+                kimg=images_seen / 1000,
+                name=stage.final_checkpoint,
+                seconds=round(time.perf_counter() - started, 3),
+            )
         acc.wait_for_everyone()
         return images_seen
 
@@ -322,8 +338,9 @@ class StageRunner:
         if self.main:
             due = _crossed(images_seen - stage.batch_size, images_seen, stage.evaluate_every_kimg) or images_seen >= total
             kimg = images_seen / 1000
-            lost[0] = due and not any(e.get("kind") == "grid" and e.get("stage") == stage.name and e.get("kimg") == kimg
-                                      for e in self.run_dir.read_events())
+            lost[0] = due and not any(
+                e.get("kind") == "grid" and e.get("stage") == stage.name and e.get("kimg") == kimg for e in self.run_dir.read_events()
+            )
         if self.accelerator.num_processes > 1:
             from accelerate.utils import broadcast_object_list
 
@@ -336,7 +353,9 @@ class StageRunner:
         network (trained or EMA) that is not finite; else ``None``."""
         where = _where(stage, images_seen)
         if in_a_row >= self.max_skipped_in_a_row:
-            return NonFiniteError(f"{where}: {in_a_row} steps in a row skipped for a non-finite loss or gradient (last: {'; '.join(ctx.skipped)})")
+            return NonFiniteError(
+                f"{where}: {in_a_row} steps in a row skipped for a non-finite loss or gradient (last: {'; '.join(ctx.skipped)})"
+            )
         try:
             require_finite_weights(saved, where)
         except NonFiniteError as e:
@@ -353,7 +372,9 @@ class StageRunner:
                 group["lr"] = lr
         return lr
 
-    def _after_step(self, stage: Stage, ctx: StepContext, saved: dict, before: int, images_seen: int, done: bool, stop: bool, report: "_Report") -> None:
+    def _after_step(
+        self, stage: Stage, ctx: StepContext, saved: dict, before: int, images_seen: int, done: bool, stop: bool, report: "_Report"
+    ) -> None:
         """Checkpoint (every ``checkpoint_every_kimg``, at the end and on stop), live evaluation (every
         ``evaluate_every_kimg`` and at the end, not on stop), and the stop itself. A stop that
         interrupts the live evaluation (between its batches) is a stop at this step: the checkpoint
@@ -388,7 +409,9 @@ class StageRunner:
             name = self.run_dir.latest(stage.name).name
             state = {"stage": stage.name, "images_seen": images_seen, "train_seconds": train_seconds, **self.state}
             save_checkpoint(self.run_dir.latest(stage.name), networks, state, self.preset_toml, optimizers)
-            self.run_dir.append_event(stage.name, "checkpoint", kimg=images_seen / 1000, name=name, seconds=round(time.perf_counter() - started, 3))
+            self.run_dir.append_event(
+                stage.name, "checkpoint", kimg=images_seen / 1000, name=name, seconds=round(time.perf_counter() - started, 3)
+            )
         self.accelerator.wait_for_everyone()
 
     def _report(self, stage: Stage, values: dict, images_seen: int, total: int, rates: tuple[float, float]) -> None:
@@ -398,9 +421,16 @@ class StageRunner:
             if values.get(key):
                 log.warning("%s: %d %s so far", stage.name, values[key], what)
         if self.main:
-            self.run_dir.append_event(stage.name, "progress", kimg=images_seen / 1000, images_per_s=ips, train_seconds=values.pop("train_seconds"), **values)
-        self._status(kimg=images_seen / 1000, progress=min(images_seen / total, 1.0), it_per_s=ips / stage.batch_size, images_per_s=ips,
-                     eta_s=None if math.isinf(eta) else eta)
+            self.run_dir.append_event(
+                stage.name, "progress", kimg=images_seen / 1000, images_per_s=ips, train_seconds=values.pop("train_seconds"), **values
+            )
+        self._status(
+            kimg=images_seen / 1000,
+            progress=min(images_seen / total, 1.0),
+            it_per_s=ips / stage.batch_size,
+            images_per_s=ips,
+            eta_s=None if math.isinf(eta) else eta,
+        )
 
     def _status(self, **fields) -> None:
         if self.main:

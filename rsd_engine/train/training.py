@@ -13,13 +13,13 @@ from pathlib import Path
 
 import torch
 
-from .checkpoints import load_checkpoint
 from ..data import CorruptedDataset, IndexStream
+from ..io.runs import FINAL_NETWORK, GENERATOR_FINAL, TEACHER_FINAL
+from ..models.networks import EDMPrecond, build_network, count_parameters, frozen, network_differences
+from .checkpoints import load_checkpoint
 from .distill import fake_score_loss, generator_loss
 from .finite import NonFiniteError
-from ..models.networks import EDMPrecond, build_network, count_parameters, frozen, network_differences
 from .objectives import Objective
-from ..io.runs import FINAL_NETWORK, GENERATOR_FINAL, TEACHER_FINAL
 from .stage import EMA, Stage, StepContext
 
 __all__ = ["teacher_step", "rsd_iteration", "teacher_stage", "rsd_stage", "warmup"]
@@ -27,8 +27,9 @@ __all__ = ["teacher_step", "rsd_iteration", "teacher_stage", "rsd_stage", "warmu
 log = logging.getLogger("rsd_engine")
 
 
-def teacher_step(ctx: StepContext, images_seen: int, *, data: CorruptedDataset, order: IndexStream, objective: Objective,
-                 grad_clip: float | None) -> dict:
+def teacher_step(
+    ctx: StepContext, images_seen: int, *, data: CorruptedDataset, order: IndexStream, objective: Objective, grad_clip: float | None
+) -> dict:
     """One teacher step: this process's share of the global batch at ``images_seen`` (frozen
     measurements y and their operator parameters: masks, MRI coil maps), the objective's mean loss, one
     update of ``net``.
@@ -47,9 +48,21 @@ def teacher_step(ctx: StepContext, images_seen: int, *, data: CorruptedDataset, 
     return {"loss": loss}
 
 
-def rsd_iteration(ctx: StepContext, images_seen: int, *, teacher: EDMPrecond, objective: Objective, shape: tuple[int, int, int],
-                  sigma_init: float, alpha: float, t_max: float, rho: float, loss_scale: float, sigma_t_min: float | None,
-                  grad_clip_fake_score: float | None) -> dict:
+def rsd_iteration(
+    ctx: StepContext,
+    images_seen: int,
+    *,
+    teacher: EDMPrecond,
+    objective: Objective,
+    shape: tuple[int, int, int],
+    sigma_init: float,
+    alpha: float,
+    t_max: float,
+    rho: float,
+    loss_scale: float,
+    sigma_t_min: float | None,
+    grad_clip_fake_score: float | None,
+) -> dict:
     """One RSD iteration (docs/method.md §3; SiD's loop): a fake-score step, then a generator step.
 
     Fake score: the teacher's objective on A(x_g) + σ_c ε with G frozen. Generator: the SiD loss
@@ -88,8 +101,19 @@ def rsd_iteration(ctx: StepContext, images_seen: int, *, teacher: EDMPrecond, ob
     z = ctx.latents(shape)
     with frozen(fake_unwrapped):
         with ctx.autocast():
-            step = generator_loss(gen, teacher, fake_unwrapped, objective, z, sigma_init=sigma_init, alpha=alpha, t_max=t_max,
-                                  rho=rho, loss_scale=loss_scale, sigma_t_min=sigma_t_min)
+            step = generator_loss(
+                gen,
+                teacher,
+                fake_unwrapped,
+                objective,
+                z,
+                sigma_init=sigma_init,
+                alpha=alpha,
+                t_max=t_max,
+                rho=rho,
+                loss_scale=loss_scale,
+                sigma_t_min=sigma_t_min,
+            )
         ctx.update("generator", step.loss, dropped=step.nan_count)
     return {"loss_fake_score": loss_f, "loss_generator": step.loss, "nan_count": step.nan_count}
 
@@ -118,20 +142,34 @@ def teacher_stage(preset, data: CorruptedDataset, objective: Objective, evaluate
     net = build_network(preset, objective.measurement.op.cond_channels, objective.measurement.op.cond_kind)
     ema = copy.deepcopy(net).eval().requires_grad_(False)
     opt = torch.optim.Adam(net.parameters(), lr=t.lr, betas=(0.9, 0.999), eps=1e-8)
-    log.info("teacher: %s parameters, objective %s, σ_c = %g, %g kimg", f"{count_parameters(net):,}", objective.name, objective.noise_sigma, t.kimg)
+    log.info(
+        "teacher: %s parameters, objective %s, σ_c = %g, %g kimg",
+        f"{count_parameters(net):,}",
+        objective.name,
+        objective.noise_sigma,
+        t.kimg,
+    )
     step = partial(teacher_step, data=data, order=IndexStream(len(data), preset.run.seed), objective=objective, grad_clip=t.grad_clip)
     ema_name = FINAL_NETWORK[TEACHER_FINAL]
     return Stage(
-        name="teacher", kimg=t.kimg, batch_size=t.batch_size, step=step,
-        trained={"net": (net, opt)}, emas={ema_name: EMA(ema, "net", t.ema_halflife_kimg, t.ema_rampup_ratio)},
-        checkpoint_every_kimg=t.checkpoint_every_kimg, evaluate_every_kimg=preset.eval.teacher_every_kimg,
+        name="teacher",
+        kimg=t.kimg,
+        batch_size=t.batch_size,
+        step=step,
+        trained={"net": (net, opt)},
+        emas={ema_name: EMA(ema, "net", t.ema_halflife_kimg, t.ema_rampup_ratio)},
+        checkpoint_every_kimg=t.checkpoint_every_kimg,
+        evaluate_every_kimg=preset.eval.teacher_every_kimg,
         evaluate=lambda images_seen, seconds: evaluate("teacher", ema, images_seen, seconds),
-        final_checkpoint=TEACHER_FINAL, final_state={"objective": objective.name}, lr=warmup(t.lr, t.lr_warmup_kimg),
+        final_checkpoint=TEACHER_FINAL,
+        final_state={"objective": objective.name},
+        lr=warmup(t.lr, t.lr_warmup_kimg),
     )
 
 
-def rsd_stage(preset, teacher_checkpoint: Path, objective: Objective, evaluate: Callable[[str, EDMPrecond, int, float], object],
-              device=None) -> Stage:
+def rsd_stage(
+    preset, teacher_checkpoint: Path, objective: Objective, evaluate: Callable[[str, EDMPrecond, int, float], object], device=None
+) -> Stage:
     """Phase II: RSD (docs/method.md §3). Fake score, generator and generator EMA start from the teacher EMA.
 
     Args:
@@ -161,19 +199,41 @@ def rsd_stage(preset, teacher_checkpoint: Path, objective: Objective, evaluate: 
     gen_ema = copy.deepcopy(teacher).eval()
     opt_f = torch.optim.Adam(fake.parameters(), lr=d.lr_fake_score, betas=(d.fake_score_beta1, 0.999), eps=1e-8)
     opt_g = torch.optim.Adam(gen.parameters(), lr=d.lr_generator, betas=(d.generator_beta1, 0.999), eps=1e-8)
-    log.info("distill: α = %g, σ_init = %g, t_max = %g, σ_t ≥ %g, %g kimg, batch %d", d.alpha, d.sigma_init, d.t_max,
-             d.sigma_t_min or teacher.sigma_min, d.kimg, d.batch_size)
+    log.info(
+        "distill: α = %g, σ_init = %g, t_max = %g, σ_t ≥ %g, %g kimg, batch %d",
+        d.alpha,
+        d.sigma_init,
+        d.t_max,
+        d.sigma_t_min or teacher.sigma_min,
+        d.kimg,
+        d.batch_size,
+    )
     shape = (preset.data.channels, preset.data.resolution, preset.data.resolution)
-    step = partial(rsd_iteration, teacher=teacher, objective=objective, shape=shape, sigma_init=d.sigma_init, alpha=d.alpha, t_max=d.t_max,
-                   rho=preset.network.rho, loss_scale=d.loss_scale_generator, sigma_t_min=d.sigma_t_min,
-                   grad_clip_fake_score=d.grad_clip_fake_score)
+    step = partial(
+        rsd_iteration,
+        teacher=teacher,
+        objective=objective,
+        shape=shape,
+        sigma_init=d.sigma_init,
+        alpha=d.alpha,
+        t_max=d.t_max,
+        rho=preset.network.rho,
+        loss_scale=d.loss_scale_generator,
+        sigma_t_min=d.sigma_t_min,
+        grad_clip_fake_score=d.grad_clip_fake_score,
+    )
     ema_name = FINAL_NETWORK[GENERATOR_FINAL]
     return Stage(
-        name="distill", kimg=d.kimg, batch_size=d.batch_size, step=step,
+        name="distill",
+        kimg=d.kimg,
+        batch_size=d.batch_size,
+        step=step,
         trained={"fake_score": (fake, opt_f), "generator": (gen, opt_g)},
         emas={ema_name: EMA(gen_ema, "generator", d.ema_halflife_kimg, d.ema_rampup_ratio)},
-        checkpoint_every_kimg=d.checkpoint_every_kimg, evaluate_every_kimg=preset.eval.distill_every_kimg,
+        checkpoint_every_kimg=d.checkpoint_every_kimg,
+        evaluate_every_kimg=preset.eval.distill_every_kimg,
         evaluate=lambda images_seen, seconds: evaluate("distill", gen_ema, images_seen, seconds),
-        final_checkpoint=GENERATOR_FINAL, final_state={"sigma_init": d.sigma_init},
+        final_checkpoint=GENERATOR_FINAL,
+        final_state={"sigma_init": d.sigma_init},
         totals={"nan_count": "generator samples with a non-finite loss dropped"},
     )

@@ -5,6 +5,6 @@ creating its components (returned as a namespace) and ``wire(...)`` attaching it
 every view exists, because events cross views (the Runs tab launches the preset being edited).
 """
 
-from .layout import build_blocks, CSS, JS, THEME_KW
+from .layout import CSS, JS, THEME_KW, build_blocks
 
 __all__ = ["build_blocks", "CSS", "JS", "THEME_KW"]

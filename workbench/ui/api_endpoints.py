@@ -17,5 +17,9 @@ def register(wb: Workbench) -> None:
     """Register every API endpoint on the Blocks being built (call inside ``with gr.Blocks()``)."""
     api = Endpoints(wb)
     for name in ENDPOINTS:
-        gr.api(as_gr_error(getattr(api, name)), api_name=name, concurrency_limit=None if name in READ_ONLY else 1,
-               concurrency_id=None if name in READ_ONLY else "actions")
+        gr.api(
+            as_gr_error(getattr(api, name)),
+            api_name=name,
+            concurrency_limit=None if name in READ_ONLY else 1,
+            concurrency_id=None if name in READ_ONLY else "actions",
+        )

@@ -28,41 +28,106 @@ def build(wb: Workbench, run: str | None) -> View:
     """Create the Gallery tab's components (call inside a ``gr.Tab``)."""
     v = View()
     names = wb.run_names()
-    gr.Markdown("Every grid uses the same fixed seeds, so tile *i* of the teacher and of the generator start from the same noise. "
-                "Images are the engine's PNG files, shown unchanged (no re-encoding).")
+    gr.Markdown(
+        "Every grid uses the same fixed seeds, so tile *i* of the teacher and of the generator start from the same noise. "
+        "Images are the engine's PNG files, shown unchanged (no re-encoding)."
+    )
     with gr.Row(equal_height=True):
         v.run_a = gr.Dropdown(choices=names, value=run, label="Run", scale=3, elem_id="gallery-run", allow_custom_value=True)
-        v.snap_a = gr.Dropdown(choices=_snap_choices(wb, run), value=LATEST, label="Grids at", scale=1, elem_id="gallery-snapshot",
-                               info="latest, or a snapshot written during training (kimg of its stage)", allow_custom_value=True)
-        v.run_b = gr.Dropdown(choices=names, value=None, label="Compare with run (optional)", scale=3, elem_id="gallery-run-b", allow_custom_value=True)
-        v.snap_b = gr.Dropdown(choices=[(LATEST, LATEST)], value=LATEST, label="Grids at", scale=1, elem_id="gallery-snapshot-b", allow_custom_value=True)
+        v.snap_a = gr.Dropdown(
+            choices=_snap_choices(wb, run),
+            value=LATEST,
+            label="Grids at",
+            scale=1,
+            elem_id="gallery-snapshot",
+            info="latest, or a snapshot written during training (kimg of its stage)",
+            allow_custom_value=True,
+        )
+        v.run_b = gr.Dropdown(
+            choices=names, value=None, label="Compare with run (optional)", scale=3, elem_id="gallery-run-b", allow_custom_value=True
+        )
+        v.snap_b = gr.Dropdown(
+            choices=[(LATEST, LATEST)], value=LATEST, label="Grids at", scale=1, elem_id="gallery-snapshot-b", allow_custom_value=True
+        )
         v.show_btn = gr.Button("Show", scale=1, elem_id="gallery-show", min_width=80)
     gr.Markdown(" · ".join(f"**{run_reader.MODEL_LABELS[m]}**: {run_reader.MODEL_NOTES[m]}" for m in MODELS), elem_id="gallery-legend")
     v.title_a = gr.Markdown(elem_id="gallery-title-a")
     with gr.Row(equal_height=True):
-        v.images_a = [gr.Image(label=run_reader.MODEL_LABELS[m], type="filepath", format="png", interactive=False, height=300,
-                               buttons=["download", "fullscreen"], elem_id=f"gallery-a-{m}", elem_classes=["png-grid"]) for m in MODELS]
+        v.images_a = [
+            gr.Image(
+                label=run_reader.MODEL_LABELS[m],
+                type="filepath",
+                format="png",
+                interactive=False,
+                height=300,
+                buttons=["download", "fullscreen"],
+                elem_id=f"gallery-a-{m}",
+                elem_classes=["png-grid"],
+            )
+            for m in MODELS
+        ]
     with gr.Column(visible=False) as v.col_b:
         v.title_b = gr.Markdown(elem_id="gallery-title-b")
         with gr.Row(equal_height=True):
-            v.images_b = [gr.Image(label=run_reader.MODEL_LABELS[m], type="filepath", format="png", interactive=False, height=300,
-                                   buttons=["download", "fullscreen"], elem_id=f"gallery-b-{m}", elem_classes=["png-grid"]) for m in MODELS]
-    v.metrics = gr.Dataframe(run_reader.metrics_frame([]), label="Metrics (final evaluation; each value with its n and seeds)",
-                             interactive=False, elem_id="gallery-metrics", wrap=True)
+            v.images_b = [
+                gr.Image(
+                    label=run_reader.MODEL_LABELS[m],
+                    type="filepath",
+                    format="png",
+                    interactive=False,
+                    height=300,
+                    buttons=["download", "fullscreen"],
+                    elem_id=f"gallery-b-{m}",
+                    elem_classes=["png-grid"],
+                )
+                for m in MODELS
+            ]
+    v.metrics = gr.Dataframe(
+        run_reader.metrics_frame([]),
+        label="Metrics (final evaluation; each value with its n and seeds)",
+        interactive=False,
+        elem_id="gallery-metrics",
+        wrap=True,
+    )
     with gr.Row(equal_height=True):
-        v.export_model = gr.Dropdown(choices=[("one-step generator", "generator"), ("teacher (Heun sampler)", "teacher")], value="generator",
-                                     label="Export run above as a diffusers pipeline", scale=2, elem_id="gallery-export-model")
-        v.export_weights = gr.Dropdown(choices=[("EMA (the evaluated weights)", "ema"), ("raw (last training step)", "raw")], value="ema",
-                                       label="Weights", scale=2, elem_id="gallery-export-weights")
+        v.export_model = gr.Dropdown(
+            choices=[("one-step generator", "generator"), ("teacher (Heun sampler)", "teacher")],
+            value="generator",
+            label="Export run above as a diffusers pipeline",
+            scale=2,
+            elem_id="gallery-export-model",
+        )
+        v.export_weights = gr.Dropdown(
+            choices=[("EMA (the evaluated weights)", "ema"), ("raw (last training step)", "raw")],
+            value="ema",
+            label="Weights",
+            scale=2,
+            elem_id="gallery-export-weights",
+        )
         v.export_replace = gr.Checkbox(value=False, label="replace an earlier export", scale=1, elem_id="gallery-export-replace")
         v.export_btn = gr.Button("Export", scale=1, min_width=80, elem_id="gallery-export")
     v.export_msg = gr.Markdown(elem_id="gallery-export-msg")
     with gr.Accordion("Snapshots during training (run above)", open=False):
-        v.progress = gr.Gallery(label="click one to enlarge; new snapshots appear without moving your selection", format="png",
-                                columns=6, height=320, object_fit="contain", elem_id="gallery-progress", interactive=False)
+        v.progress = gr.Gallery(
+            label="click one to enlarge; new snapshots appear without moving your selection",
+            format="png",
+            columns=6,
+            height=320,
+            object_fit="contain",
+            elem_id="gallery-progress",
+            interactive=False,
+        )
     with gr.Accordion("Clean held-out images (reference for FID only — never used for training)", open=False):
-        v.clean = gr.Image(type="filepath", format="png", interactive=False, show_label=False, height=260, elem_id="gallery-clean",
-                           elem_classes=["png-grid"], buttons=["download", "fullscreen"])
+        v.clean = gr.Image(
+            type="filepath",
+            format="png",
+            interactive=False,
+            show_label=False,
+            height=260,
+            elem_id="gallery-clean",
+            elem_classes=["png-grid"],
+            buttons=["download", "fullscreen"],
+        )
     v.sig = gr.State({})
     v.progress_sel = gr.State(None)
     return v
@@ -230,11 +295,20 @@ def wire(wb: Workbench, v: View) -> None:
         except WorkbenchError as e:
             return err_md(e)
         pipeline = "RSDOneStepPipeline" if model == "generator" else "RSDHeunPipeline"
-        return ok_md(f"exported the {model} ({weights} weights) of {run} to `{info['folder']}`; load it with "
-                     f"`rsd_engine.pipelines.{pipeline}.from_pretrained(...)` (its README.md is the model card)")
+        return ok_md(
+            f"exported the {model} ({weights} weights) of {run} to `{info['folder']}`; load it with "
+            f"`rsd_engine.pipelines.{pipeline}.from_pretrained(...)` (its README.md is the model card)"
+        )
 
-    v.export_btn.click(export, [v.run_a, v.export_model, v.export_weights, v.export_replace], v.export_msg, api_name="ui_export",
-                       api_visibility="undocumented", concurrency_limit=1, concurrency_id="actions")
+    v.export_btn.click(
+        export,
+        [v.run_a, v.export_model, v.export_weights, v.export_replace],
+        v.export_msg,
+        api_name="ui_export",
+        api_visibility="undocumented",
+        concurrency_limit=1,
+        concurrency_id="actions",
+    )
 
 
 def refresh(wb: Workbench, v: View):

@@ -76,7 +76,8 @@ def build_blocks(wb: Workbench) -> gr.Blocks:
         gr.Markdown(
             "## RSD Workbench — learn a one-step generator of clean images from corrupted data only\n"
             "**1 Presets**: pick and edit an experiment · **2 Preview**: see the corruption on real images · "
-            "**3 Runs**: launch, watch, stop · **4 Live plots**: losses and FID · **5 Gallery**: teacher vs generator from the same seeds.\n\n"
+            "**3 Runs**: launch, watch, stop · **4 Live plots**: losses and FID · **5 Gallery**: teacher vs generator from the same "
+            "seeds.\n\n"
             f"Your presets: `{wb.store.user_dir}` · runs: `{wb.runs_dir}`. Runs keep going when this page is closed.",
             elem_id="wb-header",
         )

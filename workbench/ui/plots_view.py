@@ -26,12 +26,24 @@ def build(wb: Workbench, run: str | None) -> View:
     v = View()
     with gr.Row(equal_height=True):
         v.run = gr.Dropdown(choices=wb.run_names(), value=run, label="Run", scale=2, elem_id="plots-run", allow_custom_value=True)
-        v.compare = gr.Dropdown(choices=compare_choices(wb, run), value=[], multiselect=True, label="Compare with", scale=3,
-                                elem_id="plots-compare",
-                                info="other runs drawn in the same plots; a study folder (name ending in /) adds all its runs")
+        v.compare = gr.Dropdown(
+            choices=compare_choices(wb, run),
+            value=[],
+            multiselect=True,
+            label="Compare with",
+            scale=3,
+            elem_id="plots-compare",
+            info="other runs drawn in the same plots; a study folder (name ending in /) adds all its runs",
+        )
     with gr.Row(equal_height=True):
-        v.x_axis = gr.Radio(list(X_AXES), value=next(iter(X_AXES)), label="x axis", elem_id="plots-x", scale=2,
-                            info="images seen since the start of each run: the teacher's, then the distillation's (dotted line)")
+        v.x_axis = gr.Radio(
+            list(X_AXES),
+            value=next(iter(X_AXES)),
+            label="x axis",
+            elem_id="plots-x",
+            scale=2,
+            info="images seen since the start of each run: the teacher's, then the distillation's (dotted line)",
+        )
         v.log_y = gr.Checkbox(False, label="log scale (losses)", elem_id="plots-log", scale=1)
         v.smoothing = gr.Slider(0, 0.95, value=0.0, step=0.05, label="smoothing (losses, EMA weight)", elem_id="plots-smoothing", scale=2)
     shown = page(wb, run, [], next(iter(X_AXES)), False, 0.0)
@@ -42,10 +54,20 @@ def build(wb: Workbench, run: str | None) -> View:
             v.plots[key] = gr.Plot(shown[key], elem_id=f"plot-{key}", show_label=False)
     with gr.Row():
         v.plots["throughput"] = gr.Plot(shown["throughput"], elem_id="plot-throughput", show_label=False)
-        v.diff = gr.Dataframe(shown["diff"], label="Preset differences (the run, a, against the first compared run, b)",
-                              interactive=False, wrap=True, elem_id="plots-diff")
-    v.table = gr.Dataframe(shown["table"], label="Runs shown: final FIDs (truncated teacher vs generator, with n), "
-                           "ratio = generator / teacher (below 1: generator better)", interactive=False, wrap=True, elem_id="plots-table")
+        v.diff = gr.Dataframe(
+            shown["diff"],
+            label="Preset differences (the run, a, against the first compared run, b)",
+            interactive=False,
+            wrap=True,
+            elem_id="plots-diff",
+        )
+    v.table = gr.Dataframe(
+        shown["table"],
+        label="Runs shown: final FIDs (truncated teacher vs generator, with n), ratio = generator / teacher (below 1: generator better)",
+        interactive=False,
+        wrap=True,
+        elem_id="plots-table",
+    )
     v.sig = gr.State({})
     return v
 
@@ -85,9 +107,12 @@ def page(wb: Workbench, run: str | None, compare: list[str] | None, x_axis: str,
     shown = wb.expand_runs([r for r in [run, *(compare or [])] if r])
     events = {r: _events(wb, r) for r in shown}
     x = X_AXES.get(x_axis, "kimg")
-    out = {key: run_reader.compare_figure(events, key, x=x, log_y=bool(log_y) and key == "loss",
-                                          smoothing=float(smoothing or 0) if key == "loss" else 0.0)
-           for key in run_reader.COMPARE_PLOTS}
+    out = {
+        key: run_reader.compare_figure(
+            events, key, x=x, log_y=bool(log_y) and key == "loss", smoothing=float(smoothing or 0) if key == "loss" else 0.0
+        )
+        for key in run_reader.COMPARE_PLOTS
+    }
     out["latest"] = run_reader.latest_values(events[run]) if run in events else "Pick a run."
     folders = {}
     for r in shown:
@@ -96,8 +121,11 @@ def page(wb: Workbench, run: str | None, compare: list[str] | None, x_axis: str,
         except WorkbenchError:
             pass
     out["table"] = run_reader.compare_frame(folders)
-    out["diff"] = run_reader.preset_differences(_preset_text(wb, shown[0]), _preset_text(wb, shown[1])) if len(shown) > 1 else \
-        run_reader.preset_differences("", "")
+    out["diff"] = (
+        run_reader.preset_differences(_preset_text(wb, shown[0]), _preset_text(wb, shown[1]))
+        if len(shown) > 1
+        else run_reader.preset_differences("", "")
+    )
     return out
 
 

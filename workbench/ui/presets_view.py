@@ -59,8 +59,14 @@ def build(wb: Workbench) -> View:
     v.editor_state = gr.State(pp.Editor(text=text, loaded=text, name=first))  # see workbench.presets_page.Editor
     v.pending_switch = gr.State(None)  # the preset to load once unsaved edits may be discarded
     with gr.Row(equal_height=True, elem_id="preset-row"):
-        v.dropdown = gr.Dropdown(choices=choices, value=first, label="Preset", scale=2, elem_id="preset-select",
-                                 info="Pick a ready preset (read-only) or one of yours; picking one loads it into the editor.")
+        v.dropdown = gr.Dropdown(
+            choices=choices,
+            value=first,
+            label="Preset",
+            scale=2,
+            elem_id="preset-select",
+            info="Pick a ready preset (read-only) or one of yours; picking one loads it into the editor.",
+        )
         v.current = gr.Markdown(pp.current_md(first, wb.preset_kind(first) if first else None, False), elem_id="preset-current")
     with gr.Row():
         with gr.Column(scale=3, elem_id="preset-form"):
@@ -68,7 +74,11 @@ def build(wb: Workbench) -> View:
             v.widgets: dict[str, Any] = {}
             v.accordions: dict[str, gr.Accordion] = {}
             v.op_groups: dict[str, gr.Group] = {}
-            current_op = pe.effective_value(data, pe.field_by_name("corruption.operator")) if "corruption.operator" in {f.name for f in fields} else None
+            current_op = (
+                pe.effective_value(data, pe.field_by_name("corruption.operator"))
+                if "corruption.operator" in {f.name for f in fields}
+                else None
+            )
             for section, title in pe.SECTIONS.items():
                 sec = [f for f in fields if f.section == section]
                 if not sec:
@@ -91,15 +101,33 @@ def build(wb: Workbench) -> View:
                         _plugin_group(v)
         with gr.Column(scale=2, elem_id="preset-side"):
             v.validation = gr.Markdown(pe.validate(text).markdown() if text else "", elem_id="preset-validation")
-            v.editor = gr.Code(value=text, language=None, label="Preset TOML — edit here or in the form; both stay in sync",
-                               lines=22, max_lines=40, interactive=True, elem_id="preset-editor", wrap_lines=True)
+            v.editor = gr.Code(
+                value=text,
+                language=None,
+                label="Preset TOML — edit here or in the form; both stay in sync",
+                lines=22,
+                max_lines=40,
+                interactive=True,
+                elem_id="preset-editor",
+                wrap_lines=True,
+            )
             with gr.Row():
-                v.save_btn = gr.Button("Save changes to this preset", variant="primary", elem_id="preset-save", scale=3,
-                                       interactive=(wb.preset_kind(first) if first else None) == "user")
+                v.save_btn = gr.Button(
+                    "Save changes to this preset",
+                    variant="primary",
+                    elem_id="preset-save",
+                    scale=3,
+                    interactive=(wb.preset_kind(first) if first else None) == "user",
+                )
                 v.delete_btn = gr.Button("Delete…", variant="stop", elem_id="preset-delete", scale=1, min_width=80)
             with gr.Group():
-                v.new_name = gr.Textbox(label="New preset name", placeholder="e.g. my-blur-experiment", elem_id="preset-new-name", max_lines=1,
-                                        info="for Save as (saves the editor's text) and Duplicate (copies the saved file)")
+                v.new_name = gr.Textbox(
+                    label="New preset name",
+                    placeholder="e.g. my-blur-experiment",
+                    elem_id="preset-new-name",
+                    max_lines=1,
+                    info="for Save as (saves the editor's text) and Duplicate (copies the saved file)",
+                )
                 with gr.Row():
                     v.save_as_btn = gr.Button("Save as new preset", elem_id="preset-save-as", min_width=80)
                     v.duplicate_btn = gr.Button("Duplicate saved preset", elem_id="preset-duplicate", min_width=80)
@@ -110,8 +138,14 @@ def build(wb: Workbench) -> View:
                 v.switch_no = gr.Button("Keep editing", elem_id="preset-switch-no")
             v.msg = gr.Markdown(elem_id="preset-msg")
             with gr.Accordion("Effective preset — every field, defaults filled in, as the engine will run it", open=False):
-                v.effective = gr.Code(value=pe.validate(text).effective if text else "", language=None, interactive=False, lines=12, max_lines=40,
-                                      elem_id="preset-effective")
+                v.effective = gr.Code(
+                    value=pe.validate(text).effective if text else "",
+                    language=None,
+                    interactive=False,
+                    lines=12,
+                    max_lines=40,
+                    elem_id="preset-effective",
+                )
     return v
 
 
@@ -120,15 +154,36 @@ def _plugin_group(v: View) -> None:
     until the preset names a plug-in; :func:`updates` labels and fills them from the plug-in's schema."""
     with gr.Group(visible=False, elem_id="operator-plugin") as v.plugin_group:
         v.plugin_title = gr.Markdown()
-        v.plugin_slots = [gr.Textbox(visible=False, max_lines=1, interactive=True, elem_id=f"plugin-param-{i}") for i in range(PLUGIN_SLOTS)]
+        v.plugin_slots = [
+            gr.Textbox(visible=False, max_lines=1, interactive=True, elem_id=f"plugin-param-{i}") for i in range(PLUGIN_SLOTS)
+        ]
 
 
 def outputs(v: View, launch_summary=None, launch_msg=None) -> list:
     """Every component an event of the tab may update (what :func:`updates` may return)."""
-    return [v.editor, v.validation, v.effective, v.current, v.save_btn, v.editor_state, v.msg, v.switch_row, v.switch_md,
-            v.pending_switch, v.confirm_row, v.confirm_md, v.dropdown, v.new_name, *v.accordions.values(), *v.op_groups.values(),
-            *v.widgets.values(), v.plugin_group, v.plugin_title, *v.plugin_slots,
-            *(c for c in (launch_summary, launch_msg) if c is not None)]
+    return [
+        v.editor,
+        v.validation,
+        v.effective,
+        v.current,
+        v.save_btn,
+        v.editor_state,
+        v.msg,
+        v.switch_row,
+        v.switch_md,
+        v.pending_switch,
+        v.confirm_row,
+        v.confirm_md,
+        v.dropdown,
+        v.new_name,
+        *v.accordions.values(),
+        *v.op_groups.values(),
+        *v.widgets.values(),
+        v.plugin_group,
+        v.plugin_title,
+        *v.plugin_slots,
+        *(c for c in (launch_summary, launch_msg) if c is not None),
+    ]
 
 
 def updates(wb: Workbench, v: View, out: pp.Outcome, launch_summary=None, launch_msg=None) -> dict:
@@ -140,8 +195,14 @@ def updates(wb: Workbench, v: View, out: pp.Outcome, launch_summary=None, launch
     if page is not None:
         if page.text is not None:
             u[v.editor] = page.text
-        u.update({v.validation: page.validation, v.effective: page.effective, v.current: page.current,
-                  v.save_btn: gr.Button(interactive=page.can_save)})
+        u.update(
+            {
+                v.validation: page.validation,
+                v.effective: page.effective,
+                v.current: page.current,
+                v.save_btn: gr.Button(interactive=page.can_save),
+            }
+        )
         for section, acc in v.accordions.items():
             title, force_open = page.sections[section]
             u[acc] = gr.Accordion(label=title, **({"open": True} if force_open else {}))
@@ -200,20 +261,44 @@ def wire(wb: Workbench, v: View, launch_summary=None, launch_msg=None) -> None:
 
         event(handler, [v.editor_state, v.editor, *inputs], outs, **kw)
 
-    bind(v.editor.input, lambda ed, *values: pp.text_edited(wb, ed, ed.text, dict(zip(names, values))), list(v.widgets.values()),
-         trigger_mode="always_last", **quiet)
+    bind(
+        v.editor.input,
+        lambda ed, *values: pp.text_edited(wb, ed, ed.text, dict(zip(names, values))),
+        list(v.widgets.values()),
+        trigger_mode="always_last",
+        **quiet,
+    )
     for name, widget in v.widgets.items():
-        bind(widget.input, lambda ed, value, _name=name: pp.field_edited(wb, ed, _name, value), [widget], trigger_mode="always_last", **quiet)
+        bind(
+            widget.input, lambda ed, value, _name=name: pp.field_edited(wb, ed, _name, value), [widget], trigger_mode="always_last", **quiet
+        )
     for i, box in enumerate(v.plugin_slots):
         bind(box.input, lambda ed, value, _i=i: pp.slot_edited(wb, ed, _i, value), [box], trigger_mode="always_last", **quiet)
-    bind(v.dropdown.input, lambda ed, picked: pp.pick(wb, ed, picked), [v.dropdown], api_name="ui_load_preset", api_visibility="undocumented")
-    bind(v.switch_yes.click, lambda ed, picked: replace(pp.load(wb, picked), choices=(picked,)) if picked else pp.Outcome(switch=(False, "")),
-         [v.pending_switch], **quiet)
+    bind(
+        v.dropdown.input, lambda ed, picked: pp.pick(wb, ed, picked), [v.dropdown], api_name="ui_load_preset", api_visibility="undocumented"
+    )
+    bind(
+        v.switch_yes.click,
+        lambda ed, picked: replace(pp.load(wb, picked), choices=(picked,)) if picked else pp.Outcome(switch=(False, "")),
+        [v.pending_switch],
+        **quiet,
+    )
     v.switch_no.click(lambda: (gr.Row(visible=False), None), None, [v.switch_row, v.pending_switch], api_visibility="private")
     bind(v.save_btn.click, lambda ed: pp.save(wb, ed), [], api_name="ui_save_preset", api_visibility="undocumented")
-    bind(v.save_as_btn.click, lambda ed, new: pp.save_as(wb, ed, new), [v.new_name], api_name="ui_save_preset_as", api_visibility="undocumented")
-    bind(v.duplicate_btn.click, lambda ed, new: pp.duplicate(wb, ed, new), [v.new_name], api_name="ui_duplicate_preset",
-         api_visibility="undocumented")
+    bind(
+        v.save_as_btn.click,
+        lambda ed, new: pp.save_as(wb, ed, new),
+        [v.new_name],
+        api_name="ui_save_preset_as",
+        api_visibility="undocumented",
+    )
+    bind(
+        v.duplicate_btn.click,
+        lambda ed, new: pp.duplicate(wb, ed, new),
+        [v.new_name],
+        api_name="ui_duplicate_preset",
+        api_visibility="undocumented",
+    )
     bind(v.delete_btn.click, lambda ed: pp.ask_delete(wb, ed), [], **quiet)
     v.confirm_no.click(lambda: gr.Row(visible=False), None, v.confirm_row, api_visibility="private")
     bind(v.confirm_yes.click, lambda ed: pp.delete(wb, ed), [], api_name="ui_delete_preset", api_visibility="undocumented")

@@ -18,16 +18,25 @@ __all__ = ["build", "wire"]
 def build(wb: Workbench) -> View:
     """Create the Preview tab's components (call inside a ``gr.Tab``)."""
     v = View()
-    gr.Markdown("See what the corruption of the preset in the editor does to real (held-out) images before spending hours on training. "
-                "Row 1: clean images · row 2: measurements y = A(x) + σε, what the teacher trains on · row 3: adjoint Aᵀy. "
-                "MRI presets: k-space line mask · coil 1 image · zero-filled magnitude · clean magnitude (k-space simulated from real "
-                "slices with synthetic coils).")
+    gr.Markdown(
+        "See what the corruption of the preset in the editor does to real (held-out) images before spending hours on training. "
+        "Row 1: clean images · row 2: measurements y = A(x) + σε, what the teacher trains on · row 3: adjoint Aᵀy. "
+        "MRI presets: k-space line mask · coil 1 image · zero-filled magnitude · clean magnitude (k-space simulated from real "
+        "slices with synthetic coils)."
+    )
     with gr.Row():
         v.n = gr.Slider(4, 64, value=16, step=1, label="Images per row", scale=2, elem_id="preview-n")
         v.button = gr.Button("Preview the corruption", variant="primary", scale=1, elem_id="preview-run")
     v.info = gr.Markdown(elem_id="preview-info")
-    v.image = gr.Image(label="preview rows (PNG, pixel-exact)", type="filepath", format="png", interactive=False,
-                       buttons=["download", "fullscreen"], elem_id="preview-image", height=360)
+    v.image = gr.Image(
+        label="preview rows (PNG, pixel-exact)",
+        type="filepath",
+        format="png",
+        interactive=False,
+        buttons=["download", "fullscreen"],
+        elem_id="preview-image",
+        height=360,
+    )
     return v
 
 

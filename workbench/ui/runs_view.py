@@ -23,16 +23,25 @@ def build(wb: Workbench, launch_text: str) -> View:
     with gr.Group():
         v.launch_summary = gr.Markdown(launch_text, elem_id="launch-summary")
         with gr.Row(equal_height=True):
-            v.run_name = gr.Textbox(label="Run name (optional)", placeholder="empty = <run.name>-<date>-<time>", scale=3, max_lines=1,
-                                    elem_id="launch-run-name")
+            v.run_name = gr.Textbox(
+                label="Run name (optional)", placeholder="empty = <run.name>-<date>-<time>", scale=3, max_lines=1, elem_id="launch-run-name"
+            )
             v.launch_btn = gr.Button("▶ Launch run", variant="primary", scale=1, elem_id="launch-button")
     v.launch_msg = gr.Markdown(elem_id="launch-msg")
     rows = wb.run_rows()
     names = [r["run"] for r in rows]
-    v.table = gr.Dataframe(run_reader.runs_frame(rows), label="Runs (click a row to select it; refreshed every 2 s)", interactive=False,
-                           elem_id="runs-table", max_height=320, wrap=True)
+    v.table = gr.Dataframe(
+        run_reader.runs_frame(rows),
+        label="Runs (click a row to select it; refreshed every 2 s)",
+        interactive=False,
+        elem_id="runs-table",
+        max_height=320,
+        wrap=True,
+    )
     with gr.Row(equal_height=True):
-        v.selected = gr.Dropdown(choices=names, value=names[0] if names else None, label="Selected run", scale=3, elem_id="run-select", allow_custom_value=True)
+        v.selected = gr.Dropdown(
+            choices=names, value=names[0] if names else None, label="Selected run", scale=3, elem_id="run-select", allow_custom_value=True
+        )
         can_stop, can_resume = rp.buttons_for(wb, names[0] if names else None)
         v.stop_btn = gr.Button("■ Stop", variant="stop", elem_id="run-stop", min_width=80, interactive=can_stop)
         v.resume_btn = gr.Button("↻ Resume", elem_id="run-resume", min_width=80, interactive=can_resume)
@@ -40,8 +49,15 @@ def build(wb: Workbench, launch_text: str) -> View:
     confirm_row(v, "Yes, delete the run folder", "run-delete-yes")
     v.action_msg = gr.Markdown(elem_id="run-action-msg")
     v.detail = gr.Markdown(rp.detail_md(wb, names[0]) if names else rp.NO_RUNS, elem_id="run-detail")
-    v.log = gr.Textbox(label="Log tail (log.txt; console output when the engine crashed)", lines=14, max_lines=14, autoscroll=False,
-                       interactive=False, elem_id="run-log", value=wb.log_tail(names[0]) if names else "")
+    v.log = gr.Textbox(
+        label="Log tail (log.txt; console output when the engine crashed)",
+        lines=14,
+        max_lines=14,
+        autoscroll=False,
+        interactive=False,
+        elem_id="run-log",
+        value=wb.log_tail(names[0]) if names else "",
+    )
     v.sig = gr.State({})
     v.stopping = gr.State(None)  # the run whose "is stopping" message the refresh replaces once it has ended
     return v
@@ -49,8 +65,22 @@ def build(wb: Workbench, launch_text: str) -> View:
 
 def outputs(v: View, follow: list, others: list = ()) -> list:
     """Every component an event of the tab may update (what :func:`updates` may return)."""
-    return [v.launch_msg, v.action_msg, v.table, v.run_name, v.selected, v.detail, v.log, v.confirm_row, v.confirm_md, v.stop_btn,
-            v.resume_btn, v.stopping, *follow, *others]
+    return [
+        v.launch_msg,
+        v.action_msg,
+        v.table,
+        v.run_name,
+        v.selected,
+        v.detail,
+        v.log,
+        v.confirm_row,
+        v.confirm_md,
+        v.stop_btn,
+        v.resume_btn,
+        v.stopping,
+        *follow,
+        *others,
+    ]
 
 
 def updates(v: View, out: rp.RunsOutcome, follow: list = (), others: list = (), followed: tuple = ()) -> dict:
@@ -62,8 +92,15 @@ def updates(v: View, out: rp.RunsOutcome, follow: list = (), others: list = (), 
     u: dict = {}
     sel = out.selection
     if sel is not None:
-        u.update({v.selected: gr.Dropdown(choices=sel.names, value=sel.run), v.detail: sel.detail, v.log: sel.log,
-                  v.stop_btn: gr.Button(interactive=sel.can_stop), v.resume_btn: gr.Button(interactive=sel.can_resume)})
+        u.update(
+            {
+                v.selected: gr.Dropdown(choices=sel.names, value=sel.run),
+                v.detail: sel.detail,
+                v.log: sel.log,
+                v.stop_btn: gr.Button(interactive=sel.can_stop),
+                v.resume_btn: gr.Button(interactive=sel.can_resume),
+            }
+        )
         for dd in follow:
             u[dd] = gr.Dropdown(choices=sel.names, value=sel.run)
         for dd in others:
@@ -73,8 +110,13 @@ def updates(v: View, out: rp.RunsOutcome, follow: list = (), others: list = (), 
         u[v.selected] = gr.Dropdown(choices=names, value=keep)
         for i, (dd, cur) in enumerate(zip([*follow, *others], followed)):
             u[dd] = gr.Dropdown(choices=names, value=cur if cur in names else (keep if i < len(follow) else None))
-    for component, value in ((v.table, out.table), (v.launch_msg, out.launch_msg), (v.action_msg, out.action_msg),
-                             (v.detail, out.detail), (v.log, out.log)):
+    for component, value in (
+        (v.table, out.table),
+        (v.launch_msg, out.launch_msg),
+        (v.action_msg, out.action_msg),
+        (v.detail, out.detail),
+        (v.log, out.log),
+    ):
         if value is not None:
             u[component] = value
     if out.buttons is not None:
@@ -105,8 +147,14 @@ def wire(wb: Workbench, v: View, editor, editor_state, follow: list) -> None:
         """An event handler showing ``fn``'s outcome."""
         return lambda *args: updates(v, fn(*args), follow)
 
-    v.launch_btn.click(show(lambda text, name, ed: rp.launch(wb, text, name, ed.input_errors if ed else None)), [editor, v.run_name, editor_state],
-                       outs, api_name="ui_launch", api_visibility="undocumented", concurrency_limit=1)
+    v.launch_btn.click(
+        show(lambda text, name, ed: rp.launch(wb, text, name, ed.input_errors if ed else None)),
+        [editor, v.run_name, editor_state],
+        outs,
+        api_name="ui_launch",
+        api_visibility="undocumented",
+        concurrency_limit=1,
+    )
     select = show(lambda run: rp.RunsOutcome(selection=rp.select(wb, run), confirm=(False, "")))
     v.selected.input(select, [v.selected], outs, api_visibility="private", show_progress="hidden")
     v.selected.change(None, None, None, js="() => window.rsdFollowLog(true)")  # another run's log: start at its end
