@@ -19,13 +19,7 @@ import torch
 import torch.nn.functional as F
 
 from rsd_engine.data import read_images, to_float
-from rsd_engine.evaluate.metrics import (
-    feature_statistics,
-    fid_from_statistics,
-    load_feature_network,
-    quantize,
-    tf1_resize,
-)
+from rsd_engine.evaluate.metrics import feature_statistics, fid_from_statistics, load_feature_network, quantize, tf1_resize
 
 
 def features(net, images_u8: torch.Tensor, resize: str, batch: int, channels_last: bool = True) -> tuple[torch.Tensor, float]:

@@ -25,16 +25,7 @@ from pathlib import Path
 from . import assembly
 from .io import config as cfg
 from .io.processes import parent_command_line, process_shortfall
-from .io.runs import (
-    EXPORT_MODELS,
-    EXPORT_WEIGHTS,
-    GENERATOR,
-    MODELS,
-    OutputError,
-    RunDir,
-    default_run_folder,
-    this_host,
-)
+from .io.runs import EXPORT_MODELS, EXPORT_WEIGHTS, GENERATOR, MODELS, OutputError, RunDir, default_run_folder, this_host
 from .io.signals import StopRequested, install_signal_handlers
 from .io.timing import STARTUP, TIMING, WALL, process_seconds, split_table, time_split
 

@@ -164,36 +164,16 @@ class RSDOneStepPipeline(_EDMPipeline):
         ValueError: the UNet's channels do not fit ``cond_channels``.
     """
 
-    def __init__(
-        self,
-        unet: UNet2DModel,
-        sigma_init: float = 2.5,
-        sigma_data: float = 0.5,
-        sigma_min: float = 0.002,
-        sigma_max: float = 80.0,
-        cond_channels: int = 0,
-    ):
+    def __init__(self, unet: UNet2DModel, sigma_init: float = 2.5, sigma_data: float = 0.5, sigma_min: float = 0.002,
+                 sigma_max: float = 80.0, cond_channels: int = 0):  # fmt: skip
         super().__init__()
-        self._register(
-            unet,
-            sigma_init=float(sigma_init),
-            sigma_data=float(sigma_data),
-            sigma_min=float(sigma_min),
-            sigma_max=float(sigma_max),
-            cond_channels=int(cond_channels),
-        )
+        self._register(unet, sigma_init=float(sigma_init), sigma_data=float(sigma_data), sigma_min=float(sigma_min),
+                       sigma_max=float(sigma_max), cond_channels=int(cond_channels))  # fmt: skip
 
     @torch.no_grad()
-    def __call__(
-        self,
-        batch_size: int | None = None,
-        generator: torch.Generator | list[torch.Generator] | None = None,
-        output_type: str = "pil",
-        latents: torch.Tensor | None = None,
-        mask: torch.Tensor | None = None,
-        seeds=None,
-        return_dict: bool = True,
-    ):
+    def __call__(self, batch_size: int | None = None, generator: torch.Generator | list[torch.Generator] | None = None,
+                 output_type: str = "pil", latents: torch.Tensor | None = None, mask: torch.Tensor | None = None, seeds=None,
+                 return_dict: bool = True):  # fmt: skip
         """Draw images in one network evaluation.
 
         Args:
@@ -241,42 +221,18 @@ class RSDHeunPipeline(_EDMPipeline):
         ValueError: the UNet's channels do not fit ``cond_channels``.
     """
 
-    def __init__(
-        self,
-        unet: UNet2DModel,
-        sigma_data: float = 0.5,
-        sigma_min: float = 0.002,
-        sigma_max: float = 80.0,
-        cond_channels: int = 0,
-        num_inference_steps: int = 18,
-        rho: float = 7.0,
-        stop_sigma: float = 0.0,
-    ):
+    def __init__(self, unet: UNet2DModel, sigma_data: float = 0.5, sigma_min: float = 0.002, sigma_max: float = 80.0,
+                 cond_channels: int = 0, num_inference_steps: int = 18, rho: float = 7.0, stop_sigma: float = 0.0):  # fmt: skip
         super().__init__()
-        self._register(
-            unet,
-            sigma_data=float(sigma_data),
-            sigma_min=float(sigma_min),
-            sigma_max=float(sigma_max),
-            cond_channels=int(cond_channels),
-            num_inference_steps=int(num_inference_steps),
-            rho=float(rho),
-            stop_sigma=float(stop_sigma),
-        )
+        self._register(unet, sigma_data=float(sigma_data), sigma_min=float(sigma_min), sigma_max=float(sigma_max),
+                       cond_channels=int(cond_channels), num_inference_steps=int(num_inference_steps), rho=float(rho),
+                       stop_sigma=float(stop_sigma))  # fmt: skip
 
     @torch.no_grad()
-    def __call__(
-        self,
-        batch_size: int | None = None,
-        generator: torch.Generator | list[torch.Generator] | None = None,
-        output_type: str = "pil",
-        latents: torch.Tensor | None = None,
-        mask: torch.Tensor | None = None,
-        seeds=None,
-        num_inference_steps: int | None = None,
-        stop_sigma: float | None = None,
-        return_dict: bool = True,
-    ):
+    def __call__(self, batch_size: int | None = None, generator: torch.Generator | list[torch.Generator] | None = None,
+                 output_type: str = "pil", latents: torch.Tensor | None = None, mask: torch.Tensor | None = None, seeds=None,
+                 num_inference_steps: int | None = None, stop_sigma: float | None = None,
+                 return_dict: bool = True):  # fmt: skip
         """Draw images with the Heun sampler.
 
         Args:

@@ -3,11 +3,7 @@
 import torch
 
 from rsd_engine.models.networks import EDMPrecond
-from rsd_engine.train.objectives import (
-    ambient_tweedie_loss,
-    edm_loss,
-    sample_training_sigma,
-)
+from rsd_engine.train.objectives import ambient_tweedie_loss, edm_loss, sample_training_sigma
 
 
 def edm_weight(sigma, sigma_data):

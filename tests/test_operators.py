@@ -8,14 +8,7 @@ import torch
 
 from rsd_engine import assembly
 from rsd_engine.io import config
-from rsd_engine.operators import (
-    OPERATORS,
-    BoxInpainting,
-    GaussianBlur,
-    RandomInpainting,
-    SuperResolution,
-    further_mask,
-)
+from rsd_engine.operators import OPERATORS, BoxInpainting, GaussianBlur, RandomInpainting, SuperResolution, further_mask
 from rsd_engine.operators.blur import gaussian_kernel, reflect_pad_adjoint
 from rsd_engine.operators.measurement import Measurement
 from rsd_engine.operators.motion import MotionBlur, motion_kernels

@@ -33,12 +33,7 @@ def test_tf1_resize_samples_without_half_pixel_offset():
 
 
 @pytest.mark.parametrize(
-    "content, message",
-    [
-        (b"plain text", "not an .npz"),
-        ("keys", "expected 'mu'"),
-        ("shape", r"mu \(3,\), sigma \(2, 2\)"),
-    ],
+    "content, message", [(b"plain text", "not an .npz"), ("keys", "expected 'mu'"), ("shape", r"mu \(3,\), sigma \(2, 2\)")]
 )
 def test_bad_reference_files_are_named(tmp_path, content, message):
     path = tmp_path / "ref.npz"

@@ -21,46 +21,16 @@ from .api import Workbench, WorkbenchError
 __all__ = ["Endpoints", "ENDPOINTS", "READ_ONLY"]
 
 #: The endpoints in the order of the API page.
-ENDPOINTS = (
-    "list_presets",
-    "get_preset",
-    "validate_preset",
-    "effective_preset",
-    "set_field",
-    "save_preset",
-    "save_preset_as",
-    "duplicate_preset",
-    "delete_preset",
-    "launch_run",
-    "list_runs",
-    "run_status",
-    "run_events",
-    "run_metrics",
-    "log_tail",
-    "snapshots",
-    "gallery",
-    "stop_run",
-    "resume_run",
-    "delete_run",
-    "export_run",
+ENDPOINTS = tuple(
+    "list_presets get_preset validate_preset effective_preset set_field save_preset save_preset_as duplicate_preset "
+    "delete_preset launch_run list_runs run_status run_events run_metrics log_tail snapshots gallery stop_run resume_run "
+    "delete_run export_run".split()
 )
 
 #: Endpoints that change nothing: served concurrently (the others one at a time).
 READ_ONLY = frozenset(
-    {
-        "list_presets",
-        "get_preset",
-        "validate_preset",
-        "effective_preset",
-        "set_field",
-        "list_runs",
-        "run_status",
-        "run_events",
-        "run_metrics",
-        "log_tail",
-        "snapshots",
-        "gallery",
-    }
+    "list_presets get_preset validate_preset effective_preset set_field list_runs run_status run_events run_metrics log_tail "
+    "snapshots gallery".split()
 )
 
 

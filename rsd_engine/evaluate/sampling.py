@@ -60,12 +60,7 @@ class SampleResult:
 
 @torch.no_grad()
 def heun_sample(
-    net: EDMPrecond,
-    noise: torch.Tensor,
-    steps: int = 18,
-    rho: float = 7.0,
-    stop_sigma: float | None = None,
-    cond: Condition | None = None,
+    net: EDMPrecond, noise: torch.Tensor, steps: int = 18, rho: float = 7.0, stop_sigma: float | None = None, cond: Condition | None = None
 ) -> SampleResult:
     """EDM Heun sampler from pure noise.
 

@@ -14,18 +14,7 @@ import os
 import time
 from collections.abc import Iterable
 
-__all__ = [
-    "TIMING",
-    "STARTUP",
-    "LIVE",
-    "BASELINE",
-    "FINAL",
-    "REFERENCE",
-    "WALL",
-    "process_seconds",
-    "time_split",
-    "split_table",
-]
+__all__ = ["TIMING", "STARTUP", "LIVE", "BASELINE", "FINAL", "REFERENCE", "WALL", "process_seconds", "time_split", "split_table"]
 
 #: Event kind of a timed part.
 TIMING = "timing"

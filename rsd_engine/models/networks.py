@@ -194,15 +194,8 @@ class UNetDenoiser(EDMDenoiser):
             unknown ``cond_kind``.
     """
 
-    def __init__(
-        self,
-        unet: UNet2DModel,
-        sigma_data: float = 0.5,
-        sigma_min: float = 0.002,
-        sigma_max: float = 80.0,
-        cond_channels: int = 0,
-        cond_kind: str = "pixel_mask",
-    ):
+    def __init__(self, unet: UNet2DModel, sigma_data: float = 0.5, sigma_min: float = 0.002, sigma_max: float = 80.0,
+                 cond_channels: int = 0, cond_kind: str = "pixel_mask"):  # fmt: skip
         c = unet.config
         if c.in_channels != c.out_channels + int(cond_channels):
             raise ValueError(
@@ -347,27 +340,11 @@ class SongUNetPrecond(_Configured, EDMDenoiser, ModelMixin, ConfigMixin):
     """
 
     @register_to_config
-    def __init__(
-        self,
-        resolution: int,
-        channels: int,
-        cond_channels: int = 0,
-        model_channels: int = 128,
-        channel_mult=(2, 2, 2),
-        channel_mult_emb: int = 4,
-        num_blocks: int = 4,
-        attn_resolutions=(16,),
-        dropout: float = 0.1,
-        embedding_type: str = "positional",
-        channel_mult_noise: int = 1,
-        encoder_type: str = "standard",
-        resample_filter=(1, 1),
-        augment_dim: int = 0,
-        sigma_data: float = 0.5,
-        sigma_min: float = 0.002,
-        sigma_max: float = 80.0,
-        cond_kind: str = "pixel_mask",
-    ):
+    def __init__(self, resolution: int, channels: int, cond_channels: int = 0, model_channels: int = 128, channel_mult=(2, 2, 2),
+                 channel_mult_emb: int = 4, num_blocks: int = 4, attn_resolutions=(16,), dropout: float = 0.1,
+                 embedding_type: str = "positional", channel_mult_noise: int = 1, encoder_type: str = "standard",
+                 resample_filter=(1, 1), augment_dim: int = 0, sigma_data: float = 0.5, sigma_min: float = 0.002,
+                 sigma_max: float = 80.0, cond_kind: str = "pixel_mask"):  # fmt: skip
         super().__init__(sigma_data, sigma_min, sigma_max, cond_channels, cond_kind)
         self.model = SongUNet(
             resolution,

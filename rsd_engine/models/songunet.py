@@ -81,18 +81,8 @@ class Conv2d(nn.Module):
     The filter is a buffer ``resample_filter`` (1, 1, |f|, |f|), as in EDM's weights.
     """
 
-    def __init__(
-        self,
-        in_channels: int,
-        out_channels: int,
-        kernel: int,
-        bias: bool = True,
-        up: bool = False,
-        down: bool = False,
-        resample_filter=(1, 1),
-        fused: bool = False,
-        init_scale: float = 1.0,
-    ):
+    def __init__(self, in_channels: int, out_channels: int, kernel: int, bias: bool = True, up: bool = False, down: bool = False,
+                 resample_filter=(1, 1), fused: bool = False, init_scale: float = 1.0):  # fmt: skip
         super().__init__()
         self.in_channels, self.out_channels, self.up, self.down, self.fused = in_channels, out_channels, up, down, fused
         self.weight = nn.Parameter(torch.empty(out_channels, in_channels, kernel, kernel)) if kernel else None
@@ -140,17 +130,8 @@ class GroupNorm(nn.GroupNorm):
 class UNetBlock(nn.Module):
     """A residual block of DDPM++ with optional ×2 resampling and one-head self-attention (see the module docstring)."""
 
-    def __init__(
-        self,
-        in_channels: int,
-        out_channels: int,
-        emb_channels: int,
-        up: bool = False,
-        down: bool = False,
-        attention: bool = False,
-        dropout: float = 0.0,
-        resample_filter=(1, 1),
-    ):
+    def __init__(self, in_channels: int, out_channels: int, emb_channels: int, up: bool = False, down: bool = False,
+                 attention: bool = False, dropout: float = 0.0, resample_filter=(1, 1)):  # fmt: skip
         super().__init__()
         self.in_channels, self.out_channels, self.dropout, self.attention = in_channels, out_channels, dropout, attention
         self.norm0 = GroupNorm(in_channels)
@@ -207,23 +188,10 @@ class SongUNet(nn.Module):
             2^(levels − 1), or a channel count GroupNorm cannot split (:func:`level_channels`).
     """
 
-    def __init__(
-        self,
-        img_resolution: int,
-        in_channels: int,
-        out_channels: int,
-        model_channels: int = 128,
-        channel_mult=(2, 2, 2),
-        channel_mult_emb: int = 4,
-        num_blocks: int = 4,
-        attn_resolutions=(16,),
-        dropout: float = 0.1,
-        embedding_type: str = "positional",
-        channel_mult_noise: int = 1,
-        encoder_type: str = "standard",
-        resample_filter=(1, 1),
-        augment_dim: int = 0,
-    ):
+    def __init__(self, img_resolution: int, in_channels: int, out_channels: int, model_channels: int = 128, channel_mult=(2, 2, 2),
+                 channel_mult_emb: int = 4, num_blocks: int = 4, attn_resolutions=(16,), dropout: float = 0.1,
+                 embedding_type: str = "positional", channel_mult_noise: int = 1, encoder_type: str = "standard",
+                 resample_filter=(1, 1), augment_dim: int = 0):  # fmt: skip
         super().__init__()
         if embedding_type not in EMBEDDINGS or encoder_type not in ENCODERS:
             raise ValueError(f"embedding_type {embedding_type!r} / encoder_type {encoder_type!r}: allowed {EMBEDDINGS} / {ENCODERS}")

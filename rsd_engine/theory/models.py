@@ -34,16 +34,8 @@ class MLPDenoiser(EDMDenoiser):
         ValueError: dim, hidden or depth < 1.
     """
 
-    def __init__(
-        self,
-        dim: int,
-        hidden: int = 128,
-        depth: int = 3,
-        n_freq: int = 4,
-        sigma_data: float = 0.5,
-        sigma_min: float = 0.002,
-        sigma_max: float = 80.0,
-    ):
+    def __init__(self, dim: int, hidden: int = 128, depth: int = 3, n_freq: int = 4, sigma_data: float = 0.5, sigma_min: float = 0.002,
+                 sigma_max: float = 80.0):  # fmt: skip
         super().__init__(sigma_data, sigma_min, sigma_max)
         if min(dim, hidden, depth) < 1:
             raise ValueError(f"dim {dim}, hidden {hidden}, depth {depth}: all must be ≥ 1")

@@ -64,12 +64,7 @@ def _noise_levels(sigma: torch.Tensor, noise_sigma: float, device) -> tuple[torc
 
 
 def ambient_tweedie_loss(
-    net: EDMPrecond,
-    y: torch.Tensor,
-    noise_sigma: float,
-    p_mean: float = -1.2,
-    p_std: float = 1.2,
-    sigma: torch.Tensor | None = None,
+    net: EDMPrecond, y: torch.Tensor, noise_sigma: float, p_mean: float = -1.2, p_std: float = 1.2, sigma: torch.Tensor | None = None
 ) -> torch.Tensor:
     """Ambient-Tweedie loss for noisy measurements y = A x + σ_c ε (docs/method.md §2.2; Daras et al.,
     "Consistent diffusion meets Tweedie", and DSD's noisy-data loss L_N).
@@ -108,17 +103,8 @@ def edm_loss(net: EDMPrecond, x: torch.Tensor, p_mean: float = -1.2, p_std: floa
     return ambient_tweedie_loss(net, x, 0.0, p_mean, p_std, sigma)
 
 
-def ambient_mask_loss(
-    net: EDMPrecond,
-    y: torch.Tensor,
-    mask: torch.Tensor,
-    noise_sigma: float,
-    delta: float,
-    p_mean: float = -1.2,
-    p_std: float = 1.2,
-    sigma: torch.Tensor | None = None,
-    loss_on: str = "A",
-) -> torch.Tensor:
+def ambient_mask_loss(net: EDMPrecond, y: torch.Tensor, mask: torch.Tensor, noise_sigma: float, delta: float, p_mean: float = -1.2,
+                      p_std: float = 1.2, sigma: torch.Tensor | None = None, loss_on: str = "A") -> torch.Tensor:  # fmt: skip
     """Ambient Diffusion loss for masked measurements y = A ⊙ x (+ σ_c ε) (docs/method.md §2.3; Daras
     et al. 2023, "Ambient Diffusion", §3, the further-corrupted objective), combined with the
     Ambient-Tweedie noise handling of §2.2 when σ_c > 0.

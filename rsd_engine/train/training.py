@@ -151,20 +151,11 @@ def teacher_stage(preset, data: CorruptedDataset, objective: Objective, evaluate
     )
     step = partial(teacher_step, data=data, order=IndexStream(len(data), preset.run.seed), objective=objective, grad_clip=t.grad_clip)
     ema_name = FINAL_NETWORK[TEACHER_FINAL]
-    return Stage(
-        name="teacher",
-        kimg=t.kimg,
-        batch_size=t.batch_size,
-        step=step,
-        trained={"net": (net, opt)},
-        emas={ema_name: EMA(ema, "net", t.ema_halflife_kimg, t.ema_rampup_ratio)},
-        checkpoint_every_kimg=t.checkpoint_every_kimg,
-        evaluate_every_kimg=preset.eval.teacher_every_kimg,
-        evaluate=lambda images_seen, seconds: evaluate("teacher", ema, images_seen, seconds),
-        final_checkpoint=TEACHER_FINAL,
-        final_state={"objective": objective.name},
-        lr=warmup(t.lr, t.lr_warmup_kimg),
-    )
+    return Stage(name="teacher", kimg=t.kimg, batch_size=t.batch_size, step=step, trained={"net": (net, opt)},
+                 emas={ema_name: EMA(ema, "net", t.ema_halflife_kimg, t.ema_rampup_ratio)},
+                 checkpoint_every_kimg=t.checkpoint_every_kimg, evaluate_every_kimg=preset.eval.teacher_every_kimg,
+                 evaluate=lambda images_seen, seconds: evaluate("teacher", ema, images_seen, seconds), final_checkpoint=TEACHER_FINAL,
+                 final_state={"objective": objective.name}, lr=warmup(t.lr, t.lr_warmup_kimg))  # fmt: skip
 
 
 def rsd_stage(
@@ -223,17 +214,10 @@ def rsd_stage(
         grad_clip_fake_score=d.grad_clip_fake_score,
     )
     ema_name = FINAL_NETWORK[GENERATOR_FINAL]
-    return Stage(
-        name="distill",
-        kimg=d.kimg,
-        batch_size=d.batch_size,
-        step=step,
-        trained={"fake_score": (fake, opt_f), "generator": (gen, opt_g)},
-        emas={ema_name: EMA(gen_ema, "generator", d.ema_halflife_kimg, d.ema_rampup_ratio)},
-        checkpoint_every_kimg=d.checkpoint_every_kimg,
-        evaluate_every_kimg=preset.eval.distill_every_kimg,
-        evaluate=lambda images_seen, seconds: evaluate("distill", gen_ema, images_seen, seconds),
-        final_checkpoint=GENERATOR_FINAL,
-        final_state={"sigma_init": d.sigma_init},
-        totals={"nan_count": "generator samples with a non-finite loss dropped"},
-    )
+    return Stage(name="distill", kimg=d.kimg, batch_size=d.batch_size, step=step,
+                 trained={"fake_score": (fake, opt_f), "generator": (gen, opt_g)},
+                 emas={ema_name: EMA(gen_ema, "generator", d.ema_halflife_kimg, d.ema_rampup_ratio)},
+                 checkpoint_every_kimg=d.checkpoint_every_kimg, evaluate_every_kimg=preset.eval.distill_every_kimg,
+                 evaluate=lambda images_seen, seconds: evaluate("distill", gen_ema, images_seen, seconds),
+                 final_checkpoint=GENERATOR_FINAL, final_state={"sigma_init": d.sigma_init},
+                 totals={"nan_count": "generator samples with a non-finite loss dropped"})  # fmt: skip

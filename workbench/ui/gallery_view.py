@@ -24,6 +24,23 @@ MODELS = run_reader.GALLERY_MODELS
 LATEST = "latest"
 
 
+def _grid_images(side: str) -> list:
+    """One image box per model of :data:`MODELS` for run ``side`` ("a" or "b"), showing the PNG files unchanged."""
+    return [
+        gr.Image(
+            label=run_reader.MODEL_LABELS[m],
+            type="filepath",
+            format="png",
+            interactive=False,
+            height=300,
+            buttons=["download", "fullscreen"],
+            elem_id=f"gallery-{side}-{m}",
+            elem_classes=["png-grid"],
+        )
+        for m in MODELS
+    ]
+
+
 def build(wb: Workbench, run: str | None) -> View:
     """Create the Gallery tab's components (call inside a ``gr.Tab``)."""
     v = View()
@@ -53,35 +70,11 @@ def build(wb: Workbench, run: str | None) -> View:
     gr.Markdown(" · ".join(f"**{run_reader.MODEL_LABELS[m]}**: {run_reader.MODEL_NOTES[m]}" for m in MODELS), elem_id="gallery-legend")
     v.title_a = gr.Markdown(elem_id="gallery-title-a")
     with gr.Row(equal_height=True):
-        v.images_a = [
-            gr.Image(
-                label=run_reader.MODEL_LABELS[m],
-                type="filepath",
-                format="png",
-                interactive=False,
-                height=300,
-                buttons=["download", "fullscreen"],
-                elem_id=f"gallery-a-{m}",
-                elem_classes=["png-grid"],
-            )
-            for m in MODELS
-        ]
+        v.images_a = _grid_images("a")
     with gr.Column(visible=False) as v.col_b:
         v.title_b = gr.Markdown(elem_id="gallery-title-b")
         with gr.Row(equal_height=True):
-            v.images_b = [
-                gr.Image(
-                    label=run_reader.MODEL_LABELS[m],
-                    type="filepath",
-                    format="png",
-                    interactive=False,
-                    height=300,
-                    buttons=["download", "fullscreen"],
-                    elem_id=f"gallery-b-{m}",
-                    elem_classes=["png-grid"],
-                )
-                for m in MODELS
-            ]
+            v.images_b = _grid_images("b")
     v.metrics = gr.Dataframe(
         run_reader.metrics_frame([]),
         label="Metrics (final evaluation; each value with its n and seeds)",
@@ -90,20 +83,21 @@ def build(wb: Workbench, run: str | None) -> View:
         wrap=True,
     )
     with gr.Row(equal_height=True):
-        v.export_model = gr.Dropdown(
-            choices=[("one-step generator", "generator"), ("teacher (Heun sampler)", "teacher")],
-            value="generator",
-            label="Export run above as a diffusers pipeline",
-            scale=2,
-            elem_id="gallery-export-model",
-        )
-        v.export_weights = gr.Dropdown(
-            choices=[("EMA (the evaluated weights)", "ema"), ("raw (last training step)", "raw")],
-            value="ema",
-            label="Weights",
-            scale=2,
-            elem_id="gallery-export-weights",
-        )
+        for attr, choices, label, elem_id in (
+            (
+                "export_model",
+                [("one-step generator", "generator"), ("teacher (Heun sampler)", "teacher")],
+                "Export run above as a diffusers pipeline",
+                "gallery-export-model",
+            ),
+            (
+                "export_weights",
+                [("EMA (the evaluated weights)", "ema"), ("raw (last training step)", "raw")],
+                "Weights",
+                "gallery-export-weights",
+            ),
+        ):
+            setattr(v, attr, gr.Dropdown(choices=choices, value=choices[0][1], label=label, scale=2, elem_id=elem_id))
         v.export_replace = gr.Checkbox(value=False, label="replace an earlier export", scale=1, elem_id="gallery-export-replace")
         v.export_btn = gr.Button("Export", scale=1, min_width=80, elem_id="gallery-export")
     v.export_msg = gr.Markdown(elem_id="gallery-export-msg")

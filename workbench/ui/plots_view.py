@@ -54,22 +54,19 @@ def build(wb: Workbench, run: str | None) -> View:
             v.plots[key] = gr.Plot(shown[key], elem_id=f"plot-{key}", show_label=False)
     with gr.Row():
         v.plots["throughput"] = gr.Plot(shown["throughput"], elem_id="plot-throughput", show_label=False)
-        v.diff = gr.Dataframe(
-            shown["diff"],
-            label="Preset differences (the run, a, against the first compared run, b)",
-            interactive=False,
-            wrap=True,
-            elem_id="plots-diff",
-        )
-    v.table = gr.Dataframe(
+        v.diff = _table(shown["diff"], "Preset differences (the run, a, against the first compared run, b)", "plots-diff")
+    v.table = _table(
         shown["table"],
-        label="Runs shown: final FIDs (truncated teacher vs generator, with n), ratio = generator / teacher (below 1: generator better)",
-        interactive=False,
-        wrap=True,
-        elem_id="plots-table",
+        "Runs shown: final FIDs (truncated teacher vs generator, with n), ratio = generator / teacher (below 1: generator better)",
+        "plots-table",
     )
     v.sig = gr.State({})
     return v
+
+
+def _table(value, label: str, elem_id: str) -> gr.Dataframe:
+    """A read-only table whose long cells wrap."""
+    return gr.Dataframe(value, label=label, interactive=False, wrap=True, elem_id=elem_id)
 
 
 def _events(wb: Workbench, run: str) -> list[dict]:

@@ -285,20 +285,17 @@ def wire(wb: Workbench, v: View, launch_summary=None, launch_msg=None) -> None:
     )
     v.switch_no.click(lambda: (gr.Row(visible=False), None), None, [v.switch_row, v.pending_switch], api_visibility="private")
     bind(v.save_btn.click, lambda ed: pp.save(wb, ed), [], api_name="ui_save_preset", api_visibility="undocumented")
-    bind(
-        v.save_as_btn.click,
-        lambda ed, new: pp.save_as(wb, ed, new),
-        [v.new_name],
-        api_name="ui_save_preset_as",
-        api_visibility="undocumented",
-    )
-    bind(
-        v.duplicate_btn.click,
-        lambda ed, new: pp.duplicate(wb, ed, new),
-        [v.new_name],
-        api_name="ui_duplicate_preset",
-        api_visibility="undocumented",
-    )
+    for button, action, api_name in (
+        (v.save_as_btn, pp.save_as, "ui_save_preset_as"),
+        (v.duplicate_btn, pp.duplicate, "ui_duplicate_preset"),
+    ):
+        bind(
+            button.click,
+            lambda ed, new, _action=action: _action(wb, ed, new),
+            [v.new_name],
+            api_name=api_name,
+            api_visibility="undocumented",
+        )
     bind(v.delete_btn.click, lambda ed: pp.ask_delete(wb, ed), [], **quiet)
     v.confirm_no.click(lambda: gr.Row(visible=False), None, v.confirm_row, api_visibility="private")
     bind(v.confirm_yes.click, lambda ed: pp.delete(wb, ed), [], api_name="ui_delete_preset", api_visibility="undocumented")
