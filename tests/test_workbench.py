@@ -929,7 +929,14 @@ def test_compare_page_puts_runs_on_one_global_axis(tmp_path):
         table = shown["table"]
         assert list(table["run"]) == ["a", "b", "c"] and list(table["σ"]) == ["0.1", "0.2", "0.3"]
         assert list(table.iloc[0][["teacher FID (n)", "generator FID (n)", "ratio"]]) == ["50.00 (n=16)", "45.00 (n=16)", "0.900"]
-        assert shown["diff"].values.tolist() == [["corruption.noise_sigma", "0.1", "0.2"]]
+        assert list(shown["diff"].columns) == ["field", "a", "b", "c"]
+        assert shown["diff"].values.tolist() == [["corruption.noise_sigma", "0.1", "0.2", "0.3"]]
+        one = page(wb, "a", [], "images seen (kimg)", False, 0.0)["fid"]
+        assert one.layout.showlegend and one.layout.height < fid.layout.height  # more runs: a taller figure, not a smaller plot
+        assert (
+            fid.layout.height - fid.layout.margin.t - fid.layout.margin.b == one.layout.height - one.layout.margin.t - one.layout.margin.b
+        )
+        assert any(s.type == "line" and s.x0 == pytest.approx(71 / 60) for s in minutes.layout.shapes)  # the boundary on the minutes axis
     finally:
         wb.close()
 
@@ -1039,5 +1046,33 @@ def test_presets_page_events_without_gradio(tmp_path):
         assert {"name": "quickstart", "kind": "shipped"} in api.list_presets()
         with pytest.raises(WorkbenchError, match="snapshot"):
             api.gallery("nothing-here", "soon")
+    finally:
+        wb.close()
+
+
+def test_a_resumed_run_plots_forward_not_back_to_its_checkpoint():
+    """After a resume the engine logs again from its checkpoint's images seen: those later records
+    replace the earlier ones at or beyond that point, so each curve runs forward."""
+    events = [
+        {"time": float(i), "stage": "teacher", "kind": "progress", "kimg": k, "loss": loss}
+        for i, (k, loss) in enumerate([(1.0, 5.0), (2.0, 4.0), (3.0, 3.0), (2.0, 3.5), (3.0, 2.5), (4.0, 2.0)])
+    ]
+    points = [p for p in run_reader.run_points(events) if p["series"] == "teacher loss"]
+    assert [(p["kimg"], p["value"]) for p in points] == [(1.0, 5.0), (2.0, 3.5), (3.0, 2.5), (4.0, 2.0)]
+
+
+def test_an_engine_crash_reads_as_one_line_and_keeps_its_output(tmp_path, fake_engine):
+    """An engine command that dies with a Python traceback (the fake engine has no ``export``) is
+    refused with the traceback's last line and the path of a file holding the whole output."""
+    wb = Workbench(tmp_path / "runs", tmp_path / "presets", SHIPPED, engine_cmd=fake_engine, grace_s=5)
+    try:
+        run = wb.launch(SHIPPED.joinpath("quickstart.toml").read_text(), "crash-export")["run"]
+        assert wb.wait_state(run, timeout_s=60) == "done"
+        with pytest.raises(WorkbenchError) as err:
+            wb.export(run)
+        message = str(err.value)
+        assert message.startswith("export failed: AssertionError") and "Traceback" not in message and "^" not in message
+        saved = Path(message.rsplit("whole output: ", 1)[1].rstrip(")"))
+        assert "Traceback (most recent call last)" in saved.read_text() and saved.parent == wb.work_dir
     finally:
         wb.close()

@@ -8,6 +8,7 @@ three main views under the test's output folder.
 
 from __future__ import annotations
 
+import re
 import socket
 import sys
 import time
@@ -232,6 +233,8 @@ def test_browser_form_never_shows_valid_for_what_the_toml_does_not_hold(tmp_path
             page.locator("#launch-button").click()
             page.locator("#launch-msg").get_by_text("not launched").wait_for(timeout=20_000)
             assert wb.run_names() == []
+            counted = re.search(r"has (\d+) problem", page.locator("#launch-summary").inner_text()).group(1)
+            assert re.search(r"has (\d+) problem", page.locator("#launch-msg").inner_text()).group(1) == counted
             page.get_by_role("tab", name="1 · Presets").click()
 
             # defect 5: the fixed value's error goes away, and the value reaches the TOML
@@ -383,7 +386,8 @@ def _finished_run(folder: Path, teacher_fid: float, generator_fid: float, log_li
 
 
 def test_browser_log_follows_its_end_compare_offers_studies_and_preview_labels_rows(tmp_path):
-    """The log tail shows its last line without scrolling; "Compare with" never offers the selected
+    """Letters in a number field show that field's error and no Gradio error; the log tail shows its last line without scrolling;
+    "Compare with" never offers the selected
     run, offers a study folder (benchmarks/fidelity_study.py's layout) that draws all its runs, and
     the table gives the ratio of two equal final FIDs (1.000); the preview labels every row of images
     and lists the operator's settings."""
@@ -398,6 +402,16 @@ def test_browser_log_follows_its_end_compare_offers_studies_and_preview_labels_r
             page = browser.new_page(viewport={"width": 1400, "height": 900})
             page.goto(url)
             page.wait_for_selector("#preset-editor .cm-content", timeout=120_000)
+            # a preset picked from the list, then letters typed into a number field: the field's own error,
+            # never Gradio's "not enough output values" (an event that changes nothing once answered with an empty dict)
+            page.locator("#preset-select input").first.click()
+            page.get_by_role("option").filter(has_text="fmnist-deblur-0.2").first.click()
+            page.locator("#preset-current").get_by_text("fmnist-deblur-0.2").wait_for(timeout=20_000)
+            page.wait_for_timeout(1000)
+            _type_into(page, "#field-corruption-noise-sigma input", "abc")
+            page.locator("#field-corruption-noise-sigma").get_by_text("the TOML keeps").wait_for(timeout=20_000)
+            page.wait_for_timeout(1500)
+            assert "output values" not in page.locator("body").inner_text()
             page.get_by_role("tab", name="3 · Runs").click()
             page.wait_for_function("() => document.querySelector('#run-log textarea').value.includes('log line 299')", timeout=30_000)
             page.wait_for_timeout(500)

@@ -225,7 +225,8 @@ class Workbench:
 
         Raises:
             WorkbenchError: it ran longer than ``timeout_s`` (and was stopped), or exited non-zero
-                (the last lines of its error output are in the message).
+                (the last lines of its error output are in the message; after a Python traceback only
+                its last line, the whole output written to ``RUNS/.workbench/<action>-error.txt``).
         """
         cmd = [*self.launcher.engine_cmd, *args]
         try:
@@ -235,7 +236,13 @@ class Workbench:
         except subprocess.TimeoutExpired:
             raise WorkbenchError(f"{action} took longer than {timeout_s:.0f} s and was stopped") from None
         if proc.returncode != 0:
-            err = [ln.removeprefix("error: ") for ln in (proc.stderr or proc.stdout or "").strip().splitlines()[-8:]]
+            output = (proc.stderr or proc.stdout or "").strip()
+            if "Traceback (most recent call last)" in output:  # a crash: its last line here, the whole output in a file
+                log = self.work_dir / f"{action.split()[0]}-error.txt"
+                log.parent.mkdir(parents=True, exist_ok=True)
+                log.write_text(output + "\n", encoding="utf-8")
+                raise WorkbenchError(f"{action} failed: {output.splitlines()[-1]} (the engine's whole output: {log})")
+            err = [ln.removeprefix("error: ") for ln in output.splitlines()[-8:]]
             raise WorkbenchError(f"{action} failed: " + (" ".join(err) or f"exit code {proc.returncode}"))
         return proc
 

@@ -250,7 +250,8 @@ def field_edited(wb: Workbench, ed: Editor, name: str, value: Any) -> Outcome:
         text = pe.set_field(ed.text, name, pe.from_widget(f, value))
     except pe.FieldInputError as e:
         kept = pe.effective_value(_parsed(ed.text) or {}, f)
-        errors[name] = f"{e.args[0].split(': ', 1)[-1]}; the TOML keeps {name} = {pe.to_widget(f, kept)}"
+        keeps = f"{name} unset (the engine's default applies)" if kept is None else f"{name} = {pe.to_widget(f, kept)}"
+        errors[name] = f"{e.args[0].split(': ', 1)[-1]}; the TOML keeps {keeps}"
         return _redraw(wb, replace(ed, input_errors=errors), send_text=False, refill=None)
     errors.pop(name, None)
     return _redraw(wb, replace(ed, text=text, input_errors=errors), send_text=True, refill=None, edited=name)

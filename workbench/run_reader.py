@@ -61,6 +61,7 @@ __all__ = [
     "progress_text",
     "stage_kimg",
     "kimg_text",
+    "kimg_amount",
     "time_split_md",
 ]
 
@@ -164,7 +165,17 @@ def progress_text(progress: Any) -> str:
     """``"37 %"`` for a status ``progress`` (a fraction of the stage), clipped to 0–100 %; ``""`` when
     missing or not a finite number."""
     p = _finite(progress)
-    return "" if p is None else f"{min(max(p, 0.0), 1.0) * 100:.0f} %"
+    if p is None:
+        return ""
+    percent = min(max(p, 0.0), 1.0) * 100
+    return f"{percent:.1f} %" if 0 < percent < 10 else f"{percent:.0f} %"  # a long stage's first steps are not "0 %"
+
+
+def kimg_amount(kimg: Any) -> str:
+    """Images seen (kimg) as plain text: three significant digits below 100, whole numbers above
+    (``1.86``, ``40``, ``1600``; never ``1.6e+03``); ``""`` when not a finite number."""
+    k = _finite(kimg)
+    return "" if k is None else f"{k:.0f}" if abs(k) >= 100 else f"{k:.3g}"
 
 
 def stage_kimg(status: dict) -> tuple[float, float | None] | None:
@@ -280,9 +291,9 @@ def runs_frame(rows: list[dict]) -> pd.DataFrame:
     now = time.time()
     for r in rows:
         progress = progress_text(r.get("progress"))
-        kimg = _num(r.get("kimg"), "{:.3g}")
+        kimg = kimg_amount(r.get("kimg"))
         if kimg and r.get("kimg_total") is not None:
-            kimg += f" / {_num(r.get('kimg_total'), '{:.3g}')}"
+            kimg += f" / {kimg_amount(r.get('kimg_total'))}"
         thr = []
         if r.get("images_per_s") is not None:
             thr.append(f"{_num(r['images_per_s'], '{:.1f}')} img/s")
@@ -545,6 +556,7 @@ def run_points(events: list[dict], teacher_kimg: float | None = None) -> list[di
         dicts ``{"plot", "series", "kimg", "minutes", "value", "n"}``: ``plot`` is a key of
         :data:`COMPARE_PLOTS`; ``kimg`` is images seen since the start of the run (thousands);
         ``minutes`` the wall-clock minutes since its first event; ``n`` the FID's sample count.
+        Points a resumed run logged again replace the earlier ones (:func:`_drop_replayed`).
     """
     if teacher_kimg is None:
         teacher_kimg = max((_finite(e.get("kimg")) or 0.0 for e in events if e.get("stage") == "teacher"), default=0.0)
@@ -571,7 +583,20 @@ def run_points(events: list[dict], teacher_kimg: float | None = None) -> list[di
             add("throughput", f"{stage} img/s", e.get("images_per_s"))
         elif e.get("kind") == "fid":
             add("fid", f"{e.get('model', stage)} (n={e.get('n')})", e.get("fid"), e.get("n"))
-    return out
+    return _drop_replayed(out)
+
+
+def _drop_replayed(points: list[dict]) -> list[dict]:
+    """A resumed run trains again from its checkpoint, so its events go back in images seen and
+    repeat what was logged after that checkpoint: in each series the later record replaces the
+    earlier ones at or beyond its ``kimg`` (plots then run forward, never back to an earlier x)."""
+    kept: dict[tuple[str, str], list[dict]] = {}
+    for p in points:
+        series = kept.setdefault((p["plot"], p["series"]), [])
+        while series and series[-1]["kimg"] >= p["kimg"]:
+            series.pop()
+        series.append(p)
+    return [p for p in points if any(p is q for q in kept[(p["plot"], p["series"])])]
 
 
 def smooth(values: list[float], weight: float) -> list[float]:
@@ -586,11 +611,15 @@ def smooth(values: list[float], weight: float) -> list[float]:
     return out
 
 
+#: Height of a comparison plot's drawing area and of one row of its legend (pixels).
+PLOT_PX, LEGEND_ROW_PX = 260, 22
+
+
 def compare_figure(runs: dict[str, list[dict]], plot: str, x: str = "kimg", log_y: bool = False, smoothing: float = 0.0):
     """A Plotly figure of several runs' ``plot`` (a key of :data:`COMPARE_PLOTS`) on a global axis.
 
     Each series has markers (one point is still visible) and hover values; the distillation's start
-    of each run is a dotted vertical line (on the kimg axis), and on the FID plot each run's teacher
+    of each run is a dotted vertical line (on either axis), and on the FID plot each run's teacher
     baseline (the truncated teacher's live FID at the same n) is a dashed horizontal line over its
     distillation.
 
@@ -623,7 +652,7 @@ def compare_figure(runs: dict[str, list[dict]], plot: str, x: str = "kimg", log_
                         x=xs,
                         y=ys,
                         mode="markers",
-                        marker=dict(color=color, size=4, opacity=0.25),
+                        marker=dict(color=color, size=4, opacity=0.4),
                         showlegend=False,
                         hoverinfo="skip",
                         legendgroup=label,
@@ -644,9 +673,12 @@ def compare_figure(runs: dict[str, list[dict]], plot: str, x: str = "kimg", log_
             )
         teacher_end = max((_finite(e.get("kimg")) or 0.0 for e in events if e.get("stage") == "teacher"), default=None)
         distill = [p for p in run_points(events) if p["plot"] != "throughput" and p["kimg"] >= (teacher_end or 0)]
-        if x == "kimg" and teacher_end and any(e.get("stage") == "distill" for e in events):
+        times = [t for t in (_finite(e.get("time")) for e in events) if t is not None]
+        distill_times = [t for t in (_finite(e.get("time")) for e in events if e.get("stage") == "distill") if t is not None]
+        boundary = teacher_end if x == "kimg" else ((min(distill_times) - min(times)) / 60 if distill_times else None)
+        if boundary and any(e.get("stage") == "distill" for e in events):
             label = dict(annotation_text="distillation starts", annotation_position="top left") if i == 0 else {}
-            fig.add_vline(x=teacher_end, line=dict(color=color, dash="dot", width=1), **label)
+            fig.add_vline(x=boundary, line=dict(color=color, dash="dot", width=1), **label)
         base = teacher_baseline(events)
         if plot == "fid" and base is not None and _finite(base.get("fid")) is not None and distill:
             xs = [p[x] for p in distill]
@@ -665,16 +697,19 @@ def compare_figure(runs: dict[str, list[dict]], plot: str, x: str = "kimg", log_
                     hovertemplate=f"{label}: %{{y:.4g}}<extra></extra>",
                 )
             )
+    entries = sum(1 for t in fig.data if t.showlegend is not False)
+    legend_px = LEGEND_ROW_PX * math.ceil(entries / 2)  # two legend entries a row below the plot
     fig.update_layout(
         title=dict(text=title, font=dict(size=14)),
-        height=330,
-        margin=dict(l=60, r=20, t=50, b=50),
-        legend=dict(orientation="h", y=-0.25, font=dict(size=11)),
+        height=PLOT_PX + 110 + legend_px,  # the plot area keeps its height however many runs are shown
+        margin=dict(l=60, r=20, t=50, b=60 + legend_px),
+        legend=dict(orientation="h", yanchor="top", y=-60 / PLOT_PX, font=dict(size=11)),
+        showlegend=True,
         hovermode="closest",
         template="plotly_white",
     )
-    fig.update_xaxes(title_text=x_title)
-    fig.update_yaxes(title_text=y_title, type="log" if log_y else "linear")
+    fig.update_xaxes(title_text=x_title, title_standoff=8)
+    fig.update_yaxes(title_text=y_title, type="log" if log_y else "linear", **({"dtick": "D2"} if log_y else {}))
     return fig
 
 
@@ -730,9 +765,10 @@ def compare_frame(runs: dict[str, Path]) -> pd.DataFrame:
     return pd.DataFrame([compare_row(path, name) for name, path in runs.items()], columns=COMPARE_COLUMNS)
 
 
-def preset_differences(text_a: str, text_b: str) -> pd.DataFrame:
-    """The keys whose values differ between two presets (TOML texts), dotted, with both values
-    (``""`` where a preset does not set the key). Columns ``field``, ``a``, ``b``."""
+def preset_differences(texts: dict[str, str]) -> pd.DataFrame:
+    """The keys whose values differ between presets (TOML texts, run name → text), dotted, one column
+    of values per run (``""`` where a preset does not set the key). Columns ``field`` and the run names;
+    no rows with fewer than two presets."""
     import tomli
 
     def flat(d: dict, prefix: str = "") -> dict:
@@ -744,9 +780,10 @@ def preset_differences(text_a: str, text_b: str) -> pd.DataFrame:
                 out[f"{prefix}{k}"] = v
         return out
 
-    a, b = flat(tomli.loads(text_a or "")), flat(tomli.loads(text_b or ""))
-    rows = [[k, _show(a.get(k)), _show(b.get(k))] for k in sorted(set(a) | set(b)) if a.get(k) != b.get(k)]
-    return pd.DataFrame(rows, columns=["field", "a", "b"])
+    values = {name: flat(tomli.loads(text or "")) for name, text in texts.items()}
+    keys = sorted(set().union(*values.values())) if values else []
+    rows = [[k, *(_show(v.get(k)) for v in values.values())] for k in keys if len({repr(v.get(k)) for v in values.values()}) > 1]
+    return pd.DataFrame(rows, columns=["field", *values])
 
 
 def _show(value: Any) -> str:

@@ -20,7 +20,7 @@ from . import run_reader
 from .api import Workbench, WorkbenchError
 from .launcher import describe_exit
 from .preset_edit import md_text
-from .presets_page import err_md, ok_md
+from .presets_page import err_md, form_validation, ok_md
 
 __all__ = [
     "Selection",
@@ -108,8 +108,8 @@ def detail_md(wb: Workbench, run: str | None) -> str:
         parts.append(f"{run_reader.progress_text(st['progress'])} of the stage")
     seen = run_reader.stage_kimg(st)
     if seen is not None:
-        total = "" if seen[1] is None else f" / {seen[1]:.3g}"
-        parts.append(f"{seen[0]:.3g}{total} kimg seen in this stage")
+        total = "" if seen[1] is None else f" / {run_reader.kimg_amount(seen[1])}"
+        parts.append(f"{run_reader.kimg_amount(seen[0])}{total} kimg seen in this stage")
     eta = run_reader.fmt_duration(st.get("eta_s")) if state == "running" else ""
     if eta:
         parts.append(f"ETA {eta}")
@@ -174,10 +174,11 @@ def launch(wb: Workbench, text: str, run_name: str, unwritten: dict[str, str] | 
     """Launch preset ``text`` as a new run (``run_name`` "" = ``<run.name>-<date>-<time>``) and select it.
     Refused while the Presets form holds values that are not in the TOML (``unwritten``, field → message):
     it would start something other than what the form shows."""
-    if unwritten:
-        problems = "; ".join(f"{k} {m}" for k, m in unwritten.items())
+    if unwritten:  # the same problems, in the same order, as the Presets tab's verdict and the launch line count
+        problems = form_validation(wb.validate(text), unwritten).problems
+        listed = "; ".join(f"{field} {message}" for field, message in problems)
         return RunsOutcome(
-            launch_msg=err_md(f"not launched: the Presets form holds values that are not in the TOML ({problems}); fix them there"),
+            launch_msg=err_md(f"not launched: the preset in the Presets tab has {len(problems)} problem(s): {listed}; fix them there"),
             action_msg="",
         )
     try:

@@ -27,7 +27,8 @@ table td, table td * { overflow-wrap: anywhere; }
 footer { display: none !important; }
 /* sample grids: scale up small PNGs without smoothing, so every pixel stays visible */
 .png-grid img { image-rendering: pixelated; width: 100%; height: 100%; object-fit: contain; }
-#preview-image img { image-rendering: pixelated; width: 100%; height: 100%; object-fit: contain; }
+/* the preview is enlarged without smoothing by the workbench already (preview_labels); smooth scaling keeps its labels legible */
+#preview-image img { image-rendering: auto; width: 100%; height: 100%; object-fit: contain; }
 /* phones: the preset picker takes the whole width with less padding, so the preset's name is not cut */
 @media (max-width: 640px) {
   #preset-row { flex-direction: column; }

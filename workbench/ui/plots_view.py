@@ -42,7 +42,8 @@ def build(wb: Workbench, run: str | None) -> View:
             label="x axis",
             elem_id="plots-x",
             scale=2,
-            info="images seen since the start of each run: the teacher's, then the distillation's (dotted line)",
+            info="images seen since the start of each run (the teacher's, then the distillation's) or wall-clock minutes; "
+            "a dotted line marks where distillation starts",
         )
         v.log_y = gr.Checkbox(False, label="log scale (losses)", elem_id="plots-log", scale=1)
         v.smoothing = gr.Slider(0, 0.95, value=0.0, step=0.05, label="smoothing (losses, EMA weight)", elem_id="plots-smoothing", scale=2)
@@ -54,7 +55,9 @@ def build(wb: Workbench, run: str | None) -> View:
             v.plots[key] = gr.Plot(shown[key], elem_id=f"plot-{key}", show_label=False)
     with gr.Row():
         v.plots["throughput"] = gr.Plot(shown["throughput"], elem_id="plot-throughput", show_label=False)
-        v.diff = _table(shown["diff"], "Preset differences (the run, a, against the first compared run, b)", "plots-diff")
+        v.diff = _table(
+            shown["diff"], "Preset differences: the keys whose values differ between the runs shown, one column per run", "plots-diff"
+        )
     v.table = _table(
         shown["table"],
         "Runs shown: final FIDs (truncated teacher vs generator, with n), ratio = generator / teacher (below 1: generator better)",
@@ -98,8 +101,8 @@ def page(wb: Workbench, run: str | None, compare: list[str] | None, x_axis: str,
     Returns:
         ``{"fid", "loss", "throughput"}`` Plotly figures, ``"latest"`` (Markdown, the selected
         run's latest values), ``"table"`` (:func:`workbench.run_reader.compare_frame`) and
-        ``"diff"`` (:func:`workbench.run_reader.preset_differences` of the first two runs shown;
-        empty with fewer than two runs).
+        ``"diff"`` (:func:`workbench.run_reader.preset_differences` of every run shown, one column
+        each; empty with fewer than two runs).
     """
     shown = wb.expand_runs([r for r in [run, *(compare or [])] if r])
     events = {r: _events(wb, r) for r in shown}
@@ -118,11 +121,7 @@ def page(wb: Workbench, run: str | None, compare: list[str] | None, x_axis: str,
         except WorkbenchError:
             pass
     out["table"] = run_reader.compare_frame(folders)
-    out["diff"] = (
-        run_reader.preset_differences(_preset_text(wb, shown[0]), _preset_text(wb, shown[1]))
-        if len(shown) > 1
-        else run_reader.preset_differences("", "")
-    )
+    out["diff"] = run_reader.preset_differences({r: _preset_text(wb, r) for r in folders} if len(folders) > 1 else {})
     return out
 
 

@@ -256,8 +256,10 @@ def wire(wb: Workbench, v: View, launch_summary=None, launch_msg=None) -> None:
         """``event`` calls ``fn(editor, *inputs)`` (the editor's state with the TOML as typed) and shows its outcome."""
 
         def handler(ed, text, *args):
-            """Run the event on the current editor and turn its outcome into updates."""
-            return updates(wb, v, fn(replace(ed or pp.Editor(), text=text), *args), launch_summary, launch_msg)
+            """Run the event on the current editor and turn its outcome into updates (never none: Gradio
+            would read an empty dict as one value for all its outputs)."""
+            current = replace(ed or pp.Editor(), text=text)
+            return {v.editor_state: current, **updates(wb, v, fn(current, *args), launch_summary, launch_msg)}
 
         event(handler, [v.editor_state, v.editor, *inputs], outs, **kw)
 

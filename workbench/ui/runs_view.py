@@ -145,7 +145,7 @@ def wire(wb: Workbench, v: View, editor, editor_state, follow: list) -> None:
 
     def show(fn):
         """An event handler showing ``fn``'s outcome."""
-        return lambda *args: updates(v, fn(*args), follow)
+        return lambda *args: updates(v, fn(*args), follow) or {v.action_msg: gr.skip()}
 
     v.launch_btn.click(
         show(lambda text, name, ed: rp.launch(wb, text, name, ed.input_errors if ed else None)),
@@ -165,7 +165,7 @@ def wire(wb: Workbench, v: View, editor, editor_state, follow: list) -> None:
         try:
             run = wb.run_names()[evt.index[0]]
         except (IndexError, TypeError):
-            return {}
+            return {v.action_msg: gr.skip()}  # a header or a row gone since: nothing changes (an empty dict would be one value)
         return select(run)
 
     v.table.select(on_table_select, None, outs, api_visibility="private", show_progress="hidden")
