@@ -962,6 +962,9 @@ def test_finished_run_row_and_verdict_row_say_what_they_mean(tmp_path):
     verdict = table[table["model"] == "generator vs teacher-truncated"].iloc[0]
     assert verdict["KID ×10³"] == "" and verdict["note"].startswith("ratio 0.903")
     assert table[table["model"] == "teacher-truncated"].iloc[0]["proximal FID"] == "generator only"
+    denoiser = run_reader.metrics_rows("done-run", {"teacher-denoiser": {"psnr": 25.0, "ssim": 0.8, "n": 16}})[0]
+    row = dict(zip(run_reader.METRICS_COLUMNS, denoiser))
+    assert row["FID"] == row["KID ×10³"] == "" and row["note"].startswith("PSNR 25.00 dB, SSIM 0.800")  # not in the FID column
 
 
 def test_compare_a_whole_study_folder_and_the_ratio_of_equal_fids(tmp_path):

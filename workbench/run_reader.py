@@ -404,7 +404,8 @@ METRICS_COLUMNS = ["run", "model", "weights", "FID", "KID ×10³", "proximal FID
 
 
 def metrics_rows(run: str, metrics: dict) -> list[list[str]]:
-    """Rows of the metrics table for one run (FID, KID, proximal FID, NFE, images/s, each with n)."""
+    """Rows of the metrics table for one run (FID, KID, proximal FID, NFE, images/s, each with n); the
+    teacher's one-step denoiser (a restoration, not a sampler) gives its PSNR and SSIM in the note."""
     out = []
     for model in (*MODELS, *sorted(k for k in metrics if k not in MODELS and k not in ("teacher-denoiser", RACE))):
         m = metrics.get(model)
@@ -441,15 +442,19 @@ def metrics_rows(run: str, metrics: dict) -> list[list[str]]:
                 run,
                 "teacher-denoiser",
                 str(den.get("weights", "teacher EMA")),
-                f"PSNR {_num(den.get('psnr'), '{:.2f}')} dB",
-                f"SSIM {_num(den.get('ssim'), '{:.3f}')}",
+                "",  # not a sampler: no FID or KID; its PSNR and SSIM lead the note
+                "",
                 "",
                 str(den.get("n", "")),
                 "",
                 str(den.get("nfe", "1")),
                 _num(den.get("images_per_s"), "{:.1f}"),
                 _short(den.get("reference")),
-                _denoiser_note(den),
+                "; ".join(
+                    filter(
+                        None, [f"PSNR {_num(den.get('psnr'), '{:.2f}')} dB, SSIM {_num(den.get('ssim'), '{:.3f}')}", _denoiser_note(den)]
+                    )
+                ),
             ]
         )
     race = metrics.get(RACE)
