@@ -922,6 +922,8 @@ def test_compare_page_puts_runs_on_one_global_axis(tmp_path):
         assert any(s.type == "line" and s.x0 == 2.0 for s in fid.layout.shapes)  # distillation starts
         loss = shown["loss"]
         assert loss.layout.yaxis.type == "log"
+        ticks = dict(zip(loss.layout.yaxis.tickvals, loss.layout.yaxis.ticktext))
+        assert {1.0: "1", 2.0: "2"}.items() <= ticks.items() and all(float(text) == value for value, text in ticks.items())
         teacher = next(t for t in loss.data if t.name == "a · teacher loss")
         assert list(teacher.y) == pytest.approx([2.0, (0.6 * 0.4 * 2.0 + 0.4 * 1.0) / (1 - 0.36)])
         minutes = page(wb, "a", [], "wall-clock minutes", False, 0.0)["fid"]
@@ -1079,3 +1081,29 @@ def test_an_engine_crash_reads_as_one_line_and_keeps_its_output(tmp_path, fake_e
         assert "Traceback (most recent call last)" in saved.read_text() and saved.parent == wb.work_dir
     finally:
         wb.close()
+
+
+def test_ended_runs_read_as_ended(tmp_path, fake_engine):
+    """A run that fails at start-up: the refresh turns Stop off even when this viewer's memory says it
+    already sent that (a launch set the buttons since); Live plots says it failed before logging
+    anything; the race column and the throughput read as ended; one run shows no empty differences table."""
+    from workbench import runs_page
+    from workbench.ui.plots_view import page
+
+    wb = Workbench(tmp_path / "runs", tmp_path / "presets", SHIPPED, engine_cmd=fake_engine, grace_s=5)
+    try:
+        _launch(wb.launcher, "crash", "crash")
+        assert _wait(lambda: wb.run_status("crash")["state"] == "failed", 20)
+        out, _ = runs_page.tick(wb, "crash", {"buttons": [False, False]}, None)
+        assert out.buttons == (False, False)
+        shown = page(wb, "crash", [], "images seen (kimg)", False, 0.0)
+        assert shown["latest"] == "**crash** failed before logging any events: its log is in the Runs tab."
+        assert "pick another run" in shown["diff"].iloc[0, 0]
+    finally:
+        wb.close()
+    row = {"run": "r", "state": "done", "images_per_s": 100.0, "it_per_s": 6.0}
+    assert run_reader.runs_frame([row]).loc[0, "throughput"] == "last 100.0 img/s · 6.00 it/s"
+    baseline = [{"stage": "distill", "kind": "teacher_baseline", "model": "teacher-truncated", "fid": 80.0, "n": 16}]
+    assert run_reader._race_text({"state": "done"}, baseline) == "no"
+    assert run_reader._race_text({"state": "running"}, baseline) == "not yet"
+    assert run_reader._race_text({"state": "done"}, []) == "no live race"

@@ -299,6 +299,8 @@ def runs_frame(rows: list[dict]) -> pd.DataFrame:
             thr.append(f"{_num(r['images_per_s'], '{:.1f}')} img/s")
         if r.get("it_per_s") is not None:
             thr.append(f"{_num(r['it_per_s'], '{:.2f}')} it/s")
+        if thr and r.get("state") in ("done", "stopped", "failed"):
+            thr = [f"last {thr[0]}", *thr[1:]]  # the run has ended: the figure of its last steps, not a current speed
         updated = r.get("updated")
         ago = fmt_duration(now - float(updated)) + " ago" if isinstance(updated, (int, float)) else ""
         state = r.get("state", "")
@@ -616,6 +618,17 @@ def smooth(values: list[float], weight: float) -> list[float]:
     return out
 
 
+def _log_ticks(fig) -> dict:
+    """Tick positions 1, 2, 5 × 10^k over the figure's positive y values, each labelled with its value
+    (``0.2``, ``0.5``, ``1``, ``2``), for a logarithmic axis; ``{}`` when there are none."""
+    ys = [y for t in fig.data for y in (t.y or ()) if isinstance(y, (int, float)) and math.isfinite(y) and y > 0]
+    if not ys:
+        return {}
+    low, high = math.floor(math.log10(min(ys))), math.ceil(math.log10(max(ys)))
+    ticks = [m * 10.0**k for k in range(low, high + 1) for m in (1, 2, 5) if min(ys) / 2.5 <= m * 10.0**k <= max(ys) * 2.5]
+    return {"tickvals": ticks, "ticktext": [f"{t:g}" for t in ticks]}
+
+
 #: Height of a comparison plot's drawing area and of one row of its legend (pixels).
 PLOT_PX, LEGEND_ROW_PX = 260, 22
 
@@ -714,7 +727,7 @@ def compare_figure(runs: dict[str, list[dict]], plot: str, x: str = "kimg", log_
         template="plotly_white",
     )
     fig.update_xaxes(title_text=x_title, title_standoff=8)
-    fig.update_yaxes(title_text=y_title, type="log" if log_y else "linear", **({"dtick": "D2"} if log_y else {}))
+    fig.update_yaxes(title_text=y_title, type="log" if log_y else "linear", **(_log_ticks(fig) if log_y else {}))
     return fig
 
 
@@ -760,9 +773,21 @@ def compare_row(run_dir: Path, name: str | None = None) -> list[str]:
         fid("teacher"),
         fid("generator"),
         ratio,
-        crossing_text(status.get("generator_beats_teacher")) or ("not yet" if teacher_baseline(events) else ""),
+        _race_text(status, events),
         fmt_duration(max(times) - min(times)) if len(times) > 1 else "",
     ]
+
+
+def _race_text(status: dict, events: list[dict]) -> str:
+    """The "generator below teacher" cell: when the generator's live FID first went below its
+    teacher's; else "not yet" (still running), "no" (ended without), or "no live race" (no teacher
+    baseline was recorded, e.g. live FID off)."""
+    crossing = crossing_text(status.get("generator_beats_teacher"))
+    if crossing:
+        return crossing
+    if not teacher_baseline(events):
+        return "no live race"
+    return "no" if status.get("state") in ("done", "stopped", "failed") else "not yet"
 
 
 def compare_frame(runs: dict[str, Path]) -> pd.DataFrame:
@@ -773,7 +798,7 @@ def compare_frame(runs: dict[str, Path]) -> pd.DataFrame:
 def preset_differences(texts: dict[str, str]) -> pd.DataFrame:
     """The keys whose values differ between presets (TOML texts, run name → text), dotted, one column
     of values per run (``""`` where a preset does not set the key). Columns ``field`` and the run names;
-    no rows with fewer than two presets."""
+    with fewer than two presets one row saying how to get a comparison."""
     import tomli
 
     def flat(d: dict, prefix: str = "") -> dict:
@@ -785,6 +810,8 @@ def preset_differences(texts: dict[str, str]) -> pd.DataFrame:
                 out[f"{prefix}{k}"] = v
         return out
 
+    if len(texts) < 2:
+        return pd.DataFrame([["(pick another run under Compare with to see the keys that differ)"]], columns=["field"])
     values = {name: flat(tomli.loads(text or "")) for name, text in texts.items()}
     keys = sorted(set().union(*values.values())) if values else []
     rows = [[k, *(_show(v.get(k)) for v in values.values())] for k in keys if len({repr(v.get(k)) for v in values.values()}) > 1]

@@ -265,8 +265,8 @@ def delete(wb: Workbench, run: str) -> RunsOutcome:
 def tick(wb: Workbench, selected: str | None, sig: dict, stopping: str | None) -> tuple[RunsOutcome, dict]:
     """The timer's refresh: what changed since the last tick (``sig``, this viewer's memory of what it
     was sent) among the table, the run names (new names keep the selection where it still exists,
-    else the newest run), the detail, the log tail and the buttons; and the "is stopping" message
-    replaced once that run has ended.
+    else the newest run), the detail and the log tail; the Stop and Resume buttons every time; and
+    the "is stopping" message replaced once that run has ended.
 
     Returns:
         (the outcome, the new ``sig``).
@@ -297,7 +297,6 @@ def tick(wb: Workbench, selected: str | None, sig: dict, stopping: str | None) -
     log = wb.log_tail(selected) if selected else ""
     if log != sig.get("log"):
         out, sig["log"] = replace(out, log=log), log
-    buttons = buttons_for(wb, selected)
-    if list(buttons) != sig.get("buttons"):
-        out, sig["buttons"] = replace(out, buttons=buttons), list(buttons)
-    return out, sig
+    # always sent: a launch or a click may have set the buttons since the last tick, so a memory of what
+    # this tick sent last cannot tell whether they still show the run's state (a run failing at start-up)
+    return replace(out, buttons=buttons_for(wb, selected)), sig

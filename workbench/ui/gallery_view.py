@@ -156,11 +156,12 @@ def _grids(wb: Workbench, run: str | None, snap: str | None) -> tuple[list, list
     except WorkbenchError as e:
         return [None] * len(MODELS), [run_reader.MODEL_LABELS[m] for m in MODELS], f"✗ {e}"
     when = "latest grids" if _snapshot(snap) is None else f"snapshot at {snap} kimg"
+    missing = " — not written yet" if status.get("state") in ("running", "starting") else f" — not written (the run {status.get('state')})"
     labels = []
     for m in MODELS:
         label = run_reader.MODEL_LABELS[m]
         if paths[m] is None:
-            label += " — not written yet" if _snapshot(snap) is None or m == "measurements" else f" — no grid at {snap} kimg"
+            label += missing if _snapshot(snap) is None or m == "measurements" else f" — no grid at {snap} kimg"
         labels.append(label)
     title = f"**{run}** — {when} · state {status.get('state', '?')}"
     return [str(p) if p else None for p in paths.values()], labels, title

@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import gradio as gr
 
+from rsd_engine.io.runs import RunDir
+
 from .. import run_reader
 from ..api import Workbench, WorkbenchError
 from .common import View
@@ -79,6 +81,14 @@ def _events(wb: Workbench, run: str) -> list[dict]:
         return []
 
 
+def _state(wb: Workbench, run: str) -> str:
+    """The run's state as its status file says ("unknown" without one)."""
+    try:
+        return str(RunDir(wb.run_dir(run)).read_status().get("state") or "unknown")
+    except WorkbenchError:
+        return "unknown"
+
+
 def _preset_text(wb: Workbench, run: str) -> str:
     try:
         return (wb.run_dir(run) / "preset.toml").read_text(encoding="utf-8")
@@ -114,6 +124,10 @@ def page(wb: Workbench, run: str | None, compare: list[str] | None, x_axis: str,
         for key in run_reader.COMPARE_PLOTS
     }
     out["latest"] = run_reader.latest_values(events[run]) if run in events else "Pick a run."
+    if run in events and not events[run]:
+        state = _state(wb, run)
+        if state not in ("running", "starting"):
+            out["latest"] = f"**{run}** {state} before logging any events: its log is in the Runs tab."
     folders = {}
     for r in shown:
         try:

@@ -37,6 +37,8 @@ def build(wb: Workbench, launch_text: str) -> View:
         elem_id="runs-table",
         max_height=320,
         wrap=True,
+        # fixed shares of the width: headers wrap the same way on every refresh, long run names wrap in their cell
+        column_widths=["16%", "8%", "7%", "7%", "9%", "11%", "6%", "10%", "12%", "7%", "7%"],
     )
     with gr.Row(equal_height=True):
         v.selected = gr.Dropdown(
