@@ -28,6 +28,8 @@ import tomlkit
 
 __all__ = [
     "md_text",
+    "ok_md",
+    "err_md",
     "SECTIONS",
     "FormField",
     "FieldInputError",
@@ -429,6 +431,16 @@ def md_text(text: str) -> str:
     characters that Markdown would swallow or turn into formatting (backslash, backtick, ``*``, ``_``,
     brackets, ``~``) escaped with a backslash."""
     return _MD_SPECIAL.sub(r"\\\1", html.escape(str(text), quote=False))
+
+
+def ok_md(text: str) -> str:
+    """A success line for a message area of the page."""
+    return f"✓ {text}"
+
+
+def err_md(text: object) -> str:
+    """An error line for a message area of the page (the message shown as text, not as Markdown: :func:`md_text`)."""
+    return f"✗ {md_text(str(text))}"
 
 
 def validate(text: str, source: str | None = None, paths: bool = False, env: dict[str, str] | None = None) -> Validation:

@@ -18,7 +18,7 @@ from typing import Any
 
 from . import preset_edit as pe
 from .api import Workbench, WorkbenchError
-from .preset_edit import md_text
+from .preset_edit import err_md, md_text, ok_md
 
 __all__ = [
     "Editor",
@@ -41,23 +41,11 @@ __all__ = [
     "current_md",
     "edited_text",
     "form_validation",
-    "ok_md",
-    "err_md",
 ]
 
 #: Parameter boxes of the plug-in group: a plug-in operator's ``[corruption.params]`` fields are shown in
 #: these, typed and labelled from its schema (:func:`workbench.preset_edit.plugin_fields`).
 PLUGIN_SLOTS = 8
-
-
-def ok_md(text: str) -> str:
-    """A success line for a message area."""
-    return f"✓ {text}"
-
-
-def err_md(text: Any) -> str:
-    """An error line for a message area (the message shown as text, not as Markdown: :func:`md_text`)."""
-    return f"✗ {md_text(str(text))}"
 
 
 @dataclass(frozen=True)

@@ -19,8 +19,8 @@ from rsd_engine.io.runs import FINAL_STATES
 from . import run_reader
 from .api import Workbench, WorkbenchError
 from .launcher import describe_exit
-from .preset_edit import md_text
-from .presets_page import err_md, form_validation, ok_md
+from .preset_edit import err_md, md_text, ok_md
+from .presets_page import form_validation
 
 __all__ = [
     "Selection",

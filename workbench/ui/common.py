@@ -7,7 +7,7 @@ from types import SimpleNamespace
 import gradio as gr
 
 from ..api import WorkbenchError
-from ..preset_edit import md_text
+from ..preset_edit import err_md, ok_md
 
 __all__ = ["View", "ok_md", "err_md", "as_gr_error", "confirm_row"]
 
@@ -24,17 +24,6 @@ def confirm_row(v: View, yes_label: str, yes_id: str) -> None:
         v.confirm_md = gr.Markdown()
         v.confirm_yes = gr.Button(yes_label, variant="stop", elem_id=yes_id)
         v.confirm_no = gr.Button("Cancel")
-
-
-def ok_md(text: str) -> str:
-    """A success line for a view's message area."""
-    return f"✓ {text}"
-
-
-def err_md(text: str) -> str:
-    """An error line for a view's message area (the message is shown as text, not as Markdown:
-    :func:`workbench.preset_edit.md_text`)."""
-    return f"✗ {md_text(text)}"
 
 
 def as_gr_error(fn):

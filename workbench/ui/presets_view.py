@@ -55,7 +55,7 @@ def build(wb: Workbench) -> View:
         data = pe.parse_toml(text)
     except pe.FieldInputError:
         data = {}
-    v = View(fields=fields, initial_name=first, initial_text=text)
+    v = View(initial_name=first, initial_text=text)
     v.editor_state = gr.State(pp.Editor(text=text, loaded=text, name=first))  # see workbench.presets_page.Editor
     v.pending_switch = gr.State(None)  # the preset to load once unsaved edits may be discarded
     with gr.Row(equal_height=True, elem_id="preset-row"):
