@@ -816,6 +816,11 @@ def test_repeated_launch_clicks_start_one_run_and_say_so(tmp_path, fake_engine):
         assert wb.run_names() == [first["run"]]
         named = wb.launch(text, "second-on-purpose")  # a deliberate second run has a name
         assert sorted(wb.run_names()) == sorted([first["run"], named["run"]])
+        quick = SHIPPED.joinpath("quickstart.toml").read_text()  # a run that ends at once: a double click still starts one
+        ended = wb.launch(quick)["run"]
+        assert wb.wait_state(ended, timeout_s=60) == "done"
+        with pytest.raises(WorkbenchError, match="has ended"):
+            wb.launch(quick)
     finally:
         for run in wb.launcher.running():
             wb.launcher.stop(run, wait_s=10)
@@ -1106,4 +1111,4 @@ def test_ended_runs_read_as_ended(tmp_path, fake_engine):
     baseline = [{"stage": "distill", "kind": "teacher_baseline", "model": "teacher-truncated", "fid": 80.0, "n": 16}]
     assert run_reader._race_text({"state": "done"}, baseline) == "no"
     assert run_reader._race_text({"state": "running"}, baseline) == "not yet"
-    assert run_reader._race_text({"state": "done"}, []) == "no live race"
+    assert run_reader._race_text({"state": "done"}, []) == "not measured"

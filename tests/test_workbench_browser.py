@@ -230,6 +230,7 @@ def test_browser_form_never_shows_valid_for_what_the_toml_does_not_hold(tmp_path
             # Launch refuses what the form shows but the TOML does not hold
             page.get_by_role("tab", name="3 · Runs").click()
             assert "✗" in page.locator("#launch-summary").inner_text()
+            assert "secondary" in page.locator("#launch-button").get_attribute("class")  # it does not look ready
             page.locator("#launch-button").click()
             page.locator("#launch-msg").get_by_text("not launched").wait_for(timeout=20_000)
             assert wb.run_names() == []
@@ -260,6 +261,7 @@ def test_browser_form_never_shows_valid_for_what_the_toml_does_not_hold(tmp_path
             other = next(n for _, n in wb.preset_choices() if n != "quickstart")
             page.get_by_role("option").filter(has_text=other).first.click()
             page.locator("#preset-switch-msg").get_by_text("unsaved edits").wait_for(timeout=20_000)
+            assert page.locator("#preset-switch-row").bounding_box()["y"] < 900  # asked where the preset was picked, in view
             assert _editor_text(page) == edited
             page.screenshot(path=str(shots / "switch-asks.png"))
             page.locator("#preset-switch-no").click()

@@ -63,7 +63,7 @@ class Workbench:
         preview_timeout_s: limit of one preview computation.
         export_timeout_s: limit of one export (``rsd-engine export``).
         repeat_guard_s: a launch of the same preset text without a run name, less than this many
-            seconds after the previous one whose run still runs, is refused as a repeated click.
+            seconds after the previous one, is refused as a repeated click.
     """
 
     def __init__(
@@ -296,23 +296,18 @@ class Workbench:
         Raises:
             WorkbenchError: invalid preset (named fields), bad or taken run name, engine not startable,
                 or a repeated launch: the same text without a run name less than ``repeat_guard_s``
-                after the previous launch, whose run still runs (quick repeated clicks start one run).
+                after the previous launch, running or not (a double click starts one run).
         """
         v = self._require_valid(text, "launch")
         named = bool((run_name or "").strip())
         with self._launching:
             last = self._last_launch
-            if (
-                not named
-                and last
-                and last[0] == text
-                and time.monotonic() - last[1] < self.repeat_guard_s
-                and self.launcher.is_alive(last[2])
-            ):
+            if not named and last and last[0] == text and time.monotonic() - last[1] < self.repeat_guard_s:
+                state = "is running" if self.launcher.is_alive(last[2]) else "has ended"
                 raise WorkbenchError(
                     f"not launched again: {last[2]} was started from this same preset "
-                    f"{time.monotonic() - last[1]:.0f} s ago and is running. To start a second run of it, "
-                    "give a run name (or launch again after stopping the first)"
+                    f"{time.monotonic() - last[1]:.0f} s ago and {state}. To start a second run of it, "
+                    f"give a run name (or launch again after {self.repeat_guard_s:.0f} s)"
                 )
             name = check_name(run_name, "run name") if named else self.default_run_name(v.run_name)
             info = self.launcher.launch(text, name, v.num_processes, v.mixed_precision)

@@ -126,8 +126,8 @@ class FormField:
             parts.append(f"allowed: {rng}")
         elif self.choices and not all(str(c) in self.description for c in self.choices):
             parts.append("allowed: " + " | ".join(str(c) for c in self.choices))
-        default = "none (unset)" if self.default is None else _show(self.default)
-        parts.append(f"default: {default}")
+        if self.default is not None or "default" not in self.description:  # the description may say what unset means
+            parts.append(f"default: {'none (unset)' if self.default is None else _show(self.default)}")
         if self.nullable:
             parts.append("empty = default")
         return " · ".join(parts)

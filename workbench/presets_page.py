@@ -97,7 +97,7 @@ class PresetsPage:
         operator: the operator whose parameter group is shown (``None``: unreadable TOML, leave as is).
         plugin_title: title of the plug-in group ("" hides it); ``plugin_slots`` its boxes.
         fields: field → widget changes (``info``, ``error``, ``value``), only for widgets that change.
-        launch: the Runs tab's line about what Launch would start.
+        launch: the Runs tab's line about what Launch would start; ``launch_ok`` whether it is valid.
     """
 
     text: str | None
@@ -111,6 +111,7 @@ class PresetsPage:
     plugin_slots: tuple[PluginSlot, ...]
     fields: dict[str, dict[str, Any]]
     launch: str
+    launch_ok: bool
 
 
 @dataclass(frozen=True)
@@ -205,6 +206,7 @@ def render(
         plugin_slots=tuple(_slot(f, problems.get(f.name), data if i != edited_slot else None) for i, f in enumerate(pfields)),
         fields=changes,
         launch=launch_md(ed.name, ed.modified, val),
+        launch_ok=val.ok,
     )
     return ed, page
 

@@ -780,13 +780,13 @@ def compare_row(run_dir: Path, name: str | None = None) -> list[str]:
 
 def _race_text(status: dict, events: list[dict]) -> str:
     """The "generator below teacher" cell: when the generator's live FID first went below its
-    teacher's; else "not yet" (still running), "no" (ended without), or "no live race" (no teacher
-    baseline was recorded, e.g. live FID off)."""
+    teacher's; else "not yet" (still running), "no" (ended without), or "not measured" (no teacher
+    baseline was recorded: live FID was off)."""
     crossing = crossing_text(status.get("generator_beats_teacher"))
     if crossing:
         return crossing
     if not teacher_baseline(events):
-        return "no live race"
+        return "not measured"
     return "no" if status.get("state") in ("done", "stopped", "failed") else "not yet"
 
 

@@ -98,7 +98,7 @@ def build_blocks(wb: Workbench) -> gr.Blocks:
             with gr.Tab("5 · Gallery", id="gallery"):
                 gv = gallery_view.build(wb, first_run)
 
-        presets_view.wire(wb, pv, launch_summary=rv.launch_summary, launch_msg=rv.launch_msg)
+        presets_view.wire(wb, pv, launch_summary=rv.launch_summary, launch_msg=rv.launch_msg, launch_button=rv.launch_btn)
         preview_view.wire(wb, prv, pv.editor, pv.editor_state)
         runs_view.wire(wb, rv, pv.editor, pv.editor_state, follow=[plv.run, gv.run_a])
         plots_view.wire(wb, plv)

@@ -57,9 +57,10 @@ def build(wb: Workbench, run: str | None) -> View:
             v.plots[key] = gr.Plot(shown[key], elem_id=f"plot-{key}", show_label=False)
     with gr.Row():
         v.plots["throughput"] = gr.Plot(shown["throughput"], elem_id="plot-throughput", show_label=False)
-        v.diff = _table(
-            shown["diff"], "Preset differences: the keys whose values differ between the runs shown, one column per run", "plots-diff"
-        )
+    # full width: one column per run shown
+    v.diff = _table(
+        shown["diff"], "Preset differences: the keys whose values differ between the runs shown, one column per run", "plots-diff"
+    )
     v.table = _table(
         shown["table"],
         "Runs shown: final FIDs (truncated teacher vs generator, with n), ratio = generator / teacher (below 1: generator better)",

@@ -68,6 +68,11 @@ def build(wb: Workbench) -> View:
             info="Pick a ready preset (read-only) or one of yours; picking one loads it into the editor.",
         )
         v.current = gr.Markdown(pp.current_md(first, wb.preset_kind(first) if first else None, False), elem_id="preset-current")
+    # asked where the preset was picked, in view ("discard the unsaved edits?")
+    with gr.Row(visible=False, elem_id="preset-switch-row") as v.switch_row:
+        v.switch_md = gr.Markdown(elem_id="preset-switch-msg")
+        v.switch_yes = gr.Button("Discard edits and load it", variant="stop", elem_id="preset-switch-yes")
+        v.switch_no = gr.Button("Keep editing", elem_id="preset-switch-no")
     with gr.Row():
         with gr.Column(scale=3, elem_id="preset-form"):
             gr.Markdown("#### Form — every field with its unit, allowed range and default. Changes go straight into the TOML on the right.")
@@ -132,10 +137,6 @@ def build(wb: Workbench) -> View:
                     v.save_as_btn = gr.Button("Save as new preset", elem_id="preset-save-as", min_width=80)
                     v.duplicate_btn = gr.Button("Duplicate saved preset", elem_id="preset-duplicate", min_width=80)
             confirm_row(v, "Yes, delete", "preset-delete-yes")
-            with gr.Row(visible=False, elem_id="preset-switch-row") as v.switch_row:
-                v.switch_md = gr.Markdown(elem_id="preset-switch-msg")
-                v.switch_yes = gr.Button("Discard edits and load it", variant="stop", elem_id="preset-switch-yes")
-                v.switch_no = gr.Button("Keep editing", elem_id="preset-switch-no")
             v.msg = gr.Markdown(elem_id="preset-msg")
             with gr.Accordion("Effective preset — every field, defaults filled in, as the engine will run it", open=False):
                 v.effective = gr.Code(
@@ -159,7 +160,7 @@ def _plugin_group(v: View) -> None:
         ]
 
 
-def outputs(v: View, launch_summary=None, launch_msg=None) -> list:
+def outputs(v: View, launch_summary=None, launch_msg=None, launch_button=None) -> list:
     """Every component an event of the tab may update (what :func:`updates` may return)."""
     return [
         v.editor,
@@ -182,11 +183,11 @@ def outputs(v: View, launch_summary=None, launch_msg=None) -> list:
         v.plugin_group,
         v.plugin_title,
         *v.plugin_slots,
-        *(c for c in (launch_summary, launch_msg) if c is not None),
+        *(c for c in (launch_summary, launch_msg, launch_button) if c is not None),
     ]
 
 
-def updates(wb: Workbench, v: View, out: pp.Outcome, launch_summary=None, launch_msg=None) -> dict:
+def updates(wb: Workbench, v: View, out: pp.Outcome, launch_summary=None, launch_msg=None, launch_button=None) -> dict:
     """The component updates of an event's :class:`workbench.presets_page.Outcome` (only its set parts)."""
     u: dict = {}
     if out.editor is not None:
@@ -225,6 +226,8 @@ def updates(wb: Workbench, v: View, out: pp.Outcome, launch_summary=None, launch
             u[v.widgets[name]] = gr.update(**kw)
         if launch_summary is not None:
             u[launch_summary] = page.launch
+        if launch_button is not None:  # ready-looking only when the preset would launch
+            u[launch_button] = gr.Button(variant="primary" if page.launch_ok else "secondary")
     if out.msg is not None:
         u[v.msg] = out.msg
     if out.choices is not None:
@@ -244,11 +247,11 @@ def updates(wb: Workbench, v: View, out: pp.Outcome, launch_summary=None, launch
     return u
 
 
-def wire(wb: Workbench, v: View, launch_summary=None, launch_msg=None) -> None:
+def wire(wb: Workbench, v: View, launch_summary=None, launch_msg=None, launch_button=None) -> None:
     """Bind the Presets tab's events to :mod:`workbench.presets_page`. ``launch_summary`` (Runs tab) is
     refreshed with validation; ``launch_msg`` (Runs tab), a message about an earlier launch, is cleared
-    by any edit of the preset."""
-    outs = outputs(v, launch_summary, launch_msg)
+    by any edit of the preset; ``launch_button`` (Runs tab) looks ready only while the preset is valid."""
+    outs = outputs(v, launch_summary, launch_msg, launch_button)
     names = list(v.widgets)
     quiet = dict(show_progress="hidden", api_visibility="private")
 
@@ -259,7 +262,7 @@ def wire(wb: Workbench, v: View, launch_summary=None, launch_msg=None) -> None:
             """Run the event on the current editor and turn its outcome into updates (never none: Gradio
             would read an empty dict as one value for all its outputs)."""
             current = replace(ed or pp.Editor(), text=text)
-            return {v.editor_state: current, **updates(wb, v, fn(current, *args), launch_summary, launch_msg)}
+            return {v.editor_state: current, **updates(wb, v, fn(current, *args), launch_summary, launch_msg, launch_button)}
 
         event(handler, [v.editor_state, v.editor, *inputs], outs, **kw)
 

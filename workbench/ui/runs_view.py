@@ -35,7 +35,7 @@ def build(wb: Workbench, launch_text: str) -> View:
         label="Runs (click a row to select it; refreshed every 2 s)",
         interactive=False,
         elem_id="runs-table",
-        max_height=320,
+        max_height=640,  # a dozen runs in view before the table scrolls
         wrap=True,
         # fixed shares of the width: headers wrap the same way on every refresh, long run names wrap in their cell
         column_widths=["16%", "8%", "7%", "7%", "9%", "11%", "6%", "10%", "12%", "7%", "7%"],
