@@ -1112,3 +1112,25 @@ def test_ended_runs_read_as_ended(tmp_path, fake_engine):
     assert run_reader._race_text({"state": "done"}, baseline) == "no"
     assert run_reader._race_text({"state": "running"}, baseline) == "not yet"
     assert run_reader._race_text({"state": "done"}, []) == "not measured"
+
+
+def test_a_resumed_run_keeps_its_first_launch_for_its_duration(tmp_path, fake_engine):
+    """Resume rewrites the launch record but keeps the first launch time, so the duration shown in the
+    Runs tab and in Live plots' table counts from the first launch (stopped periods included)."""
+    wb = Workbench(tmp_path / "runs", tmp_path / "presets", SHIPPED, engine_cmd=fake_engine, grace_s=5)
+    try:
+        _launch(wb.launcher, "long", "long")
+        assert _wait(lambda: wb.run_status("long")["state"] == "running", 20)
+        first = json.loads((tmp_path / "runs" / "long" / "workbench.json").read_text())["launched"]
+        assert wb.stop("long", wait_s=15)["state"] == "stopped"
+        time.sleep(1.5)
+        wb.resume("long")
+        record = json.loads((tmp_path / "runs" / "long" / "workbench.json").read_text())
+        assert record["launched"] > first and record["first_launched"] == first
+        assert _wait(lambda: wb.run_status("long")["state"] == "running", 20)
+        assert wb.stop("long", wait_s=15)["state"] == "stopped"
+        status = wb.run_status("long")
+        assert run_reader.wall_duration(tmp_path / "runs" / "long", status) == pytest.approx(status["updated"] - first)
+        assert run_reader.wall_duration(tmp_path / "runs" / "long", status) > 1.5
+    finally:
+        wb.close()

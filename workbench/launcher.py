@@ -178,13 +178,16 @@ class Launcher:
             raise LaunchError(f"could not start the engine ({cmd[0]}): {e}") from None
         finally:
             console.close()
+        now = round(time.time(), 3)
+        earlier = read_json_object(run_dir / RECORD_NAME)
         record = {
             "pid": proc.pid,
             "pgid": proc.pid,
             "start_ticks": _start_ticks(proc.pid),
             "command": cmd,
             "action": action,
-            "launched": round(time.time(), 3),
+            "launched": now,
+            "first_launched": earlier.get("first_launched") or earlier.get("launched") or now,  # kept across resumes
             "stop_requested": False,
         }
         atomic_write_json(run_dir / RECORD_NAME, record)

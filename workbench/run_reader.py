@@ -62,6 +62,7 @@ __all__ = [
     "stage_kimg",
     "kimg_text",
     "kimg_amount",
+    "wall_duration",
     "time_split_md",
 ]
 
@@ -240,15 +241,21 @@ def run_row(run_dir: Path, state_override: str | None = None) -> dict:
         "exit_code": read_json_object(run_dir / RECORD_NAME).get("exit_code"),
         "beats_teacher": status.get("generator_beats_teacher"),
         "final": (run.read_metrics().get(RACE) or {}).get("final") if state == "done" else None,
-        "duration_s": (status.get("updated") or 0) - started
-        if state in ("done", "failed", "stopped") and (started := _launched(run_dir))
-        else None,
+        "duration_s": wall_duration(run_dir, status),
     }
 
 
-def _launched(run_dir: Path) -> float | None:
-    """When the workbench launched the run (its record), else when its folder was made."""
-    return _finite(read_json_object(run_dir / RECORD_NAME).get("launched")) or _mtime(run_dir / "preset.toml") or None
+def wall_duration(run_dir: Path, status: dict) -> float | None:
+    """Wall seconds from the run's first launch (kept across resumes; else its first event or its
+    folder) to its last status update, or to now while it runs; stopped periods are included.
+    ``None`` when neither end is known."""
+    record = read_json_object(run_dir / RECORD_NAME)
+    first = _finite(record.get("first_launched")) or _finite(record.get("launched"))
+    if first is None:
+        times = [t for t in (_finite(e.get("time")) for e in RunDir(run_dir).read_events()) if t is not None]
+        first = min(times) if times else _mtime(run_dir / "preset.toml") or None
+    end = time.time() if status.get("state") in ("running", "starting") else _finite(status.get("updated"))
+    return None if first is None or end is None else max(end - first, 0.0)
 
 
 RUNS_COLUMNS = [
@@ -740,7 +747,7 @@ def compare_row(run_dir: Path, name: str | None = None) -> list[str]:
     final FIDs of the truncated teacher and the generator with their n, their ratio (generator /
     teacher, below 1 = generator better; "n differs" when the two FIDs were measured at different
     n), the first live FID of the generator below its teacher's (distillation kimg and training
-    minutes), and the run's wall-clock duration (first to last event)."""
+    minutes), and the run's wall-clock duration (:func:`wall_duration`)."""
     run = RunDir(run_dir)
     try:
         import tomli
@@ -763,7 +770,6 @@ def compare_row(run_dir: Path, name: str | None = None) -> list[str]:
         t, g = finals["teacher"], finals["generator"]
         ratio = "n differs" if t.get("n") != g.get("n") else (_num(g["fid"] / t["fid"], "{:.3f}") if t["fid"] > 0 else "")
     events = run.read_events()
-    times = [t for t in (_finite(e.get("time")) for e in events) if t is not None]
     status = run.read_status()
     return [
         name or run_dir.name,
@@ -774,7 +780,7 @@ def compare_row(run_dir: Path, name: str | None = None) -> list[str]:
         fid("generator"),
         ratio,
         _race_text(status, events),
-        fmt_duration(max(times) - min(times)) if len(times) > 1 else "",
+        fmt_duration(wall_duration(run_dir, status)),
     ]
 
 
