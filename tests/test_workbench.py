@@ -1134,3 +1134,34 @@ def test_a_resumed_run_keeps_its_first_launch_for_its_duration(tmp_path, fake_en
         assert run_reader.wall_duration(tmp_path / "runs" / "long", status) > 1.5
     finally:
         wb.close()
+
+
+def test_unsaved_edits_are_kept_across_a_reload_until_saved_or_discarded(tmp_path):
+    """Every edit that leaves the editor different from the saved preset keeps the text as a draft in
+    the runs folder; a page opening with that preset offers it back; restoring puts it into the editor;
+    saving or discarding forgets it."""
+    from workbench import presets_page as pp
+
+    wb = Workbench(tmp_path / "runs", tmp_path / "presets", SHIPPED, engine_cmd=["true"])
+    try:
+        ed = pp.load(wb, "quickstart").editor
+        assert pp.opened(wb, "quickstart").restore == (False, "")
+        edited = pp.field_edited(wb, ed, "teacher.kimg", 0.5)
+        assert wb.draft("quickstart")[0] == edited.editor.text
+        offer = pp.opened(wb, "quickstart").restore  # what a reloaded page shows
+        assert offer[0] and "Unsaved edits of **quickstart**" in offer[1]
+        assert pp.load(wb, "quickstart").restore[0]  # picking the preset again offers them too
+        newest = pp.opened(wb, newest=True)  # a page opening offers the newest kept edits of any preset
+        assert newest.restore[0] and newest.restore_name == "quickstart"
+        back = pp.restore(wb, "quickstart")
+        assert back.page.text == edited.editor.text and back.editor.modified and back.restore == (False, "")
+        assert pp.text_edited(wb, back.editor, ed.text, {}).editor.modified is False  # the saved text typed back
+        assert wb.draft("quickstart") is None  # nothing to keep
+        again = pp.field_edited(wb, back.editor, "teacher.kimg", 0.5)
+        saved = pp.save_as(wb, again.editor, "mine")
+        assert wb.draft("quickstart") is None and wb.draft("mine") is None
+        pp.field_edited(wb, saved.editor, "teacher.kimg", 2)
+        assert wb.draft("mine") is not None
+        assert pp.forget(wb, "mine").restore == (False, "") and wb.draft("mine") is None
+    finally:
+        wb.close()

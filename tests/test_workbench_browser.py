@@ -388,7 +388,8 @@ def _finished_run(folder: Path, teacher_fid: float, generator_fid: float, log_li
 
 
 def test_browser_log_follows_its_end_compare_offers_studies_and_preview_labels_rows(tmp_path):
-    """Letters in a number field show that field's error and no Gradio error; the log tail shows its last line without scrolling;
+    """Letters in a number field show that field's error and no Gradio error; an unsaved edit comes back
+    after a reload; the log tail shows its last line without scrolling;
     "Compare with" never offers the selected
     run, offers a study folder (benchmarks/fidelity_study.py's layout) that draws all its runs, and
     the table gives the ratio of two equal final FIDs (1.000); the preview labels every row of images
@@ -414,6 +415,21 @@ def test_browser_log_follows_its_end_compare_offers_studies_and_preview_labels_r
             page.locator("#field-corruption-noise-sigma").get_by_text("the TOML keeps").wait_for(timeout=20_000)
             page.wait_for_timeout(1500)
             assert "output values" not in page.locator("body").inner_text()
+
+            # an edit survives a reload: the new page offers it back, and restoring loads that preset with it
+            _type_into(page, "#field-corruption-noise-sigma input", "0.35")
+            page.wait_for_function(
+                "() => document.querySelector('#preset-editor .cm-content').innerText.includes('noise_sigma = 0.35')", timeout=20_000
+            )
+            page.reload()
+            page.wait_for_selector("#preset-editor .cm-content", timeout=120_000)
+            page.locator("#preset-restore-msg").get_by_text("Unsaved edits of fmnist-deblur-0.2").wait_for(timeout=20_000)
+            page.locator("#preset-restore-yes").click()
+            page.wait_for_function(
+                "() => document.querySelector('#preset-editor .cm-content').innerText.includes('noise_sigma = 0.35')", timeout=20_000
+            )
+            page.locator("#preset-current").get_by_text("fmnist-deblur-0.2").wait_for(timeout=20_000)
+            assert "unsaved changes" in page.locator("#preset-current").inner_text()
             page.get_by_role("tab", name="3 · Runs").click()
             page.wait_for_function("() => document.querySelector('#run-log textarea').value.includes('log line 299')", timeout=30_000)
             page.wait_for_timeout(500)

@@ -15,7 +15,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from rsd_engine.io.runs import EXPORT_MODELS, EXPORT_WEIGHTS, FINAL_STATES, RunDir, default_run_folder, read_json_object
+from rsd_engine.io.runs import EXPORT_MODELS, EXPORT_WEIGHTS, FINAL_STATES, RunDir, atomic_write_bytes, default_run_folder, read_json_object
 
 from . import preset_edit, run_reader
 from .launcher import RECORD_NAME, Launcher, LaunchError
@@ -180,6 +180,37 @@ class Workbench:
             WorkbenchError: a shipped or missing preset, or a path for a name.
         """
         self.store.delete(name)
+
+    # -- drafts: unsaved edits survive a reload ---------------------------------------------------
+    def _draft_path(self, name: str | None) -> Path:
+        """``RUNS/.workbench/drafts/<preset>.toml`` (``unsaved`` for a preset without a name)."""
+        return self.work_dir / "drafts" / f"{check_name(name, 'preset name') if name else 'unsaved'}.toml"
+
+    def save_draft(self, name: str | None, text: str) -> None:
+        """Keep ``text`` as the unsaved edits of preset ``name`` (atomically; replaces an earlier draft)."""
+        atomic_write_bytes(self._draft_path(name), text.encode("utf-8"))
+
+    def draft(self, name: str | None) -> tuple[str, float] | None:
+        """The kept unsaved edits of preset ``name`` and when they were written (Unix time), or ``None``."""
+        path = self._draft_path(name)
+        try:
+            return path.read_text(encoding="utf-8"), path.stat().st_mtime
+        except OSError:
+            return None
+
+    def drafts(self) -> list[tuple[str | None, float]]:
+        """Every kept draft as (preset name, or ``None`` for the unsaved preset; when written), newest first."""
+        found = []
+        for path in (self.work_dir / "drafts").glob("*.toml"):
+            try:
+                found.append((None if path.stem == "unsaved" else path.stem, path.stat().st_mtime))
+            except OSError:
+                continue
+        return sorted(found, key=lambda item: -item[1])
+
+    def drop_draft(self, name: str | None) -> None:
+        """Forget the unsaved edits of preset ``name`` (saved, or discarded by the user)."""
+        self._draft_path(name).unlink(missing_ok=True)
 
     # -- preview -------------------------------------------------------------------------------
     def preview(self, text: str, n: int = 16) -> tuple[Path, str]:

@@ -13,6 +13,7 @@ never says "Valid preset" for something the TOML does not hold.
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass, field, replace
 from typing import Any
 
@@ -31,6 +32,10 @@ __all__ = [
     "field_edited",
     "slot_edited",
     "load",
+    "opened",
+    "restore",
+    "forget",
+    "discard_and_load",
     "pick",
     "save",
     "save_as",
@@ -127,6 +132,8 @@ class Outcome:
         confirm: ``(visible, question)`` of the "delete the preset?" row.
         clear_new_name: empty the "new preset name" box.
         launch_msg: the Runs tab's message about an earlier launch ("" clears it).
+        restore: ``(visible, question)`` of the "restore the unsaved edits kept from before?" row;
+            ``restore_name`` the preset those edits belong to (``None``: the unsaved preset).
     """
 
     editor: Editor | None = None
@@ -138,6 +145,8 @@ class Outcome:
     confirm: tuple[bool, str] | None = None
     clear_new_name: bool = False
     launch_msg: str | None = None
+    restore: tuple[bool, str] | None = None
+    restore_name: str | None = None
 
 
 _HIDDEN = (False, "")
@@ -226,9 +235,19 @@ def _redraw(wb: Workbench, ed: Editor, **kwargs) -> Outcome:
     return Outcome(editor=ed, page=page, msg="", switch=_HIDDEN, launch_msg="")
 
 
+def _edited(wb: Workbench, ed: Editor, **kwargs) -> Outcome:
+    """:func:`_redraw` after an edit, keeping the editor's text as the preset's draft while it differs
+    from the saved preset (so a reload or a closed tab loses nothing: :func:`opened`)."""
+    if edited_text(ed.text, ed.loaded):
+        wb.save_draft(ed.name, ed.text)
+    else:
+        wb.drop_draft(ed.name)
+    return replace(_redraw(wb, ed, **kwargs), restore=_HIDDEN)
+
+
 def text_edited(wb: Workbench, ed: Editor, text: str, widget_values: dict[str, Any]) -> Outcome:
     """The TOML editor was edited: re-fill the form (which replaces any unwritable form value) and validate."""
-    return _redraw(wb, replace(ed, text=text, input_errors={}), send_text=False, refill=widget_values)
+    return _edited(wb, replace(ed, text=text, input_errors={}), send_text=False, refill=widget_values)
 
 
 def field_edited(wb: Workbench, ed: Editor, name: str, value: Any) -> Outcome:
@@ -244,7 +263,7 @@ def field_edited(wb: Workbench, ed: Editor, name: str, value: Any) -> Outcome:
         errors[name] = f"{e.args[0].split(': ', 1)[-1]}; the TOML keeps {keeps}"
         return _redraw(wb, replace(ed, input_errors=errors), send_text=False, refill=None)
     errors.pop(name, None)
-    return _redraw(wb, replace(ed, text=text, input_errors=errors), send_text=True, refill=None, edited=name)
+    return _edited(wb, replace(ed, text=text, input_errors=errors), send_text=True, refill=None, edited=name)
 
 
 def slot_edited(wb: Workbench, ed: Editor, index: int, value: Any) -> Outcome:
@@ -260,7 +279,7 @@ def slot_edited(wb: Workbench, ed: Editor, index: int, value: Any) -> Outcome:
         errors[f.name] = e.args[0].split(": ", 1)[-1]
         return _redraw(wb, replace(ed, input_errors=errors), send_text=False, refill=None, edited_slot=index)
     errors.pop(f.name, None)
-    return _redraw(wb, replace(ed, text=text, input_errors=errors), send_text=True, refill=None, edited_slot=index)
+    return _edited(wb, replace(ed, text=text, input_errors=errors), send_text=True, refill=None, edited_slot=index)
 
 
 def load(wb: Workbench, name: str) -> Outcome:
@@ -271,7 +290,53 @@ def load(wb: Workbench, name: str) -> Outcome:
         return Outcome(msg=err_md(e))
     flag_all = {f.name: "?" for f in pe.form_fields()}
     out = _redraw(wb, Editor(text=text, loaded=text, name=name, flagged=flag_all), send_text=True, refill={})
-    return replace(out, confirm=_HIDDEN, pending=None)
+    offer = opened(wb, name)
+    return replace(out, confirm=_HIDDEN, pending=None, restore=offer.restore, restore_name=offer.restore_name)
+
+
+def opened(wb: Workbench, name: str | None = None, *, newest: bool = False) -> Outcome:
+    """Offer kept unsaved edits that differ from their saved preset: those of preset ``name`` (a preset
+    was loaded), or with ``newest`` the most recent of any preset (a page opened)."""
+    candidates = wb.drafts() if newest else [(name, 0.0)]
+    for draft_name, _ in candidates:
+        kept = wb.draft(draft_name)
+        try:
+            saved = wb.preset_text(draft_name) if draft_name else ""
+        except WorkbenchError:
+            continue  # its preset is gone: nothing to restore it into
+        if kept is not None and edited_text(kept[0], saved):
+            when = time.strftime("%Y-%m-%d %H:%M", time.localtime(kept[1]))
+            label = md_text(draft_name or "the unsaved preset")
+            return Outcome(restore=(True, f"Unsaved edits of **{label}** from {when} were kept. Restore them?"), restore_name=draft_name)
+    return Outcome(restore=_HIDDEN)
+
+
+def restore(wb: Workbench, name: str | None) -> Outcome:
+    """Load preset ``name`` with its kept unsaved edits in the editor and the form."""
+    kept = wb.draft(name)
+    if kept is None:
+        return Outcome(restore=_HIDDEN, msg=err_md("no kept edits of this preset any more"))
+    try:
+        saved = wb.preset_text(name) if name else ""
+    except WorkbenchError as e:
+        return Outcome(restore=_HIDDEN, msg=err_md(e))
+    flag_all = {f.name: "?" for f in pe.form_fields()}
+    out = _redraw(wb, Editor(text=kept[0], loaded=saved, name=name, flagged=flag_all), send_text=True, refill={})
+    return replace(out, restore=_HIDDEN, confirm=_HIDDEN, choices=(name,), msg=ok_md("Restored your unsaved edits"))
+
+
+def forget(wb: Workbench, name: str | None) -> Outcome:
+    """Discard the kept unsaved edits of preset ``name``."""
+    wb.drop_draft(name)
+    return Outcome(restore=_HIDDEN, msg=ok_md("Discarded the kept edits"))
+
+
+def discard_and_load(wb: Workbench, ed: Editor, picked: str | None) -> Outcome:
+    """The user chose to discard the edits of the current preset and load ``picked``."""
+    if not picked:
+        return Outcome(switch=_HIDDEN)
+    wb.drop_draft(ed.name)
+    return replace(load(wb, picked), choices=(picked,))
 
 
 def pick(wb: Workbench, ed: Editor, picked: str) -> Outcome:
@@ -295,6 +360,8 @@ def pick(wb: Workbench, ed: Editor, picked: str) -> Outcome:
 def _saved(wb: Workbench, ed: Editor, saved: str, message: str) -> Outcome:
     """After a save: the saved text is the loaded one, so nothing is unsaved any more (here and in the
     Runs tab's launch line)."""
+    wb.drop_draft(ed.name)
+    wb.drop_draft(saved)
     ed = replace(ed, name=saved, loaded=ed.text)
     out = _redraw(wb, ed, send_text=False, refill=None)
     return replace(out, msg=ok_md(message), choices=(saved,))
@@ -364,6 +431,7 @@ def delete(wb: Workbench, ed: Editor) -> Outcome:
         wb.delete_preset(ed.name)
     except WorkbenchError as e:
         return Outcome(msg=err_md(e), confirm=_HIDDEN)
+    wb.drop_draft(ed.name)
     names = [n for _, n in wb.preset_choices()]
     nxt = "quickstart" if "quickstart" in names else (names[0] if names else None)
     out = load(wb, nxt) if nxt else Outcome()

@@ -117,6 +117,8 @@ def build_blocks(wb: Workbench) -> gr.Blocks:
         load_fn, load_outputs = runs_view.on_page_load(wb, rv, follow=[plv.run, gv.run_a], others=[gv.run_b])
         demo.load(load_fn, None, load_outputs, api_visibility="private", show_progress="hidden")
         demo.load(lambda: gr.Dropdown(choices=wb.preset_choices()), None, pv.dropdown, api_visibility="private", show_progress="hidden")
+        restore_fn, restore_outputs = presets_view.on_page_load(wb, pv)
+        demo.load(restore_fn, None, restore_outputs, api_visibility="private", show_progress="hidden")
 
         api_endpoints.register(wb)
     return demo

@@ -22,7 +22,7 @@ from ..api import Workbench
 from ..presets_page import PLUGIN_SLOTS
 from .common import View, confirm_row
 
-__all__ = ["build", "wire", "outputs", "updates", "elem_id_for"]
+__all__ = ["build", "wire", "outputs", "updates", "on_page_load", "elem_id_for"]
 
 
 def elem_id_for(f: pe.FormField) -> str:
@@ -68,6 +68,12 @@ def build(wb: Workbench) -> View:
             info="Pick a ready preset (read-only) or one of yours; picking one loads it into the editor.",
         )
         v.current = gr.Markdown(pp.current_md(first, wb.preset_kind(first) if first else None, False), elem_id="preset-current")
+    # edits kept from an earlier page (a reload, a closed tab): offered back where the preset is named
+    v.restore_name = gr.State(None)  # the preset whose kept edits the row offers
+    with gr.Row(visible=False, elem_id="preset-restore-row") as v.restore_row:
+        v.restore_md = gr.Markdown(elem_id="preset-restore-msg")
+        v.restore_yes = gr.Button("Restore my edits", variant="primary", elem_id="preset-restore-yes")
+        v.restore_no = gr.Button("Discard them", elem_id="preset-restore-no")
     # asked where the preset was picked, in view ("discard the unsaved edits?")
     with gr.Row(visible=False, elem_id="preset-switch-row") as v.switch_row:
         v.switch_md = gr.Markdown(elem_id="preset-switch-msg")
@@ -177,6 +183,9 @@ def outputs(v: View, launch_summary=None, launch_msg=None, launch_button=None) -
         v.confirm_md,
         v.dropdown,
         v.new_name,
+        v.restore_row,
+        v.restore_md,
+        v.restore_name,
         *v.accordions.values(),
         *v.op_groups.values(),
         *v.widgets.values(),
@@ -242,9 +251,17 @@ def updates(wb: Workbench, v: View, out: pp.Outcome, launch_summary=None, launch
         u[v.confirm_md] = out.confirm[1]
     if out.clear_new_name:
         u[v.new_name] = ""
+    if out.restore is not None:
+        u[v.restore_row], u[v.restore_md], u[v.restore_name] = gr.Row(visible=out.restore[0]), out.restore[1], out.restore_name
     if out.launch_msg is not None and launch_msg is not None:
         u[launch_msg] = out.launch_msg
     return u
+
+
+def on_page_load(wb: Workbench, v: View):
+    """Per-viewer start: offer the newest unsaved edits kept from an earlier page, of any preset
+    (:func:`workbench.presets_page.opened`). Returns ``(fn, outputs)`` for ``demo.load``."""
+    return (lambda: updates(wb, v, pp.opened(wb, newest=True))), [v.restore_row, v.restore_md, v.restore_name]
 
 
 def wire(wb: Workbench, v: View, launch_summary=None, launch_msg=None, launch_button=None) -> None:
@@ -282,12 +299,9 @@ def wire(wb: Workbench, v: View, launch_summary=None, launch_msg=None, launch_bu
     bind(
         v.dropdown.input, lambda ed, picked: pp.pick(wb, ed, picked), [v.dropdown], api_name="ui_load_preset", api_visibility="undocumented"
     )
-    bind(
-        v.switch_yes.click,
-        lambda ed, picked: replace(pp.load(wb, picked), choices=(picked,)) if picked else pp.Outcome(switch=(False, "")),
-        [v.pending_switch],
-        **quiet,
-    )
+    bind(v.switch_yes.click, lambda ed, picked: pp.discard_and_load(wb, ed, picked), [v.pending_switch], **quiet)
+    bind(v.restore_yes.click, lambda ed, name: pp.restore(wb, name), [v.restore_name], **quiet)
+    bind(v.restore_no.click, lambda ed, name: pp.forget(wb, name), [v.restore_name], **quiet)
     v.switch_no.click(lambda: (gr.Row(visible=False), None), None, [v.switch_row, v.pending_switch], api_visibility="private")
     bind(v.save_btn.click, lambda ed: pp.save(wb, ed), [], api_name="ui_save_preset", api_visibility="undocumented")
     for button, action, api_name in (
