@@ -1104,6 +1104,8 @@ def test_ended_runs_read_as_ended(tmp_path, fake_engine):
         shown = page(wb, "crash", [], "images seen (kimg)", False, 0.0)
         assert shown["latest"] == "**crash** failed before logging any events: its log is in the Runs tab."
         assert "pick another run" in shown["diff"].iloc[0, 0]
+        frame = run_reader.runs_frame(wb.run_rows())  # the Runs tab words the race as Live plots does
+        assert frame.loc[0, "generator below teacher"] == shown["table"].loc[0, "generator below teacher"] == "not measured"
     finally:
         wb.close()
     row = {"run": "r", "state": "done", "images_per_s": 100.0, "it_per_s": 6.0}

@@ -88,7 +88,7 @@ class Endpoints:
 
     def list_runs(self) -> list:
         """Every run: [{"run", "state", "stage", "progress", "kimg", "kimg_total", "images_per_s", "it_per_s", "eta_s", "updated",
-        "error", "exit_code", "beats_teacher"}]."""
+        "error", "exit_code", "beats_teacher", "race", "final", "duration_s"}]."""
         return self.wb.run_rows()
 
     def run_status(self, run: str) -> dict:

@@ -211,11 +211,11 @@ def run_row(run_dir: Path, state_override: str | None = None) -> dict:
 
     Returns:
         ``{"run", "state", "stage", "progress", "kimg", "kimg_total", "images_per_s", "it_per_s",
-        "eta_s", "updated", "error", "exit_code", "beats_teacher"}``; numbers may be ``None`` (``kimg``
+        "eta_s", "updated", "error", "exit_code", "beats_teacher", "race", "final", "duration_s"}``; numbers may be ``None`` (``kimg``
         and ``kimg_total`` outside the training stages, :func:`stage_kimg`); ``exit_code`` is the
         engine process's, when the workbench saw it end; ``beats_teacher`` is the status's
         ``generator_beats_teacher`` (kimg, minutes, FIDs of the first live FID of the generator below
-        its teacher's) or ``None``.
+        its teacher's) or ``None``; ``race`` the same as the comparison table words it (:func:`_race_text`).
     """
     run = RunDir(run_dir)
     status = run.read_status()
@@ -240,6 +240,7 @@ def run_row(run_dir: Path, state_override: str | None = None) -> dict:
         "error": status.get("error") or "",
         "exit_code": read_json_object(run_dir / RECORD_NAME).get("exit_code"),
         "beats_teacher": status.get("generator_beats_teacher"),
+        "race": _race_text(status, run.read_events()),
         "final": (run.read_metrics().get(RACE) or {}).get("final") if state == "done" else None,
         "duration_s": wall_duration(run_dir, status),
     }
@@ -322,7 +323,7 @@ def runs_frame(rows: list[dict]) -> pd.DataFrame:
                 kimg,
                 " · ".join(thr),
                 fmt_duration(r.get("eta_s")),
-                crossing_text(r.get("beats_teacher")),
+                r.get("race") or crossing_text(r.get("beats_teacher")),
                 final_text(r.get("final")),
                 fmt_duration(r.get("duration_s")),
                 ago,
