@@ -177,6 +177,16 @@ def _serve(tmp_path, **kwargs):
     return demo, wb, f"http://127.0.0.1:{port}/"
 
 
+def _open_page(p, url: str):
+    """Debian's Chromium (headless) on ``url`` at 1400×900, once the preset editor is on the page:
+    ``(browser, page)``."""
+    browser = p.chromium.launch(executable_path=str(CHROMIUM), args=ARGS)
+    page = browser.new_page(viewport={"width": 1400, "height": 900})
+    page.goto(url)
+    page.wait_for_selector("#preset-editor .cm-content", timeout=120_000)
+    return browser, page
+
+
 def _type_into(page, selector: str, text: str) -> None:
     """Select a field's content and type ``text`` key by key, as a person does (a number box drops
     letters it cannot read, which ``fill`` would refuse to do)."""
@@ -204,10 +214,7 @@ def test_browser_form_never_shows_valid_for_what_the_toml_does_not_hold(tmp_path
     shots.mkdir()
     try:
         with playwright_api.sync_playwright() as p:
-            browser = p.chromium.launch(executable_path=str(CHROMIUM), args=ARGS)
-            page = browser.new_page(viewport={"width": 1400, "height": 900})
-            page.goto(url)
-            page.wait_for_selector("#preset-editor .cm-content", timeout=120_000)
+            browser, page = _open_page(p, url)
             validation = page.locator("#preset-validation")
             validation.get_by_text("Valid preset").wait_for(timeout=20_000)
             page.wait_for_function("() => typeof window.rsdUnsavedEdits === 'function'", timeout=20_000)
@@ -315,10 +322,7 @@ def test_browser_three_runs_compared_on_one_axis_and_fresh_run_messages(tmp_path
         while any(wb.run_status(n)["state"] != "done" for n in ("r-a", "r-b", "r-c")) and time.time() < deadline:
             time.sleep(0.5)
         with playwright_api.sync_playwright() as p:
-            browser = p.chromium.launch(executable_path=str(CHROMIUM), args=ARGS)
-            page = browser.new_page(viewport={"width": 1400, "height": 900})
-            page.goto(url)
-            page.wait_for_selector("#preset-editor .cm-content", timeout=120_000)
+            browser, page = _open_page(p, url)
             page.get_by_role("tab", name="4 · Live plots").click()
             compare = page.locator("#plots-compare input").first
             selected = page.locator("#plots-run input").first.input_value()
@@ -401,10 +405,7 @@ def test_browser_log_follows_its_end_compare_offers_studies_and_preview_labels_r
     demo, wb, url = _serve(tmp_path)
     try:
         with playwright_api.sync_playwright() as p:
-            browser = p.chromium.launch(executable_path=str(CHROMIUM), args=ARGS)
-            page = browser.new_page(viewport={"width": 1400, "height": 900})
-            page.goto(url)
-            page.wait_for_selector("#preset-editor .cm-content", timeout=120_000)
+            browser, page = _open_page(p, url)
             # a preset picked from the list, then letters typed into a number field: the field's own error,
             # never Gradio's "not enough output values" (an event that changes nothing once answered with an empty dict)
             page.locator("#preset-select input").first.click()
