@@ -47,6 +47,11 @@ batch_size = 8
 """
 
 
+def sets(*overrides: str) -> list[str]:
+    """Command-line overrides ``--set key=value`` for ``rsd-engine``, one pair per override."""
+    return [arg for override in overrides for arg in ("--set", override)]
+
+
 @pytest.fixture(autouse=True)
 def _isolated_cache(tmp_path_factory, monkeypatch):
     """Reference-feature cache in a per-session temporary folder, never the user's."""

@@ -9,9 +9,15 @@ import sys
 import time
 
 import pytest
+from conftest import sets
 
 from rsd_engine.cli import main
 from rsd_engine.io.runs import RunDir
+
+#: ``accelerate launch`` of ``rsd-engine run`` on two CPU processes (gloo); the preset and options follow.
+TWO_PROCESS_RUN = (
+    "accelerate launch --multi_gpu --num_processes 2 --num_machines 1 --mixed_precision no --dynamo_backend no -m rsd_engine run".split()
+)
 
 
 @pytest.fixture
@@ -122,27 +128,7 @@ def test_two_processes_over_gloo(preset_file, tmp_path):
     """A whole run on two CPU processes; its evaluation splits the seeds between them and gathers
     exactly n samples (5: shares of 3 and 2), so one process evaluating the same run agrees."""
     out = tmp_path / "run"
-    cmd = [
-        "accelerate",
-        "launch",
-        "--multi_gpu",
-        "--num_processes",
-        "2",
-        "--num_machines",
-        "1",
-        "--mixed_precision",
-        "no",
-        "--dynamo_backend",
-        "no",
-        "-m",
-        "rsd_engine",
-        "run",
-        str(preset_file),
-        "--out",
-        str(out),
-        "--set",
-        "eval.final_fid_n=5",
-    ]
+    cmd = [*TWO_PROCESS_RUN, str(preset_file), "--out", str(out), "--set", "eval.final_fid_n=5"]
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     res = subprocess.run(cmd, capture_output=True, text=True, timeout=600, env=env)
     assert res.returncode == 0, res.stderr[-3000:]
@@ -166,29 +152,7 @@ def test_two_processes_stop_together_when_only_one_is_signalled(preset_file, tmp
     and the launch ends instead of hanging in a collective that one process missed."""
     psutil = pytest.importorskip("psutil")
     out = tmp_path / "run"
-    cmd = [
-        "accelerate",
-        "launch",
-        "--multi_gpu",
-        "--num_processes",
-        "2",
-        "--num_machines",
-        "1",
-        "--mixed_precision",
-        "no",
-        "--dynamo_backend",
-        "no",
-        "-m",
-        "rsd_engine",
-        "run",
-        str(preset_file),
-        "--out",
-        str(out),
-        "--set",
-        "teacher.kimg=2",
-        "--set",
-        "teacher.checkpoint_every_kimg=100",
-    ]
+    cmd = [*TWO_PROCESS_RUN, str(preset_file), "--out", str(out), *sets("teacher.kimg=2", "teacher.checkpoint_every_kimg=100")]
     log = tmp_path / "launch.log"
     with open(log, "w") as sink:
         launch = subprocess.Popen(cmd, stdout=sink, stderr=subprocess.STDOUT, env={**os.environ, "OMP_NUM_THREADS": "1"})
@@ -220,25 +184,8 @@ def test_events_stay_valid_json_with_nan_losses(tmp_path):
 @pytest.mark.parametrize("operator", ["gaussian_blur", "motion_blur", "random_inpainting", "box_inpainting", "super_resolution"])
 def test_tiny_run_of_every_operator(preset_file, tmp_path, operator):
     out = tmp_path / operator
-    assert (
-        main(
-            [
-                "run",
-                str(preset_file),
-                "--out",
-                str(out),
-                "--set",
-                f"corruption.operator={operator}",
-                "--set",
-                "eval.final_fid_n=0",
-                "--set",
-                "eval.grid_n=2",
-                "--set",
-                "distill.kimg=0.016",
-            ]
-        )
-        == 0
-    )
+    settings = sets(f"corruption.operator={operator}", "eval.final_fid_n=0", "eval.grid_n=2", "distill.kimg=0.016")
+    assert main(["run", str(preset_file), "--out", str(out), *settings]) == 0
     run = RunDir(out)
     assert run.read_status()["state"] == "done"
     assert (run.samples / "generator.png").is_file() and (run.samples / "measurements.png").is_file()

@@ -18,6 +18,7 @@ import types
 import numpy as np
 import pytest
 import torch
+from conftest import sets
 from torch import nn
 
 from rsd_engine import load_edm_teacher
@@ -195,14 +196,7 @@ def test_import_teacher_writes_a_run_that_resumes_into_distillation(tmp_path, ed
                 str(preset_file),
                 "--out",
                 str(out),
-                "--set",
-                "eval.final_fid_n=0",
-                "--set",
-                "eval.models=['generator']",
-                "--set",
-                "eval.psnr_n=0",
-                "--set",
-                "distill.kimg=0.008",
+                *sets("eval.final_fid_n=0", "eval.models=['generator']", "eval.psnr_n=0", "distill.kimg=0.008"),
             ]
         )
         == 0

@@ -8,6 +8,7 @@ import zipfile
 
 import numpy as np
 import pytest
+from conftest import sets
 from PIL import Image
 
 from rsd_engine.cli import main
@@ -66,21 +67,7 @@ def test_an_edm_zip_trains_a_tiny_run(tmp_path, tiny_preset_text):
     assert images.shape == (4, 1, 32, 32) and "eval.zip" in identity
     out = tmp_path / "run"
     assert (
-        main(
-            [
-                "run",
-                str(preset_file),
-                "--out",
-                str(out),
-                "--set",
-                "eval.final_fid_n=0",
-                "--set",
-                "eval.psnr_n=0",
-                "--set",
-                "eval.models=['generator']",
-            ]
-        )
-        == 0
+        main(["run", str(preset_file), "--out", str(out), *sets("eval.final_fid_n=0", "eval.psnr_n=0", "eval.models=['generator']")]) == 0
     )
     assert (out / "checkpoints" / "generator-final").is_dir()
     assert main(["validate", str(preset_file), "--set", f"data.path='{tmp_path / 'none.zip'}'"]) == 2

@@ -3,6 +3,7 @@ live n, the first live FID of the generator below it (kimg and training minutes,
 and metrics.json), training seconds that survive a resume, and ``eval.models``."""
 
 import pytest
+from conftest import sets
 
 from rsd_engine.cli import main
 from rsd_engine.evaluate.evaluation import BaselineFound, Evaluation, find_teacher_baseline
@@ -86,24 +87,8 @@ def test_baseline_of_a_given_teacher_is_read_from_its_run_or_computed_and_the_sa
     first, by_run, by_folder = tmp_path / "first", tmp_path / "by-run", tmp_path / "by-folder"
     assert main(["run", str(preset_file), "--out", str(first), *_overrides(LIVE), "--set", "distill.kimg=0.016"]) == 0
     for out, source in ((by_run, first), (by_folder, first / "checkpoints" / "teacher-final")):
-        assert (
-            main(
-                [
-                    "run",
-                    str(preset_file),
-                    "--out",
-                    str(out),
-                    *_overrides(LIVE),
-                    "--set",
-                    "distill.kimg=0.016",
-                    "--set",
-                    f"teacher.checkpoint={source}",
-                    "--set",
-                    'eval.models=["generator"]',
-                ]
-            )
-            == 0
-        )
+        settings = [*_overrides(LIVE), *sets("distill.kimg=0.016", f"teacher.checkpoint={source}", 'eval.models=["generator"]')]
+        assert main(["run", str(preset_file), "--out", str(out), *settings]) == 0
     a, b, c = (teacher_baseline(RunDir(r).read_events()) for r in (first, by_run, by_folder))
     assert str(first) in b["source"] and b["fid"] == a["fid"]
     assert "computed" in c["source"] and c["fid"] == pytest.approx(a["fid"], abs=1e-6)
