@@ -8,6 +8,7 @@ give empty results, never errors, because the engine may be writing them at the 
 
 from __future__ import annotations
 
+import functools
 import math
 import time
 from collections import deque
@@ -240,10 +241,27 @@ def run_row(run_dir: Path, state_override: str | None = None) -> dict:
         "error": status.get("error") or "",
         "exit_code": read_json_object(run_dir / RECORD_NAME).get("exit_code"),
         "beats_teacher": status.get("generator_beats_teacher"),
-        "race": _race_text(status, run.read_events()),
+        "race": _race_text(status, _events_if_changed(run)),
         "final": (run.read_metrics().get(RACE) or {}).get("final") if state == "done" else None,
         "duration_s": wall_duration(run_dir, status),
     }
+
+
+def _events_if_changed(run: RunDir) -> list[dict]:
+    """The run's events, read again only when events.jsonl changed (size or time): the runs table is
+    refreshed every 2 s for every run, and a finished run's file never changes."""
+    try:
+        st = run.events_path.stat()
+    except OSError:
+        return []
+    return _read_events(str(run.events_path), st.st_size, st.st_mtime_ns)
+
+
+@functools.lru_cache(maxsize=64)
+def _read_events(path: str, size: int, mtime_ns: int) -> list[dict]:
+    """:meth:`RunDir.read_events` of the run whose events.jsonl is ``path`` (``size`` and ``mtime_ns``
+    make the cache key; callers must not change the list)."""
+    return RunDir(Path(path).parent).read_events()
 
 
 def wall_duration(run_dir: Path, status: dict) -> float | None:
@@ -611,7 +629,8 @@ def _drop_replayed(points: list[dict]) -> list[dict]:
         while series and series[-1]["kimg"] >= p["kimg"]:
             series.pop()
         series.append(p)
-    return [p for p in points if any(p is q for q in kept[(p["plot"], p["series"])])]
+    survivors = {id(q) for series in kept.values() for q in series}
+    return [p for p in points if id(p) in survivors]  # file order kept, one set lookup a point
 
 
 def smooth(values: list[float], weight: float) -> list[float]:
@@ -666,7 +685,8 @@ def compare_figure(runs: dict[str, list[dict]], plot: str, x: str = "kimg", log_
     )
     for i, (name, events) in enumerate(runs.items()):
         color = palette[i % len(palette)]
-        points = [p for p in run_points(events) if p["plot"] == plot]
+        every = run_points(events)
+        points = [p for p in every if p["plot"] == plot]
         series = list(dict.fromkeys(p["series"] for p in points))
         for j, s in enumerate(series):
             pts = [p for p in points if p["series"] == s]
@@ -698,7 +718,7 @@ def compare_figure(runs: dict[str, list[dict]], plot: str, x: str = "kimg", log_
                 )
             )
         teacher_end = max((_finite(e.get("kimg")) or 0.0 for e in events if e.get("stage") == "teacher"), default=None)
-        distill = [p for p in run_points(events) if p["plot"] != "throughput" and p["kimg"] >= (teacher_end or 0)]
+        distill = [p for p in every if p["plot"] != "throughput" and p["kimg"] >= (teacher_end or 0)]
         times = [t for t in (_finite(e.get("time")) for e in events) if t is not None]
         distill_times = [t for t in (_finite(e.get("time")) for e in events if e.get("stage") == "distill") if t is not None]
         boundary = teacher_end if x == "kimg" else ((min(distill_times) - min(times)) / 60 if distill_times else None)
